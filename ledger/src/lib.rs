@@ -1,0 +1,23 @@
+//! The account ledger. Pure: no I/O, no clock, no randomness.
+//!
+//! - [`Transaction`] (`tx.rs`): signed transfers bound to one chain; hash = identity.
+//! - [`State`] (`state.rs`): accounts, deterministic [`State::execute`], [`State::root`].
+//! - [`Block`] (`block.rs`): hashed [`BlockHeader`] + transactions + consensus certificate.
+//! - [`Store`] (`store.rs`): the durable-storage contract, and [`MemStore`].
+//! - [`Ledger`] (`ledger.rs`): state + store; turns ordered batches into committed blocks.
+
+mod address;
+mod block;
+mod ledger;
+mod merkle;
+mod state;
+mod store;
+mod tx;
+
+pub use address::{Address, ParseAddressError};
+pub use block::{Block, BlockHeader, MAX_BLOCK_BYTES, tx_root};
+pub use ledger::{BlockInput, Ledger, LedgerError};
+pub use merkle::merkle_root;
+pub use state::{Account, Execution, RejectReason, Receipt, State};
+pub use store::{MemStore, Store, StoreError, TxRecord, check_genesis, check_next_height};
+pub use tx::{ChainBinding, MAX_CHAIN_ID_LEN, MAX_TX_BYTES, Payload, Transaction, TxBody};

@@ -1,0 +1,227 @@
+//! Account state and deterministic execution of ordered transactions.
+
+use crate::tx::{ChainBinding, Payload, Transaction};
+use crate::Address;
+use crypto::{Digest, Domain, Hasher};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One account. An address that was never credited has the default (zero) account.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance: u64,
+    /// Number of transactions this account has had applied; the next must carry this nonce.
+    pub nonce: u64,
+}
+
+/// Why a transaction in a block was skipped. Every replica computes the same reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// Signed for another chain id or genesis.
+    WrongChain { chain_id: String, genesis_hash: Digest },
+    /// Signature (or sender key) fails Cairn's verification rule.
+    BadSignature,
+    /// Nonce already used: a replay or a duplicate.
+    NonceTooLow { expected: u64, got: u64 },
+    /// Nonce skips ahead of the account's next nonce.
+    NonceTooHigh { expected: u64, got: u64 },
+    InsufficientBalance { balance: u64, needed: u64 },
+    /// The recipient's balance would pass u64::MAX.
+    Overflow,
+    ZeroAmount,
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::WrongChain {
+                chain_id,
+                genesis_hash,
+            } => write!(
+                f,
+                "signed for another chain (chain_id {chain_id:?}, genesis {})",
+                genesis_hash.short()
+            ),
+            RejectReason::BadSignature => write!(f, "bad signature"),
+            RejectReason::NonceTooLow { expected, got } => {
+                write!(f, "nonce {got} already used (next nonce is {expected})")
+            }
+            RejectReason::NonceTooHigh { expected, got } => {
+                write!(f, "nonce {got} is ahead of the next nonce {expected}")
+            }
+            RejectReason::InsufficientBalance { balance, needed } => {
+                write!(f, "insufficient balance: have {balance}, need {needed}")
+            }
+            RejectReason::Overflow => write!(f, "recipient balance would overflow"),
+            RejectReason::ZeroAmount => write!(f, "transfer amount must be positive"),
+        }
+    }
+}
+
+/// The outcome of one transaction in a block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub tx_hash: Digest,
+    pub outcome: Result<(), RejectReason>,
+}
+
+/// All accounts, ordered by address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    accounts: BTreeMap<Address, Account>,
+}
+
+/// The result of executing one block's transactions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    pub receipts: Vec<Receipt>,
+    /// Every account the block touched, with its new value, ordered by address.
+    pub changed: Vec<(Address, Account)>,
+}
+
+impl State {
+    /// State holding `accounts`. Later duplicates of an address replace earlier ones; genesis
+    /// validation rejects duplicates before this is called.
+    pub fn new(accounts: impl IntoIterator<Item = (Address, Account)>) -> State {
+        State {
+            accounts: accounts.into_iter().collect(),
+        }
+    }
+
+    pub fn account(&self, addr: &Address) -> Account {
+        self.accounts.get(addr).copied().unwrap_or_default()
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = (&Address, &Account)> {
+        self.accounts.iter()
+    }
+
+    /// Sum of all balances. Execution never changes it.
+    pub fn total_supply(&self) -> u128 {
+        self.accounts.values().map(|a| a.balance as u128).sum()
+    }
+
+    /// The state root: sha256 over every account in address order (address, balance, nonce),
+    /// domain-separated. Equal on every replica that applied the same blocks.
+    ///
+    /// Cost is linear in the number of accounts (sha256 runs at ~1.7 GB/s; 10,000 accounts
+    /// are ~0.4 ms); a Merkle structure with cached subtrees can replace it without changing
+    /// any caller.
+    pub fn root(&self) -> Digest {
+        let mut h = Hasher::new();
+        h.part(b"cairn/state/v1");
+        h.part(&(self.accounts.len() as u64).to_le_bytes());
+        for (addr, acc) in &self.accounts {
+            let mut leaf = [0u8; 36];
+            leaf[..20].copy_from_slice(&addr.0);
+            leaf[20..28].copy_from_slice(&acc.balance.to_le_bytes());
+            leaf[28..].copy_from_slice(&acc.nonce.to_le_bytes());
+            h.part(&leaf);
+        }
+        h.finish()
+    }
+
+    /// Executes `txs` in order. Each transaction either applies entirely or is skipped with a
+    /// receipt saying why; the result depends only on the state, the chain binding and the
+    /// transactions, so every replica reaches the same state.
+    ///
+    /// Signatures are checked as one batch under the same rule as single verification
+    /// ([`crypto::verify_batch`]), so batching cannot change a verdict.
+    pub fn execute(&mut self, chain: &ChainBinding, txs: &[Transaction]) -> Execution {
+        let bodies: Vec<Vec<u8>> = txs.iter().map(|t| t.body.signing_bytes()).collect();
+        let items: Vec<_> = txs
+            .iter()
+            .zip(&bodies)
+            .map(|(t, b)| (Domain::Transaction, b.as_slice(), t.body.sender, t.signature))
+            .collect();
+        let sig_ok = crypto::verify_batch(&items);
+
+        let mut changed = BTreeMap::new();
+        let receipts = txs
+            .iter()
+            .zip(sig_ok)
+            .map(|(tx, sig_ok)| {
+                let outcome = self.apply(chain, tx, sig_ok, &mut changed);
+                Receipt {
+                    tx_hash: tx.hash(),
+                    outcome,
+                }
+            })
+            .collect();
+        Execution {
+            receipts,
+            changed: changed.into_iter().collect(),
+        }
+    }
+
+    fn apply(
+        &mut self,
+        chain: &ChainBinding,
+        tx: &Transaction,
+        sig_ok: bool,
+        changed: &mut BTreeMap<Address, Account>,
+    ) -> Result<(), RejectReason> {
+        let body = &tx.body;
+        if body.chain_id != chain.chain_id || body.genesis_hash != chain.genesis_hash {
+            return Err(RejectReason::WrongChain {
+                chain_id: body.chain_id.clone(),
+                genesis_hash: body.genesis_hash,
+            });
+        }
+        if !sig_ok {
+            return Err(RejectReason::BadSignature);
+        }
+        let from = Address::of(&body.sender);
+        let mut sender = self.account(&from);
+        if body.nonce < sender.nonce {
+            return Err(RejectReason::NonceTooLow {
+                expected: sender.nonce,
+                got: body.nonce,
+            });
+        }
+        if body.nonce > sender.nonce {
+            return Err(RejectReason::NonceTooHigh {
+                expected: sender.nonce,
+                got: body.nonce,
+            });
+        }
+        match &body.payload {
+            Payload::Transfer { to, amount } => {
+                if *amount == 0 {
+                    return Err(RejectReason::ZeroAmount);
+                }
+                if sender.balance < *amount {
+                    return Err(RejectReason::InsufficientBalance {
+                        balance: sender.balance,
+                        needed: *amount,
+                    });
+                }
+                sender.balance -= amount;
+                sender.nonce += 1;
+                // Read the recipient after debiting, so a self-transfer sees the debit.
+                let mut recipient = if *to == from {
+                    sender
+                } else {
+                    self.account(to)
+                };
+                recipient.balance = recipient
+                    .balance
+                    .checked_add(*amount)
+                    .ok_or(RejectReason::Overflow)?;
+                self.set(from, sender, changed);
+                if *to == from {
+                    self.set(from, recipient, changed);
+                } else {
+                    self.set(*to, recipient, changed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, addr: Address, acc: Account, changed: &mut BTreeMap<Address, Account>) {
+        self.accounts.insert(addr, acc);
+        changed.insert(addr, acc);
+    }
+}

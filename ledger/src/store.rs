@@ -1,0 +1,191 @@
+//! The store interface and an in-memory implementation.
+//!
+//! # To ensure correctness (for every implementation)
+//!
+//! - [`Store::commit_block`] is atomic and durable: when it returns `Ok`, the block, its
+//!   transaction index entries and the changed accounts are all on stable storage, and after
+//!   a crash at any moment either all of them are present or none.
+//! - [`Store::put_meta`] is durable when it returns `Ok`. Consensus safety state goes through
+//!   it, so a vote that depends on it may only be sent afterwards.
+//! - The transaction index keeps the *first* inclusion of a hash: a later duplicate (which
+//!   execution rejects with `NonceTooLow`) never overwrites a committed receipt.
+//! - Blocks are committed at consecutive heights starting at 1.
+
+use crate::block::Block;
+use crate::state::{Account, Receipt};
+use crate::Address;
+use crypto::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl StoreError {
+    pub fn new(context: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError(format!("{context}: {e}"))
+    }
+}
+
+/// Where a transaction was committed, and what happened to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxRecord {
+    pub height: u64,
+    pub index: u32,
+    pub receipt: Receipt,
+}
+
+/// Durable storage for blocks, the transaction index, accounts and metadata.
+pub trait Store {
+    /// Writes the genesis accounts and genesis hash into an empty store. Fails if the store
+    /// already holds a different genesis hash.
+    fn init_genesis(
+        &mut self,
+        genesis_hash: Digest,
+        accounts: &[(Address, Account)],
+    ) -> Result<(), StoreError>;
+    /// The genesis hash the store was initialised with, if any.
+    fn genesis_hash(&self) -> Result<Option<Digest>, StoreError>;
+    /// Atomically and durably stores `block` at `block.header.height` (which must be
+    /// `height() + 1`), its receipts in the transaction index and the changed accounts.
+    fn commit_block(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        changed: &[(Address, Account)],
+    ) -> Result<(), StoreError>;
+    /// Height of the last committed block; 0 when none.
+    fn height(&self) -> Result<u64, StoreError>;
+    fn block(&self, height: u64) -> Result<Option<Block>, StoreError>;
+    fn height_of(&self, block_hash: &Digest) -> Result<Option<u64>, StoreError>;
+    fn tx(&self, tx_hash: &Digest) -> Result<Option<TxRecord>, StoreError>;
+    fn account(&self, addr: &Address) -> Result<Option<Account>, StoreError>;
+    fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError>;
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Durable when it returns.
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+}
+
+const GENESIS_KEY: &str = "genesis_hash";
+
+/// In-memory [`Store`] for tests and the simulator. "Durable" means: survives as long as the
+/// value does; the simulator models a crash by keeping the store and dropping everything else.
+#[derive(Clone, Debug, Default)]
+pub struct MemStore {
+    blocks: Vec<Block>,
+    by_hash: BTreeMap<Digest, u64>,
+    txs: BTreeMap<Digest, TxRecord>,
+    accounts: BTreeMap<Address, Account>,
+    meta: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemStore {
+    pub fn new() -> MemStore {
+        MemStore::default()
+    }
+}
+
+/// Checks the height rule shared by every store.
+pub fn check_next_height(current: u64, block: &Block) -> Result<(), StoreError> {
+    if block.header.height != current + 1 {
+        return Err(StoreError(format!(
+            "block at height {} cannot follow height {current}",
+            block.header.height
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a genesis hash against the stored one.
+pub fn check_genesis(stored: Option<Digest>, given: Digest) -> Result<bool, StoreError> {
+    match stored {
+        None => Ok(false),
+        Some(h) if h == given => Ok(true),
+        Some(h) => Err(StoreError(format!(
+            "this data directory belongs to genesis {h}, not {given}; use a fresh data directory \
+             or the genesis file it was created with"
+        ))),
+    }
+}
+
+impl Store for MemStore {
+    fn init_genesis(
+        &mut self,
+        genesis_hash: Digest,
+        accounts: &[(Address, Account)],
+    ) -> Result<(), StoreError> {
+        if check_genesis(self.genesis_hash()?, genesis_hash)? {
+            return Ok(());
+        }
+        self.accounts.extend(accounts.iter().copied());
+        self.meta
+            .insert(GENESIS_KEY.into(), genesis_hash.0.to_vec());
+        Ok(())
+    }
+
+    fn genesis_hash(&self) -> Result<Option<Digest>, StoreError> {
+        Ok(self.meta.get(GENESIS_KEY).map(|v| {
+            let mut d = [0u8; 32];
+            d.copy_from_slice(v);
+            Digest(d)
+        }))
+    }
+
+    fn commit_block(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        changed: &[(Address, Account)],
+    ) -> Result<(), StoreError> {
+        check_next_height(self.blocks.len() as u64, block)?;
+        let height = block.header.height;
+        for (i, r) in receipts.iter().enumerate() {
+            self.txs.entry(r.tx_hash).or_insert_with(|| TxRecord {
+                height,
+                index: i as u32,
+                receipt: r.clone(),
+            });
+        }
+        self.accounts.extend(changed.iter().copied());
+        self.by_hash.insert(block.hash(), height);
+        self.blocks.push(block.clone());
+        Ok(())
+    }
+
+    fn height(&self) -> Result<u64, StoreError> {
+        Ok(self.blocks.len() as u64)
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        Ok(height
+            .checked_sub(1)
+            .and_then(|i| self.blocks.get(i as usize))
+            .cloned())
+    }
+
+    fn height_of(&self, block_hash: &Digest) -> Result<Option<u64>, StoreError> {
+        Ok(self.by_hash.get(block_hash).copied())
+    }
+
+    fn tx(&self, tx_hash: &Digest) -> Result<Option<TxRecord>, StoreError> {
+        Ok(self.txs.get(tx_hash).cloned())
+    }
+
+    fn account(&self, addr: &Address) -> Result<Option<Account>, StoreError> {
+        Ok(self.accounts.get(addr).copied())
+    }
+
+    fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
+        Ok(self.accounts.iter().map(|(a, b)| (*a, *b)).collect())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key).cloned())
+    }
+
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+}

@@ -1,0 +1,62 @@
+//! Canonical bytes and hashes, pinned. If one of these changes, every stored block and
+//! every signature in the wild changes meaning: change them only on purpose.
+
+use crypto::{Digest, SecretKey};
+use ledger::{Address, BlockHeader, ChainBinding, Payload, Transaction};
+
+fn fixed_tx() -> Transaction {
+    let chain = ChainBinding {
+        chain_id: "golden".into(),
+        genesis_hash: crypto::hash(b"golden genesis"),
+    };
+    Transaction::sign(
+        &SecretKey::from_seed([1; 32]),
+        &chain,
+        7,
+        Payload::Transfer {
+            to: Address::of(&SecretKey::from_seed([2; 32]).public()),
+            amount: 12_345,
+        },
+    )
+}
+
+fn fixed_header() -> BlockHeader {
+    BlockHeader {
+        height: 42,
+        parent: Digest([0xaa; 32]),
+        tx_root: ledger::tx_root(&[fixed_tx()]),
+        state_root: Digest([0xbb; 32]),
+        proposer: SecretKey::from_seed([3; 32]).public(),
+        view: 99,
+        timestamp_ms: 1_764_000_000_000,
+    }
+}
+
+#[test]
+fn transaction_bytes_and_hash() {
+    let tx = fixed_tx();
+    assert_eq!(hex::encode(tx.encode()), GOLDEN_TX_BYTES);
+    assert_eq!(tx.hash().to_string(), GOLDEN_TX_HASH);
+    assert_eq!(Transaction::decode(&tx.encode()).unwrap(), tx);
+}
+
+#[test]
+fn header_bytes_and_hash() {
+    let h = fixed_header();
+    assert_eq!(hex::encode(crypto::codec::encode(&h)), GOLDEN_HEADER_BYTES);
+    assert_eq!(h.hash().to_string(), GOLDEN_HEADER_HASH);
+}
+
+#[test]
+fn decoding_rejects_trailing_and_truncated_bytes() {
+    let mut bytes = fixed_tx().encode();
+    bytes.push(0);
+    assert!(Transaction::decode(&bytes).is_err());
+    bytes.truncate(bytes.len() - 2);
+    assert!(Transaction::decode(&bytes).is_err());
+}
+
+const GOLDEN_TX_BYTES: &str = "0600000000000000676f6c64656ef268c47b202ba36e725dbe89c486bccfa3aed2ab8696e31d8a4afea09112cf728a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0700000000000000000000004c1afb945231601f50e2b12b14329ce6eeb295ad3930000000000000c3abd08932409f44b97b2836f3b1e47e44e30dd93e80b70660cae25bdb58f82c7a5844d6c6094bcb317b3d5a8ab02bbb133399d7a21a0e8e2dfe1fbdf9157c08";
+const GOLDEN_HEADER_HASH: &str = "05ef68e7604423885b56f54e11239667fe57abafd88c1196fa08b68ca3d85445";
+const GOLDEN_HEADER_BYTES: &str = "2a00000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa19f160de685e3a00adaae80ee43267cf84699327635f631c0c69d017ba4bf9f3bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1630000000000000000e897b69a010000";
+const GOLDEN_TX_HASH: &str = "be29e88bafad7dd24b8c3f60e85694e6b7289a98cb2e49e2eb588791c7af33de";
