@@ -1,0 +1,525 @@
+//! The HotStuff replica: handlers for each message, the view logic, proposing and committing.
+
+use super::aggregator::Aggregator;
+use super::messages::{Block, Message, Proposal, QuorumCert, Timeout, TimeoutCert, Vote};
+use super::pacemaker::Pacemaker;
+use super::safety::{SafetyData, SafetyRules};
+use super::tree::BlockTree;
+use crate::core::{Action, Committed, Core, Durable, Input};
+use crate::durable::{PersistGate, Route};
+use crate::types::{Committee, ReplicaId, View};
+use crypto::{Digest, SecretKey, codec};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// The view timer's id.
+const VIEW_TIMER: u64 = 0;
+/// Proposals waiting for a missing ancestor, at most.
+const MAX_BUFFERED: usize = 32;
+/// Certified blocks received by sync that do not connect yet, at most.
+const MAX_ORPHANS: usize = 4096;
+/// Blocks per sync response.
+const SYNC_BATCH: usize = 64;
+/// Batch digests waiting to be proposed, at most.
+const MAX_PENDING_PAYLOAD: usize = 100_000;
+
+pub struct Config {
+    pub me: ReplicaId,
+    pub key: SecretKey,
+    pub committee: Committee,
+    /// Id of the block every chain starts from (the genesis hash).
+    pub genesis: Digest,
+    pub base_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// Batch digests per block, at most.
+    pub max_payload: usize,
+}
+
+/// What a restarted replica recovered from its store.
+#[derive(Clone, Debug, Default)]
+pub struct Recovered {
+    /// The last [`Durable::Safety`] record that was acknowledged durable.
+    pub safety: Option<Vec<u8>>,
+    /// The last committed block's id and view; `None` before the first commit.
+    pub committed: Option<(Digest, View)>,
+}
+
+/// Counters for summaries and metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub views_by_tc: u64,
+    pub invalid_messages: u64,
+    pub equivocations: u64,
+    pub commits: u64,
+    pub sync_requests: u64,
+}
+
+pub struct HotStuff {
+    cfg: Config,
+    safety: SafetyRules,
+    gate: PersistGate<Message>,
+    view: View,
+    high_qc: QuorumCert,
+    high_tc: Option<TimeoutCert>,
+    pacemaker: Pacemaker,
+    tree: BlockTree,
+    agg: Aggregator,
+    buffered: VecDeque<Proposal>,
+    orphans: HashMap<Digest, (Block, QuorumCert)>,
+    pending: VecDeque<Digest>,
+    pending_set: HashSet<Digest>,
+    stats: Stats,
+    now: u64,
+}
+
+type Out = Vec<Action<Message>>;
+
+impl HotStuff {
+    /// Builds a replica from recovered state. Fails only if the safety record is corrupt,
+    /// in which case the replica must not run (it could double-vote).
+    pub fn new(cfg: Config, rec: Recovered) -> Result<Self, crypto::codec::DecodeError> {
+        let data = match &rec.safety {
+            Some(bytes) => SafetyData::decode(bytes)?,
+            None => SafetyData::default(),
+        };
+        let root = rec.committed.unwrap_or((cfg.genesis, View(0)));
+        let high_qc = data
+            .high_qc
+            .clone()
+            .filter(|qc| qc.view >= root.1)
+            .unwrap_or_else(|| QuorumCert::genesis(cfg.genesis));
+        let view = high_qc.view.next().max(data.last_voted_view);
+        let safety = SafetyRules::new(data, cfg.me, cfg.key.clone());
+        Ok(HotStuff {
+            pacemaker: Pacemaker::new(cfg.base_timeout_ms, cfg.max_timeout_ms),
+            safety,
+            gate: PersistGate::default(),
+            view,
+            high_qc,
+            high_tc: None,
+            tree: BlockTree::new(root),
+            agg: Aggregator::default(),
+            buffered: VecDeque::new(),
+            orphans: HashMap::new(),
+            pending: VecDeque::new(),
+            pending_set: HashSet::new(),
+            stats: Stats::default(),
+            now: 0,
+            cfg,
+        })
+    }
+
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.equivocations += self.agg.equivocations;
+        s
+    }
+    pub fn high_qc(&self) -> &QuorumCert {
+        &self.high_qc
+    }
+    pub fn safety_data(&self) -> &SafetyData {
+        &self.safety.data
+    }
+    pub fn committed(&self) -> (Digest, View) {
+        self.tree.root()
+    }
+    pub fn leader(&self, view: View) -> ReplicaId {
+        self.cfg.committee.leader(view)
+    }
+    /// Messages held until a persist is acknowledged.
+    pub fn held(&self) -> usize {
+        self.gate.held()
+    }
+
+    fn persist_safety(&mut self, out: &mut Out) -> u64 {
+        self.gate
+            .persist(Durable::Safety(self.safety.data.encode()), out)
+    }
+
+    fn release(&mut self, seq: u64, out: &mut Out) {
+        for (route, msg) in self.gate.persisted(seq) {
+            match route {
+                Route::To(to) if to == self.cfg.me => self.on_message(to, msg, out),
+                Route::To(to) => out.push(Action::Send { to, msg }),
+                Route::All => {
+                    // Our own proposals and timeouts count for us too.
+                    out.push(Action::Broadcast { msg: msg.clone() });
+                    self.on_message(self.cfg.me, msg, out);
+                }
+            }
+        }
+    }
+
+    fn invalid(&mut self) {
+        self.stats.invalid_messages += 1;
+    }
+
+    // ---- views -------------------------------------------------------------------------
+
+    fn enter_view(&mut self, view: View, by_tc: bool, out: &mut Out) {
+        if view <= self.view {
+            return;
+        }
+        self.pacemaker.view_ended(by_tc);
+        if by_tc {
+            self.stats.views_by_tc += 1;
+        }
+        self.view = view;
+        self.agg.prune(view);
+        out.push(Action::SetTimer {
+            id: VIEW_TIMER,
+            after_ms: self.pacemaker.duration_ms(),
+        });
+        self.try_propose(out);
+    }
+
+    fn process_qc(&mut self, qc: &QuorumCert, out: &mut Out) {
+        self.tree.record_qc(qc);
+        if qc.view > self.high_qc.view {
+            self.high_qc = qc.clone();
+            self.safety.observe_high_qc(qc);
+        }
+        if let Some(id) = self.tree.commit_candidate(qc) {
+            self.commit(id, out);
+        }
+        self.enter_view(qc.view.next(), false, out);
+    }
+
+    fn process_tc(&mut self, tc: &TimeoutCert, out: &mut Out) {
+        if self.high_tc.as_ref().is_none_or(|h| h.view < tc.view) {
+            self.high_tc = Some(tc.clone());
+        }
+        self.enter_view(tc.view.next(), true, out);
+    }
+
+    fn commit(&mut self, id: Digest, out: &mut Out) {
+        for (block, qc) in self.tree.commit(id) {
+            for d in &block.payload {
+                self.pending_set.remove(d);
+            }
+            self.stats.commits += 1;
+            out.push(Action::Commit(Committed {
+                id: block.id(),
+                view: block.view,
+                proposer: block.proposer,
+                timestamp_ms: block.timestamp_ms,
+                payload: block.payload.clone(),
+                certificate: codec::encode(&(&block, &qc)),
+            }));
+        }
+        let live = &self.pending_set;
+        self.pending.retain(|d| live.contains(d));
+    }
+
+    // ---- proposing ---------------------------------------------------------------------
+
+    fn try_propose(&mut self, out: &mut Out) {
+        if self.leader(self.view) != self.cfg.me || self.safety.data.last_proposed_view >= self.view
+        {
+            return;
+        }
+        let tc = match &self.high_tc {
+            _ if self.high_qc.view.next() == self.view => None,
+            Some(tc) if tc.view.next() == self.view => Some(tc.clone()),
+            _ => return,
+        };
+        if !self.tree.knows(&self.high_qc.block) {
+            return;
+        }
+        let in_chain = self.tree.payload_in_chain(&self.high_qc.block);
+        let payload: Vec<Digest> = self
+            .pending
+            .iter()
+            .filter(|d| !in_chain.contains(*d))
+            .take(self.cfg.max_payload)
+            .copied()
+            .collect();
+        let block = Block {
+            view: self.view,
+            justify: self.high_qc.clone(),
+            proposer: self.cfg.me,
+            timestamp_ms: self.now,
+            payload,
+        };
+        let Ok(proposal) = self.safety.propose(block, tc) else {
+            return;
+        };
+        let seq = self.persist_safety(out);
+        self.gate.send_after(
+            seq,
+            Route::All,
+            proposal.map(|p| Message::Propose(Box::new(p))),
+        );
+    }
+
+    // ---- handlers ----------------------------------------------------------------------
+
+    fn on_message(&mut self, from: ReplicaId, msg: Message, out: &mut Out) {
+        match msg {
+            Message::Propose(p) => self.on_proposal(from, *p, out),
+            Message::Vote(v) => self.on_vote(v, out),
+            Message::Timeout(t) => self.on_timeout(from, *t, out),
+            Message::Tc(tc) => self.on_tc(tc, out),
+            Message::SyncRequest { block, above } => self.on_sync_request(from, block, above, out),
+            Message::SyncResponse { blocks } => self.on_sync_response(from, blocks, out),
+        }
+    }
+
+    fn on_proposal(&mut self, from: ReplicaId, p: Proposal, out: &mut Out) {
+        if p.block.view < self.view {
+            return; // stale
+        }
+        if p.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
+            return self.invalid();
+        }
+        if let Some(tc) = &p.tc {
+            self.process_tc(tc, out);
+        }
+        self.process_qc(&p.block.justify, out);
+        if !self.tree.knows(&p.block.parent()) {
+            self.request_sync(from, p.block.parent(), out);
+            if self.buffered.len() >= MAX_BUFFERED {
+                self.buffered.pop_front();
+            }
+            self.buffered.push_back(p);
+            return;
+        }
+        self.accept_proposal(p, out);
+    }
+
+    /// A verified proposal whose parent is known.
+    fn accept_proposal(&mut self, p: Proposal, out: &mut Out) {
+        if !self.tree.insert(p.block.clone()) {
+            if p.block.view > self.tree.root().1 {
+                self.stats.equivocations += 1;
+            }
+            return;
+        }
+        // The block's own QC may now complete a 2-chain whose head we just learnt.
+        if let Some(qc) = self.tree.qc_for(&p.block.id()).cloned() {
+            self.process_qc(&qc, out);
+        }
+        if p.block.view != self.view {
+            return;
+        }
+        let Ok(vote) = self.safety.vote(&p.block, p.tc.as_ref()) else {
+            return;
+        };
+        let seq = self.persist_safety(out);
+        let next_leader = self.leader(self.view.next());
+        self.gate
+            .send_after(seq, Route::To(next_leader), vote.map(Message::Vote));
+    }
+
+    fn on_vote(&mut self, v: Vote, out: &mut Out) {
+        if v.view.next() < self.view || self.leader(v.view.next()) != self.cfg.me {
+            return;
+        }
+        if v.verify(&self.cfg.committee).is_err() {
+            return self.invalid();
+        }
+        if let Some(qc) = self
+            .agg
+            .add_vote(&v, self.view, self.cfg.committee.quorum())
+        {
+            self.process_qc(&qc, out);
+        }
+    }
+
+    fn on_timeout(&mut self, from: ReplicaId, t: Timeout, out: &mut Out) {
+        if t.view < self.view {
+            // The sender is behind: help it with the certificate that moved us on.
+            if let Some(tc) = self.high_tc.clone().filter(|tc| tc.view >= t.view) {
+                out.push(Action::Send {
+                    to: from,
+                    msg: Message::Tc(tc),
+                });
+            }
+            return;
+        }
+        if t.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
+            return self.invalid();
+        }
+        self.process_qc(&t.high_qc, out);
+        if let Some(tc) = self
+            .agg
+            .add_timeout(&t, self.view, self.cfg.committee.quorum())
+        {
+            // Re-broadcast as soon as it forms, so a silent leader cannot stall the view.
+            out.push(Action::Broadcast {
+                msg: Message::Tc(tc.clone()),
+            });
+            self.process_tc(&tc, out);
+        }
+    }
+
+    fn on_tc(&mut self, tc: TimeoutCert, out: &mut Out) {
+        if tc.view < self.view {
+            return;
+        }
+        if tc.verify(&self.cfg.committee).is_err() {
+            return self.invalid();
+        }
+        self.process_tc(&tc, out);
+    }
+
+    fn on_timer(&mut self, out: &mut Out) {
+        // Re-arm first: if the TC does not form (lost timeouts), we time out again and
+        // re-send the same timeout.
+        out.push(Action::SetTimer {
+            id: VIEW_TIMER,
+            after_ms: self.pacemaker.duration_ms(),
+        });
+        let Ok(t) = self
+            .safety
+            .timeout(self.view, &self.high_qc, self.high_tc.as_ref())
+        else {
+            return;
+        };
+        let seq = self.persist_safety(out);
+        self.gate
+            .send_after(seq, Route::All, t.map(|t| Message::Timeout(Box::new(t))));
+    }
+
+    // ---- sync --------------------------------------------------------------------------
+
+    fn request_sync(&mut self, from: ReplicaId, block: Digest, out: &mut Out) {
+        if from == self.cfg.me {
+            return;
+        }
+        self.stats.sync_requests += 1;
+        out.push(Action::Send {
+            to: from,
+            msg: Message::SyncRequest {
+                block,
+                above: self.tree.root().1,
+            },
+        });
+    }
+
+    fn on_sync_request(&mut self, from: ReplicaId, block: Digest, above: View, out: &mut Out) {
+        let blocks = self.tree.chain_for_sync(block, above, SYNC_BATCH);
+        if !blocks.is_empty() {
+            out.push(Action::Send {
+                to: from,
+                msg: Message::SyncResponse { blocks },
+            });
+        }
+    }
+
+    fn on_sync_response(
+        &mut self,
+        from: ReplicaId,
+        blocks: Vec<(Block, QuorumCert)>,
+        out: &mut Out,
+    ) {
+        if blocks.len() > SYNC_BATCH {
+            return self.invalid();
+        }
+        let c = &self.cfg.committee;
+        for (b, qc) in &blocks {
+            let ok = qc.block == b.id()
+                && qc.view == b.view
+                && qc.verify(c, &self.cfg.genesis).is_ok()
+                && b.justify.verify(c, &self.cfg.genesis).is_ok();
+            if !ok {
+                return self.invalid();
+            }
+        }
+        let oldest_parent = blocks.last().map(|(b, _)| b.parent());
+        for (b, qc) in blocks {
+            if b.view > self.tree.root().1 && self.orphans.len() < MAX_ORPHANS {
+                self.orphans.insert(b.id(), (b, qc));
+            }
+        }
+        self.connect_orphans(out);
+        if let Some(parent) = oldest_parent
+            && !self.tree.knows(&parent)
+            && self.orphans.values().any(|(b, _)| b.parent() == parent)
+        {
+            self.request_sync(from, parent, out);
+        }
+        self.retry_buffered(out);
+    }
+
+    /// Moves every orphan whose parent is now known into the tree, oldest first.
+    fn connect_orphans(&mut self, out: &mut Out) {
+        loop {
+            let ready: Vec<Digest> = self
+                .orphans
+                .iter()
+                .filter(|(_, (b, _))| self.tree.knows(&b.parent()))
+                .map(|(id, _)| *id)
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for id in ready {
+                let (b, qc) = self.orphans.remove(&id).expect("listed");
+                let justify = b.justify.clone();
+                if self.tree.insert(b) {
+                    self.process_qc(&justify, out);
+                    self.process_qc(&qc, out);
+                }
+            }
+        }
+        let root = self.tree.root().1;
+        self.orphans.retain(|_, (b, _)| b.view > root);
+    }
+
+    fn retry_buffered(&mut self, out: &mut Out) {
+        let waiting: Vec<Proposal> = self.buffered.drain(..).collect();
+        for p in waiting {
+            if self.tree.knows(&p.block.parent()) {
+                self.accept_proposal(p, out);
+            } else if p.block.view >= self.view {
+                self.buffered.push_back(p);
+            }
+        }
+    }
+
+    fn add_payload(&mut self, d: Digest) {
+        if self.pending_set.len() < MAX_PENDING_PAYLOAD && self.pending_set.insert(d) {
+            self.pending.push_back(d);
+        }
+    }
+}
+
+impl Core for HotStuff {
+    type Message = Message;
+
+    fn start(&mut self, now_ms: u64) -> Vec<Action<Message>> {
+        self.now = now_ms;
+        let mut out = vec![Action::SetTimer {
+            id: VIEW_TIMER,
+            after_ms: self.pacemaker.duration_ms(),
+        }];
+        self.try_propose(&mut out);
+        out
+    }
+
+    fn handle(&mut self, now_ms: u64, input: Input<Message>) -> Vec<Action<Message>> {
+        self.now = now_ms;
+        let mut out = Vec::new();
+        match input {
+            Input::Message { from, msg } => {
+                if self.cfg.committee.key(from).is_none() {
+                    self.invalid();
+                } else {
+                    self.on_message(from, msg, &mut out);
+                }
+            }
+            Input::Timer(VIEW_TIMER) => self.on_timer(&mut out),
+            Input::Timer(_) => {}
+            Input::Payload(d) => {
+                self.add_payload(d);
+                self.try_propose(&mut out);
+            }
+            Input::Persisted(seq) => self.release(seq, &mut out),
+        }
+        out
+    }
+
+    fn view(&self) -> View {
+        self.view
+    }
+}

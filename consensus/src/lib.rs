@@ -1,0 +1,16 @@
+//! Cairn's consensus cores: state machines that do no I/O.
+//!
+//! - `types.rs`: [`ReplicaId`], [`View`], [`Committee`].
+//! - `core.rs`: the [`Core`] trait, [`Input`], [`Action`], [`Committed`] — the contract every
+//!   driver honours (see its "To ensure correctness").
+//! - `durable.rs`: [`PersistGate`] and [`Unreleased`]: votes leave only after their persist.
+//! - `hotstuff/`: chained HotStuff, 2-chain commit with timeout certificates (Jolteon).
+
+pub mod core;
+pub mod durable;
+pub mod hotstuff;
+mod types;
+
+pub use crate::core::{Action, Committed, Core, Durable, Input};
+pub use durable::{PersistGate, Route, Unreleased};
+pub use types::{Committee, CommitteeError, ReplicaId, View};
