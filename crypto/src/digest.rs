@@ -42,7 +42,9 @@ impl FromStr for Digest {
     type Err = ParseDigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bytes = hex::decode(s).map_err(|_| ParseDigestError(s.to_string()))?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| ParseDigestError(s.to_string()))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ParseDigestError(s.to_string()))?;
         Ok(Digest(arr))
     }
 }

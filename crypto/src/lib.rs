@@ -16,5 +16,6 @@ mod sig;
 
 pub use digest::{Digest, Hasher, ParseDigestError, hash, hash_parts};
 pub use sig::{
-    Domain, KeyError, PublicKey, SecretKey, Signature, SignatureError, verify, verify_batch, verify_batch_raw, verify_raw,
+    Domain, KeyError, PublicKey, SecretKey, Signature, SignatureError, verify, verify_batch,
+    verify_batch_raw, verify_raw,
 };

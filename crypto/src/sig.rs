@@ -311,7 +311,12 @@ mod tests {
             .enumerate()
             .map(|(i, m)| {
                 let k = key(i as u8 + 10);
-                (Domain::Transaction, m.as_slice(), k.public(), k.sign(Domain::Transaction, m))
+                (
+                    Domain::Transaction,
+                    m.as_slice(),
+                    k.public(),
+                    k.sign(Domain::Transaction, m),
+                )
             })
             .collect();
         assert_eq!(verify_batch(&items), vec![true; 8]);

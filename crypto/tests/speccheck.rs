@@ -20,7 +20,11 @@ fn cases() -> Vec<(Vec<u8>, PublicKey, Signature)> {
         .map(|c| {
             let pk: [u8; 32] = hex::decode(c.pub_key).unwrap().try_into().unwrap();
             let sig: [u8; 64] = hex::decode(c.signature).unwrap().try_into().unwrap();
-            (hex::decode(c.message).unwrap(), PublicKey(pk), Signature(sig))
+            (
+                hex::decode(c.message).unwrap(),
+                PublicKey(pk),
+                Signature(sig),
+            )
         })
         .collect()
 }
@@ -52,7 +56,11 @@ fn single_and_batch_agree_on_every_case() {
     assert_eq!(single, batch_of_one, "single vs batch-of-one");
 
     // All fifteen in one batch (forces the fallback path, since some are invalid).
-    assert_eq!(single, verify_batch_raw(&cases), "single vs one batch of all");
+    assert_eq!(
+        single,
+        verify_batch_raw(&cases),
+        "single vs one batch of all"
+    );
 
     // Each case hidden among valid signatures: the batch must still report it correctly.
     let k = SecretKey::from_seed([42; 32]);

@@ -1,10 +1,10 @@
 //! [`Ledger`]: state plus store, turning ordered batches into committed, hash-linked blocks.
 
+use crate::Address;
 use crate::block::{Block, BlockHeader, tx_root};
 use crate::state::{Account, Receipt, State};
 use crate::store::{Store, StoreError};
 use crate::tx::{ChainBinding, Transaction};
-use crate::Address;
 use crypto::{Digest, PublicKey};
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -49,7 +49,15 @@ impl<S: Store> Ledger<S> {
         if store.genesis_hash()?.is_none() {
             let accounts: Vec<(Address, Account)> = genesis_accounts
                 .iter()
-                .map(|(a, b)| (*a, Account { balance: *b, nonce: 0 }))
+                .map(|(a, b)| {
+                    (
+                        *a,
+                        Account {
+                            balance: *b,
+                            nonce: 0,
+                        },
+                    )
+                })
                 .collect();
             store.init_genesis(chain.genesis_hash, &accounts)?;
         } else {
@@ -102,7 +110,10 @@ impl<S: Store> Ledger<S> {
             txs: input.txs,
             certificate: input.certificate,
         };
-        if let Err(e) = self.store.commit_block(&block, &exec.receipts, &exec.changed) {
+        if let Err(e) = self
+            .store
+            .commit_block(&block, &exec.receipts, &exec.changed)
+        {
             self.poisoned = true;
             return Err(e.into());
         }

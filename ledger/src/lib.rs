@@ -18,6 +18,6 @@ pub use address::{Address, ParseAddressError};
 pub use block::{Block, BlockHeader, MAX_BLOCK_BYTES, tx_root};
 pub use ledger::{BlockInput, Ledger, LedgerError};
 pub use merkle::merkle_root;
-pub use state::{Account, Execution, RejectReason, Receipt, State};
+pub use state::{Account, Execution, Receipt, RejectReason, State};
 pub use store::{MemStore, Store, StoreError, TxRecord, check_genesis, check_next_height};
 pub use tx::{ChainBinding, MAX_CHAIN_ID_LEN, MAX_TX_BYTES, Payload, Transaction, TxBody};

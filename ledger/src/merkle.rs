@@ -17,9 +17,7 @@ pub fn merkle_root(leaves: &[Digest]) -> Digest {
             let k = largest_power_of_two_below(n);
             let (l, r) = leaves.split_at(k);
             let mut h = Hasher::new();
-            h.part(&[1])
-                .part(&merkle_root(l).0)
-                .part(&merkle_root(r).0);
+            h.part(&[1]).part(&merkle_root(l).0).part(&merkle_root(r).0);
             h.finish()
         }
     }

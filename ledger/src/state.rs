@@ -1,7 +1,7 @@
 //! Account state and deterministic execution of ordered transactions.
 
-use crate::tx::{ChainBinding, Payload, Transaction};
 use crate::Address;
+use crate::tx::{ChainBinding, Payload, Transaction};
 use crypto::{Digest, Domain, Hasher};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,14 +19,26 @@ pub struct Account {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RejectReason {
     /// Signed for another chain id or genesis.
-    WrongChain { chain_id: String, genesis_hash: Digest },
+    WrongChain {
+        chain_id: String,
+        genesis_hash: Digest,
+    },
     /// Signature (or sender key) fails Cairn's verification rule.
     BadSignature,
     /// Nonce already used: a replay or a duplicate.
-    NonceTooLow { expected: u64, got: u64 },
+    NonceTooLow {
+        expected: u64,
+        got: u64,
+    },
     /// Nonce skips ahead of the account's next nonce.
-    NonceTooHigh { expected: u64, got: u64 },
-    InsufficientBalance { balance: u64, needed: u64 },
+    NonceTooHigh {
+        expected: u64,
+        got: u64,
+    },
+    InsufficientBalance {
+        balance: u64,
+        needed: u64,
+    },
     /// The recipient's balance would pass u64::MAX.
     Overflow,
     ZeroAmount,
@@ -133,7 +145,14 @@ impl State {
         let items: Vec<_> = txs
             .iter()
             .zip(&bodies)
-            .map(|(t, b)| (Domain::Transaction, b.as_slice(), t.body.sender, t.signature))
+            .map(|(t, b)| {
+                (
+                    Domain::Transaction,
+                    b.as_slice(),
+                    t.body.sender,
+                    t.signature,
+                )
+            })
             .collect();
         let sig_ok = crypto::verify_batch(&items);
 

@@ -11,9 +11,9 @@
 //!   execution rejects with `NonceTooLow`) never overwrites a committed receipt.
 //! - Blocks are committed at consecutive heights starting at 1.
 
+use crate::Address;
 use crate::block::Block;
 use crate::state::{Account, Receipt};
-use crate::Address;
 use crypto::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -34,11 +34,15 @@ fn transfer(from: u8, nonce: u64, to: u8, amount: u64) -> Transaction {
 }
 
 fn state_with(balances: &[(u8, u64)]) -> State {
-    State::new(
-        balances
-            .iter()
-            .map(|(n, b)| (addr(*n), Account { balance: *b, nonce: 0 })),
-    )
+    State::new(balances.iter().map(|(n, b)| {
+        (
+            addr(*n),
+            Account {
+                balance: *b,
+                nonce: 0,
+            },
+        )
+    }))
 }
 
 /// Runs `txs` on a fresh state funded with 1000 for key 1, returns the outcomes.
@@ -56,8 +60,20 @@ fn valid_transfer_moves_funds_and_bumps_nonce() {
     let mut s = state_with(&[(1, 1000)]);
     let exec = s.execute(&chain(), &[transfer(1, 0, 2, 300)]);
     assert_eq!(exec.receipts[0].outcome, Ok(()));
-    assert_eq!(s.account(&addr(1)), Account { balance: 700, nonce: 1 });
-    assert_eq!(s.account(&addr(2)), Account { balance: 300, nonce: 0 });
+    assert_eq!(
+        s.account(&addr(1)),
+        Account {
+            balance: 700,
+            nonce: 1
+        }
+    );
+    assert_eq!(
+        s.account(&addr(2)),
+        Account {
+            balance: 300,
+            nonce: 0
+        }
+    );
     assert_eq!(exec.changed.len(), 2);
     assert_eq!(s.total_supply(), 1000);
 }
@@ -203,7 +219,13 @@ fn speccheck_edge_case_signatures_are_rejected_as_transactions() {
         let mut tx = transfer(1, 0, 2, 1);
         tx.body.sender = pk;
         tx.signature = sig;
-        let mut s = State::new([(Address::of(&pk), Account { balance: 5, nonce: 0 })]);
+        let mut s = State::new([(
+            Address::of(&pk),
+            Account {
+                balance: 5,
+                nonce: 0,
+            },
+        )]);
         let exec = s.execute(&chain(), &[tx]);
         assert_eq!(
             exec.receipts[0].outcome,
@@ -218,7 +240,13 @@ fn self_transfer_keeps_balance_and_bumps_nonce() {
     let mut s = state_with(&[(1, 50)]);
     let exec = s.execute(&chain(), &[transfer(1, 0, 1, 20)]);
     assert_eq!(exec.receipts[0].outcome, Ok(()));
-    assert_eq!(s.account(&addr(1)), Account { balance: 50, nonce: 1 });
+    assert_eq!(
+        s.account(&addr(1)),
+        Account {
+            balance: 50,
+            nonce: 1
+        }
+    );
 }
 
 #[test]
@@ -266,6 +294,8 @@ fn ledger_links_blocks_and_indexes_first_inclusion() {
         chain_id: "x".into(),
         genesis_hash: Digest([9; 32]),
     };
-    let err = Ledger::open(l2.into_store(), other, &genesis).err().unwrap();
+    let err = Ledger::open(l2.into_store(), other, &genesis)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("belongs to genesis"), "{err}");
 }
