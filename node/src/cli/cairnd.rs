@@ -1,0 +1,211 @@
+//! `cairnd`: the validator daemon's commands.
+
+use super::{CliError, finish};
+use clap::{Args, Parser, Subcommand};
+use genesis::keyfile::{replace_key_file, try_generate_key};
+use genesis::{
+    CONFIG_FILE, Genesis, NodeConfig, Protocol, TestnetSpec, TestnetSummary, rfc3339,
+    write_key_file, write_testnet,
+};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "cairnd", version, about = "Cairn validator node")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate a validator's consensus and network keys in its home directory
+    Keygen(KeygenArgs),
+    /// Write a ready-to-run local testnet: genesis, validator homes, funded wallets
+    Testnet(TestnetArgs),
+    /// Inspect genesis files
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Node home directory (created if missing). Key file names come from its config.toml
+    /// when there is one.
+    #[arg(long, value_name = "DIR")]
+    pub home: PathBuf,
+    /// Replace existing key files (their keys are lost)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TestnetArgs {
+    /// Number of validators (hotstuff and pbft need at least 4)
+    #[arg(long, value_name = "N")]
+    pub validators: usize,
+    /// Consensus protocol: hotstuff, pbft or raft
+    #[arg(long, value_name = "P")]
+    pub protocol: Protocol,
+    /// Output directory (must be empty or absent)
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Number of funded wallets to create
+    #[arg(long, value_name = "K", default_value_t = 4)]
+    pub accounts: usize,
+    /// Balance of each wallet
+    #[arg(long, value_name = "B", default_value_t = 1_000_000_000)]
+    pub balance: u64,
+    /// p2p port of validator-0; validator i uses base+i for p2p and base+1000+i for its API
+    #[arg(long, value_name = "PORT", default_value_t = 26600)]
+    pub base_port: u16,
+    #[arg(long, value_name = "ID", default_value = "cairn-testnet")]
+    pub chain_id: String,
+    /// RFC 3339 genesis time [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub genesis_time: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenesisCommand {
+    /// Check a genesis file and print its summary and hash
+    Validate {
+        /// Path of the genesis file
+        file: PathBuf,
+    },
+}
+
+/// Entry point of the `cairnd` binary.
+pub fn main() -> ExitCode {
+    finish(run(Cli::parse()))
+}
+
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Keygen(args) => keygen(&args),
+        Command::Testnet(args) => testnet(args),
+        Command::Genesis(GenesisCommand::Validate { file }) => validate_genesis(&file),
+    }
+}
+
+fn keygen(args: &KeygenArgs) -> Result<(), CliError> {
+    let home = &args.home;
+    let config = if home.join(CONFIG_FILE).exists() {
+        NodeConfig::load(home).map_err(CliError::input)?
+    } else {
+        NodeConfig::new("", "", "")
+    };
+    let files = [
+        ("consensus_key", config.consensus_key_path(home)),
+        ("network_key", config.network_key_path(home)),
+    ];
+    if !args.force {
+        // Refuse before writing either, so a refusal never leaves a half-made pair.
+        if let Some((_, path)) = files.iter().find(|(_, p)| p.exists()) {
+            return Err(CliError::input(format!(
+                "key file {} already exists; refusing to overwrite it (that would destroy the \
+                 key it holds). Pass --force to replace both keys",
+                path.display()
+            )));
+        }
+    }
+    create_private_dir(home)?;
+    let mut publics = Vec::new();
+    for (label, path) in &files {
+        let key = try_generate_key()?;
+        if args.force {
+            replace_key_file(path, &key)?;
+        } else {
+            write_key_file(path, &key)?;
+        }
+        println!("wrote {}", path.display());
+        publics.push((label, key.public()));
+    }
+    for (label, public) in publics {
+        println!("{label}: {public}");
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), CliError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
+        .map_err(|e| CliError::failure(format!("cannot create directory {}: {e}", dir.display())))
+}
+
+fn testnet(args: TestnetArgs) -> Result<(), CliError> {
+    let spec = TestnetSpec {
+        validators: args.validators,
+        protocol: args.protocol,
+        out: args.out,
+        accounts: args.accounts,
+        balance: args.balance,
+        base_port: args.base_port,
+        chain_id: args.chain_id,
+        genesis_time: args.genesis_time.unwrap_or_else(rfc3339::now_utc),
+    };
+    let summary = write_testnet(&spec)?;
+    print_testnet(&spec, &summary);
+    Ok(())
+}
+
+fn print_testnet(spec: &TestnetSpec, s: &TestnetSummary) {
+    let g = &s.genesis;
+    println!("wrote testnet to {}", spec.out.display());
+    println!("genesis: {}", s.genesis_path.display());
+    println!(
+        "  chain_id {}, protocol {}, n={} f={} quorum={}, genesis_time {}",
+        g.chain_id,
+        g.protocol,
+        g.n(),
+        g.f(),
+        g.quorum(),
+        g.genesis_time
+    );
+    println!("  hash {}", s.genesis_hash);
+    for v in &s.validators {
+        println!(
+            "{}: home {}, p2p {}, api {}",
+            v.name,
+            v.home.display(),
+            v.p2p_address,
+            v.api_listen
+        );
+    }
+    for w in &s.wallets {
+        println!(
+            "wallet {}: address {}, balance {}",
+            w.path.display(),
+            w.address,
+            spec.balance
+        );
+    }
+    for w in &s.warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn validate_genesis(file: &Path) -> Result<(), CliError> {
+    let g = Genesis::load(file)?;
+    let warnings = g.validate()?;
+    println!("{}: valid", file.display());
+    println!("chain_id:     {}", g.chain_id);
+    println!("protocol:     {}", g.protocol);
+    println!("genesis_time: {}", g.genesis_time);
+    println!(
+        "validators:   n={} f={} quorum={}",
+        g.n(),
+        g.f(),
+        g.quorum()
+    );
+    println!("accounts:     {}", g.accounts.len());
+    println!("total_supply: {}", g.total_supply());
+    println!("hash:         {}", g.hash());
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! The Cairn validator node and wallet: everything that does I/O.
+
+pub mod cli;
+pub mod store;
