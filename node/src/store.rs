@@ -1,0 +1,218 @@
+//! [`RedbStore`]: the durable [`ledger::Store`] on redb.
+//!
+//! Why redb: pure Rust (no C toolchain, no bindgen), ACID with copy-on-write B-trees, and a
+//! commit with the default `Durability::Immediate` is fsynced before it returns, so "commit
+//! returned" means "on disk". One write transaction per block writes the block, its hash
+//! index, its receipts and the changed accounts together: a crash leaves all or nothing.
+//! Values are Cairn's canonical encoding ([`crypto::codec`]), decoded with size limits.
+
+use crypto::{Digest, codec};
+use ledger::{
+    Account, Address, Block, Receipt, Store, StoreError, TxRecord, check_genesis,
+    check_next_height,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::Path;
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const BLOCK_HEIGHTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("block_heights");
+const TXS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("txs");
+const ACCOUNTS: TableDefinition<[u8; 20], (u64, u64)> = TableDefinition::new("accounts");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const GENESIS_KEY: &str = "genesis_hash";
+const MAX_RECORD_BYTES: u64 = 1 << 20;
+
+pub struct RedbStore {
+    db: Database,
+}
+
+fn err(context: &'static str) -> impl Fn(redb::Error) -> StoreError {
+    move |e| StoreError::new(context, e)
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file at `path`, creating parent folders.
+    pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::new(&format!("creating data folder {}", dir.display()), e)
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| {
+            StoreError::new(&format!("opening database {}", path.display()), e)
+        })?;
+        let store = RedbStore { db };
+        store.write(|tx| {
+            tx.open_table(BLOCKS)?;
+            tx.open_table(BLOCK_HEIGHTS)?;
+            tx.open_table(TXS)?;
+            tx.open_table(ACCOUNTS)?;
+            tx.open_table(META)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `f` in one write transaction and commits it durably.
+    fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::new("begin write", e))?;
+        f(&tx).map_err(err("write"))?;
+        tx.commit().map_err(|e| StoreError::new("commit", e))
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::new("begin read", e))?;
+        f(&tx).map_err(err("read"))
+    }
+}
+
+impl Store for RedbStore {
+    fn init_genesis(
+        &mut self,
+        genesis_hash: Digest,
+        accounts: &[(Address, Account)],
+    ) -> Result<(), StoreError> {
+        if check_genesis(self.genesis_hash()?, genesis_hash)? {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut t = tx.open_table(ACCOUNTS)?;
+            for (a, acc) in accounts {
+                t.insert(a.0, (acc.balance, acc.nonce))?;
+            }
+            tx.open_table(META)?
+                .insert(GENESIS_KEY, genesis_hash.0.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn genesis_hash(&self) -> Result<Option<Digest>, StoreError> {
+        let raw = self.meta(GENESIS_KEY)?;
+        raw.map(|v| {
+            <[u8; 32]>::try_from(v.as_slice())
+                .map(Digest)
+                .map_err(|_| StoreError("stored genesis hash is not 32 bytes".into()))
+        })
+        .transpose()
+    }
+
+    fn commit_block(
+        &mut self,
+        block: &Block,
+        receipts: &[Receipt],
+        changed: &[(Address, Account)],
+    ) -> Result<(), StoreError> {
+        check_next_height(self.height()?, block)?;
+        let height = block.header.height;
+        let bytes = block.encode();
+        self.write(|tx| {
+            tx.open_table(BLOCKS)?.insert(height, bytes.as_slice())?;
+            tx.open_table(BLOCK_HEIGHTS)?
+                .insert(block.hash().0, height)?;
+            let mut txs = tx.open_table(TXS)?;
+            for (i, r) in receipts.iter().enumerate() {
+                if txs.get(r.tx_hash.0)?.is_some() {
+                    continue; // first inclusion wins
+                }
+                let rec = TxRecord {
+                    height,
+                    index: i as u32,
+                    receipt: r.clone(),
+                };
+                txs.insert(r.tx_hash.0, codec::encode(&rec).as_slice())?;
+            }
+            let mut accts = tx.open_table(ACCOUNTS)?;
+            for (a, acc) in changed {
+                accts.insert(a.0, (acc.balance, acc.nonce))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn height(&self) -> Result<u64, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(BLOCKS)?;
+            Ok(t.last()?.map(|(k, _)| k.value()).unwrap_or(0))
+        })
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let raw = self.read(|tx| {
+            Ok(tx
+                .open_table(BLOCKS)?
+                .get(height)?
+                .map(|v| v.value().to_vec()))
+        })?;
+        raw.map(|b| Block::decode(&b).map_err(|e| StoreError::new("stored block", e)))
+            .transpose()
+    }
+
+    fn height_of(&self, block_hash: &Digest) -> Result<Option<u64>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .open_table(BLOCK_HEIGHTS)?
+                .get(block_hash.0)?
+                .map(|v| v.value()))
+        })
+    }
+
+    fn tx(&self, tx_hash: &Digest) -> Result<Option<TxRecord>, StoreError> {
+        let raw = self.read(|tx| {
+            Ok(tx
+                .open_table(TXS)?
+                .get(tx_hash.0)?
+                .map(|v| v.value().to_vec()))
+        })?;
+        raw.map(|b| {
+            codec::decode(&b, MAX_RECORD_BYTES, "tx record")
+                .map_err(|e| StoreError::new("stored tx record", e))
+        })
+        .transpose()
+    }
+
+    fn account(&self, addr: &Address) -> Result<Option<Account>, StoreError> {
+        self.read(|tx| {
+            Ok(tx.open_table(ACCOUNTS)?.get(addr.0)?.map(|v| {
+                let (balance, nonce) = v.value();
+                Account { balance, nonce }
+            }))
+        })
+    }
+
+    fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(ACCOUNTS)?;
+            let mut out = Vec::with_capacity(t.len()? as usize);
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let (balance, nonce) = v.value();
+                out.push((Address(k.value()), Account { balance, nonce }));
+            }
+            Ok(out)
+        })
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|tx| Ok(tx.open_table(META)?.get(key)?.map(|v| v.value().to_vec())))
+    }
+
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.open_table(META)?.insert(key, value)?;
+            Ok(())
+        })
+    }
+}
