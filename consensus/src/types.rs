@@ -54,6 +54,8 @@ pub struct Committee {
     keys: Vec<PublicKey>,
     f: usize,
     quorum: usize,
+    /// Leaders of views 1, 2, ... for Twins-style tests; round-robin after it runs out.
+    schedule: Vec<ReplicaId>,
 }
 
 impl Committee {
@@ -88,7 +90,12 @@ impl Committee {
         if quorum + f > n {
             return Err(CommitteeError::NotLive { n, f, quorum });
         }
-        Ok(Committee { keys, f, quorum })
+        Ok(Committee {
+            keys,
+            f,
+            quorum,
+            schedule: Vec::new(),
+        })
     }
 
     /// The standard BFT committee for `keys`: f = ⌊(n−1)/3⌋, quorum = ⌈(n+f+1)/2⌉.
@@ -113,9 +120,25 @@ impl Committee {
     pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
         (0..self.keys.len()).map(|i| ReplicaId(i as u16))
     }
-    /// Round-robin leader of `view`.
+    /// Leader of `view`: round-robin, unless a test schedule names it.
     pub fn leader(&self, view: View) -> ReplicaId {
+        if let Some(id) = view
+            .0
+            .checked_sub(1)
+            .and_then(|i| self.schedule.get(i as usize))
+            .filter(|id| (id.0 as usize) < self.keys.len())
+        {
+            return *id;
+        }
         ReplicaId((view.0 % self.keys.len() as u64) as u16)
+    }
+
+    /// Fixes the leaders of views 1..=schedule.len() (Twins enumeration). Every replica must
+    /// use the same schedule. Views whose scheduled id is outside the committee fall back to
+    /// round-robin.
+    pub fn with_leader_schedule(mut self, schedule: Vec<ReplicaId>) -> Self {
+        self.schedule = schedule;
+        self
     }
 }
 

@@ -81,6 +81,11 @@ impl Aggregator {
         })
     }
 
+    /// Distinct replicas that timed out `view`.
+    pub fn timeouts_for(&self, view: View) -> usize {
+        self.timeouts.get(&view).map_or(0, |s| s.len())
+    }
+
     /// Drops everything for views below `current - 1`.
     pub fn prune(&mut self, current: View) {
         let keep = View(current.0.saturating_sub(1));

@@ -9,7 +9,7 @@ use crate::core::{Action, Committed, Core, Durable, Input};
 use crate::durable::{PersistGate, Route};
 use crate::types::{Committee, ReplicaId, View};
 use crypto::{Digest, SecretKey, codec};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The view timer's id.
 const VIEW_TIMER: u64 = 0;
@@ -64,11 +64,15 @@ pub struct HotStuff {
     tree: BlockTree,
     agg: Aggregator,
     buffered: VecDeque<Proposal>,
-    orphans: HashMap<Digest, (Block, QuorumCert)>,
+    orphans: BTreeMap<Digest, Block>,
+    /// Block ids we asked peers for (bounded).
+    wanted: BTreeSet<Digest>,
     pending: VecDeque<Digest>,
-    pending_set: HashSet<Digest>,
+    pending_set: BTreeSet<Digest>,
     stats: Stats,
     now: u64,
+    /// Last block fetched for proposing, and in which view (one request per view).
+    sync_requested: Option<(Digest, View)>,
 }
 
 type Out = Vec<Action<Message>>;
@@ -99,11 +103,13 @@ impl HotStuff {
             tree: BlockTree::new(root),
             agg: Aggregator::default(),
             buffered: VecDeque::new(),
-            orphans: HashMap::new(),
+            orphans: BTreeMap::new(),
+            wanted: BTreeSet::new(),
             pending: VecDeque::new(),
-            pending_set: HashSet::new(),
+            pending_set: BTreeSet::new(),
             stats: Stats::default(),
             now: 0,
+            sync_requested: None,
             cfg,
         })
     }
@@ -223,6 +229,12 @@ impl HotStuff {
             _ => return,
         };
         if !self.tree.knows(&self.high_qc.block) {
+            // We formed or saw the QC before the block itself: fetch it from its proposer.
+            let (block, proposer) = (self.high_qc.block, self.leader(self.high_qc.view));
+            if self.sync_requested != Some((block, self.view)) {
+                self.sync_requested = Some((block, self.view));
+                self.request_sync(proposer, block, out);
+            }
             return;
         }
         let in_chain = self.tree.payload_in_chain(&self.high_qc.block);
@@ -265,8 +277,8 @@ impl HotStuff {
     }
 
     fn on_proposal(&mut self, from: ReplicaId, p: Proposal, out: &mut Out) {
-        if p.block.view < self.view {
-            return; // stale
+        if p.block.view <= self.tree.root().1 {
+            return; // below the committed root: nothing to learn
         }
         if p.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
             return self.invalid();
@@ -277,27 +289,33 @@ impl HotStuff {
         self.process_qc(&p.block.justify, out);
         if !self.tree.knows(&p.block.parent()) {
             self.request_sync(from, p.block.parent(), out);
-            if self.buffered.len() >= MAX_BUFFERED {
-                self.buffered.pop_front();
+            if p.block.view >= self.view {
+                if self.buffered.len() >= MAX_BUFFERED {
+                    self.buffered.pop_front();
+                }
+                self.buffered.push_back(p);
             }
-            self.buffered.push_back(p);
             return;
         }
         self.accept_proposal(p, out);
     }
 
-    /// A verified proposal whose parent is known.
+    /// A verified proposal whose parent is known. Stored even when its view has passed (a
+    /// leader may have formed this block's QC from votes before seeing the block, and needs
+    /// it to extend it); voted only in the current view.
     fn accept_proposal(&mut self, p: Proposal, out: &mut Out) {
-        if !self.tree.insert(p.block.clone()) {
+        if !self.tree.insert(p.block.clone(), false) {
             if p.block.view > self.tree.root().1 {
                 self.stats.equivocations += 1;
             }
             return;
         }
-        // The block's own QC may now complete a 2-chain whose head we just learnt.
+        // The block's own QC may already be known: the 2-chain it heads may now commit.
         if let Some(qc) = self.tree.qc_for(&p.block.id()).cloned() {
             self.process_qc(&qc, out);
         }
+        // A leader waiting for this block (its high QC certifies it) can now propose.
+        self.try_propose(out);
         if p.block.view != self.view {
             return;
         }
@@ -340,6 +358,7 @@ impl HotStuff {
             return self.invalid();
         }
         self.process_qc(&t.high_qc, out);
+        let view = t.view;
         if let Some(tc) = self
             .agg
             .add_timeout(&t, self.view, self.cfg.committee.quorum())
@@ -349,6 +368,13 @@ impl HotStuff {
                 msg: Message::Tc(tc.clone()),
             });
             self.process_tc(&tc, out);
+        } else if view == self.view
+            && self.agg.timeouts_for(view) > self.cfg.committee.f()
+            && self.safety.data.last_timeout.as_ref().is_none_or(|t| t.view < view)
+        {
+            // f+1 replicas gave up on our view, so at least one correct one did: join them
+            // rather than wait for our own timer (view synchronisation).
+            self.local_timeout(out);
         }
     }
 
@@ -369,6 +395,11 @@ impl HotStuff {
             id: VIEW_TIMER,
             after_ms: self.pacemaker.duration_ms(),
         });
+        self.local_timeout(out);
+    }
+
+    /// Signs (or re-sends) our timeout for the current view.
+    fn local_timeout(&mut self, out: &mut Out) {
         let Ok(t) = self
             .safety
             .timeout(self.view, &self.high_qc, self.high_tc.as_ref())
@@ -387,6 +418,10 @@ impl HotStuff {
             return;
         }
         self.stats.sync_requests += 1;
+        if self.wanted.len() >= MAX_ORPHANS {
+            self.wanted.pop_first();
+        }
+        self.wanted.insert(block);
         out.push(Action::Send {
             to: from,
             msg: Message::SyncRequest {
@@ -406,35 +441,32 @@ impl HotStuff {
         }
     }
 
-    fn on_sync_response(
-        &mut self,
-        from: ReplicaId,
-        blocks: Vec<(Block, QuorumCert)>,
-        out: &mut Out,
-    ) {
+    fn on_sync_response(&mut self, from: ReplicaId, blocks: Vec<Block>, out: &mut Out) {
         if blocks.len() > SYNC_BATCH {
             return self.invalid();
         }
-        let c = &self.cfg.committee;
-        for (b, qc) in &blocks {
-            let ok = qc.block == b.id()
-                && qc.view == b.view
-                && qc.verify(c, &self.cfg.genesis).is_ok()
-                && b.justify.verify(c, &self.cfg.genesis).is_ok();
-            if !ok {
+        // Accept a block only if we asked for its id, or it is the parent named by the
+        // block before it (ids are hashes, so a matching block is the certified one).
+        let mut expected: Option<Digest> = None;
+        let mut oldest_parent = None;
+        for b in blocks {
+            let id = b.id();
+            if !(self.wanted.contains(&id) || expected == Some(id)) {
                 return self.invalid();
             }
-        }
-        let oldest_parent = blocks.last().map(|(b, _)| b.parent());
-        for (b, qc) in blocks {
+            if b.justify.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
+                return self.invalid();
+            }
+            self.wanted.remove(&id);
+            expected = Some(b.parent());
+            oldest_parent = Some(b.parent());
             if b.view > self.tree.root().1 && self.orphans.len() < MAX_ORPHANS {
-                self.orphans.insert(b.id(), (b, qc));
+                self.orphans.insert(id, b);
             }
         }
         self.connect_orphans(out);
         if let Some(parent) = oldest_parent
             && !self.tree.knows(&parent)
-            && self.orphans.values().any(|(b, _)| b.parent() == parent)
         {
             self.request_sync(from, parent, out);
         }
@@ -447,23 +479,26 @@ impl HotStuff {
             let ready: Vec<Digest> = self
                 .orphans
                 .iter()
-                .filter(|(_, (b, _))| self.tree.knows(&b.parent()))
+                .filter(|(_, b)| self.tree.knows(&b.parent()))
                 .map(|(id, _)| *id)
                 .collect();
             if ready.is_empty() {
                 break;
             }
             for id in ready {
-                let (b, qc) = self.orphans.remove(&id).expect("listed");
+                let b = self.orphans.remove(&id).expect("listed");
                 let justify = b.justify.clone();
-                if self.tree.insert(b) {
+                if self.tree.insert(b, true) {
                     self.process_qc(&justify, out);
-                    self.process_qc(&qc, out);
+                    if let Some(qc) = self.tree.qc_for(&id).cloned() {
+                        self.process_qc(&qc, out);
+                    }
                 }
             }
         }
         let root = self.tree.root().1;
-        self.orphans.retain(|_, (b, _)| b.view > root);
+        self.orphans.retain(|_, b| b.view > root);
+        self.try_propose(out);
     }
 
     fn retry_buffered(&mut self, out: &mut Out) {

@@ -74,11 +74,9 @@ pub enum Message {
         block: Digest,
         above: View,
     },
-    /// Blocks newest first (each the parent of the one before), each with the QC that
-    /// certifies it.
-    SyncResponse {
-        blocks: Vec<(Block, QuorumCert)>,
-    },
+    /// Blocks newest first, each the parent of the one before; the first is the block asked
+    /// for. Authenticated by hash: the requester holds a QC or a child naming each id.
+    SyncResponse { blocks: Vec<Block> },
 }
 
 /// Largest encoded HotStuff message accepted.

@@ -4,7 +4,7 @@
 use super::messages::{Block, QuorumCert};
 use crate::types::View;
 use crypto::Digest;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Committed blocks kept to answer sync requests from lagging replicas.
 pub const COMMITTED_WINDOW: usize = 512;
@@ -12,24 +12,27 @@ pub const COMMITTED_WINDOW: usize = 512;
 pub const MAX_UNCOMMITTED: usize = 4096;
 
 pub struct BlockTree {
-    blocks: HashMap<Digest, Block>,
+    blocks: BTreeMap<Digest, Block>,
     /// QC certifying each block, when known.
-    qcs: HashMap<Digest, QuorumCert>,
+    qcs: BTreeMap<Digest, QuorumCert>,
     /// One block per view from proposals (a second is equivocation and is not stored).
     by_view: BTreeMap<View, Digest>,
     root: (Digest, View),
-    recent: VecDeque<(Block, QuorumCert)>,
+    /// Recently committed blocks by id, and their commit order for eviction.
+    recent: BTreeMap<Digest, Block>,
+    recent_order: VecDeque<Digest>,
 }
 
 impl BlockTree {
     /// A tree whose root (last committed block) is `root`.
     pub fn new(root: (Digest, View)) -> Self {
         BlockTree {
-            blocks: HashMap::new(),
-            qcs: HashMap::new(),
+            blocks: BTreeMap::new(),
+            qcs: BTreeMap::new(),
             by_view: BTreeMap::new(),
             root,
-            recent: VecDeque::new(),
+            recent: BTreeMap::new(),
+            recent_order: VecDeque::new(),
         }
     }
 
@@ -46,8 +49,11 @@ impl BlockTree {
     }
 
     /// Inserts a block whose parent is known and which is above the root. Returns false (and
-    /// stores nothing) otherwise, or if another block already holds its view.
-    pub fn insert(&mut self, b: Block) -> bool {
+    /// stores nothing) otherwise. An uncertified block (from a proposal) is also refused if
+    /// another proposal already holds its view (equivocation); a `certified` one (fetched by
+    /// sync because a QC or a child names its hash) is always taken, since the certified
+    /// block may well be the one we did not see first.
+    pub fn insert(&mut self, b: Block, certified: bool) -> bool {
         let id = b.id();
         if self.blocks.contains_key(&id) {
             return true;
@@ -56,10 +62,10 @@ impl BlockTree {
         {
             return false;
         }
-        if self.by_view.get(&b.view).is_some_and(|other| *other != id) {
+        if !certified && self.by_view.get(&b.view).is_some_and(|other| *other != id) {
             return false;
         }
-        self.by_view.insert(b.view, id);
+        self.by_view.entry(b.view).or_insert(id);
         self.qcs.insert(b.justify.block, b.justify.clone());
         self.blocks.insert(id, b);
         true
@@ -104,10 +110,14 @@ impl BlockTree {
             self.root = (id, last.view);
             self.prune();
         }
-        for item in &chain {
-            self.recent.push_back(item.clone());
-            if self.recent.len() > COMMITTED_WINDOW {
-                self.recent.pop_front();
+        for (b, _) in &chain {
+            let id = b.id();
+            self.recent.insert(id, b.clone());
+            self.recent_order.push_back(id);
+            if self.recent_order.len() > COMMITTED_WINDOW
+                && let Some(old) = self.recent_order.pop_front()
+            {
+                self.recent.remove(&old);
             }
         }
         chain
@@ -117,14 +127,14 @@ impl BlockTree {
         let root_view = self.root.1;
         self.blocks.retain(|_, b| b.view > root_view);
         self.by_view = self.by_view.split_off(&root_view.next());
-        let live: HashSet<Digest> = self.blocks.keys().copied().chain([self.root.0]).collect();
+        let live: BTreeSet<Digest> = self.blocks.keys().copied().chain([self.root.0]).collect();
         self.qcs.retain(|id, _| live.contains(id));
     }
 
     /// Payload digests in the chain from `id` back to the root (exclusive), so a leader does
     /// not propose a batch that an ancestor already carries.
-    pub fn payload_in_chain(&self, id: &Digest) -> HashSet<Digest> {
-        let mut out = HashSet::new();
+    pub fn payload_in_chain(&self, id: &Digest) -> BTreeSet<Digest> {
+        let mut out = BTreeSet::new();
         let mut cur = *id;
         while let Some(b) = self.blocks.get(&cur) {
             out.extend(b.payload.iter().copied());
@@ -133,32 +143,22 @@ impl BlockTree {
         out
     }
 
-    /// Blocks from `id` back towards (excluding) view `above`, newest first, each with its QC,
-    /// at most `limit`. Looks in the uncommitted tree and the recently committed window. A
-    /// requester that cannot connect the oldest one asks again for that block's parent.
-    pub fn chain_for_sync(
-        &self,
-        id: Digest,
-        above: View,
-        limit: usize,
-    ) -> Vec<(Block, QuorumCert)> {
-        let recent: HashMap<Digest, &(Block, QuorumCert)> =
-            self.recent.iter().map(|e| (e.0.id(), e)).collect();
+    /// Blocks from `id` back towards (excluding) view `above`, newest first, at most
+    /// `limit`, from the uncommitted tree and the recently committed window. The requester
+    /// checks them by hash: the first must be the block it asked for, each next one the
+    /// parent its predecessor's QC certifies.
+    pub fn chain_for_sync(&self, id: Digest, above: View, limit: usize) -> Vec<Block> {
         let mut out = Vec::new();
         let mut cur = id;
         while out.len() < limit {
-            let item = match (self.blocks.get(&cur), self.qcs.get(&cur)) {
-                (Some(b), Some(qc)) => (b.clone(), qc.clone()),
-                _ => match recent.get(&cur) {
-                    Some(e) => (*e).clone(),
-                    None => break,
-                },
+            let Some(b) = self.blocks.get(&cur).or_else(|| self.recent.get(&cur)) else {
+                break;
             };
-            if item.0.view <= above {
+            if b.view <= above {
                 break;
             }
-            cur = item.0.parent();
-            out.push(item);
+            cur = b.parent();
+            out.push(b.clone());
         }
         out
     }

@@ -1,0 +1,124 @@
+//! `sim`: run the deterministic simulator over many seeds (or Twins scenarios) and report.
+//!
+//!     cargo run -p tests --release --bin sim -- --protocol hotstuff --seeds 10000
+//!     cargo run -p tests --release --bin sim -- --protocol hotstuff --seed 42     # replay one
+//!     cargo run -p tests --release --bin sim -- --twins --cases 262144           # full Twins
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::process::ExitCode;
+use tests::sim::runner::{Summary, run_many};
+use tests::sim::{self, HotStuffSim, twins};
+
+#[derive(Parser)]
+#[command(about = "Cairn's deterministic consensus simulator")]
+struct Args {
+    /// Protocol to simulate.
+    #[arg(long, default_value = "hotstuff", value_parser = ["hotstuff"])]
+    protocol: String,
+    /// Number of random fault scenarios (seeds) to run.
+    #[arg(long, default_value_t = 200)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 0)]
+    start: u64,
+    /// Run exactly this seed and print its violations and trace hash.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run the Twins enumeration (n=4, replica 0 twinned, 3 scheduled views) instead.
+    #[arg(long)]
+    twins: bool,
+    /// Twins scenarios to run, spread evenly over all 262,144 (use 262144 for all).
+    #[arg(long, default_value_t = 1000)]
+    cases: u64,
+    /// Run exactly this Twins scenario.
+    #[arg(long)]
+    case: Option<u64>,
+}
+
+fn bar(len: u64) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} runs  {elapsed} elapsed, eta {eta}")
+            .expect("valid template"),
+    );
+    pb
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    if let Some(seed) = a.seed {
+        return single(&format!("seed {seed}"), sim::random_scenario(seed, 4));
+    }
+    if let Some(case) = a.case {
+        if case >= twins::CASES {
+            eprintln!("error: --case must be below {}", twins::CASES);
+            return ExitCode::from(2);
+        }
+        return single(&format!("twins case {case}"), twins::case(case));
+    }
+    let started = std::time::Instant::now();
+    let (summary, replay): (Summary, Box<dyn Fn(&str) -> String>) = if a.twins {
+        let cases: Vec<u64> = twins::sample(a.cases).collect();
+        let pb = bar(cases.len() as u64);
+        let s = run_many::<HotStuffSim>(
+            &cases,
+            twins::case,
+            |i| i.to_string(),
+            || pb.inc(1),
+        );
+        pb.finish_and_clear();
+        (s, Box::new(|l| format!("--twins --case {l}")))
+    } else {
+        let seeds: Vec<u64> = (a.start..a.start + a.seeds).collect();
+        let pb = bar(seeds.len() as u64);
+        let s = run_many::<HotStuffSim>(
+            &seeds,
+            |s| sim::random_scenario(s, 4),
+            |i| i.to_string(),
+            || pb.inc(1),
+        );
+        pb.finish_and_clear();
+        (s, Box::new(|l| format!("--seed {l}")))
+    };
+    println!(
+        "{} {}: {} runs, {} blocks committed, {} view changes, {} with violations ({:.1}s)",
+        a.protocol,
+        if a.twins { "twins" } else { "seeds" },
+        summary.runs,
+        summary.blocks,
+        summary.view_changes,
+        summary.failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (label, v) in &summary.failures {
+        println!("FAIL {label}: {}", v.join("; "));
+        println!(
+            "  replay: cargo run -p tests --release --bin sim -- --protocol {} {}",
+            a.protocol,
+            replay(label)
+        );
+    }
+    if summary.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn single(label: &str, sc: sim::Scenario) -> ExitCode {
+    println!("{label}: {}", sc.describe());
+    let r = sim::run::<HotStuffSim>(sc);
+    println!(
+        "height {} view changes {} events {} trace {}",
+        r.height, r.view_changes, r.events, r.trace
+    );
+    for v in &r.violations {
+        println!("VIOLATION {v}");
+    }
+    if r.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,411 @@
+//! A discrete-event, fully seeded simulator that drives the real protocol cores with real
+//! ledger execution on the in-memory store.
+//!
+//! - `protocol.rs`: what the simulator needs from a protocol ([`SimProtocol`]).
+//! - `net.rs`: latency, drops, duplicates, partitions, Twins' per-view partitions.
+//! - `node.rs`: one simulated replica — the driver loop around a core, its disk, timers,
+//!   mempool and ledger.
+//! - `check.rs`: the invariants, checked after every commit.
+//! - `byz.rs`: Byzantine behaviours. `scenario.rs`: random fault schedules from a seed.
+//! - `twins.rs`: Twins enumeration.
+//!
+//! Everything random comes from one ChaCha8 stream seeded by the scenario's seed, and every
+//! collection iterated is ordered, so one seed gives one trace (checked by its hash).
+
+mod byz;
+mod check;
+mod net;
+mod node;
+mod protocol;
+mod scenario;
+pub mod runner;
+pub mod twins;
+
+pub use byz::Behaviour;
+pub use check::Checker;
+pub use net::{Crash, Cut, Network, Partition, TwinsSchedule};
+pub use protocol::{Disk, HotStuffSim, Params, SimProtocol};
+pub use scenario::{Scenario, random_scenario};
+
+use consensus::{Committee, Core, ReplicaId};
+use crypto::{Digest, Hasher, SecretKey};
+use ledger::{ChainBinding, Transaction};
+use node::Instance;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+/// What one run found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub protocol: &'static str,
+    /// Highest height any honest replica committed.
+    pub height: u64,
+    pub view_changes: u64,
+    pub violations: Vec<String>,
+    pub trace: Digest,
+    pub events: u64,
+    /// Deliveries by message kind (the encoded enum tag).
+    pub deliveries: BTreeMap<u8, u64>,
+}
+
+enum Ev<M> {
+    Deliver { to: usize, from: ReplicaId, msg: M },
+    Timer { inst: usize, id: u64, generation: u64 },
+    Fsync { inst: usize, epoch: u64 },
+    ClientTx,
+    BatchTick { inst: usize },
+    BatchArrive { inst: usize, digest: Digest },
+    Crash { inst: usize },
+    Restart { inst: usize },
+    Healed,
+}
+
+/// A simulation of one scenario.
+pub struct Sim<P: SimProtocol> {
+    sc: Scenario,
+    rng: ChaCha8Rng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: BTreeMap<u64, Ev<P::Msg>>,
+    instances: Vec<Instance<P>>,
+    committee: Committee,
+    genesis: Digest,
+    chain: ChainBinding,
+    batches: BTreeMap<Digest, Vec<Transaction>>,
+    workload: crate::workload::Transfers,
+    wallets: usize,
+    checker: Checker,
+    healed_heights: Vec<u64>,
+    trace: Hasher,
+    processed: u64,
+    deliveries: BTreeMap<u8, u64>,
+    /// Instance whose inputs and actions are printed (env SIM_DEBUG=instance).
+    debug: Option<usize>,
+}
+
+const BATCH_TICK_MS: u64 = 25;
+const BATCH_MAX_TXS: usize = 32;
+const WALLETS: usize = 24;
+
+impl<P: SimProtocol> Sim<P> {
+    pub fn new(sc: Scenario) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(sc.seed);
+        let keys: Vec<SecretKey> = (0..sc.n)
+            .map(|_| SecretKey::from_seed(rng.r#gen()))
+            .collect();
+        let mut committee = Committee::bft(keys.iter().map(|k| k.public()).collect())
+            .expect("valid committee");
+        if let Some(s) = &sc.leader_schedule {
+            committee = committee.with_leader_schedule(s.clone());
+        }
+        let genesis = crypto::hash(&sc.seed.to_le_bytes());
+        let chain = ChainBinding {
+            chain_id: "sim".into(),
+            genesis_hash: genesis,
+        };
+        let wallet_keys = crate::workload::keys(sc.seed ^ 0x5eed, WALLETS);
+        let alloc = crate::workload::allocation(&wallet_keys, 1_000_000);
+        let supply = alloc.iter().map(|(_, b)| *b as u128).sum();
+        let workload = crate::workload::Transfers::new(sc.seed, wallet_keys, chain.clone());
+
+        // One instance per replica, plus a second one for each twin.
+        let mut ids: Vec<ReplicaId> = committee.ids().collect();
+        for (id, b) in &sc.byzantine {
+            if *b == Behaviour::Twin {
+                ids.push(*id);
+            }
+        }
+        let instances: Vec<Instance<P>> = ids
+            .iter()
+            .map(|id| {
+                let byz = sc.byzantine.iter().find(|(b, _)| b == id).map(|(_, b)| *b);
+                Instance::new(*id, keys[id.0 as usize].clone(), byz, chain.clone(), &alloc)
+            })
+            .collect();
+        let checker = Checker::new(instances.len(), supply, genesis);
+        Sim {
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            committee,
+            genesis,
+            chain,
+            batches: BTreeMap::new(),
+            workload,
+            wallets: WALLETS,
+            checker,
+            healed_heights: vec![],
+            trace: Hasher::new(),
+            processed: 0,
+            deliveries: BTreeMap::new(),
+            debug: std::env::var("SIM_DEBUG").ok().and_then(|v| v.parse().ok()),
+            instances,
+            sc,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev<P::Msg>) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    /// Runs the scenario to its end and reports.
+    pub fn run(mut self) -> Report {
+        for i in 0..self.instances.len() {
+            self.start_instance(i);
+            let jitter = self.rng.gen_range(0..BATCH_TICK_MS);
+            self.schedule(jitter, Ev::BatchTick { inst: i });
+        }
+        self.schedule(self.sc.tx_interval_ms, Ev::ClientTx);
+        for c in self.sc.crashes.clone() {
+            self.schedule(c.at_ms, Ev::Crash { inst: c.instance });
+            self.schedule(c.restart_ms, Ev::Restart { inst: c.instance });
+        }
+        let heal = self.sc.heal_ms();
+        self.schedule(heal, Ev::Healed);
+        let end = heal + self.sc.liveness_window_ms;
+
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            let ev = self.events.remove(&seq).expect("queued event exists");
+            self.processed += 1;
+            self.step(ev);
+        }
+        self.now = end;
+        for (inst, before) in self.healed_heights.clone().into_iter().enumerate() {
+            if self.instances[inst].honest() {
+                self.checker.require_progress(end, inst, before);
+            }
+        }
+        let view_changes = self
+            .instances
+            .iter()
+            .filter(|i| i.honest())
+            .filter_map(|i| i.core.as_ref().map(P::view_changes))
+            .max()
+            .unwrap_or(0);
+        Report {
+            seed: self.sc.seed,
+            protocol: P::NAME,
+            height: self.checker.max_height(),
+            view_changes,
+            violations: self.checker.violations.clone(),
+            trace: self.trace.finish(),
+            events: self.processed,
+            deliveries: self.deliveries,
+        }
+    }
+
+    fn step(&mut self, ev: Ev<P::Msg>) {
+        match ev {
+            Ev::Deliver { to, from, msg } => {
+                let bytes = P::encode(&msg);
+                *self.deliveries.entry(bytes[0]).or_default() += 1;
+                self.trace
+                    .part(&self.now.to_le_bytes())
+                    .part(&[to as u8, from.0 as u8])
+                    .part(&bytes);
+                self.instances[to].remember(&msg);
+                self.input(to, consensus::Input::Message { from, msg });
+            }
+            Ev::Timer {
+                inst,
+                id,
+                generation,
+            } => {
+                if self.instances[inst].timer_current(id, generation) {
+                    self.input(inst, consensus::Input::Timer(id));
+                }
+            }
+            Ev::Fsync { inst, epoch } => {
+                if let Some(seq) = self.instances[inst].fsync_done(epoch) {
+                    self.input(inst, consensus::Input::Persisted(seq));
+                }
+            }
+            Ev::ClientTx => {
+                let tx = self.workload.next_tx();
+                // Each wallet talks to one replica, so its nonces arrive in order.
+                let sender = tx.body.sender.0[0] as usize % self.wallets;
+                let inst = sender % self.instances.len();
+                self.instances[inst].submit(tx);
+                self.schedule(self.now + self.sc.tx_interval_ms, Ev::ClientTx);
+            }
+            Ev::BatchTick { inst } => {
+                if let Some(batch) = self.instances[inst].take_batch(BATCH_MAX_TXS) {
+                    let digest = crypto::hash(&crypto::codec::encode(&batch));
+                    self.batches.insert(digest, batch);
+                    // Batch data reaches every replica (data availability is the node's job;
+                    // the cores order digests).
+                    for j in 0..self.instances.len() {
+                        let d = if j == inst { 0 } else { self.rng.gen_range(1..=20) };
+                        self.schedule(self.now + d, Ev::BatchArrive { inst: j, digest });
+                    }
+                }
+                self.schedule(self.now + BATCH_TICK_MS, Ev::BatchTick { inst });
+            }
+            Ev::BatchArrive { inst, digest } => {
+                self.input(inst, consensus::Input::Payload(digest));
+            }
+            Ev::Crash { inst } => self.instances[inst].crash(),
+            Ev::Restart { inst } => {
+                if self.instances[inst].core.is_none() {
+                    self.start_instance(inst);
+                }
+            }
+            Ev::Healed => {
+                self.healed_heights = (0..self.instances.len())
+                    .map(|i| self.checker.height(i))
+                    .collect();
+            }
+        }
+    }
+
+    fn start_instance(&mut self, i: usize) {
+        let disk = self.instances[i].disk(self.sc.amnesia);
+        let inst = &mut self.instances[i];
+        let core = P::build(
+            inst.id,
+            inst.key.clone(),
+            self.committee.clone(),
+            self.genesis,
+            &self.sc.params,
+            &disk,
+        );
+        inst.core = Some(core);
+        let (h, tip) = (inst.ledger.height(), inst.ledger.tip());
+        self.checker.restarted(i, h, tip);
+        let actions = self.instances[i]
+            .core
+            .as_mut()
+            .expect("just built")
+            .start(self.now);
+        self.apply(i, actions);
+    }
+
+    fn input(&mut self, i: usize, input: consensus::Input<P::Msg>) {
+        let now = self.now;
+        let Some(core) = self.instances[i].core.as_mut() else {
+            return; // crashed
+        };
+        let debug = self.debug == Some(i);
+        if debug {
+            eprintln!("[{now}] inst {i} view {} <- {input:?}", core.view());
+        }
+        let actions = consensus::Core::handle(core, now, input);
+        if debug {
+            for a in &actions {
+                eprintln!("    -> {a:?}");
+            }
+        }
+        self.apply(i, actions);
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<consensus::Action<P::Msg>>) {
+        use consensus::Action;
+        for a in actions {
+            match a {
+                Action::Send { to, msg } => self.route(i, protocol::Dest::To(to), msg),
+                Action::Broadcast { msg } => self.route(i, protocol::Dest::All, msg),
+                Action::Persist { seq, what } => {
+                    if self.instances[i].persist(seq, what) {
+                        let (lo, hi) = self.sc.fsync_ms;
+                        let at = self.now + self.rng.gen_range(lo..=hi);
+                        let epoch = self.instances[i].epoch;
+                        self.schedule(at, Ev::Fsync { inst: i, epoch });
+                    }
+                }
+                Action::Commit(c) => self.commit(i, c),
+                Action::SetTimer { id, after_ms } => {
+                    let generation = self.instances[i].set_timer(id);
+                    self.schedule(self.now + after_ms, Ev::Timer { inst: i, id, generation });
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, i: usize, c: consensus::Committed) {
+        let txs: Vec<Transaction> = c
+            .payload
+            .iter()
+            .flat_map(|d| self.batches.get(d).cloned().unwrap_or_default())
+            .collect();
+        let proposer = *self
+            .committee
+            .key(c.proposer)
+            .expect("committed proposer is in the committee");
+        let block = self.instances[i].execute(c, proposer, txs);
+        self.trace
+            .part(&[0xc0, i as u8])
+            .part(&block.hash().0);
+        if self.instances[i].honest() {
+            let supply = self.instances[i].ledger.state().total_supply();
+            self.checker.on_commit(self.now, i, &block, supply);
+        }
+    }
+
+    fn route(&mut self, from: usize, dest: protocol::Dest, msg: P::Msg) {
+        let inst = &mut self.instances[from];
+        let outgoing = match inst.byz {
+            Some(b) if b != Behaviour::Twin => P::misbehave(
+                b,
+                &inst.key,
+                &self.committee,
+                dest,
+                msg,
+                &mut self.rng,
+                &inst.seen,
+            ),
+            _ => vec![(dest, msg)],
+        };
+        let sender = self.instances[from].id;
+        let honest = self.instances[from].honest();
+        for (dest, msg) in outgoing {
+            if honest && let Some((view, block)) = P::vote_of(&msg) {
+                self.checker.on_vote(self.now, sender, view, block);
+            }
+            let view = P::view_of(&msg);
+            for to in 0..self.instances.len() {
+                let id = self.instances[to].id;
+                let wanted = id != sender
+                    && match &dest {
+                        protocol::Dest::To(r) => *r == id,
+                        protocol::Dest::All => true,
+                        protocol::Dest::Some(set) => set.contains(&id),
+                    };
+                if !wanted || self.sc.network.cut(from, to, self.now, view) {
+                    continue;
+                }
+                for d in self.sc.network.delays(&mut self.rng) {
+                    self.schedule(
+                        self.now + d,
+                        Ev::Deliver {
+                            to,
+                            from: sender,
+                            msg: msg.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The chain binding of this run (for tests that build their own transactions).
+    pub fn chain(&self) -> &ChainBinding {
+        &self.chain
+    }
+}
+
+/// Runs one scenario with protocol `P`.
+pub fn run<P: SimProtocol>(sc: Scenario) -> Report {
+    Sim::<P>::new(sc).run()
+}

@@ -1,0 +1,70 @@
+//! Running many scenarios on all cores and summarising them (used by the `sim` command and
+//! the default test run).
+
+use super::{Report, Scenario, SimProtocol, run};
+
+/// Totals over many runs.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub runs: u64,
+    pub blocks: u64,
+    pub view_changes: u64,
+    /// (label, violations) of each failed run.
+    pub failures: Vec<(String, Vec<String>)>,
+}
+
+impl Summary {
+    pub fn add(&mut self, label: String, r: &Report) {
+        self.runs += 1;
+        self.blocks += r.height;
+        self.view_changes += r.view_changes;
+        if !r.violations.is_empty() {
+            self.failures.push((label, r.violations.clone()));
+        }
+    }
+
+    pub fn merge(&mut self, other: Summary) {
+        self.runs += other.runs;
+        self.blocks += other.blocks;
+        self.view_changes += other.view_changes;
+        self.failures.extend(other.failures);
+    }
+}
+
+/// Runs `make(i)` for every `i` in `items` across the machine's cores; `label(i)` names a
+/// run in failure reports; `tick` is called after each run (progress bars).
+pub fn run_many<P: SimProtocol>(
+    items: &[u64],
+    make: impl Fn(u64) -> Scenario + Sync,
+    label: impl Fn(u64) -> String + Sync,
+    tick: impl Fn() + Sync,
+) -> Summary {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .max(1);
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                let (make, label, tick) = (&make, &label, &tick);
+                s.spawn(move || {
+                    let mut sum = Summary::default();
+                    for &i in part {
+                        let r = run::<P>(make(i));
+                        sum.add(label(i), &r);
+                        tick();
+                    }
+                    sum
+                })
+            })
+            .collect();
+        let mut total = Summary::default();
+        for h in handles {
+            total.merge(h.join().expect("simulation thread panicked"));
+        }
+        total.failures.sort();
+        total
+    })
+}

@@ -1,0 +1,144 @@
+//! Scenarios: who misbehaves, what breaks and when, all drawn from one seed.
+
+use super::byz::Behaviour;
+use super::net::{Crash, Cut, Network, Partition};
+use super::protocol::Params;
+use consensus::ReplicaId;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub seed: u64,
+    pub n: usize,
+    pub network: Network,
+    pub crashes: Vec<Crash>,
+    pub byzantine: Vec<(ReplicaId, Behaviour)>,
+    /// Restarts lose the safety record (negative control).
+    pub amnesia: bool,
+    pub leader_schedule: Option<Vec<ReplicaId>>,
+    pub params: Params,
+    pub tx_interval_ms: u64,
+    pub fsync_ms: (u64, u64),
+    /// No fault starts after this time.
+    pub faults_until_ms: u64,
+    /// After every fault has healed, honest replicas must commit within this window.
+    pub liveness_window_ms: u64,
+}
+
+impl Scenario {
+    /// No faults: a reliable network, no crashes, no Byzantine replica.
+    pub fn calm(seed: u64, n: usize) -> Scenario {
+        Scenario {
+            seed,
+            n,
+            network: Network::reliable(),
+            crashes: vec![],
+            byzantine: vec![],
+            amnesia: false,
+            leader_schedule: None,
+            params: Params {
+                base_timeout_ms: 400,
+                max_timeout_ms: 3_000,
+                max_payload: 16,
+            },
+            tx_interval_ms: 20,
+            fsync_ms: (1, 6),
+            faults_until_ms: 0,
+            liveness_window_ms: 5_000,
+        }
+    }
+
+    /// When the last fault has healed (partitions ended, crashed replicas restarted).
+    pub fn heal_ms(&self) -> u64 {
+        let restarts = self.crashes.iter().map(|c| c.restart_ms).max().unwrap_or(0);
+        self.faults_until_ms
+            .max(self.network.healed_at())
+            .max(restarts)
+    }
+
+    /// A one-line description for failure reports.
+    pub fn describe(&self) -> String {
+        let byz: Vec<String> = self
+            .byzantine
+            .iter()
+            .map(|(id, b)| format!("{id}:{b}"))
+            .collect();
+        format!(
+            "n={} drop={:.2} dup={:.2} latency={}..{}ms partitions={} crashes={} byzantine=[{}]{}",
+            self.n,
+            self.network.drop,
+            self.network.duplicate,
+            self.network.min_latency_ms,
+            self.network.max_latency_ms,
+            self.network.partitions.len(),
+            self.crashes.len(),
+            byz.join(","),
+            if self.amnesia { " amnesia" } else { "" }
+        )
+    }
+}
+
+/// A random fault scenario for `seed`: lossy, jittery network, up to two partitions
+/// (symmetric or one-way) that heal, up to two crash-restarts of honest replicas, and, in
+/// most seeds, one Byzantine replica (at most f = 1 for n = 4).
+pub fn random_scenario(seed: u64, n: usize) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut sc = Scenario::calm(seed, n);
+    let f = (n - 1) / 3;
+    sc.faults_until_ms = 6_000;
+    sc.liveness_window_ms = 10_000;
+    let lo = rng.gen_range(1..5);
+    sc.network.min_latency_ms = lo;
+    sc.network.max_latency_ms = lo + rng.gen_range(5..60);
+    if rng.gen_bool(0.6) {
+        sc.network.drop = rng.gen_range(0.0..0.08);
+    }
+    if rng.gen_bool(0.4) {
+        sc.network.duplicate = rng.gen_range(0.0..0.05);
+    }
+
+    let mut byz_ids = Vec::new();
+    if f > 0 && rng.gen_bool(0.7) {
+        let id = ReplicaId(rng.gen_range(0..n as u16));
+        let b = *Behaviour::ALL_SINGLE.choose(&mut rng).expect("non-empty");
+        sc.byzantine.push((id, b));
+        byz_ids.push(id.0 as usize);
+    }
+    let instances = n + sc
+        .byzantine
+        .iter()
+        .filter(|(_, b)| *b == Behaviour::Twin)
+        .count();
+
+    for _ in 0..rng.gen_range(0..=2) {
+        let start_ms = rng.gen_range(0..sc.faults_until_ms);
+        let end_ms = start_ms + rng.gen_range(300..3_000);
+        let mut all: Vec<usize> = (0..instances).collect();
+        all.shuffle(&mut rng);
+        let side = all[..rng.gen_range(1..instances)].to_vec();
+        let kind = if rng.gen_bool(0.3) {
+            Cut::Asymmetric { from: side }
+        } else {
+            Cut::Symmetric { side }
+        };
+        sc.network.partitions.push(Partition {
+            start_ms,
+            end_ms,
+            kind,
+        });
+    }
+
+    let honest: Vec<usize> = (0..n).filter(|i| !byz_ids.contains(i)).collect();
+    for _ in 0..rng.gen_range(0..=2) {
+        let instance = *honest.choose(&mut rng).expect("honest replicas exist");
+        let at_ms = rng.gen_range(0..sc.faults_until_ms);
+        sc.crashes.push(Crash {
+            instance,
+            at_ms,
+            restart_ms: at_ms + rng.gen_range(100..2_500),
+        });
+    }
+    sc
+}
