@@ -84,6 +84,21 @@ impl<M> PersistGate<M> {
         out
     }
 
+    /// Releases held messages whose persist is already durable (a message held after a
+    /// sequence number that was acknowledged earlier, such as a repeated vote).
+    pub fn release_durable(&mut self) -> Vec<(Route, M)> {
+        let mut out = Vec::new();
+        while self
+            .held
+            .front()
+            .is_some_and(|(s, _, _)| *s <= self.durable)
+        {
+            let (_, route, msg) = self.held.pop_front().expect("front exists");
+            out.push((route, msg));
+        }
+        out
+    }
+
     /// Highest sequence number known durable.
     pub fn durable(&self) -> u64 {
         self.durable

@@ -15,8 +15,9 @@ pub struct ReplicaId(pub u16);
 pub struct View(pub u64);
 
 impl View {
+    /// The following view. Saturates: a Byzantine `u64::MAX` must not panic or wrap.
     pub fn next(self) -> View {
-        View(self.0 + 1)
+        View(self.0.saturating_add(1))
     }
 }
 

@@ -8,8 +8,7 @@
 
 use crypto::{Digest, codec};
 use ledger::{
-    Account, Address, Block, Receipt, Store, StoreError, TxRecord, check_genesis,
-    check_next_height,
+    Account, Address, Block, Receipt, Store, StoreError, TxRecord, check_genesis, check_next_height,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
@@ -39,9 +38,8 @@ impl RedbStore {
                 StoreError::new(&format!("creating data folder {}", dir.display()), e)
             })?;
         }
-        let db = Database::create(path).map_err(|e| {
-            StoreError::new(&format!("opening database {}", path.display()), e)
-        })?;
+        let db = Database::create(path)
+            .map_err(|e| StoreError::new(&format!("opening database {}", path.display()), e))?;
         let store = RedbStore { db };
         store.write(|tx| {
             tx.open_table(BLOCKS)?;

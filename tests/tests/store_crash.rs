@@ -31,7 +31,10 @@ fn crash_once(seed: u64, kill_after: u64) {
 
     let store = RedbStore::open(&db).expect("reopen after SIGKILL");
     let height = store.height().unwrap();
-    assert!(height >= acked, "lost acknowledged blocks: {height} < {acked}");
+    assert!(
+        height >= acked,
+        "lost acknowledged blocks: {height} < {acked}"
+    );
 
     // Replay the stored blocks' transactions on a fresh in-memory ledger.
     let (chain, alloc, _) = tests::crash_workload(seed);

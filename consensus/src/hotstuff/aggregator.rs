@@ -19,7 +19,7 @@ pub struct Aggregator {
 }
 
 fn in_window(view: View, current: View) -> bool {
-    view.0 + 1 >= current.0 && view.0 <= current.0 + VIEW_WINDOW
+    view.0.saturating_add(1) >= current.0 && view.0 <= current.0.saturating_add(VIEW_WINDOW)
 }
 
 impl Aggregator {
@@ -72,12 +72,19 @@ impl Aggregator {
         if set.len() != quorum {
             return None;
         }
+        let high_qc = set
+            .values()
+            .map(|t| &t.high_qc)
+            .max_by_key(|qc| qc.view)
+            .expect("quorum is non-empty")
+            .clone();
         Some(TimeoutCert {
             view: t.view,
             timeouts: set
                 .iter()
                 .map(|(id, t)| (*id, t.high_qc.view, t.signature))
                 .collect(),
+            high_qc,
         })
     }
 

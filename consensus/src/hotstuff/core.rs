@@ -1,7 +1,7 @@
 //! The HotStuff replica: handlers for each message, the view logic, proposing and committing.
 
 use super::aggregator::Aggregator;
-use super::messages::{Block, Message, Proposal, QuorumCert, Timeout, TimeoutCert, Vote};
+use super::messages::{Block, Message, Proposal, QcCache, QuorumCert, Timeout, TimeoutCert, Vote};
 use super::pacemaker::Pacemaker;
 use super::safety::{SafetyData, SafetyRules};
 use super::tree::BlockTree;
@@ -21,6 +21,8 @@ const MAX_ORPHANS: usize = 4096;
 const SYNC_BATCH: usize = 64;
 /// Batch digests waiting to be proposed, at most.
 const MAX_PENDING_PAYLOAD: usize = 100_000;
+/// Uncommitted blocks written with the safety record, at most.
+const MAX_DURABLE_BLOCKS: usize = 32;
 
 pub struct Config {
     pub me: ReplicaId,
@@ -73,6 +75,9 @@ pub struct HotStuff {
     now: u64,
     /// Last block fetched for proposing, and in which view (one request per view).
     sync_requested: Option<(Digest, View)>,
+    /// Sequence number of the last safety persist (0: the record loaded at start).
+    last_safety_seq: u64,
+    qc_cache: QcCache,
 }
 
 type Out = Vec<Action<Message>>;
@@ -86,12 +91,26 @@ impl HotStuff {
             None => SafetyData::default(),
         };
         let root = rec.committed.unwrap_or((cfg.genesis, View(0)));
+        // Keep the stored high QC even if it is below the committed root: falling back to
+        // genesis would put it below `one_chain_view` and forbid every timeout.
         let high_qc = data
             .high_qc
             .clone()
-            .filter(|qc| qc.view >= root.1)
             .unwrap_or_else(|| QuorumCert::genesis(cfg.genesis));
-        let view = high_qc.view.next().max(data.last_voted_view);
+        let high_tc = data.high_tc.clone();
+        let view = high_qc
+            .view
+            .next()
+            .max(high_tc.as_ref().map_or(View(0), |tc| tc.view.next()))
+            .max(data.last_voted_view);
+        let mut tree = BlockTree::new(root);
+        // Blocks this replica voted for or holds a QC for, so that a whole-committee restart
+        // can still extend the highest QC (nobody else may have its block any more).
+        let mut blocks = data.blocks.clone();
+        blocks.sort_by_key(|b| b.view);
+        for b in blocks {
+            tree.insert(b, true);
+        }
         let safety = SafetyRules::new(data, cfg.me, cfg.key.clone());
         Ok(HotStuff {
             pacemaker: Pacemaker::new(cfg.base_timeout_ms, cfg.max_timeout_ms),
@@ -99,8 +118,8 @@ impl HotStuff {
             gate: PersistGate::default(),
             view,
             high_qc,
-            high_tc: None,
-            tree: BlockTree::new(root),
+            high_tc,
+            tree,
             agg: Aggregator::default(),
             buffered: VecDeque::new(),
             orphans: BTreeMap::new(),
@@ -110,6 +129,8 @@ impl HotStuff {
             stats: Stats::default(),
             now: 0,
             sync_requested: None,
+            last_safety_seq: 0,
+            qc_cache: QcCache::default(),
             cfg,
         })
     }
@@ -136,21 +157,48 @@ impl HotStuff {
         self.gate.held()
     }
 
+    /// Persists the safety record, with the uncommitted blocks it depends on (the chains
+    /// under our high QC and under our last vote).
     fn persist_safety(&mut self, out: &mut Out) -> u64 {
-        self.gate
-            .persist(Durable::Safety(self.safety.data.encode()), out)
+        let mut ids = vec![self.high_qc.block];
+        if let Some(v) = &self.safety.data.last_vote {
+            ids.push(v.block);
+        }
+        self.safety.data.blocks = self.tree.chains_to_root(&ids, MAX_DURABLE_BLOCKS);
+        self.last_safety_seq = self
+            .gate
+            .persist(Durable::Safety(self.safety.data.encode()), out);
+        self.last_safety_seq
+    }
+
+    /// Holds `msg` until `seq` is durable; releases at once if it already is.
+    fn send_after(
+        &mut self,
+        seq: u64,
+        route: Route,
+        msg: crate::Unreleased<Message>,
+        out: &mut Out,
+    ) {
+        self.gate.send_after(seq, route, msg);
+        for (route, msg) in self.gate.release_durable() {
+            self.dispatch(route, msg, out);
+        }
     }
 
     fn release(&mut self, seq: u64, out: &mut Out) {
         for (route, msg) in self.gate.persisted(seq) {
-            match route {
-                Route::To(to) if to == self.cfg.me => self.on_message(to, msg, out),
-                Route::To(to) => out.push(Action::Send { to, msg }),
-                Route::All => {
-                    // Our own proposals and timeouts count for us too.
-                    out.push(Action::Broadcast { msg: msg.clone() });
-                    self.on_message(self.cfg.me, msg, out);
-                }
+            self.dispatch(route, msg, out);
+        }
+    }
+
+    fn dispatch(&mut self, route: Route, msg: Message, out: &mut Out) {
+        match route {
+            Route::To(to) if to == self.cfg.me => self.on_message(to, msg, out),
+            Route::To(to) => out.push(Action::Send { to, msg }),
+            Route::All => {
+                // Our own proposals and timeouts count for us too.
+                out.push(Action::Broadcast { msg: msg.clone() });
+                self.on_message(self.cfg.me, msg, out);
             }
         }
     }
@@ -191,8 +239,11 @@ impl HotStuff {
     }
 
     fn process_tc(&mut self, tc: &TimeoutCert, out: &mut Out) {
+        // The TC carries the highest QC its signers hold; a leader needs it to propose.
+        self.process_qc(&tc.high_qc, out);
         if self.high_tc.as_ref().is_none_or(|h| h.view < tc.view) {
             self.high_tc = Some(tc.clone());
+            self.safety.data.high_tc = Some(tc.clone());
         }
         self.enter_view(tc.view.next(), true, out);
     }
@@ -229,11 +280,21 @@ impl HotStuff {
             _ => return,
         };
         if !self.tree.knows(&self.high_qc.block) {
-            // We formed or saw the QC before the block itself: fetch it from its proposer.
-            let (block, proposer) = (self.high_qc.block, self.leader(self.high_qc.view));
-            if self.sync_requested != Some((block, self.view)) {
+            // We formed or saw the QC before the block itself: fetch it from a replica that
+            // voted for it (not necessarily its proposer, which may be withholding it),
+            // a different one each view.
+            let block = self.high_qc.block;
+            let signers: Vec<ReplicaId> = self
+                .high_qc
+                .votes
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != self.cfg.me)
+                .collect();
+            if self.sync_requested != Some((block, self.view)) && !signers.is_empty() {
                 self.sync_requested = Some((block, self.view));
-                self.request_sync(proposer, block, out);
+                let from = signers[(self.view.0 % signers.len() as u64) as usize];
+                self.request_sync(from, block, out);
             }
             return;
         }
@@ -256,10 +317,11 @@ impl HotStuff {
             return;
         };
         let seq = self.persist_safety(out);
-        self.gate.send_after(
+        self.send_after(
             seq,
             Route::All,
             proposal.map(|p| Message::Propose(Box::new(p))),
+            out,
         );
     }
 
@@ -280,7 +342,12 @@ impl HotStuff {
         if p.block.view <= self.tree.root().1 {
             return; // below the committed root: nothing to learn
         }
-        if p.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
+        let payload = &p.block.payload;
+        if payload.len() > self.cfg.max_payload
+            || payload.iter().collect::<BTreeSet<_>>().len() != payload.len()
+            || p.verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
+                .is_err()
+        {
             return self.invalid();
         }
         if let Some(tc) = &p.tc {
@@ -319,13 +386,18 @@ impl HotStuff {
         if p.block.view != self.view {
             return;
         }
-        let Ok(vote) = self.safety.vote(&p.block, p.tc.as_ref()) else {
+        let Ok((vote, fresh)) = self.safety.vote(&p.block, p.tc.as_ref()) else {
             return;
         };
-        let seq = self.persist_safety(out);
+        // A repeated request gets the same vote, without another fsync (a replayed proposal
+        // must not cost us a disk write).
+        let seq = if fresh {
+            self.persist_safety(out)
+        } else {
+            self.last_safety_seq
+        };
         let next_leader = self.leader(self.view.next());
-        self.gate
-            .send_after(seq, Route::To(next_leader), vote.map(Message::Vote));
+        self.send_after(seq, Route::To(next_leader), vote.map(Message::Vote), out);
     }
 
     fn on_vote(&mut self, v: Vote, out: &mut Out) {
@@ -354,10 +426,15 @@ impl HotStuff {
             }
             return;
         }
-        if t.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
+        if t.verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
+            .is_err()
+        {
             return self.invalid();
         }
         self.process_qc(&t.high_qc, out);
+        if let Some(tc) = &t.high_tc {
+            self.process_tc(tc, out);
+        }
         let view = t.view;
         if let Some(tc) = self
             .agg
@@ -370,7 +447,12 @@ impl HotStuff {
             self.process_tc(&tc, out);
         } else if view == self.view
             && self.agg.timeouts_for(view) > self.cfg.committee.f()
-            && self.safety.data.last_timeout.as_ref().is_none_or(|t| t.view < view)
+            && self
+                .safety
+                .data
+                .last_timeout
+                .as_ref()
+                .is_none_or(|t| t.view < view)
         {
             // f+1 replicas gave up on our view, so at least one correct one did: join them
             // rather than wait for our own timer (view synchronisation).
@@ -382,7 +464,10 @@ impl HotStuff {
         if tc.view < self.view {
             return;
         }
-        if tc.verify(&self.cfg.committee).is_err() {
+        if tc
+            .verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
+            .is_err()
+        {
             return self.invalid();
         }
         self.process_tc(&tc, out);
@@ -390,25 +475,34 @@ impl HotStuff {
 
     fn on_timer(&mut self, out: &mut Out) {
         // Re-arm first: if the TC does not form (lost timeouts), we time out again and
-        // re-send the same timeout.
+        // re-send the same timeout — at the base interval, not the backed-off one, since
+        // the view has already been given up.
         out.push(Action::SetTimer {
             id: VIEW_TIMER,
-            after_ms: self.pacemaker.duration_ms(),
+            after_ms: self.cfg.base_timeout_ms,
         });
         self.local_timeout(out);
     }
 
     /// Signs (or re-sends) our timeout for the current view.
     fn local_timeout(&mut self, out: &mut Out) {
-        let Ok(t) = self
+        let Ok((t, fresh)) = self
             .safety
             .timeout(self.view, &self.high_qc, self.high_tc.as_ref())
         else {
             return;
         };
-        let seq = self.persist_safety(out);
-        self.gate
-            .send_after(seq, Route::All, t.map(|t| Message::Timeout(Box::new(t))));
+        let seq = if fresh {
+            self.persist_safety(out)
+        } else {
+            self.last_safety_seq
+        };
+        let high_tc = self.high_tc.clone().map(Box::new);
+        let msg = t.map(|mut t| {
+            t.high_tc = high_tc;
+            Message::Timeout(Box::new(t))
+        });
+        self.send_after(seq, Route::All, msg, out);
     }
 
     // ---- sync --------------------------------------------------------------------------
@@ -454,7 +548,10 @@ impl HotStuff {
             if !(self.wanted.contains(&id) || expected == Some(id)) {
                 return self.invalid();
             }
-            if b.justify.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
+            if b.justify
+                .verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
+                .is_err()
+            {
                 return self.invalid();
             }
             self.wanted.remove(&id);

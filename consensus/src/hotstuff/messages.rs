@@ -46,20 +46,29 @@ pub struct Vote {
 }
 
 /// "I give up on `view`; the highest QC I hold is `high_qc`."
+///
+/// `high_tc` (not signed: a TC proves itself) is the sender's highest TC, so that a replica
+/// stuck in an earlier view — one whose TC it never received — catches up from any timeout
+/// of a later view (Aptos' `SyncInfo`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeout {
     pub view: View,
     pub high_qc: QuorumCert,
     pub author: ReplicaId,
     pub signature: Signature,
+    pub high_tc: Option<Box<TimeoutCert>>,
 }
 
-/// `quorum` distinct timeouts for `view`, each with the signer's high-QC view.
+/// `quorum` distinct timeouts for `view`, each with the signer's high-QC view, and the
+/// highest of those QCs itself (as in Aptos' `TwoChainTimeoutCertificate`): a leader
+/// proposing after this TC must extend a QC at least that high, so it must be able to get
+/// it from the TC — and a Byzantine signer cannot claim a high-QC view no QC exists for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimeoutCert {
     pub view: View,
     /// Sorted by replica, no duplicates.
     pub timeouts: Vec<(ReplicaId, View, Signature)>,
+    pub high_qc: QuorumCert,
 }
 
 /// Everything HotStuff replicas say to each other.
@@ -76,7 +85,9 @@ pub enum Message {
     },
     /// Blocks newest first, each the parent of the one before; the first is the block asked
     /// for. Authenticated by hash: the requester holds a QC or a child naming each id.
-    SyncResponse { blocks: Vec<Block> },
+    SyncResponse {
+        blocks: Vec<Block>,
+    },
 }
 
 /// Largest encoded HotStuff message accepted.
@@ -162,6 +173,27 @@ impl QuorumCert {
     /// Checks quorum, distinct known signers and every signature. `genesis` is the only
     /// certificate accepted without signatures.
     pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
+        self.verify_with(c, genesis, &mut QcCache::default())
+    }
+
+    /// [`QuorumCert::verify`], skipping certificates already verified (the same QC arrives
+    /// in proposals, in every timeout and in TCs).
+    pub fn verify_with(
+        &self,
+        c: &Committee,
+        genesis: &Digest,
+        cache: &mut QcCache,
+    ) -> Result<(), Invalid> {
+        let key = crypto::hash(&codec::encode(self));
+        if cache.contains(&key) {
+            return Ok(());
+        }
+        self.verify_uncached(c, genesis)?;
+        cache.insert(key);
+        Ok(())
+    }
+
+    fn verify_uncached(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
         if self.view == View(0) {
             return if self.block == *genesis && self.votes.is_empty() {
                 Ok(())
@@ -185,6 +217,32 @@ impl QuorumCert {
                 })
                 .collect(),
         )
+    }
+}
+
+/// Digests of certificates this replica has verified, most recent kept.
+#[derive(Debug, Default)]
+pub struct QcCache {
+    order: std::collections::VecDeque<Digest>,
+    set: std::collections::BTreeSet<Digest>,
+}
+
+impl QcCache {
+    const CAPACITY: usize = 256;
+
+    fn contains(&self, d: &Digest) -> bool {
+        self.set.contains(d)
+    }
+
+    fn insert(&mut self, d: Digest) {
+        if self.set.insert(d) {
+            self.order.push_back(d);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
     }
 }
 
@@ -215,6 +273,15 @@ impl Proposal {
     /// Checks the proposer's signature, that the view follows its QC or TC, and both
     /// certificates.
     pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
+        self.verify_with(c, genesis, &mut QcCache::default())
+    }
+
+    pub fn verify_with(
+        &self,
+        c: &Committee,
+        genesis: &Digest,
+        cache: &mut QcCache,
+    ) -> Result<(), Invalid> {
         let b = &self.block;
         let key = c
             .key(b.proposer)
@@ -232,9 +299,9 @@ impl Proposal {
         if b.justify.view >= b.view {
             return Err(Invalid::Malformed("QC not below the block's view"));
         }
-        b.justify.verify(c, genesis)?;
+        b.justify.verify_with(c, genesis, cache)?;
         if let Some(tc) = &self.tc {
-            tc.verify(c)?;
+            tc.verify_with(c, genesis, cache)?;
         }
         Ok(())
     }
@@ -273,11 +340,21 @@ impl Timeout {
             high_qc,
             author,
             signature,
+            high_tc: None,
         }
     }
 
-    /// Checks the signature and the carried QC.
+    /// Checks the signature and the carried QC and TC.
     pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
+        self.verify_with(c, genesis, &mut QcCache::default())
+    }
+
+    pub fn verify_with(
+        &self,
+        c: &Committee,
+        genesis: &Digest,
+        cache: &mut QcCache,
+    ) -> Result<(), Invalid> {
         let key = c
             .key(self.author)
             .ok_or(Invalid::UnknownReplica(self.author))?;
@@ -293,13 +370,20 @@ impl Timeout {
             &self.signature,
         )
         .map_err(|_| Invalid::BadSignature(self.author))?;
-        self.high_qc.verify(c, genesis)
+        self.high_qc.verify_with(c, genesis, cache)?;
+        match &self.high_tc {
+            Some(tc) if tc.view >= self.view => {
+                Err(Invalid::Malformed("timeout's TC not below it"))
+            }
+            Some(tc) => tc.verify_with(c, genesis, cache),
+            None => Ok(()),
+        }
     }
 }
 
 impl TimeoutCert {
     /// The highest high-QC view among the timeouts: a proposal justified by this TC must
-    /// extend a QC at least this high.
+    /// extend a QC at least this high. Equal to `high_qc.view` in a verified TC.
     pub fn max_high_qc_view(&self) -> View {
         self.timeouts
             .iter()
@@ -308,7 +392,16 @@ impl TimeoutCert {
             .unwrap_or_default()
     }
 
-    pub fn verify(&self, c: &Committee) -> Result<(), Invalid> {
+    pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
+        self.verify_with(c, genesis, &mut QcCache::default())
+    }
+
+    pub fn verify_with(
+        &self,
+        c: &Committee,
+        genesis: &Digest,
+        cache: &mut QcCache,
+    ) -> Result<(), Invalid> {
         let entries: Vec<(ReplicaId, ())> =
             self.timeouts.iter().map(|(id, _, _)| (*id, ())).collect();
         check_signers(&entries, c)?;
@@ -317,6 +410,12 @@ impl TimeoutCert {
                 "TC entry with high QC not below its view",
             ));
         }
+        if self.high_qc.view != self.max_high_qc_view() {
+            return Err(Invalid::Malformed(
+                "TC's QC is not its highest high-QC view",
+            ));
+        }
+        self.high_qc.verify_with(c, genesis, cache)?;
         batch_check(
             self.timeouts
                 .iter()

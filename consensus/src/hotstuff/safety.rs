@@ -28,6 +28,11 @@ pub struct SafetyData {
     pub last_proposed_view: View,
     /// Highest QC seen; not needed for safety, kept so a restarted replica rejoins quickly.
     pub high_qc: Option<QuorumCert>,
+    /// Highest TC seen: a replica restarted in a view it entered by TC needs it to time out.
+    pub high_tc: Option<TimeoutCert>,
+    /// Uncommitted blocks under `high_qc` and the last vote, so that even a restart of the
+    /// whole committee can extend the highest QC.
+    pub blocks: Vec<Block>,
 }
 
 impl SafetyData {
@@ -60,19 +65,20 @@ impl SafetyRules {
         SafetyRules { data, me, key }
     }
 
-    /// Signs a vote for `block` (whose id is `id`), updating the record. The caller must
-    /// persist [`SafetyRules::data`] and release the vote only after that persist.
+    /// Signs a vote for `block`, updating the record; `true` if the vote is new. The caller
+    /// must persist [`SafetyRules::data`] and release a new vote only after that persist (a
+    /// repeated one only after the persist that recorded it).
     pub fn vote(
         &mut self,
         block: &Block,
         tc: Option<&TimeoutCert>,
-    ) -> Result<Unreleased<Vote>, Refusal> {
+    ) -> Result<(Unreleased<Vote>, bool), Refusal> {
         let id = block.id();
         if let Some(v) = &self.data.last_vote
             && v.view == block.view
             && v.block == id
         {
-            return Ok(Unreleased::new(v.clone()));
+            return Ok((Unreleased::new(v.clone()), false));
         }
         if block.view <= self.data.last_voted_view {
             return Err(Refusal::AlreadyVoted);
@@ -88,20 +94,20 @@ impl SafetyRules {
         self.data.last_voted_view = block.view;
         self.data.last_vote = Some(vote.clone());
         self.data.one_chain_view = self.data.one_chain_view.max(qc_view);
-        Ok(Unreleased::new(vote))
+        Ok((Unreleased::new(vote), true))
     }
 
-    /// Signs a timeout for `view`, carrying `high_qc`.
+    /// Signs a timeout for `view`, carrying `high_qc`; `true` if it is new.
     pub fn timeout(
         &mut self,
         view: View,
         high_qc: &QuorumCert,
         high_tc: Option<&TimeoutCert>,
-    ) -> Result<Unreleased<Timeout>, Refusal> {
+    ) -> Result<(Unreleased<Timeout>, bool), Refusal> {
         if let Some(t) = &self.data.last_timeout
             && t.view == view
         {
-            return Ok(Unreleased::new(t.clone()));
+            return Ok((Unreleased::new(t.clone()), false));
         }
         let follows =
             view == high_qc.view.next() || high_tc.is_some_and(|tc| view == tc.view.next());
@@ -111,7 +117,7 @@ impl SafetyRules {
         let t = Timeout::new(view, high_qc.clone(), self.me, &self.key);
         self.data.last_voted_view = view;
         self.data.last_timeout = Some(t.clone());
-        Ok(Unreleased::new(t))
+        Ok((Unreleased::new(t), true))
     }
 
     /// Signs a proposal for `block`, at most one per view.

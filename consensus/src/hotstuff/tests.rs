@@ -64,22 +64,23 @@ fn propose(b: &Block, tc: Option<TimeoutCert>) -> Input<Message> {
         msg: Message::Propose(Box::new(Proposal::new(b.clone(), tc, &key(b.proposer.0)))),
     }
 }
-fn tc(view: u64, hqc: u64, signers: &[u16]) -> TimeoutCert {
-    let q = QuorumCert {
-        block: Digest([0; 32]),
-        view: View(hqc),
-        votes: vec![],
-    };
+/// A TC for `view` whose signers all hold `high` as their high QC.
+fn tc_over(view: u64, high: &QuorumCert, signers: &[u16]) -> TimeoutCert {
     TimeoutCert {
         view: View(view),
         timeouts: signers
             .iter()
             .map(|i| {
-                let t = Timeout::new(View(view), q.clone(), ReplicaId(*i), &key(*i));
-                (ReplicaId(*i), View(hqc), t.signature)
+                let t = Timeout::new(View(view), high.clone(), ReplicaId(*i), &key(*i));
+                (ReplicaId(*i), high.view, t.signature)
             })
             .collect(),
+        high_qc: high.clone(),
     }
+}
+/// A TC for `view` over the genesis QC.
+fn tc(view: u64, signers: &[u16]) -> TimeoutCert {
+    tc_over(view, &gqc(), signers)
 }
 fn safety_bytes(acts: &[Action<Message>]) -> Vec<u8> {
     match acts {
@@ -110,6 +111,7 @@ fn vote_is_held_until_its_persist_is_acknowledged() {
     let expected = SafetyData {
         last_voted_view: View(1),
         last_vote: Some(vote.clone()),
+        blocks: vec![b1.clone()],
         ..SafetyData::default()
     };
     assert_eq!(
@@ -158,10 +160,9 @@ fn one_vote_per_view_even_for_an_equivocating_leader() {
         },
     )
     .unwrap();
-    // Asked again for the block it voted for, it returns the very same vote.
-    let acts = restarted.handle(0, propose(&a, None));
-    assert_eq!(acts.len(), 1);
-    let again = restarted.handle(0, Input::Persisted(1));
+    // Asked again for the block it voted for, it returns the very same vote, at once: the
+    // record it was loaded from is durable, so no new persist is needed.
+    let again = restarted.handle(0, propose(&a, None));
     assert_eq!(
         again,
         vec![Action::Send {
@@ -294,7 +295,10 @@ fn no_commit_when_views_are_not_consecutive() {
     let b3 = block(4, qc(&b2, &[0, 1, 2]), vec![]);
     let got = commits_for(&[
         (b1.clone(), None),
-        (b2.clone(), Some(tc(2, 1, &[0, 1, 3]))),
+        (
+            b2.clone(),
+            Some(tc_over(2, &qc(&b1, &[0, 1, 2]), &[0, 1, 3])),
+        ),
         (b3.clone(), None),
     ]);
     assert_eq!(got, vec![vec![], vec![], vec![]]);
@@ -303,7 +307,10 @@ fn no_commit_when_views_are_not_consecutive() {
     let b4 = block(5, qc(&b3, &[0, 1, 2]), vec![]);
     let got = commits_for(&[
         (b1.clone(), None),
-        (b2.clone(), Some(tc(2, 1, &[0, 1, 3]))),
+        (
+            b2.clone(),
+            Some(tc_over(2, &qc(&b1, &[0, 1, 2]), &[0, 1, 3])),
+        ),
         (b3.clone(), None),
         (b4, None),
     ]);
@@ -326,9 +333,12 @@ fn timeouts_form_a_tc_that_is_broadcast_and_advances_the_view() {
     // f+1 = 2 timeouts for its view: at least one correct replica gave up, so it joins
     // (persisting its own timeout first) instead of waiting for its timer.
     let joined = r.handle(0, t(1));
-    assert!(matches!(joined.as_slice(), [Action::Persist { seq: 1, .. }]), "{joined:?}");
+    assert!(
+        matches!(joined.as_slice(), [Action::Persist { seq: 1, .. }]),
+        "{joined:?}"
+    );
     let acts = r.handle(0, t(2));
-    let expected_tc = tc(1, 0, &[0, 1, 2]);
+    let expected_tc = tc(1, &[0, 1, 2]);
     assert_eq!(
         acts,
         vec![
@@ -366,9 +376,10 @@ fn own_timeout_is_persisted_first_and_resent_unchanged() {
             msg: Message::Timeout(Box::new(t.clone()))
         }]
     );
-    // The timer fires again (TC not formed): the same timeout goes out again.
-    r.handle(0, Input::Timer(0));
-    assert_eq!(r.handle(0, Input::Persisted(2)), sent);
+    // The timer fires again (TC not formed): the same timeout goes out again, at once.
+    let again = r.handle(0, Input::Timer(0));
+    assert_eq!(again[1..], sent[..]);
+    assert_eq!(again.len(), 2);
     // Having timed out view 1, the replica no longer votes in it.
     assert_eq!(r.handle(0, propose(&block(1, gqc(), vec![]), None)), vec![]);
 }
@@ -393,7 +404,7 @@ fn timeout_backoff_is_capped_and_resets_on_progress() {
             0,
             Input::Message {
                 from: ReplicaId(0),
-                msg: Message::Tc(tc(v, 0, &[0, 1, 2])),
+                msg: Message::Tc(tc(v, &[0, 1, 2])),
             },
         );
         for a in acts {
@@ -427,7 +438,7 @@ fn proposal_from_a_non_leader_is_ignored() {
 fn forged_future_certificates_move_nothing() {
     let mut r = replica(0);
     // A TC for view 100 whose third signature is by a key outside the committee.
-    let mut forged_tc = tc(100, 0, &[1, 2, 3]);
+    let mut forged_tc = tc(100, &[1, 2, 3]);
     let outsider = SecretKey::from_seed([99; 32]);
     let q = QuorumCert {
         block: Digest([0; 32]),
@@ -565,4 +576,126 @@ fn leader_proposes_pending_payload_not_already_in_its_chain() {
     );
     // No second proposal for the same view.
     assert_eq!(r.handle(0, Input::Payload(Digest([2; 32]))), vec![]);
+}
+
+#[test]
+fn tc_must_carry_the_qc_behind_its_highest_claim() {
+    // A Byzantine signer claims a high QC in view 1 that the TC does not prove.
+    let b1 = block(1, gqc(), vec![]);
+    let mut inflated = tc(2, &[0, 1, 2]);
+    let fake = Timeout::new(View(2), qc(&b1, &[0, 1, 2]), ReplicaId(2), &key(2));
+    inflated.timeouts[2] = (ReplicaId(2), View(1), fake.signature);
+    assert!(matches!(
+        inflated.verify(&committee(), &genesis()),
+        Err(Invalid::Malformed(_))
+    ));
+    // With the QC attached it verifies, and a leader that receives it extends that QC.
+    let honest = tc_over(2, &qc(&b1, &[0, 1, 2]), &[0, 1, 2]);
+    assert_eq!(honest.verify(&committee(), &genesis()), Ok(()));
+    let mut leader = replica(3);
+    leader.handle(0, propose(&b1, None));
+    let acts = leader.handle(
+        0,
+        Input::Message {
+            from: ReplicaId(0),
+            msg: Message::Tc(honest),
+        },
+    );
+    assert_eq!(leader.view(), View(3));
+    assert_eq!(leader.high_qc().view, View(1));
+    assert!(
+        acts.iter().any(|a| matches!(a, Action::Persist { .. })),
+        "proposes: {acts:?}"
+    );
+}
+
+#[test]
+fn replayed_proposal_does_not_cost_another_fsync() {
+    let mut r = replica(0);
+    let b1 = block(1, gqc(), vec![]);
+    assert_eq!(r.handle(0, propose(&b1, None)).len(), 1);
+    let vote = r.handle(0, Input::Persisted(1));
+    for _ in 0..5 {
+        // Same vote again, released at once because its persist is already durable.
+        assert_eq!(r.handle(0, propose(&b1, None)), vote);
+    }
+}
+
+#[test]
+fn whole_committee_restart_can_extend_the_highest_qc() {
+    // Every replica voted for b2 (QC(b2) exists) and restarts with only b1 committed.
+    let b1 = block(1, gqc(), vec![]);
+    let b2 = block(2, qc(&b1, &[0, 1, 2]), vec![]);
+    let mut r = replica(0);
+    r.handle(0, propose(&b1, None));
+    r.handle(0, propose(&b2, None));
+    // It learns QC(b2) through a timeout, then persists (its own timeout for view 3).
+    let t = Timeout::new(View(3), qc(&b2, &[0, 1, 2]), ReplicaId(1), &key(1));
+    r.handle(
+        0,
+        Input::Message {
+            from: ReplicaId(1),
+            msg: Message::Timeout(Box::new(t)),
+        },
+    );
+    let acts = r.handle(0, Input::Timer(0));
+    let bytes = acts
+        .iter()
+        .rev()
+        .find_map(|a| match a {
+            Action::Persist {
+                what: Durable::Safety(b),
+                ..
+            } => Some(b.clone()),
+            _ => None,
+        })
+        .expect("persisted");
+    // Restart as the leader of view 4 would: it has b2 from its own record.
+    let rec = Recovered {
+        safety: Some(bytes),
+        committed: Some((b1.id(), View(1))),
+    };
+    let data = SafetyData::decode(rec.safety.as_ref().unwrap()).unwrap();
+    assert!(
+        data.blocks.iter().any(|b| b.id() == b2.id()),
+        "b2 is in the record"
+    );
+    let restarted = HotStuff::new(config(0), rec).unwrap();
+    assert_eq!(restarted.high_qc().view, View(2));
+}
+
+#[test]
+fn oversized_or_duplicate_payload_is_rejected() {
+    let mut r = replica(0);
+    let d = Digest([7; 32]);
+    let dup = block(1, gqc(), vec![d, d]);
+    assert_eq!(r.handle(0, propose(&dup, None)), vec![]);
+    let big = block(1, gqc(), (0..11u8).map(|i| Digest([i; 32])).collect());
+    assert_eq!(r.handle(0, propose(&big, None)), vec![]);
+    assert_eq!(r.stats().invalid_messages, 2);
+}
+
+#[test]
+fn extreme_views_do_not_panic() {
+    let mut r = replica(0);
+    let v = Vote::new(Digest([1; 32]), View(u64::MAX), ReplicaId(1), &key(1));
+    assert_eq!(
+        r.handle(
+            0,
+            Input::Message {
+                from: ReplicaId(1),
+                msg: Message::Vote(v)
+            }
+        ),
+        vec![]
+    );
+    let t = Timeout::new(View(u64::MAX), gqc(), ReplicaId(1), &key(1));
+    r.handle(
+        0,
+        Input::Message {
+            from: ReplicaId(1),
+            msg: Message::Timeout(Box::new(t)),
+        },
+    );
+    assert_eq!(r.view(), View(1));
 }

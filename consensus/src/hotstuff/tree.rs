@@ -163,6 +163,23 @@ impl BlockTree {
         out
     }
 
+    /// The uncommitted blocks on the paths from each of `ids` down to the root, oldest
+    /// first, at most `max` (the newest ones kept).
+    pub fn chains_to_root(&self, ids: &[Digest], max: usize) -> Vec<Block> {
+        let mut found: BTreeMap<(View, Digest), Block> = BTreeMap::new();
+        for id in ids {
+            let mut cur = *id;
+            while let Some(b) = self.blocks.get(&cur) {
+                if found.insert((b.view, cur), b.clone()).is_some() {
+                    break;
+                }
+                cur = b.parent();
+            }
+        }
+        let skip = found.len().saturating_sub(max);
+        found.into_values().skip(skip).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.blocks.len()
     }

@@ -61,12 +61,7 @@ fn main() -> ExitCode {
     let (summary, replay): (Summary, Box<dyn Fn(&str) -> String>) = if a.twins {
         let cases: Vec<u64> = twins::sample(a.cases).collect();
         let pb = bar(cases.len() as u64);
-        let s = run_many::<HotStuffSim>(
-            &cases,
-            twins::case,
-            |i| i.to_string(),
-            || pb.inc(1),
-        );
+        let s = run_many::<HotStuffSim>(&cases, twins::case, |i| i.to_string(), || pb.inc(1));
         pb.finish_and_clear();
         (s, Box::new(|l| format!("--twins --case {l}")))
     } else {

@@ -29,7 +29,11 @@ fn main() -> anyhow::Result<()> {
             certificate: h.to_le_bytes().to_vec(),
         };
         let (block, _) = ledger.commit(input)?;
-        writeln!(out, "committed {} {}", block.header.height, block.header.state_root)?;
+        writeln!(
+            out,
+            "committed {} {}",
+            block.header.height, block.header.state_root
+        )?;
         out.flush()?;
     }
 }

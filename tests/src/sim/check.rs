@@ -42,13 +42,19 @@ impl Checker {
         let (prev_h, prev_tip) = self.tips[inst];
         // Commit height never goes back or skips (monotonic, gap-free per replica).
         if h != prev_h + 1 {
-            self.fail(at_ms, format!("instance {inst} committed height {h} after {prev_h}"));
+            self.fail(
+                at_ms,
+                format!("instance {inst} committed height {h} after {prev_h}"),
+            );
         }
         // Hash links: each block names its predecessor.
         if let Some(tip) = prev_tip
             && block.header.parent != tip
         {
-            self.fail(at_ms, format!("instance {inst}: block {h} does not link to its parent"));
+            self.fail(
+                at_ms,
+                format!("instance {inst}: block {h} does not link to its parent"),
+            );
         }
         // Agreement (one block per height) and equal state roots at equal heights.
         let idx = (h - 1) as usize;
@@ -65,14 +71,20 @@ impl Checker {
                 );
             }
             if canon_root != block.header.state_root {
-                self.fail(at_ms, format!("state root differs at height {h} (instance {inst})"));
+                self.fail(
+                    at_ms,
+                    format!("state root differs at height {h} (instance {inst})"),
+                );
             }
         } else if idx == self.canonical.len() {
             self.canonical.push((hash, block.header.state_root));
         }
         // Supply conserved.
         if supply != self.supply {
-            self.fail(at_ms, format!("supply {supply} != {} at height {h}", self.supply));
+            self.fail(
+                at_ms,
+                format!("supply {supply} != {} at height {h}", self.supply),
+            );
         }
         self.tips[inst] = (h, Some(hash));
     }
@@ -104,7 +116,10 @@ impl Checker {
     pub fn restarted(&mut self, inst: usize, height: u64, tip: Digest) {
         if height < self.tips[inst].0 {
             let was = self.tips[inst].0;
-            self.fail(0, format!("instance {inst} restarted at height {height} below {was}"));
+            self.fail(
+                0,
+                format!("instance {inst} restarted at height {height} below {was}"),
+            );
         }
         self.tips[inst] = (height, Some(tip));
     }

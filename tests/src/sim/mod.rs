@@ -17,15 +17,15 @@ mod check;
 mod net;
 mod node;
 mod protocol;
-mod scenario;
 pub mod runner;
+mod scenario;
 pub mod twins;
 
 pub use byz::Behaviour;
 pub use check::Checker;
 pub use net::{Crash, Cut, Network, Partition, TwinsSchedule};
 pub use protocol::{Disk, HotStuffSim, Params, SimProtocol};
-pub use scenario::{Scenario, random_scenario};
+pub use scenario::{Scenario, amnesia_scenario, random_scenario};
 
 use consensus::{Committee, Core, ReplicaId};
 use crypto::{Digest, Hasher, SecretKey};
@@ -52,14 +52,34 @@ pub struct Report {
 }
 
 enum Ev<M> {
-    Deliver { to: usize, from: ReplicaId, msg: M },
-    Timer { inst: usize, id: u64, generation: u64 },
-    Fsync { inst: usize, epoch: u64 },
+    Deliver {
+        to: usize,
+        from: ReplicaId,
+        msg: M,
+    },
+    Timer {
+        inst: usize,
+        id: u64,
+        generation: u64,
+    },
+    Fsync {
+        inst: usize,
+        epoch: u64,
+    },
     ClientTx,
-    BatchTick { inst: usize },
-    BatchArrive { inst: usize, digest: Digest },
-    Crash { inst: usize },
-    Restart { inst: usize },
+    BatchTick {
+        inst: usize,
+    },
+    BatchArrive {
+        inst: usize,
+        digest: Digest,
+    },
+    Crash {
+        inst: usize,
+    },
+    Restart {
+        inst: usize,
+    },
     Healed,
 }
 
@@ -97,8 +117,8 @@ impl<P: SimProtocol> Sim<P> {
         let keys: Vec<SecretKey> = (0..sc.n)
             .map(|_| SecretKey::from_seed(rng.r#gen()))
             .collect();
-        let mut committee = Committee::bft(keys.iter().map(|k| k.public()).collect())
-            .expect("valid committee");
+        let mut committee =
+            Committee::bft(keys.iter().map(|k| k.public()).collect()).expect("valid committee");
         if let Some(s) = &sc.leader_schedule {
             committee = committee.with_leader_schedule(s.clone());
         }
@@ -247,7 +267,11 @@ impl<P: SimProtocol> Sim<P> {
                     // Batch data reaches every replica (data availability is the node's job;
                     // the cores order digests).
                     for j in 0..self.instances.len() {
-                        let d = if j == inst { 0 } else { self.rng.gen_range(1..=20) };
+                        let d = if j == inst {
+                            0
+                        } else {
+                            self.rng.gen_range(1..=20)
+                        };
                         self.schedule(self.now + d, Ev::BatchArrive { inst: j, digest });
                     }
                 }
@@ -327,7 +351,14 @@ impl<P: SimProtocol> Sim<P> {
                 Action::Commit(c) => self.commit(i, c),
                 Action::SetTimer { id, after_ms } => {
                     let generation = self.instances[i].set_timer(id);
-                    self.schedule(self.now + after_ms, Ev::Timer { inst: i, id, generation });
+                    self.schedule(
+                        self.now + after_ms,
+                        Ev::Timer {
+                            inst: i,
+                            id,
+                            generation,
+                        },
+                    );
                 }
             }
         }
@@ -344,9 +375,7 @@ impl<P: SimProtocol> Sim<P> {
             .key(c.proposer)
             .expect("committed proposer is in the committee");
         let block = self.instances[i].execute(c, proposer, txs);
-        self.trace
-            .part(&[0xc0, i as u8])
-            .part(&block.hash().0);
+        self.trace.part(&[0xc0, i as u8]).part(&block.hash().0);
         if self.instances[i].honest() {
             let supply = self.instances[i].ledger.state().total_supply();
             self.checker.on_commit(self.now, i, &block, supply);
@@ -385,7 +414,7 @@ impl<P: SimProtocol> Sim<P> {
                 if !wanted || self.sc.network.cut(from, to, self.now, view) {
                     continue;
                 }
-                for d in self.sc.network.delays(&mut self.rng) {
+                for d in self.sc.network.delays(self.now, &mut self.rng) {
                     self.schedule(
                         self.now + d,
                         Ev::Deliver {

@@ -23,10 +23,15 @@ pub enum Cut {
 
 /// Twins: for each scheduled view, the instances split into groups; a message of view v
 /// reaches only instances in its sender's group. Views past the schedule are unpartitioned.
+///
+/// The per-view cuts hold until `until_ms`; then the network is whole (a period of
+/// synchrony). Without that end a view in which no group holds a quorum could never be
+/// left, by any protocol.
 #[derive(Clone, Debug, Default)]
 pub struct TwinsSchedule {
     /// `groups[v-1][instance]` = group of that instance in view v.
     pub groups: Vec<Vec<u8>>,
+    pub until_ms: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -35,6 +40,8 @@ pub struct Network {
     pub max_latency_ms: u64,
     pub drop: f64,
     pub duplicate: f64,
+    /// Drops and duplicates happen only before this time (they are faults that heal too).
+    pub lossy_until_ms: u64,
     pub partitions: Vec<Partition>,
     pub twins: TwinsSchedule,
 }
@@ -46,6 +53,7 @@ impl Network {
             max_latency_ms: 10,
             drop: 0.0,
             duplicate: 0.0,
+            lossy_until_ms: u64::MAX,
             partitions: vec![],
             twins: TwinsSchedule::default(),
         }
@@ -54,6 +62,7 @@ impl Network {
     /// Whether a message from instance `a` to `b` sent at `now` of view `view` is cut.
     pub fn cut(&self, a: usize, b: usize, now: u64, view: Option<View>) -> bool {
         if let Some(v) = view
+            && now < self.twins.until_ms
             && v.0 >= 1
             && let Some(g) = self.twins.groups.get(v.0 as usize - 1)
             && g[a] != g[b]
@@ -71,12 +80,13 @@ impl Network {
     }
 
     /// Delivery delays for one message: empty if dropped, two if duplicated.
-    pub fn delays(&self, rng: &mut ChaCha8Rng) -> Vec<u64> {
-        if rng.r#gen::<f64>() < self.drop {
+    pub fn delays(&self, now: u64, rng: &mut ChaCha8Rng) -> Vec<u64> {
+        let lossy = now < self.lossy_until_ms;
+        if lossy && rng.r#gen::<f64>() < self.drop {
             return vec![];
         }
         let mut d = vec![rng.gen_range(self.min_latency_ms..=self.max_latency_ms)];
-        if rng.r#gen::<f64>() < self.duplicate {
+        if lossy && rng.r#gen::<f64>() < self.duplicate {
             d.push(rng.gen_range(self.min_latency_ms..=self.max_latency_ms * 3));
         }
         d
@@ -95,4 +105,3 @@ pub struct Crash {
     pub at_ms: u64,
     pub restart_ms: u64,
 }
-

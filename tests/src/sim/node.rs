@@ -74,7 +74,11 @@ impl<P: SimProtocol> Instance<P> {
                 .and_then(|b| P::committed_ref(&b.certificate)),
         };
         Disk {
-            safety: if amnesia { None } else { self.disk_safety.clone() },
+            safety: if amnesia {
+                None
+            } else {
+                self.disk_safety.clone()
+            },
             log: self.disk_log.clone(),
             committed,
         }

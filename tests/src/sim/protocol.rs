@@ -199,6 +199,7 @@ impl SimProtocol for HotStuffSim {
                             .ids()
                             .map(|id| (id, t.high_qc.view, future.signature))
                             .collect(),
+                        high_qc: t.high_qc.clone(),
                     };
                     out.push((Dest::All, Message::Tc(forged)));
                 }

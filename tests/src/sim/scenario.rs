@@ -98,6 +98,7 @@ pub fn random_scenario(seed: u64, n: usize) -> Scenario {
     if rng.gen_bool(0.4) {
         sc.network.duplicate = rng.gen_range(0.0..0.05);
     }
+    sc.network.lossy_until_ms = sc.faults_until_ms;
 
     let mut byz_ids = Vec::new();
     if f > 0 && rng.gen_bool(0.7) {
@@ -138,6 +139,28 @@ pub fn random_scenario(seed: u64, n: usize) -> Scenario {
             instance,
             at_ms,
             restart_ms: at_ms + rng.gen_range(100..2_500),
+        });
+    }
+    sc
+}
+
+/// The amnesia control: an equivocating leader (replica 0) shows both of its blocks to
+/// everyone in different orders, and honest replicas crash and reboot within milliseconds,
+/// many times. With `amnesia` they come back without their safety record and can vote twice
+/// in one view; without it they must not.
+pub fn amnesia_scenario(seed: u64, amnesia: bool) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa5a5);
+    let mut sc = Scenario::calm(seed, 4);
+    sc.amnesia = amnesia;
+    sc.byzantine = vec![(ReplicaId(0), Behaviour::Equivocate)];
+    sc.network.max_latency_ms = 40;
+    sc.faults_until_ms = 5_000;
+    for k in 0..16u64 {
+        let at_ms = 100 + k * 300 + rng.gen_range(0..100);
+        sc.crashes.push(Crash {
+            instance: 1 + (k % 3) as usize,
+            at_ms,
+            restart_ms: at_ms + rng.gen_range(1..5),
         });
     }
     sc

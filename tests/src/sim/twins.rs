@@ -16,12 +16,20 @@ use rand_chacha::ChaCha8Rng;
 pub const N: usize = 4;
 pub const ROUNDS: usize = 3;
 pub const SPLITS: u64 = 16;
+/// How long the scheduled per-view partitions hold.
+pub const TWINS_PHASE_MS: u64 = 600;
 pub const CASES: u64 = (N as u64 * SPLITS).pow(ROUNDS as u32);
 
 /// Groups of each of `instances` instances under split `p` (0 = no split).
 fn split(p: u64, instances: usize) -> Vec<u8> {
     (0..instances)
-        .map(|k| if k == 0 || p == 0 { 0 } else { ((p >> (k - 1)) & 1) as u8 })
+        .map(|k| {
+            if k == 0 || p == 0 {
+                0
+            } else {
+                ((p >> (k - 1)) & 1) as u8
+            }
+        })
         .collect()
 }
 
@@ -37,13 +45,17 @@ fn twins_scenario(
     sc.network = Network {
         min_latency_ms: 1,
         max_latency_ms: 4,
-        twins: TwinsSchedule { groups },
+        twins: TwinsSchedule {
+            groups,
+            until_ms: TWINS_PHASE_MS,
+        },
         ..Network::reliable()
     };
-    sc.params.base_timeout_ms = 100;
-    sc.params.max_timeout_ms = 400;
-    sc.tx_interval_ms = 40;
-    sc.liveness_window_ms = 3_000;
+    sc.params.base_timeout_ms = 50;
+    sc.params.max_timeout_ms = 200;
+    sc.tx_interval_ms = 100;
+    sc.faults_until_ms = TWINS_PHASE_MS;
+    sc.liveness_window_ms = 1_000;
     sc
 }
 
