@@ -102,6 +102,7 @@ impl Aggregator {
     }
 
     /// Number of views with state, for bounds checks in tests.
+    #[cfg(test)]
     pub fn views_held(&self) -> usize {
         self.votes.len().max(self.timeouts.len())
     }

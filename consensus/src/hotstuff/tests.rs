@@ -699,3 +699,29 @@ fn extreme_views_do_not_panic() {
     );
     assert_eq!(r.view(), View(1));
 }
+
+#[test]
+fn vote_and_timeout_state_stays_bounded() {
+    use super::aggregator::{Aggregator, VIEW_WINDOW};
+    let mut agg = Aggregator::default();
+    // Votes and timeouts for 10,000 views, far beyond the window, from every replica.
+    for v in 1..10_000u64 {
+        for i in 0..4u16 {
+            // The aggregator counts verified votes; signatures are irrelevant here.
+            let vote = Vote {
+                block: Digest([v as u8; 32]),
+                view: View(v),
+                voter: ReplicaId(i),
+                signature: crypto::Signature([0; 64]),
+            };
+            agg.add_vote(&vote, View(1), 3);
+        }
+    }
+    assert!(
+        agg.views_held() as u64 <= VIEW_WINDOW + 2,
+        "{}",
+        agg.views_held()
+    );
+    agg.prune(View(5_000));
+    assert_eq!(agg.views_held(), 0);
+}

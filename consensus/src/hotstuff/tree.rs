@@ -44,10 +44,6 @@ impl BlockTree {
         *id == self.root.0 || self.blocks.contains_key(id)
     }
 
-    pub fn get(&self, id: &Digest) -> Option<&Block> {
-        self.blocks.get(id)
-    }
-
     /// Inserts a block whose parent is known and which is above the root. Returns false (and
     /// stores nothing) otherwise. An uncertified block (from a proposal) is also refused if
     /// another proposal already holds its view (equivocation); a `certified` one (fetched by
@@ -178,13 +174,5 @@ impl BlockTree {
         }
         let skip = found.len().saturating_sub(max);
         found.into_values().skip(skip).collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.blocks.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.blocks.is_empty()
     }
 }

@@ -58,12 +58,12 @@ fn main() -> ExitCode {
         return single(&format!("twins case {case}"), twins::case(case));
     }
     let started = std::time::Instant::now();
-    let (summary, replay): (Summary, Box<dyn Fn(&str) -> String>) = if a.twins {
+    let (summary, replay_flag): (Summary, &str) = if a.twins {
         let cases: Vec<u64> = twins::sample(a.cases).collect();
         let pb = bar(cases.len() as u64);
         let s = run_many::<HotStuffSim>(&cases, twins::case, |i| i.to_string(), || pb.inc(1));
         pb.finish_and_clear();
-        (s, Box::new(|l| format!("--twins --case {l}")))
+        (s, "--twins --case")
     } else {
         let seeds: Vec<u64> = (a.start..a.start + a.seeds).collect();
         let pb = bar(seeds.len() as u64);
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
             || pb.inc(1),
         );
         pb.finish_and_clear();
-        (s, Box::new(|l| format!("--seed {l}")))
+        (s, "--seed")
     };
     println!(
         "{} {}: {} runs, {} blocks committed, {} view changes, {} with violations ({:.1}s)",
@@ -89,9 +89,8 @@ fn main() -> ExitCode {
     for (label, v) in &summary.failures {
         println!("FAIL {label}: {}", v.join("; "));
         println!(
-            "  replay: cargo run -p tests --release --bin sim -- --protocol {} {}",
-            a.protocol,
-            replay(label)
+            "  replay: cargo run -p tests --release --bin sim -- --protocol {} {replay_flag} {label}",
+            a.protocol
         );
     }
     if summary.failures.is_empty() {
