@@ -1,7 +1,9 @@
 //! The HotStuff replica: handlers for each message, the view logic, proposing and committing.
 
 use super::aggregator::Aggregator;
-use super::messages::{Block, Message, Proposal, QcCache, QuorumCert, Timeout, TimeoutCert, Vote};
+use super::messages::{
+    Block, CommitCertificate, Message, Proposal, QcCache, QuorumCert, Timeout, TimeoutCert, Vote,
+};
 use super::pacemaker::Pacemaker;
 use super::safety::{SafetyData, SafetyRules};
 use super::tree::BlockTree;
@@ -233,7 +235,12 @@ impl HotStuff {
             self.safety.observe_high_qc(qc);
         }
         if let Some(id) = self.tree.commit_candidate(qc) {
-            self.commit(id, out);
+            let child = self
+                .tree
+                .block(&qc.block)
+                .cloned()
+                .expect("candidate's child is stored");
+            self.commit(id, (child, qc.clone()), out);
         }
         self.enter_view(qc.view.next(), false, out);
     }
@@ -248,19 +255,29 @@ impl HotStuff {
         self.enter_view(tc.view.next(), true, out);
     }
 
-    fn commit(&mut self, id: Digest, out: &mut Out) {
-        for (block, qc) in self.tree.commit(id) {
+    /// Commits `id` (and its uncommitted ancestors); `proof` is the child and its QC that
+    /// make the 2-chain.
+    fn commit(&mut self, id: Digest, proof: (Block, QuorumCert), out: &mut Out) {
+        let mut proof = Some(proof);
+        let chain = self.tree.commit(id);
+        let last = chain.len().saturating_sub(1);
+        for (i, (block, qc)) in chain.into_iter().enumerate() {
             for d in &block.payload {
                 self.pending_set.remove(d);
             }
             self.stats.commits += 1;
+            let committed_id = block.id();
             out.push(Action::Commit(Committed {
-                id: block.id(),
+                id: committed_id,
                 view: block.view,
                 proposer: block.proposer,
                 timestamp_ms: block.timestamp_ms,
                 payload: block.payload.clone(),
-                certificate: codec::encode(&(&block, &qc)),
+                certificate: codec::encode(&CommitCertificate {
+                    block,
+                    qc,
+                    proof: if i == last { proof.take() } else { None },
+                }),
             }));
         }
         let live = &self.pending_set;

@@ -71,6 +71,44 @@ pub struct TimeoutCert {
     pub high_qc: QuorumCert,
 }
 
+/// The proof stored with a committed block: the block, the QC that certifies it, and — for
+/// the block whose commit was decided (the head of the 2-chain) — its child in the next
+/// view and the child's QC. Earlier blocks committed with it are its ancestors, linked to it
+/// by hashes in the ledger. [`CommitCertificate::verify`] needs only the genesis file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitCertificate {
+    pub block: Block,
+    pub qc: QuorumCert,
+    pub proof: Option<(Block, QuorumCert)>,
+}
+
+impl CommitCertificate {
+    pub fn decode(bytes: &[u8]) -> Result<CommitCertificate, codec::DecodeError> {
+        codec::decode(bytes, MAX_MESSAGE_BYTES, "hotstuff certificate")
+    }
+
+    /// Checks that `qc` certifies `block` and, if present, that the proof is a valid 2-chain:
+    /// a child in the very next view whose QC justifies `block`, itself certified.
+    pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
+        let id = self.block.id();
+        if self.qc.block != id || self.qc.view != self.block.view {
+            return Err(Invalid::Malformed("certificate's QC is for another block"));
+        }
+        self.qc.verify(c, genesis)?;
+        if let Some((child, child_qc)) = &self.proof {
+            if child.justify.block != id
+                || child.view != self.block.view.next()
+                || child_qc.block != child.id()
+                || child_qc.view != child.view
+            {
+                return Err(Invalid::Malformed("commit proof is not a 2-chain"));
+            }
+            child_qc.verify(c, genesis)?;
+        }
+        Ok(())
+    }
+}
+
 /// Everything HotStuff replicas say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {

@@ -23,12 +23,8 @@ mod tests;
 pub use aggregator::VIEW_WINDOW;
 pub use core::{Config, HotStuff, Recovered, Stats};
 pub use messages::{
-    Block, Invalid, MAX_MESSAGE_BYTES, Message, Proposal, QuorumCert, Timeout, TimeoutCert, Vote,
+    Block, CommitCertificate, Invalid, MAX_MESSAGE_BYTES, Message, Proposal, QcCache, QuorumCert,
+    Timeout, TimeoutCert, Vote,
 };
 pub use pacemaker::Pacemaker;
 pub use safety::{Refusal, SafetyData, SafetyRules};
-
-/// The certificate a HotStuff commit carries: the block and the QC certifying it.
-pub fn decode_certificate(bytes: &[u8]) -> Result<(Block, QuorumCert), crypto::codec::DecodeError> {
-    crypto::codec::decode(bytes, MAX_MESSAGE_BYTES, "hotstuff certificate")
-}

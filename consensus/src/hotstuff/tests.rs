@@ -283,8 +283,30 @@ fn two_chain_commits_with_consecutive_views() {
     let b1 = block(1, gqc(), vec![Digest([1; 32])]);
     let b2 = block(2, qc(&b1, &[0, 1, 2]), vec![]);
     let b3 = block(3, qc(&b2, &[1, 2, 3]), vec![]);
-    let got = commits_for(&[(b1.clone(), None), (b2, None), (b3, None)]);
+    let got = commits_for(&[(b1.clone(), None), (b2.clone(), None), (b3.clone(), None)]);
     assert_eq!(got, vec![vec![], vec![], vec![(View(1), b1.id())]]);
+
+    // The commit carries a certificate anyone with the genesis can check: QC(b1) and the
+    // 2-chain proof (b2 in view 2 with its QC).
+    let mut r = replica(0);
+    r.handle(0, propose(&b1, None));
+    r.handle(0, propose(&b2, None));
+    let acts = r.handle(0, propose(&b3, None));
+    let Some(Action::Commit(c)) = acts.iter().find(|a| matches!(a, Action::Commit(_))) else {
+        panic!("no commit in {acts:?}")
+    };
+    let cert = CommitCertificate::decode(&c.certificate).unwrap();
+    assert_eq!(cert.verify(&committee(), &genesis()), Ok(()));
+    assert_eq!(cert.proof.as_ref().map(|(b, _)| b.id()), Some(b2.id()));
+    let mut forged = cert.clone();
+    forged.proof = Some((b3.clone(), qc(&b3, &[0, 1, 2])));
+    assert!(
+        forged.verify(&committee(), &genesis()).is_err(),
+        "b3 is not b1's child"
+    );
+    let mut weak = cert;
+    weak.qc.votes.pop();
+    assert!(weak.verify(&committee(), &genesis()).is_err());
 }
 
 #[test]

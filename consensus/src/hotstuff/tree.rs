@@ -40,6 +40,10 @@ impl BlockTree {
         self.root
     }
 
+    pub fn block(&self, id: &Digest) -> Option<&Block> {
+        self.blocks.get(id)
+    }
+
     pub fn knows(&self, id: &Digest) -> bool {
         *id == self.root.0 || self.blocks.contains_key(id)
     }

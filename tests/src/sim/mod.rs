@@ -374,9 +374,16 @@ impl<P: SimProtocol> Sim<P> {
             .committee
             .key(c.proposer)
             .expect("committed proposer is in the committee");
+        let cert_ok = P::verify_certificate(&c.certificate, &self.committee, &self.genesis);
         let block = self.instances[i].execute(c, proposer, txs);
         self.trace.part(&[0xc0, i as u8]).part(&block.hash().0);
         if self.instances[i].honest() {
+            if !cert_ok {
+                self.checker.violations.push(format!(
+                    "t={}ms: instance {i} committed height {} with an invalid certificate",
+                    self.now, block.header.height
+                ));
+            }
             let supply = self.instances[i].ledger.state().total_supply();
             self.checker.on_commit(self.now, i, &block, supply);
         }

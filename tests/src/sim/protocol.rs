@@ -51,6 +51,9 @@ pub trait SimProtocol {
     /// The committed block's (id, view) named by a ledger block's certificate.
     fn committed_ref(certificate: &[u8]) -> Option<(Digest, View)>;
 
+    /// Checks a committed block's certificate as an outside verifier would.
+    fn verify_certificate(certificate: &[u8], committee: &Committee, genesis: &Digest) -> bool;
+
     /// The view a message belongs to (Twins partitions are per view).
     fn view_of(msg: &Self::Msg) -> Option<View>;
 
@@ -106,9 +109,14 @@ impl SimProtocol for HotStuffSim {
     }
 
     fn committed_ref(certificate: &[u8]) -> Option<(Digest, View)> {
-        hotstuff::decode_certificate(certificate)
+        hotstuff::CommitCertificate::decode(certificate)
             .ok()
-            .map(|(b, _)| (b.id(), b.view))
+            .map(|c| (c.block.id(), c.block.view))
+    }
+
+    fn verify_certificate(certificate: &[u8], committee: &Committee, genesis: &Digest) -> bool {
+        hotstuff::CommitCertificate::decode(certificate)
+            .is_ok_and(|c| c.verify(committee, genesis).is_ok())
     }
 
     fn view_of(msg: &Message) -> Option<View> {
