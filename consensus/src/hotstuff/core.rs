@@ -2,7 +2,8 @@
 
 use super::aggregator::Aggregator;
 use super::messages::{
-    Block, CommitCertificate, Message, Proposal, QcCache, QuorumCert, Timeout, TimeoutCert, Vote,
+    Block, CommitCertificate, Message, Proposal, QcCache, QuorumCert, Timeout, TimeoutCert, Verify,
+    Vote,
 };
 use super::pacemaker::Pacemaker;
 use super::safety::{SafetyData, SafetyRules};

@@ -208,29 +208,6 @@ impl QuorumCert {
         }
     }
 
-    /// Checks quorum, distinct known signers and every signature. `genesis` is the only
-    /// certificate accepted without signatures.
-    pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
-        self.verify_with(c, genesis, &mut QcCache::default())
-    }
-
-    /// [`QuorumCert::verify`], skipping certificates already verified (the same QC arrives
-    /// in proposals, in every timeout and in TCs).
-    pub fn verify_with(
-        &self,
-        c: &Committee,
-        genesis: &Digest,
-        cache: &mut QcCache,
-    ) -> Result<(), Invalid> {
-        let key = crypto::hash(&codec::encode(self));
-        if cache.contains(&key) {
-            return Ok(());
-        }
-        self.verify_uncached(c, genesis)?;
-        cache.insert(key);
-        Ok(())
-    }
-
     fn verify_uncached(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
         if self.view == View(0) {
             return if self.block == *genesis && self.votes.is_empty() {
@@ -255,6 +232,43 @@ impl QuorumCert {
                 })
                 .collect(),
         )
+    }
+}
+
+impl Verify for QuorumCert {
+    /// Checks quorum, distinct known signers and every signature. `genesis` is the only
+    /// certificate accepted without signatures.
+    /// [`QuorumCert::verify`], skipping certificates already verified (the same QC arrives
+    /// in proposals, in every timeout and in TCs).
+    fn verify_with(
+        &self,
+        c: &Committee,
+        genesis: &Digest,
+        cache: &mut QcCache,
+    ) -> Result<(), Invalid> {
+        let key = crypto::hash(&codec::encode(self));
+        if cache.contains(&key) {
+            return Ok(());
+        }
+        self.verify_uncached(c, genesis)?;
+        cache.insert(key);
+        Ok(())
+    }
+}
+
+/// Checking a message or certificate against the committee. `verify_with` remembers the
+/// QCs it has checked in `cache` (the same QC arrives in proposals, in every timeout and in
+/// TCs); `verify` starts from an empty cache.
+pub trait Verify {
+    fn verify_with(
+        &self,
+        c: &Committee,
+        genesis: &Digest,
+        cache: &mut QcCache,
+    ) -> Result<(), Invalid>;
+
+    fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
+        self.verify_with(c, genesis, &mut QcCache::default())
     }
 }
 
@@ -307,14 +321,12 @@ impl Proposal {
             signature,
         }
     }
+}
 
+impl Verify for Proposal {
     /// Checks the proposer's signature, that the view follows its QC or TC, and both
     /// certificates.
-    pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
-        self.verify_with(c, genesis, &mut QcCache::default())
-    }
-
-    pub fn verify_with(
+    fn verify_with(
         &self,
         c: &Committee,
         genesis: &Digest,
@@ -381,13 +393,11 @@ impl Timeout {
             high_tc: None,
         }
     }
+}
 
+impl Verify for Timeout {
     /// Checks the signature and the carried QC and TC.
-    pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
-        self.verify_with(c, genesis, &mut QcCache::default())
-    }
-
-    pub fn verify_with(
+    fn verify_with(
         &self,
         c: &Committee,
         genesis: &Digest,
@@ -429,12 +439,10 @@ impl TimeoutCert {
             .max()
             .unwrap_or_default()
     }
+}
 
-    pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
-        self.verify_with(c, genesis, &mut QcCache::default())
-    }
-
-    pub fn verify_with(
+impl Verify for TimeoutCert {
+    fn verify_with(
         &self,
         c: &Committee,
         genesis: &Digest,

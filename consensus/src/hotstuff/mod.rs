@@ -24,7 +24,7 @@ pub use aggregator::VIEW_WINDOW;
 pub use core::{Config, HotStuff, Recovered, Stats};
 pub use messages::{
     Block, CommitCertificate, Invalid, MAX_MESSAGE_BYTES, Message, Proposal, QcCache, QuorumCert,
-    Timeout, TimeoutCert, Vote,
+    Timeout, TimeoutCert, Verify, Vote,
 };
 pub use pacemaker::Pacemaker;
 pub use safety::{Refusal, SafetyData, SafetyRules};
