@@ -1,4 +1,5 @@
 //! The Cairn validator node and wallet: everything that does I/O.
 
 pub mod cli;
+pub mod mempool;
 pub mod store;

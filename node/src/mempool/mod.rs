@@ -1,0 +1,477 @@
+//! [`Mempool`]: the validator's pool of pending transactions. Pure: no I/O, no clock.
+//!
+//! Clients submit signed transactions through the API; [`Mempool::admit`] checks each one
+//! against the sender's committed account and the transactions already pooled, and either
+//! keeps it or says why not ([`Rejected`], whose `Display` names the problem and the fix).
+//! Consensus takes work with [`Mempool::next_batch`]; what it takes is *in flight* until
+//! [`Mempool::committed`] (its block committed) or [`Mempool::requeue_in_flight`] (its batch
+//! was dropped) settles it.
+//!
+//! - **Nonce order.** Each sender's transactions are kept by nonce. Only a contiguous run from
+//!   the sender's next nonce is *ready*; in-flight transactions count as present in that run.
+//! - **Idempotency.** A transaction's hash covers its signed body and is the client's
+//!   idempotency key: resubmitting a pooled transaction answers [`Admitted::AlreadyPending`] or
+//!   [`Admitted::InFlight`] and never adds a second copy. A committed transaction has left the
+//!   pool, so the API must answer resubmissions from the store (`Store::tx(hash)`) *before*
+//!   calling `admit`, which would otherwise say its nonce is already used.
+//! - **Bounds.** At most `max_txs` transactions and `max_bytes` encoded bytes in total, and
+//!   only nonces less than `max_per_sender` above the sender's next nonce (so at most that many
+//!   per sender). A full pool rejects ([`Rejected::is_retryable`]); nothing is evicted.
+//! - **Determinism.** Only `BTreeMap`s: the same calls give the same batches on every run.
+
+use crypto::{Digest, SignatureError};
+use ledger::{Account, Address, ChainBinding, MAX_TX_BYTES, Payload, Transaction};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+/// Capacity limits of a [`Mempool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Transactions in the pool, pending and in flight.
+    pub max_txs: usize,
+    /// Encoded bytes in the pool, pending and in flight.
+    pub max_bytes: usize,
+    /// Admitted nonces lie in `next .. next + max_per_sender`, which also caps each sender.
+    pub max_per_sender: usize,
+    /// Largest encoded transaction admitted.
+    pub max_tx_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_txs: 100_000,
+            max_bytes: 256 << 20,
+            max_per_sender: 1_024,
+            max_tx_bytes: usize::try_from(MAX_TX_BYTES).unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// A successful [`Mempool::admit`]; each carries the transaction's hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admitted {
+    /// New: now pending in the pool.
+    Added(Digest),
+    /// Already pending (a resubmission); nothing changed.
+    AlreadyPending(Digest),
+    /// Already taken into a batch that is not yet committed; nothing changed.
+    InFlight(Digest),
+}
+
+impl Admitted {
+    pub fn hash(&self) -> Digest {
+        match self {
+            Admitted::Added(h) | Admitted::AlreadyPending(h) | Admitted::InFlight(h) => *h,
+        }
+    }
+}
+
+/// Where a pooled transaction is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolStatus {
+    Pending,
+    InFlight,
+}
+
+/// Why [`Mempool::admit`] refused a transaction, in the order the checks run. `Display` names
+/// the problem and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error(
+        "transaction is {size} bytes, over the {max}-byte limit: sign a smaller one (a \
+         transfer's only variable field is the chain id, which must be this chain's)"
+    )]
+    TooLarge { size: usize, max: usize },
+    /// `got` is shortened to at most 64 characters.
+    #[error(
+        "wrong chain id: signed for {got:?}, but this chain is {expected:?}; sign it again \
+         with chain id {expected:?}"
+    )]
+    WrongChainId { got: String, expected: String },
+    #[error(
+        "wrong genesis hash: signed for genesis {got}, but chain {chain_id:?} has genesis \
+         {expected} (it was restarted from a new genesis); sign it again with that hash"
+    )]
+    WrongGenesis {
+        chain_id: String,
+        got: Digest,
+        expected: Digest,
+    },
+    #[error("bad signature ({0}): sign the transaction body with the sender's key")]
+    BadSignature(SignatureError),
+    #[error(
+        "nonce {nonce} already used (next nonce is {next}): if you sent this transaction \
+         before, look up its hash, it may be committed; otherwise sign it again with nonce {next}"
+    )]
+    NonceUsed { nonce: u64, next: u64 },
+    #[error(
+        "nonce {nonce} is too far ahead (next nonce is {next}; the pool accepts nonces below \
+         {}): send the missing nonces first or wait for pending ones to commit",
+        .next.saturating_add(*.max_per_sender as u64)
+    )]
+    NonceTooFarAhead {
+        nonce: u64,
+        next: u64,
+        max_per_sender: usize,
+    },
+    /// Another transaction with this sender and nonce is pooled (replacement is not supported).
+    #[error(
+        "nonce {nonce} is taken by pending transaction {pending}: wait for it to commit, then \
+         use the next nonce (pending transactions cannot be replaced)"
+    )]
+    NonceConflict { nonce: u64, pending: Digest },
+    #[error("transfer amount is 0: send a positive amount")]
+    ZeroAmount,
+    /// `needed` is this amount plus the `pending` pooled transfers with lower nonces.
+    #[error(
+        "insufficient balance: have {balance}, need {needed} (this transfer plus {pending} \
+         pending with lower nonces); lower the amount or wait for those to commit"
+    )]
+    InsufficientBalance {
+        balance: u64,
+        needed: u128,
+        pending: usize,
+    },
+    #[error(
+        "mempool full ({txs}/{max_txs} transactions, {bytes}/{max_bytes} bytes): retry later \
+         (resubmitting the same transaction is safe)"
+    )]
+    PoolFull {
+        txs: usize,
+        bytes: usize,
+        max_txs: usize,
+        max_bytes: usize,
+    },
+}
+
+impl Rejected {
+    /// Whether the same transaction may succeed later without change (the pool was full).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Rejected::PoolFull { .. })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    tx: Transaction,
+    hash: Digest,
+    size: usize,
+    in_flight: bool,
+}
+
+/// One sender's pooled transactions. Never empty while in [`Mempool::senders`].
+#[derive(Clone, Debug)]
+struct Sender {
+    /// The highest committed account nonce seen; every entry's nonce is at least this.
+    next: u64,
+    txs: BTreeMap<u64, Entry>,
+}
+
+impl Sender {
+    /// The first pending nonce at or after `from` if every nonce from `from` to it is pooled.
+    fn ready_from(&self, from: u64) -> Option<u64> {
+        let mut expect = from;
+        for (&n, e) in self.txs.range(from..) {
+            if n != expect {
+                return None;
+            }
+            if !e.in_flight {
+                return Some(n);
+            }
+            expect = n.checked_add(1)?;
+        }
+        None
+    }
+}
+
+/// The pending-transaction pool. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Mempool {
+    limits: Limits,
+    senders: BTreeMap<Address, Sender>,
+    by_hash: BTreeMap<Digest, (Address, u64)>,
+    bytes: usize,
+    /// The sender served last by `next_batch`; the next batch starts after it.
+    last_served: Option<Address>,
+}
+
+impl Mempool {
+    pub fn new(limits: Limits) -> Mempool {
+        Mempool {
+            limits,
+            senders: BTreeMap::new(),
+            by_hash: BTreeMap::new(),
+            bytes: 0,
+            last_served: None,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Checks `tx` and pools it. `account` is the sender's committed account. Checks, in order:
+    /// size, chain id, genesis hash, signature, already pooled (not an error), nonce used,
+    /// nonce too far ahead, nonce taken by another pooled transaction, zero amount, balance
+    /// (this amount plus the sender's pooled transfers with lower nonces), pool capacity.
+    pub fn admit(
+        &mut self,
+        tx: Transaction,
+        chain: &ChainBinding,
+        account: Account,
+    ) -> Result<Admitted, Rejected> {
+        let size = tx.encode().len();
+        if size > self.limits.max_tx_bytes {
+            let max = self.limits.max_tx_bytes;
+            return Err(Rejected::TooLarge { size, max });
+        }
+        let body = &tx.body;
+        if body.chain_id != chain.chain_id {
+            return Err(Rejected::WrongChainId {
+                got: shorten(&body.chain_id),
+                expected: chain.chain_id.clone(),
+            });
+        }
+        if body.genesis_hash != chain.genesis_hash {
+            return Err(Rejected::WrongGenesis {
+                chain_id: chain.chain_id.clone(),
+                got: body.genesis_hash,
+                expected: chain.genesis_hash,
+            });
+        }
+        tx.verify_signature().map_err(Rejected::BadSignature)?;
+
+        let from = tx.sender_address();
+        let hash = tx.hash();
+        self.advance(from, account.nonce);
+        match self.status(&hash) {
+            Some(PoolStatus::Pending) => return Ok(Admitted::AlreadyPending(hash)),
+            Some(PoolStatus::InFlight) => return Ok(Admitted::InFlight(hash)),
+            None => {}
+        }
+
+        let sender = self.senders.get(&from);
+        let next = sender.map_or(account.nonce, |s| s.next);
+        let nonce = body.nonce;
+        if nonce < next {
+            return Err(Rejected::NonceUsed { nonce, next });
+        }
+        let max_per_sender = self.limits.max_per_sender;
+        if nonce - next >= u64::try_from(max_per_sender).unwrap_or(u64::MAX) {
+            return Err(Rejected::NonceTooFarAhead {
+                nonce,
+                next,
+                max_per_sender,
+            });
+        }
+        if let Some(e) = sender.and_then(|s| s.txs.get(&nonce)) {
+            return Err(Rejected::NonceConflict {
+                nonce,
+                pending: e.hash,
+            });
+        }
+        let amount = transfer_amount(&tx);
+        if amount == 0 {
+            return Err(Rejected::ZeroAmount);
+        }
+        let mut needed = u128::from(amount);
+        let mut pending = 0;
+        for (_, e) in sender.into_iter().flat_map(|s| s.txs.range(next..nonce)) {
+            // At most max_per_sender terms below 2^64 each: cannot reach u128::MAX.
+            needed = needed.saturating_add(u128::from(transfer_amount(&e.tx)));
+            pending += 1;
+        }
+        if needed > u128::from(account.balance) {
+            return Err(Rejected::InsufficientBalance {
+                balance: account.balance,
+                needed,
+                pending,
+            });
+        }
+        let new_bytes = self.bytes.checked_add(size);
+        if self.len() >= self.limits.max_txs || new_bytes.is_none_or(|b| b > self.limits.max_bytes)
+        {
+            return Err(Rejected::PoolFull {
+                txs: self.len(),
+                bytes: self.bytes,
+                max_txs: self.limits.max_txs,
+                max_bytes: self.limits.max_bytes,
+            });
+        }
+
+        let entry = Entry {
+            tx,
+            hash,
+            size,
+            in_flight: false,
+        };
+        self.senders
+            .entry(from)
+            .or_insert_with(|| Sender {
+                next,
+                txs: BTreeMap::new(),
+            })
+            .txs
+            .insert(nonce, entry);
+        self.by_hash.insert(hash, (from, nonce));
+        self.bytes += size;
+        Ok(Admitted::Added(hash))
+    }
+
+    /// Takes up to `max_txs` ready transactions of at most `max_bytes` in total and marks them
+    /// in flight. Senders take turns (one transaction each per round, in address order starting
+    /// after the sender served last), each sender's in nonce order. A sender whose next
+    /// transaction does not fit the remaining bytes gives no more in this batch, so
+    /// `max_bytes` should be at least `limits.max_tx_bytes`.
+    pub fn next_batch(&mut self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let after = match self.last_served {
+            Some(last) => (Bound::Excluded(last), Bound::Unbounded),
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let before = match self.last_served {
+            Some(last) => (Bound::Unbounded, Bound::Included(last)),
+            None => (Bound::Unbounded, Bound::Excluded(Address([0; 20]))),
+        };
+        let mut turn: Vec<(Address, u64)> = self
+            .senders
+            .range(after)
+            .chain(self.senders.range(before))
+            .filter_map(|(a, s)| Some((*a, s.ready_from(s.next)?)))
+            .collect();
+        while !turn.is_empty() {
+            let mut again = Vec::with_capacity(turn.len());
+            for (addr, nonce) in turn {
+                if batch.len() >= max_txs {
+                    return batch;
+                }
+                let Some(sender) = self.senders.get_mut(&addr) else {
+                    continue;
+                };
+                let Some(entry) = sender.txs.get_mut(&nonce) else {
+                    continue;
+                };
+                match bytes.checked_add(entry.size) {
+                    Some(b) if b <= max_bytes => bytes = b,
+                    _ => continue,
+                }
+                entry.in_flight = true;
+                batch.push(entry.tx.clone());
+                self.last_served = Some(addr);
+                if let Some(n) = nonce.checked_add(1).and_then(|n| sender.ready_from(n)) {
+                    again.push((addr, n));
+                }
+            }
+            turn = again;
+        }
+        batch
+    }
+
+    /// After a block commits: drops its transactions (by hash, whether they applied or were
+    /// skipped) and every pooled transaction whose nonce is below its sender's new committed
+    /// nonce (`accounts` gives committed accounts; it is asked only about senders in `txs`
+    /// that still have pooled transactions).
+    pub fn committed(&mut self, txs: &[Transaction], accounts: impl Fn(&Address) -> Account) {
+        let mut senders = BTreeSet::new();
+        for tx in txs {
+            self.remove(&tx.hash());
+            senders.insert(tx.sender_address());
+        }
+        for addr in senders {
+            if self.senders.contains_key(&addr) {
+                self.advance(addr, accounts(&addr).nonce);
+            }
+        }
+    }
+
+    /// Makes in-flight transactions pending again (their batch will not commit). Unknown or
+    /// already pending hashes are ignored.
+    pub fn requeue_in_flight(&mut self, hashes: &[Digest]) {
+        for hash in hashes {
+            if let Some(e) = self.entry_mut(hash) {
+                e.in_flight = false;
+            }
+        }
+    }
+
+    pub fn status(&self, hash: &Digest) -> Option<PoolStatus> {
+        let (addr, nonce) = self.by_hash.get(hash)?;
+        let e = self.senders.get(addr)?.txs.get(nonce)?;
+        Some(if e.in_flight {
+            PoolStatus::InFlight
+        } else {
+            PoolStatus::Pending
+        })
+    }
+
+    /// Pooled transactions, pending and in flight.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Encoded bytes of the pooled transactions, pending and in flight.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    fn entry_mut(&mut self, hash: &Digest) -> Option<&mut Entry> {
+        let (addr, nonce) = self.by_hash.get(hash)?;
+        self.senders.get_mut(addr)?.txs.get_mut(nonce)
+    }
+
+    fn remove(&mut self, hash: &Digest) {
+        let Some((addr, nonce)) = self.by_hash.remove(hash) else {
+            return;
+        };
+        if let Some(sender) = self.senders.get_mut(&addr) {
+            if let Some(e) = sender.txs.remove(&nonce) {
+                self.bytes -= e.size;
+            }
+            if sender.txs.is_empty() {
+                self.senders.remove(&addr);
+            }
+        }
+    }
+
+    /// Records that `addr`'s committed nonce is `nonce` and drops its transactions below it.
+    fn advance(&mut self, addr: Address, nonce: u64) {
+        let Some(sender) = self.senders.get_mut(&addr) else {
+            return;
+        };
+        if nonce <= sender.next {
+            return;
+        }
+        sender.next = nonce;
+        let keep = sender.txs.split_off(&nonce);
+        let stale = std::mem::replace(&mut sender.txs, keep);
+        if sender.txs.is_empty() {
+            self.senders.remove(&addr);
+        }
+        for e in stale.into_values() {
+            self.by_hash.remove(&e.hash);
+            self.bytes -= e.size;
+        }
+    }
+}
+
+fn transfer_amount(tx: &Transaction) -> u64 {
+    match tx.body.payload {
+        Payload::Transfer { amount, .. } => amount,
+    }
+}
+
+/// At most 64 characters of `s`, marked when cut (chain ids in transactions are unchecked).
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+#[cfg(test)]
+mod tests;
