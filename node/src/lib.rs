@@ -3,3 +3,4 @@
 pub mod cli;
 pub mod mempool;
 pub mod store;
+pub mod validator;

@@ -1,0 +1,345 @@
+//! [`Driver`]: one validator's consensus core, ledger, mempool and batches, without the
+//! event loop. Every method takes the current time and returns what to do ([`Out`]); the
+//! caller (the tokio loop, or a test pump) moves frames and fires timers.
+//!
+//! # To ensure correctness
+//! - Safety records are written (fsynced, through [`Store::put_meta`]) before the core is
+//!   told they are durable; only then can the votes that depend on them leave. All persists
+//!   of one core step share one write.
+//! - A proposal reaches the core only once every batch it names is stored here, so a vote
+//!   always means "I can execute this". Commits wait, in order, for missing batch data.
+
+use super::batches::BatchStore;
+use super::wire::{MAX_BATCHES_PER_MESSAGE, Wire, batch_digest};
+use crate::mempool::{Admitted, Limits, Mempool, Rejected};
+use crate::store::RedbStore;
+use consensus::hotstuff::{self, CommitCertificate, HotStuff, Message, Proposal};
+use consensus::{Action, Committed, Committee, Core, Durable, Input, ReplicaId};
+use crypto::{Digest, SecretKey};
+use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, LedgerError, Receipt, Store};
+use std::collections::{BTreeSet, VecDeque};
+
+/// Store metadata key of the HotStuff safety record.
+pub const SAFETY_KEY: &str = "hotstuff/safety";
+const MAX_HELD_PROPOSALS: usize = 16;
+const MAX_STORED_BATCHES: usize = 100_000;
+
+pub struct DriverConfig {
+    pub me: ReplicaId,
+    pub key: SecretKey,
+    pub committee: Committee,
+    pub chain: ChainBinding,
+    pub genesis_accounts: Vec<(Address, u64)>,
+    pub base_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// Batches per block.
+    pub max_block_batches: usize,
+    /// Transactions and bytes per batch.
+    pub batch_max_txs: usize,
+    pub batch_max_bytes: usize,
+    pub mempool: Limits,
+}
+
+/// What the caller must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    Send(ReplicaId, Vec<u8>),
+    Broadcast(Vec<u8>),
+    Timer {
+        id: u64,
+        after_ms: u64,
+    },
+    /// A block was committed and executed (for the API, logs and metrics).
+    Committed {
+        block: Box<Block>,
+        receipts: Vec<Receipt>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] ledger::StoreError),
+    #[error(
+        "the stored safety record is unreadable ({0}); refusing to start, as voting without it could sign twice"
+    )]
+    Safety(String),
+}
+
+/// Counters for status and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    pub bad_frames: u64,
+    pub fsyncs: u64,
+    pub held_proposals: u64,
+}
+
+pub struct Driver {
+    core: HotStuff,
+    ledger: Ledger<RedbStore>,
+    mempool: Mempool,
+    batches: BatchStore,
+    committee: Committee,
+    held: VecDeque<(ReplicaId, Proposal)>,
+    commits: VecDeque<Committed>,
+    requested: BTreeSet<Digest>,
+    batch_max_txs: usize,
+    batch_max_bytes: usize,
+    pub stats: DriverStats,
+}
+
+type Res = Result<Vec<Out>, DriverError>;
+
+impl Driver {
+    /// Opens a validator over `store`: recovers the ledger, the safety record and the last
+    /// committed block, so a restarted validator neither double-votes nor re-executes.
+    pub fn open(cfg: DriverConfig, store: RedbStore) -> Result<Driver, DriverError> {
+        let ledger = Ledger::open(store, cfg.chain.clone(), &cfg.genesis_accounts)?;
+        let safety = ledger.store().meta(SAFETY_KEY)?;
+        let committed = match ledger.height() {
+            0 => None,
+            h => {
+                let b = ledger.store().block(h)?.ok_or_else(|| {
+                    DriverError::Safety(format!("block {h} missing from the store"))
+                })?;
+                let cert = CommitCertificate::decode(&b.certificate)
+                    .map_err(|e| DriverError::Safety(e.to_string()))?;
+                Some((cert.block.id(), cert.block.view))
+            }
+        };
+        let core = HotStuff::new(
+            hotstuff::Config {
+                me: cfg.me,
+                key: cfg.key,
+                committee: cfg.committee.clone(),
+                genesis: cfg.chain.genesis_hash,
+                base_timeout_ms: cfg.base_timeout_ms,
+                max_timeout_ms: cfg.max_timeout_ms,
+                max_payload: cfg.max_block_batches,
+            },
+            hotstuff::Recovered { safety, committed },
+        )
+        .map_err(|e| DriverError::Safety(e.to_string()))?;
+        Ok(Driver {
+            core,
+            ledger,
+            mempool: Mempool::new(cfg.mempool),
+            batches: BatchStore::new(MAX_STORED_BATCHES),
+            committee: cfg.committee,
+            held: VecDeque::new(),
+            commits: VecDeque::new(),
+            requested: BTreeSet::new(),
+            batch_max_txs: cfg.batch_max_txs,
+            batch_max_bytes: cfg.batch_max_bytes,
+            stats: DriverStats::default(),
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger<RedbStore> {
+        &self.ledger
+    }
+    pub fn core(&self) -> &HotStuff {
+        &self.core
+    }
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    pub fn start(&mut self, now: u64) -> Res {
+        let acts = self.core.start(now);
+        self.run(now, acts)
+    }
+
+    /// Admission check of a client transaction against the committed state and the pool.
+    pub fn submit(&mut self, tx: ledger::Transaction) -> Result<Admitted, Rejected> {
+        let account = self.ledger.state().account(&tx.sender_address());
+        self.mempool.admit(tx, self.ledger.chain(), account)
+    }
+
+    /// Turns pending transactions into a batch, shares it and offers it to consensus.
+    pub fn make_batch(&mut self, now: u64) -> Res {
+        let txs = self
+            .mempool
+            .next_batch(self.batch_max_txs, self.batch_max_bytes);
+        if txs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let frame = Wire::Batch(txs.clone()).encode();
+        let d = self.batches.insert(txs);
+        let mut out = vec![Out::Broadcast(frame)];
+        out.extend(self.feed(now, Input::Payload(d))?);
+        Ok(out)
+    }
+
+    pub fn on_timer(&mut self, now: u64, id: u64) -> Res {
+        let mut out = self.feed(now, Input::Timer(id))?;
+        // Retry batch fetches that have not been answered.
+        self.requested.clear();
+        self.apply_commits(&mut out)?;
+        Ok(out)
+    }
+
+    /// A frame from validator `from` (already authenticated by the transport).
+    pub fn on_frame(&mut self, now: u64, from: ReplicaId, bytes: &[u8]) -> Res {
+        let Ok(wire) = Wire::decode(bytes) else {
+            self.stats.bad_frames += 1;
+            return Ok(Vec::new());
+        };
+        match wire {
+            Wire::Consensus(Message::Propose(p)) => self.on_proposal(now, from, *p),
+            Wire::Consensus(msg) => self.feed(now, Input::Message { from, msg }),
+            Wire::Batch(txs) => {
+                if txs.len() > self.batch_max_txs {
+                    self.stats.bad_frames += 1;
+                    return Ok(Vec::new());
+                }
+                let d = self.batches.insert(txs);
+                let mut out = self.feed(now, Input::Payload(d))?;
+                out.extend(self.after_batches(now)?);
+                Ok(out)
+            }
+            Wire::BatchRequest(ds) => Ok(self.answer_batch_request(from, &ds)),
+            Wire::Batches(bs) => {
+                for txs in bs.into_iter().take(MAX_BATCHES_PER_MESSAGE) {
+                    let d = batch_digest(&txs);
+                    if self.requested.remove(&d) || self.wanted(&d) {
+                        self.batches.insert(txs);
+                    }
+                }
+                self.after_batches(now)
+            }
+        }
+    }
+
+    fn wanted(&self, d: &Digest) -> bool {
+        self.held.iter().any(|(_, p)| p.block.payload.contains(d))
+            || self.commits.iter().any(|c| c.payload.contains(d))
+    }
+
+    fn answer_batch_request(&self, from: ReplicaId, ds: &[Digest]) -> Vec<Out> {
+        let found: Vec<Vec<ledger::Transaction>> = ds
+            .iter()
+            .take(MAX_BATCHES_PER_MESSAGE)
+            .filter_map(|d| self.batches.get(d).cloned())
+            .collect();
+        if found.is_empty() {
+            return Vec::new();
+        }
+        vec![Out::Send(from, Wire::Batches(found).encode())]
+    }
+
+    /// Holds a proposal until its batches are here (fetching them from the proposer).
+    fn on_proposal(&mut self, now: u64, from: ReplicaId, p: Proposal) -> Res {
+        let missing = self.batches.missing(&p.block.payload);
+        if missing.is_empty() {
+            let msg = Message::Propose(Box::new(p));
+            return self.feed(now, Input::Message { from, msg });
+        }
+        self.stats.held_proposals += 1;
+        if self.held.len() >= MAX_HELD_PROPOSALS {
+            self.held.pop_front();
+        }
+        self.held.push_back((from, p));
+        self.requested.extend(missing.iter().copied());
+        Ok(vec![Out::Send(from, Wire::BatchRequest(missing).encode())])
+    }
+
+    fn after_batches(&mut self, now: u64) -> Res {
+        let mut out = Vec::new();
+        let held: Vec<_> = self.held.drain(..).collect();
+        for (from, p) in held {
+            if self.batches.has_all(&p.block.payload) {
+                let msg = Message::Propose(Box::new(p));
+                out.extend(self.feed(now, Input::Message { from, msg })?);
+            } else {
+                self.held.push_back((from, p));
+            }
+        }
+        self.apply_commits(&mut out)?;
+        Ok(out)
+    }
+
+    fn feed(&mut self, now: u64, input: Input<Message>) -> Res {
+        let acts = self.core.handle(now, input);
+        self.run(now, acts)
+    }
+
+    /// Carries out the core's actions; persists are written once per step, then
+    /// acknowledged, which may release more actions.
+    fn run(&mut self, now: u64, mut acts: Vec<Action<Message>>) -> Res {
+        let mut out = Vec::new();
+        loop {
+            let mut persist: Option<(u64, Vec<u8>)> = None;
+            for a in acts.drain(..) {
+                match a {
+                    Action::Send { to, msg } => {
+                        out.push(Out::Send(to, Wire::Consensus(msg).encode()))
+                    }
+                    Action::Broadcast { msg } => {
+                        out.push(Out::Broadcast(Wire::Consensus(msg).encode()))
+                    }
+                    Action::Persist {
+                        seq,
+                        what: Durable::Safety(bytes),
+                    } => persist = Some((seq, bytes)),
+                    Action::Persist {
+                        what: Durable::Log { .. },
+                        ..
+                    } => panic!("HotStuff never writes a log record"),
+                    Action::Commit(c) => self.commits.push_back(c),
+                    Action::SetTimer { id, after_ms } => out.push(Out::Timer { id, after_ms }),
+                }
+            }
+            self.apply_commits(&mut out)?;
+            let Some((seq, bytes)) = persist else {
+                return Ok(out);
+            };
+            self.ledger.store_mut().put_meta(SAFETY_KEY, &bytes)?;
+            self.stats.fsyncs += 1;
+            acts = self.core.handle(now, Input::Persisted(seq));
+        }
+    }
+
+    /// Executes queued commits in order while their batches are available.
+    fn apply_commits(&mut self, out: &mut Vec<Out>) -> Result<(), DriverError> {
+        while let Some(c) = self.commits.front() {
+            let missing = self.batches.missing(&c.payload);
+            if !missing.is_empty() {
+                let new: Vec<Digest> = missing
+                    .into_iter()
+                    .filter(|d| self.requested.insert(*d))
+                    .collect();
+                if !new.is_empty() {
+                    out.push(Out::Broadcast(Wire::BatchRequest(new).encode()));
+                }
+                return Ok(());
+            }
+            let c = self.commits.pop_front().expect("front exists");
+            let txs: Vec<ledger::Transaction> = c
+                .payload
+                .iter()
+                .flat_map(|d| self.batches.get(d).cloned().unwrap_or_default())
+                .collect();
+            let proposer = *self
+                .committee
+                .key(c.proposer)
+                .expect("a committed proposer is in the committee");
+            let (block, receipts) = self.ledger.commit(BlockInput {
+                proposer,
+                view: c.view.0,
+                timestamp_ms: c.timestamp_ms,
+                txs,
+                certificate: c.certificate,
+            })?;
+            let state = self.ledger.state();
+            self.mempool.committed(&block.txs, |a| state.account(a));
+            out.push(Out::Committed {
+                block: Box::new(block),
+                receipts,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,38 @@
+//! What validators send each other: consensus messages and transaction batches.
+
+use consensus::hotstuff;
+use crypto::{Digest, codec};
+use ledger::Transaction;
+use serde::{Deserialize, Serialize};
+
+/// Largest frame a validator accepts (checked by the transport before reading, and by the
+/// decoder's limit).
+pub const MAX_WIRE_BYTES: u64 = 16 << 20;
+/// Batches per request or response, at most.
+pub const MAX_BATCHES_PER_MESSAGE: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wire {
+    Consensus(hotstuff::Message),
+    /// A batch of the sender's clients' transactions; its id is [`batch_digest`].
+    Batch(Vec<Transaction>),
+    /// "Send me these batches" (they are named by a proposal or a commit).
+    BatchRequest(Vec<Digest>),
+    Batches(Vec<Vec<Transaction>>),
+}
+
+impl Wire {
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Wire, codec::DecodeError> {
+        codec::decode(bytes, MAX_WIRE_BYTES, "validator frame")
+    }
+}
+
+/// A batch's id: sha256 over its canonical bytes, domain-separated.
+pub fn batch_digest(txs: &[Transaction]) -> Digest {
+    let mut h = crypto::Hasher::new();
+    h.part(b"cairn/batch/v1").part(&codec::encode(txs));
+    h.finish()
+}
