@@ -2,5 +2,6 @@
 
 pub mod cli;
 pub mod mempool;
+pub mod net;
 pub mod store;
 pub mod validator;

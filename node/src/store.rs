@@ -12,6 +12,7 @@ use ledger::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::Path;
+use std::sync::Arc;
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_HEIGHTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("block_heights");
@@ -22,8 +23,11 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const GENESIS_KEY: &str = "genesis_hash";
 const MAX_RECORD_BYTES: u64 = 1 << 20;
 
+/// Clones share one database: any number of concurrent readers (each read is its own redb
+/// read transaction) alongside the one writer, the ledger.
+#[derive(Clone)]
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 fn err(context: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -40,7 +44,7 @@ impl RedbStore {
         }
         let db = Database::create(path)
             .map_err(|e| StoreError::new(&format!("opening database {}", path.display()), e))?;
-        let store = RedbStore { db };
+        let store = RedbStore { db: Arc::new(db) };
         store.write(|tx| {
             tx.open_table(BLOCKS)?;
             tx.open_table(BLOCK_HEIGHTS)?;

@@ -26,6 +26,12 @@ pub enum Command {
     /// Inspect genesis files
     #[command(subcommand)]
     Genesis(GenesisCommand),
+    /// Run a validator from its home directory (config.toml, genesis.json, keys)
+    Run {
+        /// Node home directory, as written by `cairnd testnet` or `cairnd keygen`
+        #[arg(long, value_name = "DIR")]
+        home: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +91,43 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keygen(args) => keygen(&args),
         Command::Testnet(args) => testnet(args),
         Command::Genesis(GenesisCommand::Validate { file }) => validate_genesis(&file),
+        Command::Run { home } => run_validator(&home),
+    }
+}
+
+/// Starts the validator and runs it until Ctrl-C or SIGTERM.
+fn run_validator(home: &Path) -> Result<(), CliError> {
+    // Check the home before starting anything, so that a bad file is an input error (exit 2).
+    let loaded = crate::validator::load(home).map_err(|e| CliError::input(format!("{e:#}")))?;
+    let filter = tracing_subscriber::filter::EnvFilter::try_new(&loaded.config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::filter::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    runtime
+        .block_on(crate::validator::run(home, stop_signal()))
+        .map_err(|e| CliError::failure(format!("{e:#}")))
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 

@@ -8,7 +8,9 @@
 
 mod batches;
 mod driver;
+mod run;
 mod wire;
 
 pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, SAFETY_KEY};
+pub use run::{Loaded, load, run};
 pub use wire::{MAX_BATCHES_PER_MESSAGE, MAX_WIRE_BYTES, Wire, batch_digest};

@@ -1,0 +1,448 @@
+//! The validator-to-validator transport: TCP + Noise + Yamux over libp2p, on tokio.
+//!
+//! * **Identity.** A node's libp2p identity is its *network key* (a 32-byte ed25519 seed, kept
+//!   apart from the consensus key). A validator's `PeerId` is derived from its genesis
+//!   `network_key` by [`peer_id_of`].
+//! * **Permissioning.** Only the genesis validators may connect: an allow list
+//!   (`libp2p::allow_block_list`) closes every other connection right after the Noise
+//!   handshake, and such closures are counted in [`NetStats::rejected_connections`].
+//! * **Dialing.** Every other validator is dialed at its genesis address with `/p2p/<PeerId>`
+//!   appended, so Noise proves the remote is who genesis says. Failed dials and dropped
+//!   connections are retried with capped exponential backoff (100 ms doubling to 5 s, with
+//!   jitter); libp2p itself never reconnects.
+//! * **Frames.** Messages are opaque byte strings. Each direction between two validators uses
+//!   ONE long-lived `libp2p-stream` stream (protocol [`PROTOCOL`]), framed as a u32 big-endian
+//!   length followed by the payload. A length above `max_frame_bytes` is rejected before any
+//!   payload is read or allocated: the stream is reset and [`NetStats::oversized`] counted.
+//!   Order is preserved per stream. When a stream or connection breaks, frames that the sender
+//!   had not yet handed to the stream are resent on the next stream; frames already written
+//!   into a stream that then broke may be lost, and a frame may be delivered twice. The
+//!   consensus layer retransmits and tolerates duplicates, exactly as in the simulator.
+//! * **Bounds.** Each peer has an outgoing queue of `queue_len` frames; when it is full the
+//!   newest frame is dropped and counted ([`NetStats::dropped`]). Frames for a peer that is
+//!   down wait in its queue and are flushed when it connects. Incoming frames go into one
+//!   bounded channel of `queue_len` entries; when the consumer is slow, readers stop reading
+//!   and Yamux flow control pushes back on the senders.
+//!
+//! Nothing received from outside panics: bad frames, unknown peers and protocol violations
+//! close the offending stream or connection.
+
+mod behaviour;
+mod dialer;
+mod stream;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identity, multiaddr::Protocol};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+/// The stream protocol that carries consensus frames.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/consensus/1");
+/// Default cap on one frame's payload: 16 MiB.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
+/// Default length of each per-peer outgoing queue and of the incoming channel.
+pub const DEFAULT_QUEUE_LEN: usize = 4096;
+
+/// How to run the transport.
+#[derive(Clone)]
+pub struct NetConfig {
+    /// Multiaddr to listen on, e.g. `/ip4/0.0.0.0/tcp/26600` (port 0 asks the OS for one; see
+    /// [`NetHandle::listen_addrs`]).
+    pub listen: String,
+    /// This node's network key: the 32-byte ed25519 seed (`crypto::SecretKey::seed()`).
+    pub key_seed: [u8; 32],
+    /// The genesis validators. This node's own entry (recognised by its network key) may be
+    /// included; it is skipped.
+    pub peers: Vec<PeerInfo>,
+    /// Largest payload accepted or sent in one frame.
+    pub max_frame_bytes: usize,
+    /// Capacity, in frames, of each peer's outgoing queue and of the incoming channel.
+    pub queue_len: usize,
+}
+
+impl NetConfig {
+    /// A config with the default frame cap and queue length.
+    pub fn new(listen: impl Into<String>, key_seed: [u8; 32], peers: Vec<PeerInfo>) -> Self {
+        NetConfig {
+            listen: listen.into(),
+            key_seed,
+            peers,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            queue_len: DEFAULT_QUEUE_LEN,
+        }
+    }
+}
+
+impl fmt::Debug for NetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetConfig")
+            .field("listen", &self.listen)
+            .field("key_seed", &"<secret>")
+            .field("peers", &self.peers)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("queue_len", &self.queue_len)
+            .finish()
+    }
+}
+
+/// One genesis validator as the network sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Position in the genesis validator list; frames are addressed and reported by it.
+    pub index: u16,
+    /// The validator's genesis `network_key`.
+    pub network_key: crypto::PublicKey,
+    /// The genesis `p2p_address`, e.g. `/ip4/127.0.0.1/tcp/26601`.
+    pub address: String,
+}
+
+/// Why the transport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("network key {key}: not a valid ed25519 public key: {reason}")]
+    BadNetworkKey { key: String, reason: String },
+    #[error("the network key seed is not a valid ed25519 secret key: {0}")]
+    BadSeed(String),
+    #[error("validators[{index}].p2p_address {address:?}: {reason}")]
+    BadPeerAddress {
+        index: u16,
+        address: String,
+        reason: String,
+    },
+    #[error("validators[{index}] is listed twice (same index or same network key)")]
+    DuplicatePeer { index: u16 },
+    #[error("listen address {address:?}: {reason}")]
+    Listen { address: String, reason: String },
+    #[error("cannot build the libp2p transport: {0}")]
+    Transport(String),
+    #[error("max_frame_bytes ({0}) must be between 1 and {max}", max = u32::MAX)]
+    BadFrameCap(usize),
+    #[error("queue_len must be at least 1")]
+    BadQueueLen,
+}
+
+/// Counters since start. Frames and bytes count payloads (without the 4-byte length prefix).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Frames written to a peer's stream.
+    pub frames_out: u64,
+    pub bytes_out: u64,
+    /// Complete frames received (within the cap), handed to the incoming channel.
+    pub frames_in: u64,
+    pub bytes_in: u64,
+    /// Outgoing frames dropped: queue full, larger than `max_frame_bytes`, addressed to an
+    /// unknown index or to this node itself.
+    pub dropped: u64,
+    /// Incoming frames whose length prefix exceeded `max_frame_bytes` (each reset its stream).
+    pub oversized: u64,
+    /// Inbound connections or streams refused: not a genesis validator, over the connection
+    /// limits, or a failed handshake.
+    pub rejected_connections: u64,
+    /// Frames waiting in outgoing queues now (a gauge, not a counter).
+    pub queued: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub frames_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub dropped: AtomicU64,
+    pub oversized: AtomicU64,
+    pub rejected_connections: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What the swarm task, the writers and the readers share about one peer.
+pub(crate) struct Peer {
+    pub index: u16,
+    pub peer_id: PeerId,
+    pub network_key: crypto::PublicKey,
+    /// The genesis address with `/p2p/<peer_id>` appended.
+    pub addr: Multiaddr,
+    /// Whether at least one connection is established; set by the swarm task.
+    pub connected: watch::Sender<bool>,
+    queue: mpsc::Sender<Bytes>,
+}
+
+pub(crate) struct Shared {
+    pub peers: Vec<Arc<Peer>>,
+    pub by_id: HashMap<PeerId, usize>,
+    pub counters: Counters,
+    pub max_frame_bytes: usize,
+}
+
+impl Shared {
+    pub(crate) fn peer(&self, id: &PeerId) -> Option<&Arc<Peer>> {
+        self.by_id.get(id).map(|&i| &self.peers[i])
+    }
+}
+
+/// The running transport. Dropping it stops everything, like [`NetHandle::shutdown`] without
+/// waiting.
+pub struct NetHandle {
+    shared: Arc<Shared>,
+    local_index: Option<u16>,
+    local_peer_id: PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    tasks: JoinSet<()>,
+}
+
+/// Starts listening and dialing. Returns once the listener is bound (so a port in use is an
+/// error here), with the handle and the channel of `(sender index, payload)` frames.
+pub async fn start(
+    cfg: NetConfig,
+) -> Result<(NetHandle, mpsc::Receiver<(u16, Vec<u8>)>), NetError> {
+    if cfg.max_frame_bytes == 0 || u32::try_from(cfg.max_frame_bytes).is_err() {
+        return Err(NetError::BadFrameCap(cfg.max_frame_bytes));
+    }
+    if cfg.queue_len == 0 {
+        return Err(NetError::BadQueueLen);
+    }
+    let listen: Multiaddr = cfg.listen.parse().map_err(|e| NetError::Listen {
+        address: cfg.listen.clone(),
+        reason: format!("not a multiaddr: {e}"),
+    })?;
+    // `ed25519_from_bytes` zeroizes its argument: hand it a copy.
+    let keypair = identity::Keypair::ed25519_from_bytes(cfg.key_seed)
+        .map_err(|e| NetError::BadSeed(e.to_string()))?;
+    let local_peer_id = keypair.public().to_peer_id();
+
+    let mut local_index = None;
+    let mut peers = Vec::new();
+    let mut by_id = HashMap::new();
+    let mut seen_index = Vec::new();
+    let mut writers = Vec::new();
+    for info in &cfg.peers {
+        if seen_index.contains(&info.index) {
+            return Err(NetError::DuplicatePeer { index: info.index });
+        }
+        seen_index.push(info.index);
+        let peer_id = peer_id_of(&info.network_key)?;
+        if peer_id == local_peer_id {
+            local_index = Some(info.index);
+            continue;
+        }
+        let addr = dial_addr(info, peer_id)?;
+        if by_id.insert(peer_id, peers.len()).is_some() {
+            return Err(NetError::DuplicatePeer { index: info.index });
+        }
+        let (queue, rx) = mpsc::channel(cfg.queue_len);
+        let peer = Arc::new(Peer {
+            index: info.index,
+            peer_id,
+            network_key: info.network_key,
+            addr,
+            connected: watch::Sender::new(false),
+            queue,
+        });
+        writers.push((peer.clone(), rx));
+        peers.push(peer);
+    }
+    let shared = Arc::new(Shared {
+        peers,
+        by_id,
+        counters: Counters::default(),
+        max_frame_bytes: cfg.max_frame_bytes,
+    });
+
+    let allowed: Vec<PeerId> = shared.peers.iter().map(|p| p.peer_id).collect();
+    let mut swarm = behaviour::build_swarm(keypair, &allowed)?;
+    let mut control = swarm.behaviour().stream.new_control();
+    let incoming_streams = control
+        .accept(PROTOCOL)
+        .map_err(|e| NetError::Transport(e.to_string()))?;
+    let listen_addrs = dialer::listen(&mut swarm, listen, &cfg.listen).await?;
+
+    let (incoming_tx, incoming_rx) = mpsc::channel(cfg.queue_len);
+    let mut tasks = JoinSet::new();
+    tasks.spawn(dialer::run(swarm, shared.clone()));
+    tasks.spawn(stream::accept_loop(
+        incoming_streams,
+        shared.clone(),
+        incoming_tx,
+    ));
+    for (peer, rx) in writers {
+        tasks.spawn(stream::writer(peer, rx, control.clone(), shared.clone()));
+    }
+    tracing::info!(
+        peer_id = %local_peer_id,
+        index = ?local_index,
+        listen = ?listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        peers = shared.peers.len(),
+        "network started"
+    );
+    let handle = NetHandle {
+        shared,
+        local_index,
+        local_peer_id,
+        listen_addrs,
+        tasks,
+    };
+    Ok((handle, incoming_rx))
+}
+
+impl NetHandle {
+    /// Queues `frame` for validator `to`. Never blocks: when the queue is full, the frame is
+    /// larger than `max_frame_bytes`, or `to` is unknown or this node, the frame is dropped and
+    /// counted in [`NetStats::dropped`].
+    pub fn send(&self, to: u16, frame: Vec<u8>) {
+        match self.shared.peers.iter().find(|p| p.index == to) {
+            Some(peer) => self.enqueue(peer, Bytes::from(frame)),
+            None => {
+                tracing::debug!(to, "frame for an unknown or local validator index dropped");
+                Counters::add(&self.shared.counters.dropped, 1);
+            }
+        }
+    }
+
+    /// Queues `frame` for every other validator (one shared buffer, no copies).
+    pub fn broadcast(&self, frame: Vec<u8>) {
+        let frame = Bytes::from(frame);
+        for peer in &self.shared.peers {
+            self.enqueue(peer, frame.clone());
+        }
+    }
+
+    fn enqueue(&self, peer: &Peer, frame: Bytes) {
+        if frame.len() > self.shared.max_frame_bytes {
+            tracing::warn!(
+                to = peer.index,
+                len = frame.len(),
+                max = self.shared.max_frame_bytes,
+                "frame larger than max_frame_bytes dropped"
+            );
+            Counters::add(&self.shared.counters.dropped, 1);
+            return;
+        }
+        if peer.queue.try_send(frame).is_err() {
+            Counters::add(&self.shared.counters.dropped, 1);
+        }
+    }
+
+    /// Indices of the validators with at least one established connection, ascending.
+    pub fn connected(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .shared
+            .peers
+            .iter()
+            .filter(|p| *p.connected.borrow())
+            .map(|p| p.index)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> NetStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let queued = self
+            .shared
+            .peers
+            .iter()
+            .map(|p| (p.queue.max_capacity() - p.queue.capacity()) as u64)
+            .sum();
+        NetStats {
+            frames_out: get(&c.frames_out),
+            bytes_out: get(&c.bytes_out),
+            frames_in: get(&c.frames_in),
+            bytes_in: get(&c.bytes_in),
+            dropped: get(&c.dropped),
+            oversized: get(&c.oversized),
+            rejected_connections: get(&c.rejected_connections),
+            queued,
+        }
+    }
+
+    /// This node's genesis index, if its network key is among `NetConfig::peers`.
+    pub fn local_index(&self) -> Option<u16> {
+        self.local_index
+    }
+
+    /// This node's libp2p identity.
+    pub fn local_peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// The addresses the listener is bound to (with the OS-assigned port if port 0 was asked).
+    pub fn listen_addrs(&self) -> Vec<String> {
+        self.listen_addrs.iter().map(|a| a.to_string()).collect()
+    }
+
+    /// Closes the listener and every connection and stops all tasks; queued frames are
+    /// discarded. Returns when the listening port is free again.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!(peer_id = %self.local_peer_id, "network stopped");
+    }
+}
+
+/// The libp2p `PeerId` of a validator with this genesis `network_key`.
+pub fn peer_id_of(network_key: &crypto::PublicKey) -> Result<PeerId, NetError> {
+    let key = identity::ed25519::PublicKey::try_from_bytes(&network_key.0).map_err(|e| {
+        NetError::BadNetworkKey {
+            key: network_key.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    Ok(identity::PublicKey::from(key).to_peer_id())
+}
+
+/// The genesis address with `/p2p/<peer_id>` appended (or checked, if already present).
+fn dial_addr(info: &PeerInfo, peer_id: PeerId) -> Result<Multiaddr, NetError> {
+    let bad = |reason: String| NetError::BadPeerAddress {
+        index: info.index,
+        address: info.address.clone(),
+        reason,
+    };
+    let mut addr: Multiaddr = info
+        .address
+        .parse()
+        .map_err(|e| bad(format!("not a multiaddr: {e}")))?;
+    match addr.iter().last() {
+        Some(Protocol::P2p(id)) if id == peer_id => {}
+        Some(Protocol::P2p(id)) => {
+            return Err(bad(format!(
+                "ends in /p2p/{id}, but the validator's network_key gives {peer_id}"
+            )));
+        }
+        _ => addr.push(Protocol::P2p(peer_id)),
+    }
+    if !addr
+        .iter()
+        .any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)))
+    {
+        return Err(bad(
+            "only /ip4 and /ip6 addresses can be dialed (DNS names are not resolved yet)".into(),
+        ));
+    }
+    Ok(addr)
+}
+
+/// Backoff bounds shared by dialing and stream reopening.
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// `d` scaled by a random factor in [0.75, 1.25), so that peers do not retry in lockstep.
+pub(crate) fn jitter(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let factor = 0.75 + (r % 1000) as f64 / 2000.0;
+    d.mul_f64(factor)
+}
