@@ -12,7 +12,7 @@ use genesis::{Genesis, NodeConfig, Protocol};
 use ledger::ChainBinding;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often pending transactions are cut into a batch.
 const BATCH_INTERVAL: Duration = Duration::from_millis(10);
@@ -123,8 +123,13 @@ pub async fn run(
         peer_id = %net.local_peer_id(),
         "validator started"
     );
-    let started = Instant::now();
-    let now_ms = || started.elapsed().as_millis() as u64;
+    // Block timestamps are milliseconds since the Unix epoch (informational; no rule depends
+    // on them). Timers use the monotonic clock.
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
     let mut timers: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
     let mut batch_tick = tokio::time::interval(BATCH_INTERVAL);
     tokio::pin!(shutdown);
