@@ -1,5 +1,6 @@
 //! The Cairn validator node and wallet: everything that does I/O.
 
+pub mod api;
 pub mod cli;
 pub mod mempool;
 pub mod net;

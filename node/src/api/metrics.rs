@@ -1,0 +1,113 @@
+//! [`Metrics`]: the node's Prometheus metrics, prefix `cairn_`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A gauge holding a `u64`.
+pub type U64Gauge = Gauge<u64, AtomicU64>;
+
+/// The node's metrics. The loop updates the fields (all are lock-free atomics except the
+/// histograms, which take a short lock); `GET /metrics` encodes them. Counters are exposed
+/// with the `_total` suffix, e.g. `cairn_view_changes_total`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `cairn_height`: height of the last committed block.
+    pub height: U64Gauge,
+    /// `cairn_view`: current consensus view (HotStuff view, PBFT view, Raft term).
+    pub view: U64Gauge,
+    /// `cairn_view_changes_total`: views left by timeout rather than by a certified block.
+    pub view_changes: Counter,
+    /// `cairn_committed_txs_total`: transactions in committed blocks (applied or skipped).
+    pub committed_txs: Counter,
+    /// `cairn_block_interval_seconds`: time between consecutive commits on this node.
+    pub block_interval: Histogram,
+    /// `cairn_mempool_size`: pooled transactions, pending and in flight.
+    pub mempool_size: U64Gauge,
+    /// `cairn_peers`: connected validators.
+    pub peers: U64Gauge,
+    /// `cairn_leader_changes_total`: times the leader this node follows changed.
+    pub leader_changes: Counter,
+    /// `cairn_fsync_seconds`: duration of durable store writes (blocks and safety records).
+    pub fsync: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("cairn");
+        let m = Metrics {
+            height: U64Gauge::default(),
+            view: U64Gauge::default(),
+            view_changes: Counter::default(),
+            committed_txs: Counter::default(),
+            // 10 ms .. ~82 s
+            block_interval: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            mempool_size: U64Gauge::default(),
+            peers: U64Gauge::default(),
+            leader_changes: Counter::default(),
+            // 100 µs .. ~3.3 s
+            fsync: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "height",
+            "Height of the last committed block",
+            m.height.clone(),
+        );
+        registry.register("view", "Current consensus view", m.view.clone());
+        registry.register(
+            "view_changes",
+            "Views left by timeout",
+            m.view_changes.clone(),
+        );
+        registry.register(
+            "committed_txs",
+            "Transactions in committed blocks (applied or skipped)",
+            m.committed_txs.clone(),
+        );
+        registry.register_with_unit(
+            "block_interval",
+            "Time between consecutive commits",
+            Unit::Seconds,
+            m.block_interval.clone(),
+        );
+        registry.register(
+            "mempool_size",
+            "Pooled transactions, pending and in flight",
+            m.mempool_size.clone(),
+        );
+        registry.register("peers", "Connected validators", m.peers.clone());
+        registry.register(
+            "leader_changes",
+            "Changes of the leader this node follows",
+            m.leader_changes.clone(),
+        );
+        registry.register_with_unit(
+            "fsync",
+            "Duration of durable store writes",
+            Unit::Seconds,
+            m.fsync.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition (served as [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

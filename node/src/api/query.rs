@@ -1,0 +1,105 @@
+//! Reads: accounts, blocks, status, health, metrics.
+
+use super::{AccountView, ApiError, BlockView, Ctx, NodeStatus, read_store, shorten, strip_0x};
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use crypto::Digest;
+use ledger::{Address, Store};
+use serde::Serialize;
+
+pub(super) async fn account(
+    State(ctx): State<Ctx>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<AccountView>, ApiError> {
+    let raw = path?.0;
+    let address: Address = strip_0x(&raw).parse().map_err(|_| {
+        ApiError::bad_request(format!(
+            "expected an address of 40 hex characters, got {:?} ({} characters)",
+            shorten(&raw),
+            raw.chars().count()
+        ))
+    })?;
+    let account = read_store(&ctx.api.store, move |s| s.account(&address)).await?;
+    let account = account.unwrap_or_default();
+    Ok(Json(AccountView {
+        address,
+        balance: account.balance,
+        nonce: account.nonce,
+    }))
+}
+
+pub(super) async fn block(
+    State(ctx): State<Ctx>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BlockView>, ApiError> {
+    let raw = path?.0;
+    let wanted = match raw.as_str() {
+        "latest" => None,
+        s => Some(s.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "expected a block height (decimal digits) or \"latest\", got {:?}",
+                shorten(s)
+            ))
+        })?),
+    };
+    let (latest, block) = read_store(&ctx.api.store, move |s| {
+        let latest = s.height()?;
+        let block = s.block(wanted.unwrap_or(latest))?;
+        Ok((latest, block))
+    })
+    .await?;
+    match block {
+        Some(b) => Ok(Json(BlockView::from(&b))),
+        None if latest == 0 => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no block has been committed yet",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no block at height {}: heights run from 1 to the latest, {latest}",
+                wanted.unwrap_or(latest)
+            ),
+        )),
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct StatusView {
+    #[serde(flatten)]
+    node: NodeStatus,
+    /// With `chain_id`, what a transaction must be signed for.
+    genesis_hash: Digest,
+}
+
+pub(super) async fn status(State(ctx): State<Ctx>) -> Json<StatusView> {
+    // A writer that panicked left the status as it was; still worth showing.
+    let node = match ctx.api.status.read() {
+        Ok(s) => s.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    Json(StatusView {
+        node,
+        genesis_hash: ctx.api.chain.genesis_hash,
+    })
+}
+
+pub(super) async fn health(State(ctx): State<Ctx>) -> Response {
+    if ctx.api.commands.is_closed() {
+        let body = serde_json::json!({ "ok": false, "error": "the validator loop has stopped" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    Json(serde_json::json!({ "ok": true })).into_response()
+}
+
+pub(super) async fn metrics(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
+    let text = ctx
+        .api
+        .metrics
+        .encode()
+        .map_err(|_| ApiError::unavailable("metrics could not be encoded"))?;
+    Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
+}

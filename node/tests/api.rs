@@ -1,0 +1,637 @@
+//! The HTTP API end to end: the real server on 127.0.0.1:0 over a real redb store holding three
+//! committed blocks, and a fake validator loop with a real mempool and ledger that can also
+//! "commit" (write a block with what it admitted and broadcast the event), driven by reqwest.
+
+use crypto::{Digest, SecretKey};
+use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, Payload, Transaction};
+use node::api::{self, ApiCommand, ApiState, CommittedEvent, Metrics, NodeStatus};
+use node::mempool::{Limits, Mempool};
+use node::store::RedbStore;
+use serde_json::{Value, json};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+const FUNDS: u64 = 1_000_000;
+const COMMIT_WAIT: Duration = Duration::from_millis(300);
+const T0_MS: u64 = 1_700_000_000_000;
+
+fn chain() -> ChainBinding {
+    ChainBinding {
+        chain_id: "api-test".into(),
+        genesis_hash: crypto::hash(b"api-test genesis"),
+    }
+}
+fn alice() -> SecretKey {
+    SecretKey::from_seed([1; 32])
+}
+fn alice_addr() -> Address {
+    Address::of(&alice().public())
+}
+fn bob() -> Address {
+    Address::of(&SecretKey::from_seed([2; 32]).public())
+}
+fn proposer() -> SecretKey {
+    SecretKey::from_seed([9; 32])
+}
+fn transfer(chain: &ChainBinding, nonce: u64, amount: u64) -> Transaction {
+    Transaction::sign(
+        &alice(),
+        chain,
+        nonce,
+        Payload::Transfer { to: bob(), amount },
+    )
+}
+fn body(tx: &Transaction) -> Value {
+    json!({ "tx": hex::encode(tx.encode()) })
+}
+fn committed(tx: &Transaction, height: &str, index: u32, receipt: Value) -> Value {
+    json!({"status": "committed", "hash": tx.hash().to_string(), "height": height,
+           "index": index, "receipt": receipt})
+}
+fn pending(tx: &Transaction) -> Value {
+    json!({"status": "pending", "hash": tx.hash().to_string()})
+}
+
+/// Block h: view 2h, timestamp T0 + h s, certificate [0xce, h].
+fn commit(ledger: &mut Ledger<RedbStore>, txs: Vec<Transaction>) -> Block {
+    let h = ledger.height() + 1;
+    let input = BlockInput {
+        proposer: proposer().public(),
+        view: 2 * h,
+        timestamp_ms: T0_MS + h * 1000,
+        txs,
+        certificate: vec![0xce, h as u8],
+    };
+    ledger.commit(input).unwrap().0
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Loop {
+    /// Answers commands; commits nothing.
+    NeverCommits,
+    /// Answers commands and commits the pool every 20 ms.
+    Commits,
+    /// No loop at all (its channel is closed).
+    Gone,
+}
+
+/// The validator loop stand-in: real admission against the ledger's state.
+async fn fake_loop(
+    mut ledger: Ledger<RedbStore>,
+    mut commands: mpsc::Receiver<ApiCommand>,
+    events: broadcast::Sender<CommittedEvent>,
+    metrics: Arc<Metrics>,
+    mode: Loop,
+) {
+    let mut pool = Mempool::new(Limits::default());
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None => return,
+                Some(ApiCommand::Submit { tx, reply }) => {
+                    let account = ledger.state().account(&tx.sender_address());
+                    let _ = reply.send(pool.admit(tx, ledger.chain(), account));
+                }
+                Some(ApiCommand::PoolStatus { hash, reply }) => {
+                    let _ = reply.send(pool.status(&hash));
+                }
+            },
+            _ = tick.tick(), if mode == Loop::Commits => {
+                let txs = pool.next_batch(usize::MAX, usize::MAX);
+                if !txs.is_empty() {
+                    let block = commit(&mut ledger, txs);
+                    let state = ledger.state();
+                    pool.committed(&block.txs, |a| state.account(a));
+                    metrics.height.set(block.header.height);
+                    let _ = events.send(CommittedEvent::of(&block));
+                }
+            }
+        }
+    }
+}
+
+struct Node {
+    base: String,
+    http: reqwest::Client,
+    /// Block 1: [t0]; block 2: [t1, ahead (skipped: nonce 5)]; block 3: empty.
+    blocks: Vec<Block>,
+    t0: Transaction,
+    ahead: Transaction,
+    events: broadcast::Sender<CommittedEvent>,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(mode: Loop) -> Node {
+    start_with(mode, 64).await
+}
+
+async fn start_with(mode: Loop, event_capacity: usize) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
+    let reader = store.clone();
+    let chain = chain();
+    let mut ledger = Ledger::open(store, chain.clone(), &[(alice_addr(), FUNDS)]).unwrap();
+    let (t0, t1, ahead) = (
+        transfer(&chain, 0, 100),
+        transfer(&chain, 1, 200),
+        transfer(&chain, 5, 1),
+    );
+    let blocks: Vec<Block> = [vec![t0.clone()], vec![t1, ahead.clone()], vec![]]
+        .into_iter()
+        .map(|txs| commit(&mut ledger, txs))
+        .collect();
+
+    let metrics = Arc::new(Metrics::new());
+    metrics.height.set(3);
+    metrics.committed_txs.inc_by(3);
+    let status = NodeStatus {
+        chain_id: chain.chain_id.clone(),
+        protocol: "hotstuff".into(),
+        height: 3,
+        latest_hash: blocks[2].hash(),
+        view: 7,
+        leader: 2,
+        peers: vec!["peer-a".into(), "peer-b".into()],
+        catching_up: false,
+        mempool_size: 0,
+    };
+    let (commands, rx) = mpsc::channel(16);
+    let (events, _) = broadcast::channel(event_capacity);
+    if mode == Loop::Gone {
+        drop(rx);
+    } else {
+        let (ev, m) = (events.clone(), metrics.clone());
+        tokio::spawn(fake_loop(ledger, rx, ev, m, mode));
+    }
+    let state = ApiState {
+        store: reader,
+        commands,
+        events: events.clone(),
+        status: Arc::new(RwLock::new(status)),
+        metrics,
+        chain,
+        commit_wait: COMMIT_WAIT,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    Node {
+        base,
+        http: reqwest::Client::new(),
+        blocks,
+        t0,
+        ahead,
+        events,
+        stop,
+        server,
+        _dir: dir,
+    }
+}
+
+impl Node {
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+        (status, value)
+    }
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_raw(path, body.to_string().into_bytes()).await
+    }
+    async fn post_raw(&self, path: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        self.send(self.http.post(url).body(bytes)).await
+    }
+    async fn events(&self) -> Sse {
+        let resp = self.http.get(format!("{}/v1/events", self.base));
+        let resp = resp.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let ct = &resp.headers()["content-type"];
+        assert_eq!(ct, "text/event-stream");
+        Sse {
+            resp,
+            buf: String::new(),
+        }
+    }
+}
+
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    /// The next SSE message (lines up to a blank line); None when the stream ends.
+    async fn next(&mut self) -> Option<String> {
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let msg = self.buf[..i].to_string();
+                self.buf.drain(..i + 2);
+                return Some(msg);
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(5), self.resp.chunk());
+            let chunk = chunk.await.expect("an event within 5 s").unwrap()?;
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
+
+fn field<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or_else(|| panic!("no {name:?} in {msg:?}"))
+}
+
+#[tokio::test]
+async fn submit_sync_admits_and_resubmission_answers_the_same() {
+    let node = start(Loop::NeverCommits).await;
+    let tx = transfer(&chain(), 2, 50);
+    assert_eq!(
+        node.post("/v1/transactions?mode=sync", body(&tx)).await,
+        (200, pending(&tx))
+    );
+    // The hash is the idempotency key: the same body again is the same answer, not an error.
+    assert_eq!(
+        node.post("/v1/transactions", body(&tx)).await,
+        (200, pending(&tx))
+    );
+    assert_eq!(
+        node.post("/v1/transactions?mode=async", body(&tx)).await,
+        (202, pending(&tx))
+    );
+    let path = format!("/v1/transactions/{}", tx.hash());
+    assert_eq!(node.get(&path).await, (200, pending(&tx)));
+}
+
+#[tokio::test]
+async fn refused_transactions_are_422_with_the_reason() {
+    let node = start(Loop::NeverCommits).await;
+    let other = ChainBinding {
+        chain_id: "other-chain".into(),
+        ..chain()
+    };
+    let tx = transfer(&other, 2, 50);
+    let (status, v) = node.post("/v1/transactions", body(&tx)).await;
+    assert_eq!(status, 422);
+    assert_eq!(v["status"], "rejected");
+    assert_eq!(v["hash"], tx.hash().to_string());
+    assert_eq!(v["retryable"], false);
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "wrong chain id: signed for \"other-chain\", but this chain is \"api-test\""
+        ),
+        "{reason}"
+    );
+
+    // A different transaction reusing a committed nonce is refused (not a replay of one).
+    let (status, v) = node
+        .post("/v1/transactions", body(&transfer(&chain(), 0, 7)))
+        .await;
+    assert_eq!(status, 422);
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("nonce 0 already used (next nonce is 2)"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn replay_of_a_committed_transaction_answers_committed_in_every_mode() {
+    let node = start(Loop::NeverCommits).await;
+    let want = committed(&node.t0, "1", 0, json!({"ok": true}));
+    for mode in ["sync", "async", "commit"] {
+        let path = format!("/v1/transactions?mode={mode}");
+        assert_eq!(
+            node.post(&path, body(&node.t0)).await,
+            (200, want.clone()),
+            "{mode}"
+        );
+    }
+    let path = format!("/v1/transactions/{}", node.t0.hash());
+    assert_eq!(node.get(&path).await, (200, want));
+    // Ordered but skipped: committed, with the reason in the receipt.
+    let path = format!("/v1/transactions/{}", node.ahead.hash());
+    let receipt = json!({"ok": false, "reason": "nonce 5 is ahead of the next nonce 2"});
+    assert_eq!(
+        node.get(&path).await,
+        (200, committed(&node.ahead, "2", 1, receipt))
+    );
+}
+
+#[tokio::test]
+async fn malformed_submissions_are_400_and_oversized_413() {
+    let node = start(Loop::NeverCommits).await;
+    let big = vec![b'a'; api::MAX_BODY_BYTES + 1];
+    let (status, v) = node.post_raw("/v1/transactions", big).await;
+    assert_eq!(status, 413);
+    assert!(v["error"].as_str().unwrap().contains("length limit"), "{v}");
+
+    let cases: [(&[u8], &str); 6] = [
+        (b"garbage", "invalid JSON body (expected value"),
+        (
+            b"{\"tx\": 5}",
+            "invalid JSON body (invalid type: integer `5`",
+        ),
+        (b"{\"tx\": \"zz\"}", "field \"tx\" is not hex"),
+        (
+            b"{\"tx\": \"abcd\"}",
+            "field \"tx\": cannot decode transaction",
+        ),
+        (
+            b"{\"tx\": \"00\", \"fee\": 1}",
+            "invalid JSON body (unknown field `fee`",
+        ),
+        (b"{}", "invalid JSON body (missing field `tx`"),
+    ];
+    for (bytes, want) in cases {
+        let (status, v) = node.post_raw("/v1/transactions", bytes.to_vec()).await;
+        assert_eq!(status, 400, "{v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(error.starts_with(want), "{error}");
+    }
+    let mut trailing = node.t0.encode();
+    trailing.push(0);
+    let (status, v) = node
+        .post("/v1/transactions", json!({"tx": hex::encode(trailing)}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot decode transaction")
+    );
+
+    let (status, v) = node
+        .post("/v1/transactions?mode=fast", body(&node.t0))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `fast`")
+    );
+}
+
+#[tokio::test]
+async fn transaction_lookup_bad_hash_is_400_and_unknown_404() {
+    let node = start(Loop::NeverCommits).await;
+    let (status, v) = node.get("/v1/transactions/xyz").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        v["error"],
+        "expected a transaction hash of 64 hex characters, got \"xyz\" (3 characters)"
+    );
+    let nothing = crypto::hash(b"nothing");
+    let (status, v) = node.get(&format!("/v1/transactions/0x{nothing}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["status"], "unknown");
+    assert_eq!(v["hash"], nothing.to_string());
+    assert!(
+        v["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("not committed and not in")
+    );
+}
+
+#[tokio::test]
+async fn mode_commit_waits_for_the_block() {
+    let node = start(Loop::Commits).await;
+    let tx = transfer(&chain(), 2, 50);
+    assert_eq!(
+        node.post("/v1/transactions?mode=commit", body(&tx)).await,
+        (200, committed(&tx, "4", 0, json!({"ok": true})))
+    );
+    let (status, v) = node.get("/v1/blocks/latest").await;
+    assert_eq!((status, &v["height"]), (200, &json!("4")));
+    assert_eq!(v["tx_hashes"], json!([tx.hash().to_string()]));
+    let (_, v) = node.get(&format!("/v1/accounts/{}", alice_addr())).await;
+    assert_eq!(
+        (&v["balance"], &v["nonce"]),
+        (&json!("999650"), &json!("3"))
+    );
+}
+
+#[tokio::test]
+async fn mode_commit_answers_unknown_after_the_wait() {
+    let node = start(Loop::NeverCommits).await;
+    let tx = transfer(&chain(), 2, 50);
+    let started = Instant::now();
+    let (status, v) = node.post("/v1/transactions?mode=commit", body(&tx)).await;
+    assert!(started.elapsed() >= COMMIT_WAIT);
+    assert_eq!(status, 202);
+    assert_eq!(v["status"], "unknown");
+    assert_eq!(v["hash"], tx.hash().to_string());
+    let hint = format!(
+        "not committed within 300 ms; check GET /v1/transactions/{} later",
+        tx.hash()
+    );
+    assert!(v["hint"].as_str().unwrap().starts_with(&hint), "{v}");
+    // Still pooled, so the lookup says so.
+    let path = format!("/v1/transactions/{}", tx.hash());
+    assert_eq!(node.get(&path).await, (200, pending(&tx)));
+}
+
+#[tokio::test]
+async fn accounts_show_balances_and_nonces_as_strings() {
+    let node = start(Loop::NeverCommits).await;
+    let a = alice_addr().to_string();
+    let want = json!({"address": a, "balance": "999700", "nonce": "2"});
+    assert_eq!(
+        node.get(&format!("/v1/accounts/{a}")).await,
+        (200, want.clone())
+    );
+    assert_eq!(node.get(&format!("/v1/accounts/0x{a}")).await, (200, want));
+    let b = bob().to_string();
+    let want = json!({"address": b, "balance": "300", "nonce": "0"});
+    assert_eq!(node.get(&format!("/v1/accounts/{b}")).await, (200, want));
+    let nobody = "00".repeat(20);
+    let want = json!({"address": nobody, "balance": "0", "nonce": "0"});
+    assert_eq!(
+        node.get(&format!("/v1/accounts/{nobody}")).await,
+        (200, want)
+    );
+    let (status, v) = node.get("/v1/accounts/alice").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        v["error"],
+        "expected an address of 40 hex characters, got \"alice\" (5 characters)"
+    );
+}
+
+#[tokio::test]
+async fn blocks_latest_and_by_height() {
+    let node = start(Loop::NeverCommits).await;
+    let b = &node.blocks;
+    let want = json!({
+        "height": "3", "hash": b[2].hash().to_string(), "parent": b[1].hash().to_string(),
+        "tx_root": b[2].header.tx_root.to_string(),
+        "state_root": b[2].header.state_root.to_string(),
+        "proposer": proposer().public().to_string(), "view": "6",
+        "timestamp_ms": (T0_MS + 3000).to_string(), "tx_hashes": [], "certificate": "ce03",
+    });
+    assert_eq!(node.get("/v1/blocks/latest").await, (200, want.clone()));
+    assert_eq!(node.get("/v1/blocks/3").await, (200, want));
+    let (status, v) = node.get("/v1/blocks/2").await;
+    assert_eq!(status, 200);
+    let hashes: Vec<String> = b[1].txs.iter().map(|t| t.hash().to_string()).collect();
+    assert_eq!(v["tx_hashes"], json!(hashes));
+    assert_eq!(v["parent"], b[0].hash().to_string());
+    let (status, v) = node.get("/v1/blocks/1").await;
+    assert_eq!(
+        (status, &v["parent"]),
+        (200, &json!(chain().genesis_hash.to_string()))
+    );
+
+    let (status, v) = node.get("/v1/blocks/4").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        v["error"],
+        "no block at height 4: heights run from 1 to the latest, 3"
+    );
+    assert_eq!(node.get("/v1/blocks/0").await.0, 404);
+    let (status, v) = node.get("/v1/blocks/-1").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        v["error"],
+        "expected a block height (decimal digits) or \"latest\", got \"-1\""
+    );
+}
+
+#[tokio::test]
+async fn status_health_and_metrics() {
+    let node = start(Loop::NeverCommits).await;
+    let want = json!({
+        "chain_id": "api-test", "protocol": "hotstuff", "height": "3",
+        "latest_hash": node.blocks[2].hash().to_string(), "view": "7", "leader": 2,
+        "peers": ["peer-a", "peer-b"], "catching_up": false, "mempool_size": "0",
+        "genesis_hash": chain().genesis_hash.to_string(),
+    });
+    assert_eq!(node.get("/v1/status").await, (200, want));
+    assert_eq!(node.get("/v1/health").await, (200, json!({"ok": true})));
+
+    let resp = node.http.get(format!("{}/metrics", node.base));
+    let resp = resp.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let text = resp.text().await.unwrap();
+    for line in [
+        "cairn_height 3\n",
+        "cairn_view 0\n",
+        "cairn_committed_txs_total 3\n",
+        "cairn_view_changes_total 0\n",
+        "cairn_leader_changes_total 0\n",
+        "cairn_mempool_size 0\n",
+        "cairn_peers 0\n",
+        "# TYPE cairn_block_interval_seconds histogram\n",
+        "cairn_block_interval_seconds_count 0\n",
+        "# TYPE cairn_fsync_seconds histogram\n",
+        "# EOF\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let node = start(Loop::NeverCommits).await;
+    let (status, v) = node.get("/v2/blocks/1").await;
+    assert_eq!(status, 404);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no such endpoint: GET /v2/blocks/1")
+    );
+    let (status, v) = node
+        .send(node.http.delete(format!("{}/v1/status", node.base)))
+        .await;
+    assert_eq!(status, 405);
+    assert_eq!(v["error"], "/v1/status does not accept DELETE");
+}
+
+#[tokio::test]
+async fn a_stopped_loop_answers_503_not_500() {
+    let node = start(Loop::Gone).await;
+    let (status, v) = node
+        .post("/v1/transactions", body(&transfer(&chain(), 2, 5)))
+        .await;
+    assert_eq!(
+        (status, v),
+        (503, json!({"error": "the validator loop has stopped"}))
+    );
+    let (status, v) = node.get("/v1/health").await;
+    assert_eq!((status, &v["ok"]), (503, &json!(false)));
+    // Committed data is still served from the store.
+    let path = format!("/v1/transactions/{}", node.t0.hash());
+    assert_eq!(node.get(&path).await.0, 200);
+}
+
+#[tokio::test]
+async fn events_stream_one_committed_event_per_block() {
+    let node = start(Loop::Commits).await;
+    let mut sse = node.events().await;
+    let tx = transfer(&chain(), 2, 50);
+    assert_eq!(node.post("/v1/transactions", body(&tx)).await.0, 200);
+    let msg = sse.next().await.unwrap();
+    assert_eq!(field(&msg, "event"), "committed");
+    assert_eq!(field(&msg, "id"), "4");
+    let data: Value = serde_json::from_str(field(&msg, "data")).unwrap();
+    let (_, block) = node.get("/v1/blocks/4").await;
+    let want = json!({"height": "4", "hash": block["hash"], "txs": "1",
+                      "tx_hashes": [tx.hash().to_string()],
+                      "timestamp_ms": (T0_MS + 4000).to_string()});
+    assert_eq!(data, want);
+}
+
+#[tokio::test]
+async fn a_lagging_event_reader_skips_ahead() {
+    let node = start_with(Loop::NeverCommits, 2).await;
+    let mut sse = node.events().await;
+    // Five events while the server cannot run (one-thread test runtime): capacity 2 keeps two.
+    for h in 10..15 {
+        let ev = CommittedEvent {
+            height: h,
+            hash: Digest([h as u8; 32]),
+            txs: 0,
+            tx_hashes: vec![],
+            timestamp_ms: 0,
+        };
+        node.events.send(ev).unwrap();
+    }
+    let msg = sse.next().await.unwrap();
+    assert!(
+        msg.starts_with(": lagged, skipped 3 committed events"),
+        "{msg}"
+    );
+    assert_eq!(field(&sse.next().await.unwrap(), "id"), "13");
+    assert_eq!(field(&sse.next().await.unwrap(), "id"), "14");
+}
+
+#[tokio::test]
+async fn shutdown_ends_event_streams_and_returns() {
+    let node = start(Loop::NeverCommits).await;
+    let mut sse = node.events().await;
+    node.stop.send(()).unwrap();
+    assert_eq!(sse.next().await, None);
+    let done = tokio::time::timeout(Duration::from_secs(5), node.server).await;
+    done.expect("serve returns after shutdown")
+        .unwrap()
+        .unwrap();
+}
