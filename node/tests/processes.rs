@@ -1,6 +1,7 @@
-//! Real `cairnd run` processes on loopback, talking over libp2p: they commit the same chain,
+//! Real `cairnd run` processes on loopback, talking over libp2p: transfers submitted to their
+//! HTTP APIs commit with exact balances on every validator, they commit the same chain,
 //! survive a stop-and-restart of the whole committee, and a validator killed with SIGKILL
-//! catches up after restarting. (Transfers through the HTTP API come with the API's wiring.)
+//! catches up after restarting.
 
 use ledger::Store;
 use node::store::RedbStore;
@@ -125,6 +126,7 @@ fn four_processes_agree_restart_and_catch_up() {
 
     let mut vs: Vec<Option<Validator>> = homes.iter().map(|h| Some(start(h))).collect();
     wait_for(&mut vs, 20, limit);
+    transfers_commit_everywhere(&out, base);
 
     // SIGKILL a validator, let the others go on, restart it: it catches up.
     vs[3].take().unwrap().stop("-KILL");
@@ -146,4 +148,96 @@ fn four_processes_agree_restart_and_catch_up() {
         v.take().unwrap().stop("-TERM");
     }
     assert!(assert_same_chain(&out) >= before + 10);
+}
+
+/// 4 wallets each send 10 transfers through a different validator's API; every validator
+/// then reports every transaction committed and the same, exact balances.
+fn transfers_commit_everywhere(out: &Path, base: u16) {
+    use ledger::{Address, ChainBinding, Payload, Transaction};
+    let genesis = genesis::Genesis::load(&out.join("genesis.json")).unwrap();
+    let chain = ChainBinding {
+        chain_id: genesis.chain_id.clone(),
+        genesis_hash: genesis.hash(),
+    };
+    let wallets: Vec<crypto::SecretKey> = (0..4)
+        .map(|k| {
+            let path = out.join(format!("wallets/wallet-{k}.json"));
+            genesis::keyfile::load_key_file(&path).unwrap()
+        })
+        .collect();
+    let api = |i: usize| format!("http://127.0.0.1:{}", base as usize + 1000 + i);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+    rt.block_on(async {
+        let mut hashes = Vec::new();
+        for nonce in 0..10u64 {
+            for (w, key) in wallets.iter().enumerate() {
+                let to = Address::of(&wallets[(w + 1) % 4].public());
+                let amount = 1 + w as u64;
+                let tx = Transaction::sign(key, &chain, nonce, Payload::Transfer { to, amount });
+                hashes.push(tx.hash());
+                let body = serde_json::json!({ "tx": hex::encode(tx.encode()) });
+                let resp = http
+                    .post(format!("{}/v1/transactions?mode=sync", api(w)))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    resp.status().is_success(),
+                    "submit: {}",
+                    resp.text().await.unwrap()
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..4 {
+            for h in &hashes {
+                loop {
+                    let v: serde_json::Value = http
+                        .get(format!("{}/v1/transactions/{h}", api(i)))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    if v["status"] == "committed" {
+                        assert_eq!(v["receipt"]["ok"], true, "{v}");
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "validator {i}: {h} not committed: {v}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let start = genesis.accounts[0].balance;
+        for i in 0..4 {
+            for (w, key) in wallets.iter().enumerate() {
+                let addr = Address::of(&key.public());
+                let v: serde_json::Value = http
+                    .get(format!("{}/v1/accounts/{addr}", api(i)))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let received = 10 * (1 + ((w + 3) % 4) as u64);
+                let expected = start - 10 * (1 + w as u64) + received;
+                assert_eq!(
+                    v["balance"],
+                    expected.to_string(),
+                    "validator {i} wallet {w}"
+                );
+                assert_eq!(v["nonce"], "10");
+            }
+        }
+    });
 }

@@ -2,6 +2,7 @@
 //! opens its store, starts the libp2p transport and drives a [`Driver`] from one tokio task.
 
 use super::{Driver, DriverConfig, Out};
+use crate::api::{self, ApiCommand, ApiState, CommittedEvent, Metrics, NodeStatus};
 use crate::mempool::Limits;
 use crate::net::{self, NetConfig, NetHandle, PeerInfo};
 use crate::store::RedbStore;
@@ -12,10 +13,15 @@ use genesis::{Genesis, NodeConfig, Protocol};
 use ledger::ChainBinding;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// How often pending transactions are cut into a batch.
 const BATCH_INTERVAL: Duration = Duration::from_millis(10);
+/// How often status and gauges are refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+/// How long `mode=commit` waits before answering `unknown`.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// Everything `run` needs, loaded and checked from a home folder.
 pub struct Loaded {
@@ -117,25 +123,65 @@ pub async fn run(
         .with_context(|| format!("opening the store in {}", data.display()))?;
     let mut driver = Driver::open(loaded.driver, store)?;
     let (net, mut incoming) = net::start(loaded.net).await?;
+
+    // The HTTP API reads committed data from the store and asks this loop for the rest.
+    let api_addr = loaded
+        .config
+        .api_socket_addr()
+        .map_err(|e| anyhow!("config.toml: api_listen: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .with_context(|| {
+            format!("cannot listen for the API on {api_addr} (config.toml: api_listen)")
+        })?;
+    let (commands, mut api_rx) = tokio::sync::mpsc::channel(1024);
+    let (events, _) = tokio::sync::broadcast::channel(1024);
+    let status = Arc::new(RwLock::new(NodeStatus {
+        chain_id: loaded.genesis.chain_id.clone(),
+        protocol: loaded.genesis.protocol.to_string(),
+        height: driver.ledger().height(),
+        latest_hash: driver.ledger().tip(),
+        view: 0,
+        leader: 0,
+        peers: Vec::new(),
+        catching_up: false,
+        mempool_size: 0,
+    }));
+    let metrics = Arc::new(Metrics::new());
+    let state = ApiState {
+        store: driver.ledger().store().clone(),
+        commands,
+        events: events.clone(),
+        status: status.clone(),
+        metrics: metrics.clone(),
+        chain: driver.ledger().chain().clone(),
+        commit_wait: COMMIT_WAIT,
+    };
+    let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(api::serve(listener, state, async move {
+        let _ = api_stopped.await;
+    }));
+    let mut report = Reporter {
+        events,
+        status,
+        metrics,
+        last_commit: None,
+    };
+
     tracing::info!(
         chain_id = %loaded.genesis.chain_id,
         height = driver.ledger().height(),
         peer_id = %net.local_peer_id(),
+        api = %api_addr,
         "validator started"
     );
-    // Block timestamps are milliseconds since the Unix epoch (informational; no rule depends
-    // on them). Timers use the monotonic clock.
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
     let mut timers: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
     let mut batch_tick = tokio::time::interval(BATCH_INTERVAL);
+    let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
     tokio::pin!(shutdown);
 
     let out = driver.start(now_ms())?;
-    dispatch(&net, &mut timers, out);
+    dispatch(&net, &mut timers, &mut report, out);
     loop {
         let next_timer = timers
             .iter()
@@ -159,15 +205,81 @@ pub async fn run(
                 driver.on_timer(now_ms(), id)?
             }
             _ = batch_tick.tick() => driver.make_batch(now_ms())?,
+            Some(cmd) = api_rx.recv() => {
+                answer(&mut driver, cmd);
+                Vec::new()
+            }
+            _ = status_tick.tick() => {
+                report.status(&driver, &net);
+                Vec::new()
+            }
         };
-        dispatch(&net, &mut timers, out);
+        dispatch(&net, &mut timers, &mut report, out);
     }
+    let _ = api_stop.send(());
+    let _ = api_task.await;
     tracing::info!(height = driver.ledger().height(), "validator stopping");
     net.shutdown().await;
     Ok(())
 }
 
-fn dispatch(net: &NetHandle, timers: &mut BTreeMap<u64, tokio::time::Instant>, out: Vec<Out>) {
+fn answer(driver: &mut Driver, cmd: ApiCommand) {
+    match cmd {
+        ApiCommand::Submit { tx, reply } => {
+            let _ = reply.send(driver.submit(tx));
+        }
+        ApiCommand::PoolStatus { hash, reply } => {
+            let _ = reply.send(driver.mempool().status(&hash));
+        }
+    }
+}
+
+/// Keeps the API's view of the node (events, status, metrics) current.
+struct Reporter {
+    events: tokio::sync::broadcast::Sender<CommittedEvent>,
+    status: Arc<RwLock<NodeStatus>>,
+    metrics: Arc<Metrics>,
+    last_commit: Option<std::time::Instant>,
+}
+
+impl Reporter {
+    fn committed(&mut self, block: &ledger::Block) {
+        let _ = self.events.send(CommittedEvent::of(block));
+        self.metrics.height.set(block.header.height);
+        self.metrics.committed_txs.inc_by(block.txs.len() as u64);
+        let now = std::time::Instant::now();
+        if let Some(prev) = self.last_commit.replace(now) {
+            self.metrics
+                .block_interval
+                .observe(now.duration_since(prev).as_secs_f64());
+        }
+        if let Ok(mut s) = self.status.write() {
+            s.height = block.header.height;
+            s.latest_hash = block.hash();
+        }
+    }
+
+    fn status(&self, driver: &Driver, net: &NetHandle) {
+        let view = consensus::Core::view(driver.core()).0;
+        let peers = net.connected();
+        self.metrics.view.set(view);
+        self.metrics.peers.set(peers.len() as u64);
+        self.metrics.mempool_size.set(driver.mempool().len() as u64);
+        if let Ok(mut s) = self.status.write() {
+            s.view = view;
+            s.leader = driver.core().leader(consensus::View(view)).0;
+            s.peers = peers.iter().map(|p| format!("validator-{p}")).collect();
+            s.mempool_size = driver.mempool().len();
+        }
+    }
+}
+
+fn dispatch(
+    net: &NetHandle,
+    timers: &mut BTreeMap<u64, tokio::time::Instant>,
+    report: &mut Reporter,
+    out: Vec<Out>,
+) {
     for o in out {
         match o {
             Out::Send(to, bytes) => net.send(to.0, bytes),
@@ -177,6 +289,7 @@ fn dispatch(net: &NetHandle, timers: &mut BTreeMap<u64, tokio::time::Instant>, o
                 timers.insert(id, at);
             }
             Out::Committed { block, receipts } => {
+                report.committed(&block);
                 let valid = receipts.iter().filter(|r| r.outcome.is_ok()).count();
                 tracing::info!(
                     height = block.header.height,
@@ -190,4 +303,12 @@ fn dispatch(net: &NetHandle, timers: &mut BTreeMap<u64, tokio::time::Instant>, o
             }
         }
     }
+}
+
+/// Milliseconds since the Unix epoch, for block timestamps (informational: no rule depends on
+/// them). Timers use the monotonic clock.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
