@@ -197,14 +197,7 @@ fn transfers_commit_everywhere(out: &Path, base: u16) {
         for i in 0..4 {
             for h in &hashes {
                 loop {
-                    let v: serde_json::Value = http
-                        .get(format!("{}/v1/transactions/{h}", api(i)))
-                        .send()
-                        .await
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let v = get_json(&http, format!("{}/v1/transactions/{h}", api(i))).await;
                     if v["status"] == "committed" {
                         assert_eq!(v["receipt"]["ok"], true, "{v}");
                         break;
@@ -221,14 +214,7 @@ fn transfers_commit_everywhere(out: &Path, base: u16) {
         for i in 0..4 {
             for (w, key) in wallets.iter().enumerate() {
                 let addr = Address::of(&key.public());
-                let v: serde_json::Value = http
-                    .get(format!("{}/v1/accounts/{addr}", api(i)))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v = get_json(&http, format!("{}/v1/accounts/{addr}", api(i))).await;
                 let received = 10 * (1 + ((w + 3) % 4) as u64);
                 let expected = start - 10 * (1 + w as u64) + received;
                 assert_eq!(
@@ -240,4 +226,8 @@ fn transfers_commit_everywhere(out: &Path, base: u16) {
             }
         }
     });
+}
+
+async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }

@@ -16,7 +16,7 @@ use crate::store::RedbStore;
 use consensus::hotstuff::{self, CommitCertificate, HotStuff, Message, Proposal};
 use consensus::{Action, Committed, Committee, Core, Durable, Input, ReplicaId};
 use crypto::{Digest, SecretKey};
-use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, LedgerError, Receipt, Store};
+use ledger::{Address, Block, ChainBinding, Ledger, LedgerError, Receipt, Store};
 use std::collections::{BTreeSet, VecDeque};
 
 /// Store metadata key of the HotStuff safety record.
@@ -317,22 +317,9 @@ impl Driver {
                 return Ok(());
             }
             let c = self.commits.pop_front().expect("front exists");
-            let txs: Vec<ledger::Transaction> = c
-                .payload
-                .iter()
-                .flat_map(|d| self.batches.get(d).cloned().unwrap_or_default())
-                .collect();
-            let proposer = *self
-                .committee
-                .key(c.proposer)
-                .expect("a committed proposer is in the committee");
-            let (block, receipts) = self.ledger.commit(BlockInput {
-                proposer,
-                view: c.view.0,
-                timestamp_ms: c.timestamp_ms,
-                txs,
-                certificate: c.certificate,
-            })?;
+            let batches = &self.batches;
+            let input = super::block_input(c, &self.committee, |d| batches.get(d).cloned());
+            let (block, receipts) = self.ledger.commit(input)?;
             let state = self.ledger.state();
             self.mempool.committed(&block.txs, |a| state.account(a));
             out.push(Out::Committed {

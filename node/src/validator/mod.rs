@@ -13,4 +13,33 @@ mod wire;
 
 pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, SAFETY_KEY};
 pub use run::{Loaded, load, run};
+
+use consensus::{Committed, Committee};
+use crypto::Digest;
+use ledger::{BlockInput, Transaction};
+
+/// The ledger input for a committed consensus block: its batches' transactions in order
+/// (`batch` resolves a digest; the caller guarantees every batch is available), its
+/// proposer's key, view, timestamp and certificate. Used by the driver and the simulator.
+pub fn block_input(
+    c: Committed,
+    committee: &Committee,
+    batch: impl Fn(&Digest) -> Option<Vec<Transaction>>,
+) -> BlockInput {
+    let txs = c
+        .payload
+        .iter()
+        .flat_map(|d| batch(d).unwrap_or_default())
+        .collect();
+    let proposer = *committee
+        .key(c.proposer)
+        .expect("a committed proposer is in the committee");
+    BlockInput {
+        proposer,
+        view: c.view.0,
+        timestamp_ms: c.timestamp_ms,
+        txs,
+        certificate: c.certificate,
+    }
+}
 pub use wire::{MAX_BATCHES_PER_MESSAGE, MAX_WIRE_BYTES, Wire, batch_digest};

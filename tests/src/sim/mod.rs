@@ -365,17 +365,10 @@ impl<P: SimProtocol> Sim<P> {
     }
 
     fn commit(&mut self, i: usize, c: consensus::Committed) {
-        let txs: Vec<Transaction> = c
-            .payload
-            .iter()
-            .flat_map(|d| self.batches.get(d).cloned().unwrap_or_default())
-            .collect();
-        let proposer = *self
-            .committee
-            .key(c.proposer)
-            .expect("committed proposer is in the committee");
         let cert_ok = P::verify_certificate(&c.certificate, &self.committee, &self.genesis);
-        let block = self.instances[i].execute(c, proposer, txs);
+        let batches = &self.batches;
+        let input = ::node::validator::block_input(c, &self.committee, |d| batches.get(d).cloned());
+        let block = self.instances[i].execute(input);
         self.trace.part(&[0xc0, i as u8]).part(&block.hash().0);
         if self.instances[i].honest() {
             if !cert_ok {

@@ -4,8 +4,8 @@
 
 use super::byz::Behaviour;
 use super::protocol::{Disk, SimProtocol};
-use consensus::{Committed, Durable, ReplicaId};
-use crypto::{PublicKey, SecretKey};
+use consensus::{Durable, ReplicaId};
+use crypto::SecretKey;
 use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, MemStore, Store, Transaction};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -156,14 +156,7 @@ impl<P: SimProtocol> Instance<P> {
     }
 
     /// Executes a committed block on the ledger.
-    pub fn execute(&mut self, c: Committed, proposer: PublicKey, txs: Vec<Transaction>) -> Block {
-        let input = BlockInput {
-            proposer,
-            view: c.view.0,
-            timestamp_ms: c.timestamp_ms,
-            txs,
-            certificate: c.certificate,
-        };
+    pub fn execute(&mut self, input: BlockInput) -> Block {
         self.ledger
             .commit(input)
             .expect("in-memory store cannot fail")
