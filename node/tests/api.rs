@@ -97,6 +97,9 @@ async fn fake_loop(
                 Some(ApiCommand::PoolStatus { hash, reply }) => {
                     let _ = reply.send(pool.status(&hash));
                 }
+                Some(ApiCommand::NextNonce { address, committed, reply }) => {
+                    let _ = reply.send(pool.next_nonce(&address, committed));
+                }
             },
             _ = tick.tick(), if mode == Loop::Commits => {
                 let txs = pool.next_batch(usize::MAX, usize::MAX);
@@ -447,21 +450,46 @@ async fn mode_commit_answers_unknown_after_the_wait() {
     assert_eq!(node.get(&path).await, (200, pending(&tx)));
 }
 
+/// `pending_nonce` counts the sender's consecutive pooled transactions, so a wallet can send
+/// back-to-back; a gap (nonce 5 while 3 and 4 are missing) does not count.
+#[tokio::test]
+async fn pending_nonce_counts_pooled_transactions() {
+    let node = start(Loop::NeverCommits).await;
+    let a = alice_addr().to_string();
+    let path = format!("/v1/accounts/{a}");
+    for nonce in [2, 3, 5] {
+        let (status, _) = node
+            .post(
+                "/v1/transactions?mode=sync",
+                body(&transfer(&chain(), nonce, 1)),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, v) = node.get(&path).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&v["nonce"], &v["pending_nonce"]),
+        (&json!("2"), &json!("4")),
+        "{v}"
+    );
+}
+
 #[tokio::test]
 async fn accounts_show_balances_and_nonces_as_strings() {
     let node = start(Loop::NeverCommits).await;
     let a = alice_addr().to_string();
-    let want = json!({"address": a, "balance": "999700", "nonce": "2"});
+    let want = json!({"address": a, "balance": "999700", "nonce": "2", "pending_nonce": "2"});
     assert_eq!(
         node.get(&format!("/v1/accounts/{a}")).await,
         (200, want.clone())
     );
     assert_eq!(node.get(&format!("/v1/accounts/0x{a}")).await, (200, want));
     let b = bob().to_string();
-    let want = json!({"address": b, "balance": "300", "nonce": "0"});
+    let want = json!({"address": b, "balance": "300", "nonce": "0", "pending_nonce": "0"});
     assert_eq!(node.get(&format!("/v1/accounts/{b}")).await, (200, want));
     let nobody = "00".repeat(20);
-    let want = json!({"address": nobody, "balance": "0", "nonce": "0"});
+    let want = json!({"address": nobody, "balance": "0", "nonce": "0", "pending_nonce": "0"});
     assert_eq!(
         node.get(&format!("/v1/accounts/{nobody}")).await,
         (200, want)

@@ -83,6 +83,13 @@ pub enum ApiCommand {
         hash: Digest,
         reply: oneshot::Sender<Option<PoolStatus>>,
     },
+    /// The next nonce of `address` counting its pooled transactions, given its committed
+    /// nonce (`Driver::mempool().next_nonce`).
+    NextNonce {
+        address: ledger::Address,
+        committed: u64,
+        reply: oneshot::Sender<u64>,
+    },
 }
 
 /// What the loop knows about the node; `GET /v1/status` shows it as it is (the loop keeps it

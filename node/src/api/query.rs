@@ -1,6 +1,8 @@
 //! Reads: accounts, blocks, status, health, metrics.
 
-use super::{AccountView, ApiError, BlockView, Ctx, NodeStatus, read_store, shorten, strip_0x};
+use super::{
+    AccountView, ApiCommand, ApiError, BlockView, Ctx, NodeStatus, read_store, shorten, strip_0x,
+};
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -24,10 +26,20 @@ pub(super) async fn account(
     })?;
     let account = read_store(&ctx.api.store, move |s| s.account(&address)).await?;
     let account = account.unwrap_or_default();
+    let committed = account.nonce;
+    // Committed data never depends on the loop: if it cannot answer, the pool is not counted.
+    let pending_nonce = super::ask(&ctx.api, |reply| ApiCommand::NextNonce {
+        address,
+        committed,
+        reply,
+    })
+    .await
+    .unwrap_or(committed);
     Ok(Json(AccountView {
         address,
         balance: account.balance,
         nonce: account.nonce,
+        pending_nonce,
     }))
 }
 

@@ -95,6 +95,10 @@ pub struct AccountView {
     /// The nonce the account's next transaction must carry (pooled ones not counted).
     #[serde(with = "dec")]
     pub nonce: u64,
+    /// The nonce to use for a new transaction sent to this validator: `nonce` plus the
+    /// account's consecutive transactions waiting in this validator's pool.
+    #[serde(with = "dec")]
+    pub pending_nonce: u64,
 }
 
 /// `GET /v1/blocks/{height}`: the header, the transaction hashes and the certificate.

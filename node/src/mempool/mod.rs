@@ -396,6 +396,23 @@ impl Mempool {
         }
     }
 
+    /// The nonce `addr`'s next transaction should carry to follow its pooled ones:
+    /// `committed` (the account's committed nonce) plus the run of consecutive nonces pooled
+    /// from there. What a wallet needs to send back-to-back transfers without collisions.
+    pub fn next_nonce(&self, addr: &Address, committed: u64) -> u64 {
+        let Some(sender) = self.senders.get(addr) else {
+            return committed;
+        };
+        let mut next = committed.max(sender.next);
+        for &n in sender.txs.range(next..).map(|(n, _)| n) {
+            if n != next {
+                break;
+            }
+            next = next.saturating_add(1);
+        }
+        next
+    }
+
     pub fn status(&self, hash: &Digest) -> Option<PoolStatus> {
         let (addr, nonce) = self.by_hash.get(hash)?;
         let e = self.senders.get(addr)?.txs.get(nonce)?;

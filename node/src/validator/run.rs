@@ -231,6 +231,13 @@ fn answer(driver: &mut Driver, cmd: ApiCommand) {
         ApiCommand::PoolStatus { hash, reply } => {
             let _ = reply.send(driver.mempool().status(&hash));
         }
+        ApiCommand::NextNonce {
+            address,
+            committed,
+            reply,
+        } => {
+            let _ = reply.send(driver.mempool().next_nonce(&address, committed));
+        }
     }
 }
 

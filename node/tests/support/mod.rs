@@ -1,0 +1,240 @@
+//! Real `cairnd` processes on loopback for the integration tests: a testnet written by
+//! `cairnd testnet`, validators started as child processes, their logs followed for commits,
+//! their APIs queried over HTTP.
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use ledger::Store;
+use node::store::RedbStore;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const CAIRND: &str = env!("CARGO_BIN_EXE_cairnd");
+pub const CAIRN: &str = env!("CARGO_BIN_EXE_cairn");
+
+/// A testnet on disk (`cairnd testnet` output) in a temporary directory.
+pub struct Testnet {
+    pub out: PathBuf,
+    pub n: usize,
+    pub base: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// Picks a base port whose 2n ports (p2p base+i, API base+1000+i) are free now, below the
+/// Linux ephemeral range, different for each call in this process.
+fn free_base(n: usize) -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let pid = std::process::id() as u16;
+    for _ in 0..1000 {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let base = 11_000 + (pid.wrapping_mul(97).wrapping_add(k.wrapping_mul(16))) % 8_000;
+        let free = (0..n as u16).all(|i| {
+            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && TcpListener::bind(("127.0.0.1", base + 1000 + i)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free port range found");
+}
+
+impl Testnet {
+    pub fn new(n: usize, protocol: &str) -> Testnet {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("net");
+        let base = free_base(n);
+        let status = Command::new(CAIRND)
+            .args([
+                "testnet",
+                "--validators",
+                &n.to_string(),
+                "--protocol",
+                protocol,
+            ])
+            .arg("--out")
+            .arg(&out)
+            .args(["--base-port", &base.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "cairnd testnet failed");
+        Testnet {
+            out,
+            n,
+            base,
+            _dir: dir,
+        }
+    }
+
+    pub fn home(&self, i: usize) -> PathBuf {
+        self.out.join(format!("validator-{i}"))
+    }
+
+    pub fn wallet(&self, k: usize) -> PathBuf {
+        self.out.join(format!("wallets/wallet-{k}.json"))
+    }
+
+    pub fn wallet_key(&self, k: usize) -> crypto::SecretKey {
+        genesis::keyfile::load_key_file(&self.wallet(k)).unwrap()
+    }
+
+    pub fn genesis(&self) -> genesis::Genesis {
+        genesis::Genesis::load(&self.out.join("genesis.json")).unwrap()
+    }
+
+    pub fn chain(&self) -> ledger::ChainBinding {
+        let g = self.genesis();
+        ledger::ChainBinding {
+            chain_id: g.chain_id.clone(),
+            genesis_hash: g.hash(),
+        }
+    }
+
+    /// The API base URL of validator `i`.
+    pub fn api(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.base as usize + 1000 + i)
+    }
+
+    pub fn start(&self, i: usize) -> Validator {
+        Validator::start(&self.home(i))
+    }
+
+    pub fn start_all(&self) -> Vec<Option<Validator>> {
+        (0..self.n).map(|i| Some(self.start(i))).collect()
+    }
+
+    pub fn store_path(&self, i: usize) -> PathBuf {
+        self.home(i).join("data/store.redb")
+    }
+
+    /// Every store agrees block by block (hash, hence state root) up to the lowest height;
+    /// returns that height. The validators must be stopped (redb locks the file).
+    pub fn assert_same_chain(&self) -> u64 {
+        let stores: Vec<RedbStore> = (0..self.n)
+            .map(|i| RedbStore::open(&self.store_path(i)).unwrap())
+            .collect();
+        let top = stores.iter().map(|s| s.height().unwrap()).min().unwrap();
+        for h in 1..=top {
+            let first = stores[0].block(h).unwrap().unwrap();
+            for (i, s) in stores.iter().enumerate().skip(1) {
+                let b = s.block(h).unwrap().unwrap();
+                assert_eq!(b.hash(), first.hash(), "validator {i} at height {h}");
+                assert_eq!(b.header.state_root, first.header.state_root);
+            }
+        }
+        top
+    }
+}
+
+/// A running `cairnd run`. Its stdout is followed for `committed block height=H` lines.
+pub struct Validator {
+    pub child: Child,
+    heights: mpsc::Receiver<u64>,
+    height: u64,
+}
+
+impl Validator {
+    pub fn start(home: &Path) -> Validator {
+        let mut child = Command::new(CAIRND)
+            .args(["run", "--home"])
+            .arg(home)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn cairnd");
+        let out = child.stdout.take().unwrap();
+        let (tx, heights) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("committed block")
+                    && let Some(h) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("height="))
+                        .and_then(|h| h.parse::<u64>().ok())
+                    && tx.send(h).is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Validator {
+            child,
+            heights,
+            height: 0,
+        }
+    }
+
+    /// The highest committed height this validator has logged.
+    pub fn poll(&mut self) -> u64 {
+        while let Ok(h) = self.heights.try_recv() {
+            self.height = self.height.max(h);
+        }
+        self.height
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args([signal, &pid]).status();
+    }
+
+    /// Sends `signal` (`-TERM`, `-KILL`) and waits for the process to end.
+    pub fn stop(mut self, signal: &str) {
+        self.signal(signal);
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Validator {
+    fn drop(&mut self) {
+        // A failing test must not leave validators running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The highest height any running validator has logged.
+pub fn max_height(vs: &mut [Option<Validator>]) -> u64 {
+    vs.iter_mut()
+        .flatten()
+        .map(Validator::poll)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Waits until every running validator has logged a commit at or above `target`.
+pub fn wait_for(vs: &mut [Option<Validator>], target: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let heights: Vec<u64> = vs.iter_mut().flatten().map(Validator::poll).collect();
+        if heights.iter().all(|h| *h >= target) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "heights {heights:?} did not reach {target} within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops every validator with `signal`.
+pub fn stop_all(vs: &mut [Option<Validator>], signal: &str) {
+    for v in vs.iter_mut() {
+        if let Some(v) = v.take() {
+            v.stop(signal);
+        }
+    }
+}
+
+/// A blocking GET returning (status, JSON body).
+pub fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(serde_json::Value::Null))
+}
