@@ -94,6 +94,7 @@ impl Cluster {
             genesis_accounts: self.alloc.clone(),
             base_timeout_ms: 500,
             max_timeout_ms: 4_000,
+            idle_block_ms: 50,
             max_block_batches: 16,
             batch_max_txs: 64,
             batch_max_bytes: 1 << 20,

@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The view timer's id.
 const VIEW_TIMER: u64 = 0;
+/// The idle-proposal timer's id (see [`Config::idle_block_ms`]).
+const IDLE_TIMER: u64 = 1;
 /// Proposals waiting for a missing ancestor, at most.
 const MAX_BUFFERED: usize = 32;
 /// Certified blocks received by sync that do not connect yet, at most.
@@ -37,6 +39,12 @@ pub struct Config {
     pub max_timeout_ms: u64,
     /// Batch digests per block, at most.
     pub max_payload: usize,
+    /// How long a leader with nothing to order waits before proposing an empty block
+    /// (0: at once). It proposes at once whenever it has a batch, or when the block its
+    /// proposal extends or that block's parent carries one (those need two more blocks to
+    /// commit, and the followers learn of the commit from the next proposal). Must be well
+    /// below `base_timeout_ms`, or followers time out while the leader waits.
+    pub idle_block_ms: u64,
 }
 
 /// What a restarted replica recovered from its store.
@@ -81,6 +89,8 @@ pub struct HotStuff {
     /// Sequence number of the last safety persist (0: the record loaded at start).
     last_safety_seq: u64,
     qc_cache: QcCache,
+    /// The view whose empty proposal waits for the idle timer, and whether it has fired.
+    idle: Option<(View, bool)>,
 }
 
 type Out = Vec<Action<Message>>;
@@ -134,6 +144,7 @@ impl HotStuff {
             sync_requested: None,
             last_safety_seq: 0,
             qc_cache: QcCache::default(),
+            idle: None,
             cfg,
         })
     }
@@ -324,6 +335,23 @@ impl HotStuff {
             .take(self.cfg.max_payload)
             .copied()
             .collect();
+        if payload.is_empty()
+            && self.cfg.idle_block_ms > 0
+            && !self.tree.payload_near(&self.high_qc.block, 2)
+        {
+            match self.idle {
+                Some((v, true)) if v == self.view => {}
+                Some((v, false)) if v == self.view => return,
+                _ => {
+                    self.idle = Some((self.view, false));
+                    out.push(Action::SetTimer {
+                        id: IDLE_TIMER,
+                        after_ms: self.cfg.idle_block_ms,
+                    });
+                    return;
+                }
+            }
+        }
         let block = Block {
             view: self.view,
             justify: self.high_qc.clone(),
@@ -659,6 +687,14 @@ impl Core for HotStuff {
                 }
             }
             Input::Timer(VIEW_TIMER) => self.on_timer(&mut out),
+            Input::Timer(IDLE_TIMER) => {
+                if let Some((v, fired)) = &mut self.idle
+                    && *v == self.view
+                {
+                    *fired = true;
+                    self.try_propose(&mut out);
+                }
+            }
             Input::Timer(_) => {}
             Input::Payload(d) => {
                 self.add_payload(d);

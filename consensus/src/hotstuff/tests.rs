@@ -26,7 +26,16 @@ fn config(i: u16) -> Config {
         base_timeout_ms: BASE,
         max_timeout_ms: MAX,
         max_payload: 10,
+        idle_block_ms: 0,
     }
+}
+/// A replica whose empty proposals wait 50 ms for a batch.
+fn idle_replica(i: u16) -> HotStuff {
+    let cfg = Config {
+        idle_block_ms: 50,
+        ..config(i)
+    };
+    HotStuff::new(cfg, Recovered::default()).unwrap()
 }
 fn replica(i: u16) -> HotStuff {
     HotStuff::new(config(i), Recovered::default()).unwrap()
@@ -746,4 +755,111 @@ fn vote_and_timeout_state_stays_bounded() {
     );
     agg.prune(View(5_000));
     assert_eq!(agg.views_held(), 0);
+}
+
+fn proposed_payload(acts: &[Action<Message>]) -> Option<Vec<Digest>> {
+    acts.iter().find_map(|a| match a {
+        Action::Broadcast {
+            msg: Message::Propose(p),
+        } => Some(p.block.payload.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn idle_leader_proposes_an_empty_block_only_when_the_idle_timer_fires() {
+    let mut r = idle_replica(1); // leader of view 1
+    let acts = r.start(0);
+    assert_eq!(
+        acts,
+        vec![
+            Action::SetTimer {
+                id: 0,
+                after_ms: BASE
+            },
+            Action::SetTimer {
+                id: 1,
+                after_ms: 50
+            },
+        ]
+    );
+    assert_eq!(
+        r.handle(20, Input::Timer(0xdead)),
+        vec![],
+        "unknown timer id"
+    );
+    let acts = r.handle(50, Input::Timer(1));
+    assert!(
+        matches!(acts.as_slice(), [Action::Persist { seq: 1, .. }]),
+        "{acts:?}"
+    );
+    let acts = r.handle(51, Input::Persisted(1));
+    assert_eq!(proposed_payload(&acts), Some(vec![]));
+}
+
+#[test]
+fn idle_leader_proposes_as_soon_as_a_batch_arrives() {
+    let mut r = idle_replica(1);
+    r.start(0);
+    let d1 = Digest([1; 32]);
+    let acts = r.handle(10, Input::Payload(d1));
+    assert!(
+        matches!(acts.as_slice(), [Action::Persist { seq: 1, .. }]),
+        "{acts:?}"
+    );
+    let acts = r.handle(11, Input::Persisted(1));
+    assert_eq!(proposed_payload(&acts), Some(vec![d1]));
+    // The idle timer firing late proposes nothing more.
+    assert_eq!(r.handle(50, Input::Timer(1)), vec![]);
+}
+
+/// Replica 2 leads view 2 and forms the QC of block 1 from three votes. If block 1 carries a
+/// batch, it proposes at once (block 1 needs two more blocks to commit); if block 1 is
+/// empty, it waits for the idle timer.
+#[test]
+fn idle_leader_does_not_wait_while_the_chain_carries_a_batch() {
+    fn enter_view_2(payload: Vec<Digest>) -> Vec<Action<Message>> {
+        let mut r = idle_replica(2);
+        let b1 = block(1, gqc(), payload);
+        let mut acts = r.handle(0, propose(&b1, None));
+        acts.extend(r.handle(0, Input::Persisted(1)));
+        for i in [0u16, 1] {
+            let vote = Vote::new(b1.id(), View(1), ReplicaId(i), &key(i));
+            let msg = Message::Vote(vote);
+            acts.extend(r.handle(
+                0,
+                Input::Message {
+                    from: ReplicaId(i),
+                    msg,
+                },
+            ));
+        }
+        assert_eq!(r.view(), View(2));
+        acts
+    }
+    let busy = enter_view_2(vec![Digest([9; 32])]);
+    assert!(
+        busy.iter()
+            .any(|a| matches!(a, Action::Persist { seq: 2, .. })),
+        "proposal persisted at once: {busy:?}"
+    );
+    assert!(
+        !busy
+            .iter()
+            .any(|a| matches!(a, Action::SetTimer { id: 1, .. }))
+    );
+    let idle = enter_view_2(vec![]);
+    assert!(
+        idle.iter().any(|a| *a
+            == Action::SetTimer {
+                id: 1,
+                after_ms: 50
+            }),
+        "{idle:?}"
+    );
+    assert!(
+        !idle
+            .iter()
+            .any(|a| matches!(a, Action::Persist { seq: 2, .. }))
+    );
 }

@@ -131,6 +131,22 @@ impl BlockTree {
         self.qcs.retain(|id, _| live.contains(id));
     }
 
+    /// Whether `id` or one of its `depth - 1` nearest ancestors, committed or not, carries a
+    /// payload (a recently committed block is found in the sync window).
+    pub fn payload_near(&self, id: &Digest, depth: usize) -> bool {
+        let mut cur = *id;
+        for _ in 0..depth {
+            let Some(b) = self.blocks.get(&cur).or_else(|| self.recent.get(&cur)) else {
+                return false;
+            };
+            if !b.payload.is_empty() {
+                return true;
+            }
+            cur = b.parent();
+        }
+        false
+    }
+
     /// Payload digests in the chain from `id` back to the root (exclusive), so a leader does
     /// not propose a batch that an ancestor already carries.
     pub fn payload_in_chain(&self, id: &Digest) -> BTreeSet<Digest> {

@@ -26,6 +26,9 @@ pub enum Command {
     /// Inspect genesis files
     #[command(subcommand)]
     Genesis(GenesisCommand),
+    /// Start a whole local network: create (or reuse) a testnet in --dir, run every
+    /// validator as a child process, show live height and throughput; Ctrl-C stops it
+    Localnet(super::localnet::LocalnetArgs),
     /// Run a validator from its home directory (config.toml, genesis.json, keys)
     Run {
         /// Node home directory, as written by `cairnd testnet` or `cairnd keygen`
@@ -92,6 +95,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Testnet(args) => testnet(args),
         Command::Genesis(GenesisCommand::Validate { file }) => validate_genesis(&file),
         Command::Run { home } => run_validator(&home),
+        Command::Localnet(args) => super::localnet::localnet(args),
     }
 }
 
@@ -116,7 +120,7 @@ fn run_validator(home: &Path) -> Result<(), CliError> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

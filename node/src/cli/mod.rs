@@ -5,6 +5,7 @@
 
 pub mod cairn;
 pub mod cairnd;
+pub mod localnet;
 
 use std::process::ExitCode;
 

@@ -32,6 +32,9 @@ pub struct DriverConfig {
     pub genesis_accounts: Vec<(Address, u64)>,
     pub base_timeout_ms: u64,
     pub max_timeout_ms: u64,
+    /// How long a leader with nothing to order waits before an empty block
+    /// ([`hotstuff::Config::idle_block_ms`]).
+    pub idle_block_ms: u64,
     /// Batches per block.
     pub max_block_batches: usize,
     /// Transactions and bytes per batch.
@@ -69,11 +72,26 @@ pub enum DriverError {
 }
 
 /// Counters for status and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DriverStats {
     pub bad_frames: u64,
     pub fsyncs: u64,
     pub held_proposals: u64,
+    /// Durations of durable writes (safety records and blocks) not yet taken by
+    /// [`Driver::take_fsync_seconds`]; bounded.
+    fsync_seconds: Vec<f64>,
+}
+
+/// Durations kept for [`Driver::take_fsync_seconds`] at most (older ones are dropped).
+const MAX_FSYNC_SAMPLES: usize = 4096;
+
+impl DriverStats {
+    fn fsync(&mut self, started: std::time::Instant) {
+        self.fsyncs += 1;
+        if self.fsync_seconds.len() < MAX_FSYNC_SAMPLES {
+            self.fsync_seconds.push(started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 pub struct Driver {
@@ -118,6 +136,7 @@ impl Driver {
                 base_timeout_ms: cfg.base_timeout_ms,
                 max_timeout_ms: cfg.max_timeout_ms,
                 max_payload: cfg.max_block_batches,
+                idle_block_ms: cfg.idle_block_ms,
             },
             hotstuff::Recovered { safety, committed },
         )
@@ -145,6 +164,12 @@ impl Driver {
     }
     pub fn mempool(&self) -> &Mempool {
         &self.mempool
+    }
+
+    /// Durations in seconds of the durable writes since the last call (for the fsync
+    /// histogram). Writes are not timed against a wall clock anywhere else.
+    pub fn take_fsync_seconds(&mut self) -> Vec<f64> {
+        std::mem::take(&mut self.stats.fsync_seconds)
     }
 
     pub fn start(&mut self, now: u64) -> Res {
@@ -296,8 +321,9 @@ impl Driver {
             let Some((seq, bytes)) = persist else {
                 return Ok(out);
             };
+            let started = std::time::Instant::now();
             self.ledger.store_mut().put_meta(SAFETY_KEY, &bytes)?;
-            self.stats.fsyncs += 1;
+            self.stats.fsync(started);
             acts = self.core.handle(now, Input::Persisted(seq));
         }
     }
@@ -319,7 +345,9 @@ impl Driver {
             let c = self.commits.pop_front().expect("front exists");
             let batches = &self.batches;
             let input = super::block_input(c, &self.committee, |d| batches.get(d).cloned());
+            let started = std::time::Instant::now();
             let (block, receipts) = self.ledger.commit(input)?;
+            self.stats.fsync(started);
             let state = self.ledger.state();
             self.mempool.committed(&block.txs, |a| state.account(a));
             out.push(Out::Committed {

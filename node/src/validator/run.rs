@@ -20,6 +20,8 @@ use std::time::Duration;
 const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 /// How often status and gauges are refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the loop logs a summary line (blocks, transactions, view changes, peers).
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// How long `mode=commit` waits before answering `unknown`.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
@@ -88,6 +90,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
             .collect(),
         base_timeout_ms: p.round_timeout_ms,
         max_timeout_ms: p.max_round_timeout_ms,
+        idle_block_ms: p.heartbeat_ms,
         max_block_batches: 64,
         batch_max_txs: p.max_block_txs as usize,
         batch_max_bytes: p.max_block_bytes as usize,
@@ -166,6 +169,10 @@ pub async fn run(
         status,
         metrics,
         last_commit: None,
+        leader: None,
+        view_changes: 0,
+        summary: Summary::default(),
+        summary_due: tokio::time::Instant::now() + SUMMARY_INTERVAL,
     };
 
     tracing::info!(
@@ -210,7 +217,7 @@ pub async fn run(
                 Vec::new()
             }
             _ = status_tick.tick() => {
-                report.status(&driver, &net);
+                report.status(&mut driver, &net);
                 Vec::new()
             }
         };
@@ -241,16 +248,35 @@ fn answer(driver: &mut Driver, cmd: ApiCommand) {
     }
 }
 
-/// Keeps the API's view of the node (events, status, metrics) current.
+/// Keeps the API's view of the node (events, status, metrics) current and logs a summary
+/// every [`SUMMARY_INTERVAL`].
 struct Reporter {
     events: tokio::sync::broadcast::Sender<CommittedEvent>,
     status: Arc<RwLock<NodeStatus>>,
     metrics: Arc<Metrics>,
     last_commit: Option<std::time::Instant>,
+    /// The leader of the view seen at the last status update.
+    leader: Option<u16>,
+    /// The core's count of views ended by timeout, as last reported.
+    view_changes: u64,
+    summary: Summary,
+    summary_due: tokio::time::Instant,
+}
+
+/// What happened since the last summary line.
+#[derive(Default)]
+struct Summary {
+    blocks: u64,
+    txs: u64,
+    fsyncs: u64,
+    fsync_seconds: f64,
+    view_changes: u64,
 }
 
 impl Reporter {
     fn committed(&mut self, block: &ledger::Block) {
+        self.summary.blocks += 1;
+        self.summary.txs += block.txs.len() as u64;
         let _ = self.events.send(CommittedEvent::of(block));
         self.metrics.height.set(block.header.height);
         self.metrics.committed_txs.inc_by(block.txs.len() as u64);
@@ -266,17 +292,56 @@ impl Reporter {
         }
     }
 
-    fn status(&self, driver: &Driver, net: &NetHandle) {
+    fn status(&mut self, driver: &mut Driver, net: &NetHandle) {
         let view = consensus::Core::view(driver.core()).0;
+        let leader = driver.core().leader(consensus::View(view)).0;
         let peers = net.connected();
-        self.metrics.view.set(view);
-        self.metrics.peers.set(peers.len() as u64);
-        self.metrics.mempool_size.set(driver.mempool().len() as u64);
+        let m = &self.metrics;
+        m.view.set(view);
+        m.peers.set(peers.len() as u64);
+        m.mempool_size.set(driver.mempool().len() as u64);
+        if self.leader.replace(leader).is_some_and(|l| l != leader) {
+            m.leader_changes.inc();
+        }
+        let view_changes = driver.core().stats().views_by_tc;
+        let new = view_changes.saturating_sub(self.view_changes);
+        self.view_changes = view_changes;
+        m.view_changes.inc_by(new);
+        self.summary.view_changes += new;
+        for secs in driver.take_fsync_seconds() {
+            m.fsync.observe(secs);
+            self.summary.fsyncs += 1;
+            self.summary.fsync_seconds += secs;
+        }
         if let Ok(mut s) = self.status.write() {
             s.view = view;
-            s.leader = driver.core().leader(consensus::View(view)).0;
+            s.leader = leader;
             s.peers = peers.iter().map(|p| format!("validator-{p}")).collect();
             s.mempool_size = driver.mempool().len();
+        }
+        if tokio::time::Instant::now() >= self.summary_due {
+            self.summary_due += SUMMARY_INTERVAL;
+            let s = std::mem::take(&mut self.summary);
+            let secs = SUMMARY_INTERVAL.as_secs_f64();
+            let fsync_ms = if s.fsyncs == 0 {
+                0.0
+            } else {
+                1000.0 * s.fsync_seconds / s.fsyncs as f64
+            };
+            tracing::info!(
+                height = driver.ledger().height(),
+                view,
+                leader,
+                blocks = s.blocks,
+                txs = s.txs,
+                tx_per_s = format!("{:.1}", s.txs as f64 / secs),
+                view_changes = s.view_changes,
+                peers = peers.len(),
+                mempool = driver.mempool().len(),
+                fsync_avg_ms = format!("{fsync_ms:.2}"),
+                "summary of the last {}s",
+                SUMMARY_INTERVAL.as_secs()
+            );
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct Testnet {
 
 /// Picks a base port whose 2n ports (p2p base+i, API base+1000+i) are free now, below the
 /// Linux ephemeral range, different for each call in this process.
-fn free_base(n: usize) -> u16 {
+pub fn free_base(n: usize) -> u16 {
     static NEXT: AtomicU16 = AtomicU16::new(0);
     let pid = std::process::id() as u16;
     for _ in 0..1000 {
@@ -237,4 +237,28 @@ pub fn get_json(url: &str) -> (u16, serde_json::Value) {
     let resp = reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
     (status, resp.json().unwrap_or(serde_json::Value::Null))
+}
+
+/// Like [`get_json`], but `None` if the node cannot be reached (not started yet, stopped).
+pub fn try_get_json(url: &str) -> Option<(u16, serde_json::Value)> {
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?
+        .get(url)
+        .send()
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().unwrap_or(serde_json::Value::Null)))
+}
+
+/// The committed height a validator's API reports, 0 if it cannot be reached.
+pub fn api_height(api: &str) -> u64 {
+    match try_get_json(&format!("{api}/v1/status")) {
+        Some((200, v)) => v["height"]
+            .as_str()
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
 }

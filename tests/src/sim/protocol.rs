@@ -32,6 +32,8 @@ pub struct Params {
     pub base_timeout_ms: u64,
     pub max_timeout_ms: u64,
     pub max_payload: usize,
+    /// [`hotstuff::Config::idle_block_ms`].
+    pub idle_block_ms: u64,
 }
 
 pub trait SimProtocol {
@@ -100,6 +102,7 @@ impl SimProtocol for HotStuffSim {
             base_timeout_ms: params.base_timeout_ms,
             max_timeout_ms: params.max_timeout_ms,
             max_payload: params.max_payload,
+            idle_block_ms: params.idle_block_ms,
         };
         let rec = hotstuff::Recovered {
             safety: disk.safety.clone(),

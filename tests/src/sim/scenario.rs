@@ -42,6 +42,7 @@ impl Scenario {
                 base_timeout_ms: 400,
                 max_timeout_ms: 3_000,
                 max_payload: 16,
+                idle_block_ms: 100,
             },
             tx_interval_ms: 20,
             fsync_ms: (1, 6),
@@ -66,7 +67,7 @@ impl Scenario {
             .map(|(id, b)| format!("{id}:{b}"))
             .collect();
         format!(
-            "n={} drop={:.2} dup={:.2} latency={}..{}ms partitions={} crashes={} byzantine=[{}]{}",
+            "n={} drop={:.2} dup={:.2} latency={}..{}ms partitions={} crashes={} idle={}ms tx_every={}ms byzantine=[{}]{}",
             self.n,
             self.network.drop,
             self.network.duplicate,
@@ -74,6 +75,8 @@ impl Scenario {
             self.network.max_latency_ms,
             self.network.partitions.len(),
             self.crashes.len(),
+            self.params.idle_block_ms,
+            self.tx_interval_ms,
             byz.join(","),
             if self.amnesia { " amnesia" } else { "" }
         )
@@ -140,6 +143,11 @@ pub fn random_scenario(seed: u64, n: usize) -> Scenario {
             at_ms,
             restart_ms: at_ms + rng.gen_range(100..2_500),
         });
+    }
+    // Idle pacing: without it, or with sparse client traffic so leaders often wait.
+    sc.params.idle_block_ms = *[0, 50, 100].choose(&mut rng).expect("non-empty");
+    if rng.gen_bool(0.3) {
+        sc.tx_interval_ms = rng.gen_range(100..600);
     }
     sc
 }
