@@ -37,6 +37,11 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// `cairn_fsync_seconds`: duration of durable store writes (blocks and safety records).
     pub fsync: Histogram,
+    /// `cairn_rejected_connections_total`: inbound connections refused (not a genesis
+    /// validator, over the limits, failed handshake).
+    pub rejected_connections: U64Gauge,
+    /// `cairn_bad_frames_total`: frames from validators that did not decode.
+    pub bad_frames: U64Gauge,
 }
 
 impl Default for Metrics {
@@ -60,6 +65,8 @@ impl Metrics {
             leader_changes: Counter::default(),
             // 100 µs .. ~3.3 s
             fsync: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            rejected_connections: U64Gauge::default(),
+            bad_frames: U64Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -100,6 +107,17 @@ impl Metrics {
             "Duration of durable store writes",
             Unit::Seconds,
             m.fsync.clone(),
+        );
+        // Totals kept by the transport and the driver, copied in (hence gauges named _total).
+        registry.register(
+            "rejected_connections_total",
+            "Inbound connections refused: not a genesis validator, over the limits, failed handshake",
+            m.rejected_connections.clone(),
+        );
+        registry.register(
+            "bad_frames_total",
+            "Frames from validators that did not decode",
+            m.bad_frames.clone(),
         );
         Metrics { registry, ..m }
     }

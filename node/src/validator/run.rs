@@ -22,6 +22,9 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
 /// How often the loop logs a summary line (blocks, transactions, view changes, peers).
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+/// Environment variable naming a file to record every vote sent in
+/// ([`Driver::log_votes_to`]).
+pub const VOTE_LOG_ENV: &str = "CAIRN_VOTE_LOG";
 /// How long `mode=commit` waits before answering `unknown`.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
@@ -125,6 +128,13 @@ pub async fn run(
     let store = RedbStore::open(&data.join("store.redb"))
         .with_context(|| format!("opening the store in {}", data.display()))?;
     let mut driver = Driver::open(loaded.driver, store)?;
+    if let Some(path) = std::env::var_os(VOTE_LOG_ENV) {
+        let path = std::path::PathBuf::from(path);
+        driver
+            .log_votes_to(&path)
+            .with_context(|| format!("{VOTE_LOG_ENV}: cannot open {}", path.display()))?;
+        tracing::info!(path = %path.display(), "recording every vote sent");
+    }
     let (net, mut incoming) = net::start(loaded.net).await?;
 
     // The HTTP API reads committed data from the store and asks this loop for the rest.
@@ -300,6 +310,8 @@ impl Reporter {
         m.view.set(view);
         m.peers.set(peers.len() as u64);
         m.mempool_size.set(driver.mempool().len() as u64);
+        m.rejected_connections.set(net.stats().rejected_connections);
+        m.bad_frames.set(driver.stats.bad_frames);
         if self.leader.replace(leader).is_some_and(|l| l != leader) {
             m.leader_changes.inc();
         }

@@ -131,6 +131,48 @@ impl Testnet {
     }
 }
 
+/// Views in which a vote log (`CAIRN_VOTE_LOG` format: `vote VIEW BLOCK`) holds two votes for
+/// different blocks, with the two blocks. Resending the same vote is not a conflict.
+pub fn double_votes(log: &str) -> Vec<(u64, String, String)> {
+    let mut seen: std::collections::BTreeMap<u64, String> = Default::default();
+    let mut conflicts = Vec::new();
+    for line in log.lines() {
+        let mut w = line.split_whitespace();
+        let (Some("vote"), Some(view), Some(block)) = (w.next(), w.next(), w.next()) else {
+            panic!("malformed vote log line {line:?}");
+        };
+        let view: u64 = view.parse().expect("view");
+        match seen.get(&view) {
+            Some(first) if first != block => {
+                conflicts.push((view, first.clone(), block.to_string()))
+            }
+            Some(_) => {}
+            None => {
+                seen.insert(view, block.to_string());
+            }
+        }
+    }
+    conflicts
+}
+
+impl Testnet {
+    /// Reads every validator's vote log and asserts that none signed two different votes in
+    /// one view; returns how many votes were checked.
+    pub fn assert_no_double_votes(&self) -> usize {
+        let mut total = 0;
+        for i in 0..self.n {
+            let log = std::fs::read_to_string(self.home(i).join("votes.log")).unwrap_or_default();
+            total += log.lines().count();
+            let conflicts = double_votes(&log);
+            assert!(
+                conflicts.is_empty(),
+                "validator {i} double-voted: {conflicts:?}"
+            );
+        }
+        total
+    }
+}
+
 /// A running `cairnd run`. Its stdout is followed for `committed block height=H` lines.
 pub struct Validator {
     pub child: Child,
@@ -144,6 +186,7 @@ impl Validator {
             .args(["run", "--home"])
             .arg(home)
             .env("NO_COLOR", "1")
+            .env("CAIRN_VOTE_LOG", home.join("votes.log"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,268 @@
+//! Real `cairnd run` processes under faults: the leader killed under load, an outsider on the
+//! libp2p port, and bad client input. Every wait is bounded; the measured recovery time is
+//! printed (run with `--nocapture` to see it).
+
+mod support;
+
+use ledger::{Address, ChainBinding, Payload, Transaction};
+use node::net::{self, NetConfig, PeerInfo};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{Testnet, get_json, max_height, stop_all, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn post(api: &str, query: &str, body: &Value) -> (u16, Value) {
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{api}/v1/transactions{query}"))
+        .json(body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+fn tx_body(tx: &Transaction) -> Value {
+    json!({ "tx": hex::encode(tx.encode()) })
+}
+
+/// A `_total` counter or gauge from a validator's `/metrics`, 0 if absent or unreachable.
+fn metric(api: &str, name: &str) -> u64 {
+    let Ok(resp) = reqwest::blocking::get(format!("{api}/metrics")) else {
+        return 0;
+    };
+    let text = resp.text().unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn killing_the_leader_under_load_costs_a_view_change_and_commits_resume() {
+    let net = Testnet::new(4, "hotstuff");
+    let mut vs = net.start_all();
+    wait_for(&mut vs, 5, LIMIT);
+
+    let (_, status) = get_json(&format!("{}/v1/status", net.api(0)));
+    let leader = status["leader"].as_u64().unwrap() as usize;
+    let survivors: Vec<usize> = (0..4).filter(|i| *i != leader).collect();
+
+    // Load: one wallet per survivor, each sending transfers to that survivor's API.
+    let chain = net.chain();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let load: Vec<_> = survivors
+        .iter()
+        .map(|&v| {
+            let (key, api, chain) = (net.wallet_key(v), net.api(v), chain.clone());
+            let (stop, accepted) = (stop.clone(), accepted.clone());
+            std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+
+    vs[leader].take().unwrap().stop("-KILL");
+    let killed_at = Instant::now();
+    let height_at_kill = max_height(&mut vs);
+    let apis: Vec<String> = survivors.iter().map(|&i| net.api(i)).collect();
+    // Commits resume, and the survivors go through a view change (the dead validator's turn
+    // as leader comes every fourth view).
+    let deadline = killed_at + Duration::from_secs(20);
+    let resumed = loop {
+        let vc: u64 = apis
+            .iter()
+            .map(|a| metric(a, "cairn_view_changes_total"))
+            .sum();
+        if vc > 0 && max_height(&mut vs) >= height_at_kill + 5 {
+            break killed_at.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no view change and 5 new blocks within 20 s of killing leader {leader}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("leader {leader} killed: view change and 5 more blocks after {resumed:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+
+    // Every transfer a survivor accepted commits on every survivor.
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() >= 30,
+        "only {} transfers sent",
+        accepted.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for api in &apis {
+        for h in &accepted {
+            while get_json(&format!("{api}/v1/transactions/{h}")).1["status"] != "committed" {
+                assert!(Instant::now() < deadline, "{h} not committed on {api}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    // The killed leader comes back and catches up.
+    vs[leader] = Some(net.start(leader));
+    let target = max_height(&mut vs) + 5;
+    wait_for(&mut vs, target, LIMIT);
+    stop_all(&mut vs, "-TERM");
+    assert!(net.assert_same_chain() >= target);
+    net.assert_no_double_votes();
+}
+
+/// Sends transfers from `key` to `api` one after another (mode=sync) until `stop`; records
+/// the hashes the validator accepted.
+fn send_until(
+    key: &crypto::SecretKey,
+    chain: &ChainBinding,
+    api: &str,
+    stop: &AtomicBool,
+    accepted: &Mutex<Vec<crypto::Digest>>,
+) {
+    let to = Address([9; 20]);
+    let mut nonce = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let tx = Transaction::sign(key, chain, nonce, Payload::Transfer { to, amount: 1 });
+        let (status, v) = post(api, "?mode=sync", &tx_body(&tx));
+        assert_eq!(status, 200, "{v}");
+        accepted.lock().unwrap().push(tx.hash());
+        nonce += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn outsiders_and_bad_input_are_refused_and_the_node_stays_up() {
+    let net = Testnet::new(4, "hotstuff");
+    let mut vs = net.start_all();
+    wait_for(&mut vs, 3, LIMIT);
+    let api = net.api(0);
+
+    // A libp2p peer whose key is not in genesis dials validator-0 and tries to send.
+    let g = net.genesis();
+    let v0 = PeerInfo {
+        index: 0,
+        network_key: g.validators[0].network_key,
+        address: g.validators[0].p2p_address.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rejected = rt.block_on(async {
+        let cfg = NetConfig::new("/ip4/127.0.0.1/tcp/0", [0x42; 32], vec![v0]);
+        let (outsider, _rx) = net::start(cfg).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            outsider.send(0, b"not a validator".to_vec());
+            let api = api.clone();
+            let rejected = tokio::task::spawn_blocking(move || {
+                metric(&api, "cairn_rejected_connections_total")
+            })
+            .await
+            .unwrap();
+            if rejected > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                assert!(outsider.connected().is_empty(), "outsider stays connected");
+                outsider.shutdown().await;
+                break rejected;
+            }
+            assert!(Instant::now() < deadline, "the outsider was never refused");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(rejected >= 1);
+    assert_eq!(
+        metric(&api, "cairn_bad_frames_total"),
+        0,
+        "nothing was decoded"
+    );
+    let (_, status) = get_json(&format!("{api}/v1/status"));
+    let peers = status["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3, "only the genesis validators: {peers:?}");
+
+    // Bad client input.
+    let chain = net.chain();
+    let key = net.wallet_key(0);
+    let to = Address([5; 20]);
+    let transfer = |chain: &ChainBinding, nonce, amount| {
+        Transaction::sign(&key, chain, nonce, Payload::Transfer { to, amount })
+    };
+    let tx = transfer(&chain, 0, 10);
+    let (status, v) = post(&api, "?mode=commit", &tx_body(&tx));
+    assert_eq!((status, &v["status"]), (200, &json!("committed")), "{v}");
+
+    // Replays: the same transaction again is answered with its committed status and is not
+    // applied twice; a new one reusing the nonce is refused.
+    let (status, v) = post(&api, "?mode=sync", &tx_body(&tx));
+    assert_eq!((status, &v["status"]), (200, &json!("committed")), "{v}");
+    let (status, v) = post(&api, "?mode=sync", &tx_body(&transfer(&chain, 0, 11)));
+    assert_eq!((status, &v["status"]), (422, &json!("rejected")), "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.starts_with("nonce 0 already used"), "{reason}");
+
+    // Signed for another chain: another chain id, or this id with another genesis.
+    let other_id = ChainBinding {
+        chain_id: "other-chain".into(),
+        genesis_hash: chain.genesis_hash,
+    };
+    let (status, v) = post(&api, "?mode=sync", &tx_body(&transfer(&other_id, 1, 1)));
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().starts_with("wrong chain id"),
+        "{v}"
+    );
+    let other_genesis = ChainBinding {
+        chain_id: chain.chain_id.clone(),
+        genesis_hash: crypto::hash(b"another genesis"),
+    };
+    let (status, v) = post(
+        &api,
+        "?mode=sync",
+        &tx_body(&transfer(&other_genesis, 1, 1)),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("wrong genesis hash"),
+        "{v}"
+    );
+
+    // Oversized and garbage bodies.
+    let http = reqwest::blocking::Client::new();
+    let big = format!("{{\"tx\":\"{}\"}}", "ab".repeat(200_000));
+    let resp = http
+        .post(format!("{api}/v1/transactions"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    for garbage in ["{not json", "{\"tx\":\"zz\"}", "{\"tx\":\"00ff\"}", "[]"] {
+        let resp = http
+            .post(format!("{api}/v1/transactions"))
+            .header("content-type", "application/json")
+            .body(garbage)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{garbage}");
+        let v: Value = resp.json().unwrap();
+        assert!(!v["error"].as_str().unwrap().is_empty(), "{garbage}: {v}");
+    }
+
+    // Exactly one transfer was applied, and the node is up and committing.
+    let (_, acct) = get_json(&format!("{api}/v1/accounts/{to}"));
+    assert_eq!(acct["balance"], "10");
+    assert_eq!(get_json(&format!("{api}/v1/health")).0, 200);
+    let h = max_height(&mut vs);
+    wait_for(&mut vs, h + 3, LIMIT);
+    stop_all(&mut vs, "-TERM");
+    net.assert_same_chain();
+}
