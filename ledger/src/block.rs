@@ -37,6 +37,10 @@ pub struct Block {
     /// produced it (a quorum certificate, 2f+1 PBFT commits, or a Raft leader signature).
     /// Not covered by the block hash: the proof signs the block, not the other way round.
     pub certificate: Vec<u8>,
+    /// How `txs` split into the consensus batches the certificate names, in order (empty if
+    /// not recorded). Not covered by the hash; lets a validator serve the block to one that
+    /// is catching up, which checks each batch against the digests the certificate signs.
+    pub batch_sizes: Vec<u32>,
 }
 
 impl BlockHeader {

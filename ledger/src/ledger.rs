@@ -25,6 +25,8 @@ pub struct BlockInput {
     pub timestamp_ms: u64,
     pub txs: Vec<Transaction>,
     pub certificate: Vec<u8>,
+    /// See [`Block::batch_sizes`].
+    pub batch_sizes: Vec<u32>,
 }
 
 /// The ledger of one replica. Every replica that commits the same inputs in the same order
@@ -109,6 +111,7 @@ impl<S: Store> Ledger<S> {
             header,
             txs: input.txs,
             certificate: input.certificate,
+            batch_sizes: input.batch_sizes,
         };
         if let Err(e) = self
             .store

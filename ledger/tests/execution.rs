@@ -269,6 +269,7 @@ fn ledger_links_blocks_and_indexes_first_inclusion() {
         timestamp_ms: 1,
         txs,
         certificate: vec![1, 2, 3],
+        batch_sizes: vec![],
     };
     let (b1, r1) = l.commit(input(vec![tx.clone()])).unwrap();
     assert_eq!(b1.header.height, 1);

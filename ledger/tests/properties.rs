@@ -109,6 +109,7 @@ proptest! {
                 timestamp_ms: view * 10,
                 txs: batch.to_vec(),
                 certificate: vec![],
+                batch_sizes: vec![],
             };
             let (block_a, receipts) = a.commit(input.clone()).unwrap();
             let (block_b, _) = b.commit(input).unwrap();

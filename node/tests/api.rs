@@ -62,6 +62,7 @@ fn commit(ledger: &mut Ledger<RedbStore>, txs: Vec<Transaction>) -> Block {
         timestamp_ms: T0_MS + h * 1000,
         txs,
         certificate: vec![0xce, h as u8],
+        batch_sizes: vec![],
     };
     ledger.commit(input).unwrap().0
 }

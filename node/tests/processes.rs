@@ -115,3 +115,81 @@ fn transfers_commit_everywhere(net: &Testnet) {
         }
     }
 }
+
+/// Opt-in measurement (`cargo test --release -p node --test processes -- --ignored
+/// --nocapture`): commit latency of sequential `mode=commit` transfers, and the committed
+/// transfer rate with 4 clients submitting pre-signed transfers as fast as the APIs accept
+/// them. Prints medians; asserts nothing about speed.
+#[test]
+#[ignore]
+fn measure_commit_latency_and_transfer_rate() {
+    use ledger::{Address, Payload, Transaction};
+    let net = Testnet::new(4, "hotstuff");
+    let mut vs = net.start_all();
+    wait_for(&mut vs, 5, Duration::from_secs(60));
+    let chain = net.chain();
+    let http = reqwest::blocking::Client::new();
+    let to = Address([3; 20]);
+    let post = |api: &str, mode: &str, tx: &Transaction| {
+        let body = serde_json::json!({ "tx": hex::encode(tx.encode()) });
+        let resp = http
+            .post(format!("{api}/v1/transactions?mode={mode}"))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().unwrap());
+    };
+
+    // Latency: one transfer at a time, each waiting for its block.
+    let key = net.wallet_key(0);
+    let mut lat = Vec::new();
+    for nonce in 0..40 {
+        let tx = Transaction::sign(&key, &chain, nonce, Payload::Transfer { to, amount: 1 });
+        let t = Instant::now();
+        post(&net.api(1), "commit", &tx);
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    eprintln!(
+        "commit latency over 40 sequential transfers: median {:?}, p90 {:?}, max {:?}",
+        lat[20], lat[36], lat[39]
+    );
+
+    // Throughput: 4 clients, one wallet and one validator each, 2,500 transfers each.
+    const PER: u64 = 2_500;
+    let signed: Vec<Vec<Transaction>> = (0..4)
+        .map(|w| {
+            let key = net.wallet_key(w);
+            let start = if w == 0 { 40 } else { 0 };
+            (start..start + PER)
+                .map(|n| Transaction::sign(&key, &chain, n, Payload::Transfer { to, amount: 1 }))
+                .collect()
+        })
+        .collect();
+    let last: Vec<crypto::Digest> = signed.iter().map(|s| s.last().unwrap().hash()).collect();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for (w, txs) in signed.iter().enumerate() {
+            let api = net.api(w);
+            let post = &post;
+            s.spawn(move || {
+                for tx in txs {
+                    post(&api, "async", tx);
+                }
+            });
+        }
+    });
+    let submitted = t.elapsed();
+    for (w, h) in last.iter().enumerate() {
+        while get_json(&format!("{}/v1/transactions/{h}", net.api(w))).1["status"] != "committed" {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let all = t.elapsed();
+    eprintln!(
+        "{} transfers: submitted in {submitted:?}, all committed after {all:?}: {:.0} tx/s",
+        4 * PER,
+        (4 * PER) as f64 / all.as_secs_f64()
+    );
+    stop_all(&mut vs, "-TERM");
+}

@@ -52,6 +52,7 @@ fn crash_once(seed: u64, kill_after: u64) {
                 timestamp_ms: b.header.timestamp_ms,
                 txs: b.txs.clone(),
                 certificate: b.certificate.clone(),
+                batch_sizes: b.batch_sizes.clone(),
             })
             .unwrap();
         assert_eq!(rb.hash(), b.hash(), "replayed block {h} differs");

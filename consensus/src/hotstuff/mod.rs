@@ -28,3 +28,4 @@ pub use messages::{
 };
 pub use pacemaker::Pacemaker;
 pub use safety::{Refusal, SafetyData, SafetyRules};
+pub use tree::COMMITTED_WINDOW;

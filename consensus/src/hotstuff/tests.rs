@@ -850,11 +850,10 @@ fn idle_leader_does_not_wait_while_the_chain_carries_a_batch() {
     );
     let idle = enter_view_2(vec![]);
     assert!(
-        idle.iter().any(|a| *a
-            == Action::SetTimer {
-                id: 1,
-                after_ms: 50
-            }),
+        idle.contains(&Action::SetTimer {
+            id: 1,
+            after_ms: 50
+        }),
         "{idle:?}"
     );
     assert!(

@@ -326,7 +326,7 @@ async fn monitor(running: &mut [Running]) -> Stop {
         let line = live_line(&http, running, &mut last).await;
         if tty {
             bar.set_message(line);
-        } else if ticks % PLAIN_EVERY == 0 {
+        } else if ticks.is_multiple_of(PLAIN_EVERY) {
             println!("{line}");
         }
     }

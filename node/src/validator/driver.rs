@@ -10,7 +10,9 @@
 //!   always means "I can execute this". Commits wait, in order, for missing batch data.
 
 use super::batches::BatchStore;
-use super::wire::{MAX_BATCHES_PER_MESSAGE, Wire, batch_digest};
+use super::wire::{
+    MAX_BATCHES_PER_MESSAGE, MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire, batch_digest,
+};
 use crate::mempool::{Admitted, Limits, Mempool, Rejected};
 use crate::store::RedbStore;
 use consensus::hotstuff::{self, CommitCertificate, HotStuff, Message, Proposal};
@@ -96,6 +98,8 @@ impl DriverStats {
 
 pub struct Driver {
     core: HotStuff,
+    /// What the core is built from (again after a block sync moves the committed root).
+    params: hotstuff::Config,
     ledger: Ledger<RedbStore>,
     mempool: Mempool,
     batches: BatchStore,
@@ -108,43 +112,108 @@ pub struct Driver {
     pub stats: DriverStats,
     /// Where each signed vote is recorded as it leaves (see [`Driver::log_votes_to`]).
     vote_log: Option<std::fs::File>,
+    sync: SyncState,
+}
+
+/// Ledger-level catch-up: a validator that missed more blocks than the consensus core keeps
+/// asks a peer for committed blocks (see [`Driver::on_blocks`]).
+#[derive(Debug, Default)]
+struct SyncState {
+    /// Peers are asked in turn; this counts requests.
+    requests: u64,
+    /// Our height when the view timer last fired (no commit since then means we are stuck
+    /// or the committee is).
+    height_at_timer: Option<u64>,
+    /// The last peer reported a height above ours.
+    behind: bool,
+}
+
+/// Builds the HotStuff core from what the store holds: the durable safety record and the
+/// last committed block (its certificate names the consensus block). Used at start and
+/// after a block sync, which is the same as a restart with a longer ledger.
+fn recover_core(
+    params: &hotstuff::Config,
+    ledger: &Ledger<RedbStore>,
+) -> Result<HotStuff, DriverError> {
+    let safety = ledger.store().meta(SAFETY_KEY)?;
+    let committed = match ledger.height() {
+        0 => None,
+        h => {
+            let b = ledger
+                .store()
+                .block(h)?
+                .ok_or_else(|| DriverError::Safety(format!("block {h} missing from the store")))?;
+            let cert = CommitCertificate::decode(&b.certificate)
+                .map_err(|e| DriverError::Safety(e.to_string()))?;
+            Some((cert.block.id(), cert.block.view))
+        }
+    };
+    let cfg = hotstuff::Config {
+        me: params.me,
+        key: params.key.clone(),
+        committee: params.committee.clone(),
+        genesis: params.genesis,
+        base_timeout_ms: params.base_timeout_ms,
+        max_timeout_ms: params.max_timeout_ms,
+        max_payload: params.max_payload,
+        idle_block_ms: params.idle_block_ms,
+    };
+    HotStuff::new(cfg, hotstuff::Recovered { safety, committed })
+        .map_err(|e| DriverError::Safety(e.to_string()))
 }
 
 type Res = Result<Vec<Out>, DriverError>;
+
+/// The core's view timer id (the HotStuff core arms it as timer 0).
+const VIEW_TIMER: u64 = 0;
+
+/// The consensus id of the last committed block (the genesis hash before the first).
+fn consensus_root(core: &HotStuff) -> Digest {
+    core.committed().0
+}
+
+/// `b`'s transactions cut by its batch sizes, if every piece hashes to the digest in
+/// `payload` at its position.
+fn split_batches(b: &Block, payload: &[Digest]) -> Option<Vec<Vec<ledger::Transaction>>> {
+    if b.batch_sizes.len() != payload.len() {
+        return None;
+    }
+    let mut rest = b.txs.as_slice();
+    let mut out = Vec::with_capacity(payload.len());
+    for (size, d) in b.batch_sizes.iter().zip(payload) {
+        let size = *size as usize;
+        if size > rest.len() {
+            return None;
+        }
+        let (batch, tail) = rest.split_at(size);
+        if batch_digest(batch) != *d {
+            return None;
+        }
+        out.push(batch.to_vec());
+        rest = tail;
+    }
+    rest.is_empty().then_some(out)
+}
 
 impl Driver {
     /// Opens a validator over `store`: recovers the ledger, the safety record and the last
     /// committed block, so a restarted validator neither double-votes nor re-executes.
     pub fn open(cfg: DriverConfig, store: RedbStore) -> Result<Driver, DriverError> {
         let ledger = Ledger::open(store, cfg.chain.clone(), &cfg.genesis_accounts)?;
-        let safety = ledger.store().meta(SAFETY_KEY)?;
-        let committed = match ledger.height() {
-            0 => None,
-            h => {
-                let b = ledger.store().block(h)?.ok_or_else(|| {
-                    DriverError::Safety(format!("block {h} missing from the store"))
-                })?;
-                let cert = CommitCertificate::decode(&b.certificate)
-                    .map_err(|e| DriverError::Safety(e.to_string()))?;
-                Some((cert.block.id(), cert.block.view))
-            }
+        let params = hotstuff::Config {
+            me: cfg.me,
+            key: cfg.key,
+            committee: cfg.committee.clone(),
+            genesis: cfg.chain.genesis_hash,
+            base_timeout_ms: cfg.base_timeout_ms,
+            max_timeout_ms: cfg.max_timeout_ms,
+            max_payload: cfg.max_block_batches,
+            idle_block_ms: cfg.idle_block_ms,
         };
-        let core = HotStuff::new(
-            hotstuff::Config {
-                me: cfg.me,
-                key: cfg.key,
-                committee: cfg.committee.clone(),
-                genesis: cfg.chain.genesis_hash,
-                base_timeout_ms: cfg.base_timeout_ms,
-                max_timeout_ms: cfg.max_timeout_ms,
-                max_payload: cfg.max_block_batches,
-                idle_block_ms: cfg.idle_block_ms,
-            },
-            hotstuff::Recovered { safety, committed },
-        )
-        .map_err(|e| DriverError::Safety(e.to_string()))?;
+        let core = recover_core(&params, &ledger)?;
         Ok(Driver {
             core,
+            params,
             ledger,
             mempool: Mempool::new(cfg.mempool),
             batches: BatchStore::new(MAX_STORED_BATCHES),
@@ -156,6 +225,7 @@ impl Driver {
             batch_max_bytes: cfg.batch_max_bytes,
             stats: DriverStats::default(),
             vote_log: None,
+            sync: SyncState::default(),
         })
     }
 
@@ -201,7 +271,145 @@ impl Driver {
 
     pub fn start(&mut self, now: u64) -> Res {
         let acts = self.core.start(now);
-        self.run(now, acts)
+        let mut out = self.run(now, acts)?;
+        // Behind by more than the peers' cores keep? Ask (an empty answer costs little).
+        out.extend(self.request_blocks());
+        Ok(out)
+    }
+
+    /// Whether the last peer asked for blocks was ahead of us.
+    pub fn catching_up(&self) -> bool {
+        self.sync.behind
+    }
+
+    fn request_blocks(&mut self) -> Option<Out> {
+        let n = self.committee.n() as u64;
+        if n < 2 {
+            return None;
+        }
+        let me = u64::from(self.params.me.0);
+        let peer = (me + 1 + self.sync.requests % (n - 1)) % n;
+        self.sync.requests += 1;
+        let from = self.ledger.height() + 1;
+        Some(Out::Send(
+            ReplicaId(peer as u16),
+            Wire::BlocksRequest { from }.encode(),
+        ))
+    }
+
+    /// Serves committed blocks from the store, from height `from`: at least
+    /// [`MAX_BLOCKS_PER_MESSAGE`] (fewer if over [`MAX_BLOCKS_BYTES`]) and, when possible,
+    /// up to a block whose certificate carries the 2-chain proof, which the requester needs
+    /// to know the blocks before it are committed.
+    fn answer_blocks_request(&self, from: ReplicaId, start: u64) -> Result<Vec<Out>, DriverError> {
+        let tip = self.ledger.height();
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let mut h = start.max(1);
+        while h <= tip && blocks.len() < 2 * MAX_BLOCKS_PER_MESSAGE {
+            let Some(b) = self.ledger.store().block(h)? else {
+                break;
+            };
+            let proven = CommitCertificate::decode(&b.certificate)
+                .map(|c| c.proof.is_some())
+                .unwrap_or(false);
+            bytes += b.certificate.len() + b.txs.iter().map(|t| t.encode().len()).sum::<usize>();
+            blocks.push(b);
+            h += 1;
+            let enough = blocks.len() >= MAX_BLOCKS_PER_MESSAGE || bytes >= MAX_BLOCKS_BYTES;
+            if enough && (proven || bytes >= MAX_BLOCKS_BYTES) {
+                break;
+            }
+        }
+        Ok(vec![Out::Send(from, Wire::Blocks { blocks, tip }.encode())])
+    }
+
+    /// Applies committed blocks a peer sent, as far as they prove themselves: the last one
+    /// applied carries a full commit certificate (QC and 2-chain proof) that verifies against
+    /// the committee, each block's consensus parent is the one before it (the first's is our
+    /// last committed block), and each block's transactions, split by its batch sizes, hash
+    /// to the batch digests its certificate names. The ledger then executes them as if
+    /// consensus had committed them here, and the core restarts from the new committed
+    /// block, as after a crash (its safety record is untouched).
+    fn on_blocks(&mut self, now: u64, from: ReplicaId, blocks: Vec<Block>, tip: u64) -> Res {
+        let height = self.ledger.height();
+        self.sync.behind = tip > height;
+        let mut checked = Vec::new();
+        let mut parent = consensus_root(&self.core);
+        let mut last_proven = None;
+        for (i, b) in blocks.into_iter().enumerate() {
+            let Some(cert) = CommitCertificate::decode(&b.certificate).ok() else {
+                break;
+            };
+            if b.header.height != height + 1 + i as u64 || cert.block.parent() != parent {
+                break;
+            }
+            let Some(batches) = split_batches(&b, &cert.block.payload) else {
+                break;
+            };
+            parent = cert.block.id();
+            if cert.proof.is_some() {
+                if cert.verify(&self.committee, &self.params.genesis).is_err() {
+                    break;
+                }
+                last_proven = Some(i);
+            }
+            checked.push((b, cert, batches));
+        }
+        let Some(last) = last_proven else {
+            if !checked.is_empty() || self.sync.behind {
+                self.stats.bad_frames += u64::from(checked.is_empty() && self.sync.behind);
+            }
+            return Ok(Vec::new());
+        };
+        checked.truncate(last + 1);
+        let mut out = Vec::new();
+        for (b, cert, batches) in checked {
+            let sent = b.hash();
+            let c = Committed {
+                id: cert.block.id(),
+                view: cert.block.view,
+                proposer: cert.block.proposer,
+                timestamp_ms: cert.block.timestamp_ms,
+                payload: cert.block.payload.clone(),
+                certificate: b.certificate,
+            };
+            // A block names each batch once (the core refuses duplicates).
+            let by_digest: std::collections::BTreeMap<Digest, Vec<ledger::Transaction>> =
+                c.payload.iter().copied().zip(batches).collect();
+            let input = super::block_input(c, &self.committee, |d| by_digest.get(d).cloned());
+            let started = std::time::Instant::now();
+            let (block, receipts) = self.ledger.commit(input)?;
+            self.stats.fsync(started);
+            if block.hash() != sent {
+                tracing::warn!(
+                    peer = from.0,
+                    height = block.header.height,
+                    "a synced block executed to a different header than the peer sent (its \
+                     state root or timestamp is wrong); keeping ours"
+                );
+            }
+            let state = self.ledger.state();
+            self.mempool.committed(&block.txs, |a| state.account(a));
+            out.push(Out::Committed {
+                block: Box::new(block),
+                receipts,
+            });
+        }
+        // Restart the core from the new committed block. Anything it had queued is at or
+        // below that block or will come again from the peers.
+        self.core = recover_core(&self.params, &self.ledger)?;
+        self.held.clear();
+        self.commits.clear();
+        let acts = self.core.start(now);
+        out.extend(self.run(now, acts)?);
+        self.sync.behind = tip > self.ledger.height();
+        if self.sync.behind {
+            // More to fetch: ask the same peer again at once.
+            let next = self.ledger.height() + 1;
+            out.push(Out::Send(from, Wire::BlocksRequest { from: next }.encode()));
+        }
+        Ok(out)
     }
 
     /// Admission check of a client transaction against the committed state and the pool.
@@ -227,6 +435,13 @@ impl Driver {
 
     pub fn on_timer(&mut self, now: u64, id: u64) -> Res {
         let mut out = self.feed(now, Input::Timer(id))?;
+        if id == VIEW_TIMER {
+            // No commit for a whole view: maybe the others are far ahead.
+            let height = self.ledger.height();
+            if self.sync.height_at_timer.replace(height) == Some(height) {
+                out.extend(self.request_blocks());
+            }
+        }
         // Retry batch fetches that have not been answered.
         self.requested.clear();
         self.apply_commits(&mut out)?;
@@ -253,6 +468,8 @@ impl Driver {
                 Ok(out)
             }
             Wire::BatchRequest(ds) => Ok(self.answer_batch_request(from, &ds)),
+            Wire::BlocksRequest { from: start } => self.answer_blocks_request(from, start),
+            Wire::Blocks { blocks, tip } => self.on_blocks(now, from, blocks, tip),
             Wire::Batches(bs) => {
                 for txs in bs.into_iter().take(MAX_BATCHES_PER_MESSAGE) {
                     let d = batch_digest(&txs);

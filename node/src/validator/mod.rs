@@ -26,11 +26,13 @@ pub fn block_input(
     committee: &Committee,
     batch: impl Fn(&Digest) -> Option<Vec<Transaction>>,
 ) -> BlockInput {
-    let txs = c
-        .payload
-        .iter()
-        .flat_map(|d| batch(d).unwrap_or_default())
-        .collect();
+    let mut txs = Vec::new();
+    let mut batch_sizes = Vec::with_capacity(c.payload.len());
+    for d in &c.payload {
+        let b = batch(d).unwrap_or_default();
+        batch_sizes.push(b.len() as u32);
+        txs.extend(b);
+    }
     let proposer = *committee
         .key(c.proposer)
         .expect("a committed proposer is in the committee");
@@ -40,6 +42,7 @@ pub fn block_input(
         timestamp_ms: c.timestamp_ms,
         txs,
         certificate: c.certificate,
+        batch_sizes,
     }
 }
 pub use wire::{MAX_BATCHES_PER_MESSAGE, MAX_WIRE_BYTES, Wire, batch_digest};

@@ -330,6 +330,7 @@ impl Reporter {
             s.leader = leader;
             s.peers = peers.iter().map(|p| format!("validator-{p}")).collect();
             s.mempool_size = driver.mempool().len();
+            s.catching_up = driver.catching_up();
         }
         if tokio::time::Instant::now() >= self.summary_due {
             self.summary_due += SUMMARY_INTERVAL;

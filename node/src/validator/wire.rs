@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_WIRE_BYTES: u64 = 16 << 20;
 /// Batches per request or response, at most.
 pub const MAX_BATCHES_PER_MESSAGE: usize = 64;
+/// Committed blocks per sync response, at most (fewer if they are large).
+pub const MAX_BLOCKS_PER_MESSAGE: usize = 128;
+/// Encoded bytes of the blocks in one sync response, at most (one block may exceed it).
+pub const MAX_BLOCKS_BYTES: usize = 8 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire {
@@ -19,6 +23,16 @@ pub enum Wire {
     /// "Send me these batches" (they are named by a proposal or a commit).
     BatchRequest(Vec<Digest>),
     Batches(Vec<Vec<Transaction>>),
+    /// "Send me your committed blocks from height `from`" (a validator catching up).
+    BlocksRequest {
+        from: u64,
+    },
+    /// Committed ledger blocks in height order, with certificates and batch sizes, and the
+    /// sender's height. The requester checks them itself (see `Driver::on_blocks`).
+    Blocks {
+        blocks: Vec<ledger::Block>,
+        tip: u64,
+    },
 }
 
 impl Wire {

@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
             timestamp_ms: h,
             txs,
             certificate: h.to_le_bytes().to_vec(),
+            batch_sizes: vec![],
         };
         let (block, _) = ledger.commit(input)?;
         writeln!(
