@@ -1,16 +1,109 @@
 //! `cairn`: the wallet's commands.
+//!
+//! | Command | What it does |
+//! |---|---|
+//! | `keygen [--out FILE] [--force]` | writes a new key file (0600) |
+//! | `address` | the wallet's account address |
+//! | `balance [ADDR]` | balance and nonce of an account (default: the wallet's) |
+//! | `nonce` | the wallet's committed nonce and the next one to use (`pending_nonce`) |
+//! | `transfer --to ADDR --amount N [--wait] [--timeout SECS]` | signs and submits a transfer |
+//! | `tx HASH` | where a transaction is: pending, in flight, committed, unknown |
+//! | `status` | the node's chain, height, view, leader, peers |
+//!
+//! The network commands talk to one validator's HTTP API ([`crate::api`]) through
+//! [`super::client`]: `--node URL`, else `$CAIRN_NODE`, else [`DEFAULT_NODE`]. `--json` prints
+//! one JSON object on stdout for every command (64-bit integers as decimal strings, as in the
+//! API); when the command fails the object also has `error` and `exit_code`.
+//!
+//! `transfer` takes the chain binding (chain id, genesis hash) from `GET /v1/status` and the
+//! nonce from the account's `pending_nonce`, which counts the transactions already waiting in
+//! that validator's pool, so transfers sent back to back do not collide. When the node still
+//! answers that the nonce is used or taken (another client sent one meanwhile), the wallet
+//! reads the nonce again and signs again, at most [`MAX_ATTEMPTS`] times; each attempt is only
+//! made after the previous one was refused, so a transfer is never sent twice. `--wait` asks
+//! the node to wait for the block (`mode=commit`) and then polls `GET /v1/transactions/{hash}`
+//! until the transaction commits or `--timeout` runs out (if the node forgets it, e.g. after
+//! a restart, it is resubmitted: the hash is the idempotency key, it never applies twice).
+//! One limit: signatures are deterministic, so two *identical* transfers (same recipient and
+//! amount) started at the same instant from one wallet can read the same nonce and then be
+//! the same transaction; the API answers `pending` to both (it does not say whether a
+//! submission was new), so both commands succeed and one transfer applies.
+//!
+//! Exit codes ([`EXIT_OK`] .. [`EXIT_UNREACHABLE`]):
+//!
+//! | Code | Meaning |
+//! |---|---|
+//! | 0 | done; the transaction committed (`transfer --wait`, `tx`) or was accepted (`transfer`) |
+//! | 1 | rejected: the node refused the transaction, or it committed with a failed receipt |
+//! | 2 | usage or input error: bad flag, address, hash, amount, node URL or key file |
+//! | 3 | outcome unknown: `--wait` timed out, or the transaction is pending or unknown to the node; the hash is printed, check later with `cairn tx HASH` |
+//! | 4 | node unreachable: no connection, no answer, HTTP 5xx (503), or not a Cairn API answer |
 
-use super::{CliError, finish, print_json};
+use super::CliError;
+use super::client::{self, ClientError, DEFAULT_NODE, Mode, NodeClient, REQUEST_TIMEOUT};
+use crate::api::{AccountView, TxReceipt, TxStatus};
 use clap::{Parser, Subcommand};
+use crypto::{Digest, SecretKey};
 use genesis::keyfile::{replace_key_file, try_generate_key};
 use genesis::{load_key_file, write_key_file};
-use ledger::Address;
-use serde_json::json;
+use ledger::{Address, Payload, Transaction};
+use serde_json::{Value, json};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Success: done, committed, or (`transfer` without `--wait`) accepted by the node.
+pub const EXIT_OK: u8 = 0;
+/// The node refused the transaction, or it committed with a failed receipt.
+pub const EXIT_REJECTED: u8 = 1;
+/// Usage or input error (clap's own usage errors exit 2 as well).
+pub const EXIT_USAGE: u8 = 2;
+/// The transaction's outcome is not known (yet): `--wait` timed out, or it is pending or
+/// unknown to the node. The hash is printed.
+pub const EXIT_UNKNOWN: u8 = 3;
+/// The node could not be reached or gave no usable answer.
+pub const EXIT_UNREACHABLE: u8 = 4;
+
+/// How many times `transfer` signs with a fresh nonce when the node says the nonce was taken.
+pub const MAX_ATTEMPTS: u32 = 5;
+/// Interval of `transfer --wait`'s status polls.
+const POLL: Duration = Duration::from_millis(200);
+/// Longest `--timeout`.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+const LONG_ABOUT: &str = "\
+Cairn wallet: keys, balances and transfers through a validator's HTTP API.
+
+The node is --node URL, else $CAIRN_NODE, else http://127.0.0.1:27600 (validator-0 of \
+`cairnd testnet` / `cairnd localnet` with the default base port 26600). --json prints one JSON \
+object on stdout for every command (64-bit integers as decimal strings, as in the API; on \
+failure it also has \"error\" and \"exit_code\"). Errors go to stderr as `error: ...`.
+
+Exit codes:
+  0  ok: done; the transaction committed (transfer --wait, tx) or was accepted (transfer)
+  1  rejected: the node refused the transaction, or it committed with a failed receipt
+  2  usage or input error: bad flag, address, hash, amount, node URL or key file
+  3  outcome unknown: --wait timed out, or the transaction is pending or unknown to the
+     node; the hash is printed, check later with `cairn tx HASH`
+  4  node unreachable: no connection, no answer, HTTP 5xx (503), or not a Cairn API answer";
+
+const EXAMPLES: &str = "\
+Examples:
+  cairn keygen --out wallet.json
+  cairn --key wallet.json balance
+  cairn --key wallet.json transfer --to 5e1f...c0de --amount 100 --wait
+  cairn tx 9a4b...e21f
+  cairn --node http://127.0.0.1:27601 --json status";
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "Cairn wallet")]
+#[command(
+    name = "cairn",
+    version,
+    about = "Cairn wallet: keys, balances and transfers",
+    long_about = LONG_ABOUT,
+    after_long_help = EXAMPLES
+)]
 pub struct Cli {
     /// Key file of the wallet to use
     #[arg(
@@ -23,6 +116,9 @@ pub struct Cli {
     /// Print machine-readable JSON instead of text
     #[arg(long, global = true)]
     pub json: bool,
+    /// Validator API to use [env: CAIRN_NODE] [default: http://127.0.0.1:27600]
+    #[arg(long, global = true, value_name = "URL")]
+    pub node: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -40,21 +136,186 @@ pub enum Command {
     },
     /// Print the account address of the wallet's key
     Address,
+    /// Show an account's balance and nonce
+    Balance {
+        /// Account address, 40 hex characters [default: the wallet's own]
+        #[arg(value_name = "ADDR", value_parser = parse_address)]
+        address: Option<Address>,
+    },
+    /// Show the wallet's committed nonce and the nonce its next transaction will use
+    Nonce,
+    /// Sign and send a transfer; prints its hash
+    Transfer {
+        /// Recipient address, 40 hex characters
+        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
+        to: Address,
+        /// Amount to send (a positive integer)
+        #[arg(long, value_name = "N", value_parser = parse_amount)]
+        amount: u64,
+        /// Wait until the transfer is committed (exit 3 if it is not within --timeout)
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits for the commit, in seconds
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 30,
+            value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
+        )]
+        timeout: u64,
+    },
+    /// Show where a transaction is: pending, in_flight, committed (with its receipt), unknown
+    Tx {
+        /// Transaction hash, 64 hex characters
+        #[arg(value_name = "HASH", value_parser = parse_hash)]
+        hash: Digest,
+    },
+    /// Show the node's chain, height, view, leader, peers and whether it is catching up
+    Status,
+}
+
+fn strip_0x(s: &str) -> &str {
+    s.strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s)
+}
+
+fn parse_address(s: &str) -> Result<Address, String> {
+    strip_0x(s.trim()).parse().map_err(|e| format!("{e}"))
+}
+
+fn parse_amount(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) => Err("the amount must be positive".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "expected a whole number of coins from 1 to {}",
+            u64::MAX
+        )),
+    }
+}
+
+fn parse_hash(s: &str) -> Result<Digest, String> {
+    strip_0x(s.trim())
+        .parse()
+        .map_err(|_| format!("expected a transaction hash of 64 hex characters, got {s:?}"))
+}
+
+/// A failed command: the error (exit code and `error:` line) and, for `--json`, the object to
+/// print on stdout (the transaction's status when there is one).
+#[derive(Debug)]
+pub struct Fail {
+    pub error: CliError,
+    pub json: Option<Value>,
+}
+
+impl Fail {
+    fn new(code: u8, message: impl std::fmt::Display) -> Fail {
+        Fail {
+            error: CliError {
+                code,
+                message: message.to_string(),
+            },
+            json: None,
+        }
+    }
+
+    fn with_json(mut self, json: Value) -> Fail {
+        self.json = Some(json);
+        self
+    }
+}
+
+impl From<CliError> for Fail {
+    fn from(error: CliError) -> Fail {
+        Fail { error, json: None }
+    }
+}
+
+impl From<genesis::KeyFileError> for Fail {
+    fn from(e: genesis::KeyFileError) -> Fail {
+        CliError::from(e).into()
+    }
+}
+
+/// A failed query: the node gave no usable answer.
+fn query_fail(e: ClientError) -> Fail {
+    Fail::new(EXIT_UNREACHABLE, e)
 }
 
 /// Entry point of the `cairn` binary.
 pub fn main() -> ExitCode {
-    finish(run(Cli::parse()))
-}
-
-pub fn run(cli: Cli) -> Result<(), CliError> {
-    match &cli.command {
-        Command::Keygen { out, force } => keygen(&cli, out.as_ref().unwrap_or(&cli.key), *force),
-        Command::Address => address(&cli),
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fail) => {
+            if cli.json {
+                let mut obj = match fail.json {
+                    Some(Value::Object(m)) => m,
+                    _ => serde_json::Map::new(),
+                };
+                obj.insert("error".into(), json!(fail.error.message));
+                obj.insert("exit_code".into(), json!(fail.error.code));
+                print_json(&Value::Object(obj));
+            }
+            eprintln!("error: {}", fail.error.message);
+            ExitCode::from(fail.error.code)
+        }
     }
 }
 
-fn keygen(cli: &Cli, out: &Path, force: bool) -> Result<(), CliError> {
+pub fn run(cli: &Cli) -> Result<(), Fail> {
+    match &cli.command {
+        Command::Keygen { out, force } => keygen(cli, out.as_ref().unwrap_or(&cli.key), *force),
+        Command::Address => address(cli),
+        Command::Balance { address } => balance(cli, address.as_ref()),
+        Command::Nonce => nonce(cli),
+        Command::Transfer {
+            to,
+            amount,
+            wait,
+            timeout,
+        } => transfer(
+            cli,
+            *to,
+            *amount,
+            wait.then_some(Duration::from_secs(*timeout)),
+        ),
+        Command::Tx { hash } => tx(cli, hash),
+        Command::Status => status(cli),
+    }
+}
+
+fn print_json(value: &Value) {
+    super::print_json(value);
+}
+
+/// Prints `key: value` lines with the values aligned (in one column across calls).
+fn print_fields(fields: &[(&str, String)]) {
+    let width = fields.iter().map(|(k, _)| k.len() + 2).fold(15, usize::max);
+    let mut out = std::io::stdout().lock();
+    for (k, v) in fields {
+        let _ = writeln!(out, "{:<width$}{v}", format!("{k}:"));
+    }
+    let _ = out.flush();
+}
+
+fn load_key(cli: &Cli) -> Result<SecretKey, Fail> {
+    Ok(load_key_file(&cli.key)?)
+}
+
+/// The node to talk to: `--node`, else `$CAIRN_NODE`, else [`DEFAULT_NODE`].
+fn node(cli: &Cli) -> Result<NodeClient, Fail> {
+    let (source, raw) = match (&cli.node, std::env::var("CAIRN_NODE")) {
+        (Some(n), _) => ("--node", n.clone()),
+        (None, Ok(env)) if !env.trim().is_empty() => ("CAIRN_NODE", env),
+        _ => ("--node", DEFAULT_NODE.to_string()),
+    };
+    let base = client::parse_node_url(source, &raw).map_err(|e| Fail::new(EXIT_USAGE, e))?;
+    NodeClient::new(base).map_err(|e| Fail::new(EXIT_UNREACHABLE, e))
+}
+
+fn keygen(cli: &Cli, out: &Path, force: bool) -> Result<(), Fail> {
     let key = try_generate_key()?;
     if force {
         replace_key_file(out, &key)?;
@@ -77,8 +338,8 @@ fn keygen(cli: &Cli, out: &Path, force: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-fn address(cli: &Cli) -> Result<(), CliError> {
-    let public = load_key_file(&cli.key)?.public();
+fn address(cli: &Cli) -> Result<(), Fail> {
+    let public = load_key(cli)?.public();
     let address = Address::of(&public);
     if cli.json {
         print_json(&json!({
@@ -89,4 +350,468 @@ fn address(cli: &Cli) -> Result<(), CliError> {
         println!("{address}");
     }
     Ok(())
+}
+
+fn account_json(a: &AccountView) -> Value {
+    serde_json::to_value(a).unwrap_or(Value::Null)
+}
+
+fn balance(cli: &Cli, address: Option<&Address>) -> Result<(), Fail> {
+    let address = match address {
+        Some(a) => *a,
+        None => Address::of(&load_key(cli)?.public()),
+    };
+    let node = node(cli)?;
+    let account = node.account(&address).map_err(query_fail)?;
+    if cli.json {
+        print_json(&account_json(&account));
+    } else {
+        print_fields(&[
+            ("address", account.address.to_string()),
+            ("balance", account.balance.to_string()),
+            ("nonce", account.nonce.to_string()),
+        ]);
+    }
+    Ok(())
+}
+
+fn nonce(cli: &Cli) -> Result<(), Fail> {
+    let address = Address::of(&load_key(cli)?.public());
+    let node = node(cli)?;
+    let account = node.account(&address).map_err(query_fail)?;
+    if cli.json {
+        print_json(&json!({
+            "address": account.address.to_string(),
+            "nonce": account.nonce.to_string(),
+            "pending_nonce": account.pending_nonce.to_string(),
+        }));
+    } else {
+        print_fields(&[
+            ("address", account.address.to_string()),
+            ("nonce", account.nonce.to_string()),
+            ("pending_nonce", account.pending_nonce.to_string()),
+        ]);
+    }
+    Ok(())
+}
+
+fn status(cli: &Cli) -> Result<(), Fail> {
+    let node = node(cli)?;
+    let s = node.status().map_err(query_fail)?;
+    if cli.json {
+        let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+        if let Value::Object(m) = &mut v {
+            m.insert("node".into(), json!(node.base()));
+        }
+        print_json(&v);
+    } else {
+        let n = &s.node;
+        let peers = if n.peers.is_empty() {
+            "0".to_string()
+        } else {
+            format!("{} ({})", n.peers.len(), n.peers.join(", "))
+        };
+        print_fields(&[
+            ("node", node.base().to_string()),
+            ("chain_id", n.chain_id.clone()),
+            ("genesis_hash", s.genesis_hash.to_string()),
+            ("protocol", n.protocol.clone()),
+            ("height", n.height.to_string()),
+            ("latest_hash", n.latest_hash.to_string()),
+            ("view", n.view.to_string()),
+            ("leader", n.leader.to_string()),
+            ("peers", peers),
+            ("catching_up", n.catching_up.to_string()),
+            ("mempool_size", n.mempool_size.to_string()),
+        ]);
+    }
+    Ok(())
+}
+
+/// The status's own fields as `key: value` lines (the hash is printed separately).
+fn status_fields(s: &TxStatus) -> Vec<(&'static str, String)> {
+    match s {
+        TxStatus::Pending { .. } => vec![("status", "pending".into())],
+        TxStatus::InFlight { .. } => vec![("status", "in_flight".into())],
+        TxStatus::Committed {
+            height,
+            index,
+            receipt,
+            ..
+        } => vec![
+            ("status", "committed".into()),
+            ("height", height.to_string()),
+            ("index", index.to_string()),
+            ("receipt", receipt_text(receipt)),
+        ],
+        TxStatus::Rejected {
+            reason, retryable, ..
+        } => vec![
+            ("status", "rejected".into()),
+            ("reason", reason.clone()),
+            ("retryable", retryable.to_string()),
+        ],
+        TxStatus::Unknown { hint, .. } => {
+            let mut v = vec![("status", "unknown".into())];
+            if let Some(h) = hint {
+                v.push(("hint", h.clone()));
+            }
+            v
+        }
+    }
+}
+
+fn receipt_text(r: &TxReceipt) -> String {
+    match (r.ok, &r.reason) {
+        (true, _) => "ok".into(),
+        (false, Some(reason)) => format!("failed: {reason}"),
+        (false, None) => "failed".into(),
+    }
+}
+
+fn status_json(s: &TxStatus) -> Value {
+    serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+/// The exit code and message for a transaction in status `s` (None: committed and applied).
+fn outcome(s: &TxStatus, node: &str) -> Option<Fail> {
+    let hash = client::status_hash(s);
+    let later = format!("check again later with `cairn tx {hash}`");
+    match s {
+        TxStatus::Committed { receipt, .. } if receipt.ok => None,
+        TxStatus::Committed {
+            height, receipt, ..
+        } => Some(Fail::new(
+            EXIT_REJECTED,
+            format!(
+                "transaction {hash} was committed in block {height} but failed: {}; it changed \
+                 nothing",
+                receipt.reason.as_deref().unwrap_or("no reason given")
+            ),
+        )),
+        TxStatus::Rejected { reason, .. } => Some(Fail::new(
+            EXIT_REJECTED,
+            format!("node {node} rejected transaction {hash}: {reason}"),
+        )),
+        TxStatus::Pending { .. } => Some(Fail::new(
+            EXIT_UNKNOWN,
+            format!(
+                "transaction {hash} is not committed yet (pending in the pool of {node}); {later}"
+            ),
+        )),
+        TxStatus::InFlight { .. } => Some(Fail::new(
+            EXIT_UNKNOWN,
+            format!("transaction {hash} is not committed yet (in flight: being ordered); {later}"),
+        )),
+        TxStatus::Unknown { hint, .. } => Some(Fail::new(
+            EXIT_UNKNOWN,
+            format!(
+                "node {node} does not know transaction {hash}: {}",
+                hint.as_deref()
+                    .unwrap_or("not committed and not in its pool")
+            ),
+        )),
+    }
+}
+
+fn tx(cli: &Cli, hash: &Digest) -> Result<(), Fail> {
+    let node = node(cli)?;
+    let s = node.tx(hash, REQUEST_TIMEOUT).map_err(query_fail)?;
+    let json = status_json(&s);
+    if !cli.json {
+        let mut fields = vec![("hash", hash.to_string())];
+        fields.extend(status_fields(&s));
+        print_fields(&fields);
+    }
+    match outcome(&s, node.base()) {
+        None => {
+            if cli.json {
+                print_json(&json);
+            }
+            Ok(())
+        }
+        Some(fail) => Err(fail.with_json(json)),
+    }
+}
+
+/// Whether a rejection reason says the nonce was used or taken meanwhile (the mempool's
+/// `NonceUsed` and `NonceConflict`), so signing again with a fresh nonce may succeed.
+fn nonce_clash(reason: &str) -> bool {
+    reason.contains("already used (next nonce is") || reason.contains("is taken by pending")
+}
+
+/// The transfer, for output: who, what, which nonce and hash.
+struct Sent {
+    tx: Transaction,
+    from: Address,
+    to: Address,
+    amount: u64,
+    nonce: u64,
+}
+
+impl Sent {
+    fn hash(&self) -> Digest {
+        self.tx.hash()
+    }
+
+    fn fields(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("hash", self.hash().to_string()),
+            ("from", self.from.to_string()),
+            ("to", self.to.to_string()),
+            ("amount", self.amount.to_string()),
+            ("nonce", self.nonce.to_string()),
+        ]
+    }
+
+    /// The status as JSON plus the transfer's fields.
+    fn json(&self, s: Option<&TxStatus>) -> Value {
+        let mut m = match s.map(status_json) {
+            Some(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        m.insert("hash".into(), json!(self.hash().to_string()));
+        m.insert("from".into(), json!(self.from.to_string()));
+        m.insert("to".into(), json!(self.to.to_string()));
+        m.insert("amount".into(), json!(self.amount.to_string()));
+        m.insert("nonce".into(), json!(self.nonce.to_string()));
+        Value::Object(m)
+    }
+}
+
+fn transfer(cli: &Cli, to: Address, amount: u64, wait: Option<Duration>) -> Result<(), Fail> {
+    let key = load_key(cli)?;
+    let from = Address::of(&key.public());
+    let node = node(cli)?;
+    let chain = node.status().map_err(query_fail)?.chain();
+
+    // Sign with the node's next nonce; if the node says it was taken meanwhile, read it again.
+    let mut attempt = 1;
+    let (sent, verdict) = loop {
+        let nonce = node.account(&from).map_err(query_fail)?.pending_nonce;
+        let tx = Transaction::sign(&key, &chain, nonce, Payload::Transfer { to, amount });
+        let sent = Sent {
+            tx,
+            from,
+            to,
+            amount,
+            nonce,
+        };
+        match node.submit(&sent.tx, Mode::Sync, REQUEST_TIMEOUT) {
+            Ok(TxStatus::Rejected { reason, .. })
+                if nonce_clash(&reason) && attempt < MAX_ATTEMPTS =>
+            {
+                eprintln!(
+                    "note: nonce {nonce} was taken meanwhile by another transaction; signing \
+                     again with the next free nonce"
+                );
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                attempt += 1;
+            }
+            Ok(s) => break (sent, s),
+            Err(e) => return Err(submit_fail(cli, &sent, e)),
+        }
+    };
+    if !cli.json {
+        print_fields(&sent.fields());
+    }
+
+    let last = match (wait, &verdict) {
+        (
+            Some(timeout),
+            TxStatus::Pending { .. } | TxStatus::InFlight { .. } | TxStatus::Unknown { .. },
+        ) => wait_for_commit(&node, &sent.tx, verdict.clone(), timeout),
+        _ => Waited {
+            status: verdict,
+            error: None,
+        },
+    };
+    if !cli.json {
+        print_fields(&status_fields(&last.status));
+    }
+    let json = sent.json(Some(&last.status));
+    let fail = match (&last.status, wait) {
+        // Without --wait, accepted into the pool is success.
+        (TxStatus::Pending { .. } | TxStatus::InFlight { .. }, None) => None,
+        (
+            TxStatus::Pending { .. } | TxStatus::InFlight { .. } | TxStatus::Unknown { .. },
+            Some(t),
+        ) => {
+            let hash = sent.hash();
+            let mut msg = format!(
+                "transaction {hash} was accepted but is not committed after {}s (last status: \
+                 {})",
+                t.as_secs(),
+                status_fields(&last.status)[0].1
+            );
+            if let Some(e) = &last.error {
+                msg.push_str(&format!("; last error: {e}"));
+            }
+            msg.push_str(&format!(
+                "; check later with `cairn tx {hash}` (do not send it again as a new transfer: \
+                 it may still commit)"
+            ));
+            Some(Fail::new(EXIT_UNKNOWN, msg))
+        }
+        (s, _) => outcome(s, node.base()),
+    };
+    match fail {
+        None => {
+            if cli.json {
+                print_json(&json);
+            }
+            Ok(())
+        }
+        Some(f) => Err(f.with_json(json)),
+    }
+}
+
+/// A submission that got no verdict.
+fn submit_fail(cli: &Cli, sent: &Sent, e: ClientError) -> Fail {
+    if !cli.json {
+        print_fields(&sent.fields());
+    }
+    let hash = sent.hash();
+    let (code, msg) = match &e {
+        ClientError::Unreachable(m) => (
+            EXIT_UNREACHABLE,
+            format!("{m} (transaction {hash} was not sent)"),
+        ),
+        ClientError::Unavailable(m) => (
+            EXIT_UNREACHABLE,
+            format!(
+                "{m}; transaction {hash} may or may not have been accepted: check with `cairn \
+                 tx {hash}` (resubmitting it is safe)"
+            ),
+        ),
+        ClientError::NoAnswer(m) | ClientError::BadAnswer(m) => (
+            EXIT_UNKNOWN,
+            format!(
+                "{m}; transaction {hash} may or may not have been accepted: check with `cairn \
+                 tx {hash}`"
+            ),
+        ),
+        ClientError::Refused { message, .. } => {
+            (EXIT_REJECTED, format!("{message} (transaction {hash})"))
+        }
+    };
+    Fail::new(code, msg).with_json(sent.json(None))
+}
+
+/// Where `transfer --wait` ended: the last status seen, and the last error on the way.
+struct Waited {
+    status: TxStatus,
+    error: Option<ClientError>,
+}
+
+fn is_final(s: &TxStatus) -> bool {
+    matches!(s, TxStatus::Committed { .. } | TxStatus::Rejected { .. })
+}
+
+/// Waits up to `timeout` for `tx` (admitted with status `status`) to commit: one `mode=commit`
+/// submission (the node waits for the block), then polls of its status. Errors on the way
+/// (the node restarting, say) do not end the wait; a node that forgot the transaction gets it
+/// again.
+fn wait_for_commit(
+    node: &NodeClient,
+    tx: &Transaction,
+    mut status: TxStatus,
+    timeout: Duration,
+) -> Waited {
+    let deadline = Instant::now() + timeout;
+    let hash = tx.hash();
+    let mut error = None;
+    let mut first = true;
+    loop {
+        if is_final(&status) {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let answer = if first {
+            first = false;
+            node.submit(tx, Mode::Commit, left)
+        } else {
+            std::thread::sleep(POLL.min(left));
+            let within = || {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(100), REQUEST_TIMEOUT)
+            };
+            match node.tx(&hash, within()) {
+                // Not in the pool and not committed: dropped, or the node restarted. Sending
+                // it again is safe (it never applies twice).
+                Ok(TxStatus::Unknown { .. }) => node.submit(tx, Mode::Sync, within()),
+                other => other,
+            }
+        };
+        match answer {
+            // `mode=commit` answers `unknown` when the block did not come within its wait.
+            Ok(TxStatus::Unknown { .. }) => {}
+            Ok(s) => status = s,
+            Err(e) => error = Some(e),
+        }
+    }
+    Waited { status, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mempool::Rejected;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes_are_distinct() {
+        let codes = [
+            EXIT_OK,
+            EXIT_REJECTED,
+            EXIT_USAGE,
+            EXIT_UNKNOWN,
+            EXIT_UNREACHABLE,
+        ];
+        for (i, a) in codes.iter().enumerate() {
+            for b in &codes[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(EXIT_USAGE, 2, "clap's usage errors exit 2");
+    }
+
+    #[test]
+    fn nonce_clashes_are_recognised() {
+        let used = Rejected::NonceUsed { nonce: 3, next: 4 }.to_string();
+        let taken = Rejected::NonceConflict {
+            nonce: 3,
+            pending: Digest([7; 32]),
+        }
+        .to_string();
+        assert!(nonce_clash(&used), "{used}");
+        assert!(nonce_clash(&taken), "{taken}");
+        let ahead = Rejected::NonceTooFarAhead {
+            nonce: 9,
+            next: 1,
+            max_per_sender: 4,
+        }
+        .to_string();
+        assert!(!nonce_clash(&ahead));
+        assert!(!nonce_clash(&Rejected::ZeroAmount.to_string()));
+    }
+
+    #[test]
+    fn addresses_and_hashes_accept_0x() {
+        let a = "00112233445566778899aabbccddeeff00112233";
+        assert_eq!(parse_address(&format!("0x{a}")).unwrap().to_string(), a);
+        assert!(parse_address("xyz").unwrap_err().contains("40 hex"));
+        let h = "ab".repeat(32);
+        assert_eq!(parse_hash(&format!("0X{h}")).unwrap().to_string(), h);
+        assert!(parse_hash("ab").unwrap_err().contains("64 hex"));
+    }
 }

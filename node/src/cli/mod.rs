@@ -1,10 +1,12 @@
 //! Command-line front ends of `cairnd` (validator daemon) and `cairn` (wallet).
 //!
 //! Exit codes: 0 success; 2 usage or input error (bad flag, bad genesis, bad or unsafe key
-//! file, existing output); 1 any other failure. Errors go to stderr as `error: ...`.
+//! file, existing output); 1 any other failure. Errors go to stderr as `error: ...`. The
+//! wallet adds 3 (transaction outcome unknown) and 4 (node unreachable): see [`cairn`].
 
 pub mod cairn;
 pub mod cairnd;
+pub mod client;
 pub mod localnet;
 
 use std::process::ExitCode;
