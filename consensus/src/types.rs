@@ -123,15 +123,17 @@ impl Committee {
     }
     /// Leader of `view`: round-robin, unless a test schedule names it.
     pub fn leader(&self, view: View) -> ReplicaId {
-        if let Some(id) = view
-            .0
+        self.scheduled_leader(view)
+            .unwrap_or(ReplicaId((view.0 % self.keys.len() as u64) as u16))
+    }
+
+    /// The leader a test schedule names for `view`, if any.
+    pub fn scheduled_leader(&self, view: View) -> Option<ReplicaId> {
+        view.0
             .checked_sub(1)
             .and_then(|i| self.schedule.get(i as usize))
             .filter(|id| (id.0 as usize) < self.keys.len())
-        {
-            return *id;
-        }
-        ReplicaId((view.0 % self.keys.len() as u64) as u16)
+            .copied()
     }
 
     /// Fixes the leaders of views 1..=schedule.len() (Twins enumeration). Every replica must

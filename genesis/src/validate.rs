@@ -136,12 +136,12 @@ fn check_params(p: &Params) -> Result<(), GenesisError> {
             ),
         );
     }
-    if p.heartbeat_ms >= p.round_timeout_ms {
+    if p.heartbeat_ms.saturating_mul(2) > p.round_timeout_ms {
         return err(
             "heartbeat_ms",
             format!(
-                "{} must be less than round_timeout_ms ({}), or followers time out between \
-                 heartbeats",
+                "{} must be at most half of round_timeout_ms ({}), or followers time out \
+                 while an idle leader waits (BFT) or between heartbeats (raft)",
                 p.heartbeat_ms, p.round_timeout_ms
             ),
         );

@@ -298,12 +298,14 @@ fn max_timeout_below_initial() {
 #[test]
 fn heartbeat_not_below_timeout() {
     let mut g = valid();
-    g["params"]["heartbeat_ms"] = json!(1000);
+    g["params"]["heartbeat_ms"] = json!(501);
     assert_rejected(
         &g,
         "params.heartbeat_ms",
-        "1000 must be less than round_timeout_ms (1000)",
+        "501 must be at most half of round_timeout_ms (1000)",
     );
+    g["params"]["heartbeat_ms"] = json!(500);
+    assert!(Genesis::from_json(&serde_json::to_string(&g).unwrap()).is_ok());
 }
 
 #[test]
@@ -414,7 +416,7 @@ fn load_names_the_file() {
     assert_eq!(err.path, "params.heartbeat_ms");
     assert!(
         err.to_string().starts_with(&format!(
-            "{}: params.heartbeat_ms: 5000 must be less",
+            "{}: params.heartbeat_ms: 5000 must be at most half",
             path.display()
         )),
         "{err}"

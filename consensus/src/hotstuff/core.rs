@@ -1,6 +1,7 @@
 //! The HotStuff replica: handlers for each message, the view logic, proposing and committing.
 
 use super::aggregator::Aggregator;
+use super::election::{Activity, Election};
 use super::messages::{
     Block, CommitCertificate, Message, Proposal, QcCache, QuorumCert, Timeout, TimeoutCert, Verify,
     Vote,
@@ -54,6 +55,26 @@ pub struct Recovered {
     pub safety: Option<Vec<u8>>,
     /// The last committed block's id and view; `None` before the first commit.
     pub committed: Option<(Digest, View)>,
+    /// Activity in the last committed blocks, oldest first (from their certificates, see
+    /// [`activity_of`]), for leader election. Empty falls back to round-robin until enough
+    /// blocks commit, which may disagree with replicas that remember.
+    pub history: Vec<Activity>,
+}
+
+/// The leader-election activity recorded by a committed block's certificate: its view, its
+/// proposer and the signers of its QC. `None` if `certificate` is not a HotStuff one.
+pub fn activity_of(certificate: &[u8]) -> Option<Activity> {
+    let c = CommitCertificate::decode(certificate).ok()?;
+    Some(activity(&c.block, &c.qc))
+}
+
+fn activity(block: &Block, qc: &QuorumCert) -> Activity {
+    let mut active: Vec<ReplicaId> = qc.votes.iter().map(|(id, _)| *id).collect();
+    active.push(block.proposer);
+    Activity {
+        view: block.view,
+        active,
+    }
 }
 
 /// Counters for summaries and metrics.
@@ -91,6 +112,10 @@ pub struct HotStuff {
     qc_cache: QcCache,
     /// The view whose empty proposal waits for the idle timer, and whether it has fired.
     idle: Option<(View, bool)>,
+    /// A commit happened that our next proposal announces (its QC proves it): propose
+    /// without the idle wait.
+    commit_to_announce: bool,
+    election: Election,
 }
 
 type Out = Vec<Action<Message>>;
@@ -145,6 +170,8 @@ impl HotStuff {
             last_safety_seq: 0,
             qc_cache: QcCache::default(),
             idle: None,
+            commit_to_announce: false,
+            election: Election::new(rec.history),
             cfg,
         })
     }
@@ -164,7 +191,11 @@ impl HotStuff {
         self.tree.root()
     }
     pub fn leader(&self, view: View) -> ReplicaId {
-        self.cfg.committee.leader(view)
+        self.election.leader(&self.cfg.committee, view)
+    }
+    /// Batch digests offered but not yet in a block of this replica's chain.
+    pub fn pending_payload(&self) -> Vec<Digest> {
+        self.pending.iter().copied().collect()
     }
     /// Messages held until a persist is acknowledged.
     pub fn held(&self) -> usize {
@@ -273,11 +304,15 @@ impl HotStuff {
         let mut proof = Some(proof);
         let chain = self.tree.commit(id);
         let last = chain.len().saturating_sub(1);
+        // Announce commits of transactions at once (followers learn of a commit from the
+        // next proposal's QC); empty blocks can wait for the idle timer.
+        self.commit_to_announce |= chain.iter().any(|(b, _)| !b.payload.is_empty());
         for (i, (block, qc)) in chain.into_iter().enumerate() {
             for d in &block.payload {
                 self.pending_set.remove(d);
             }
             self.stats.commits += 1;
+            self.election.committed(activity(&block, &qc));
             let committed_id = block.id();
             out.push(Action::Commit(Committed {
                 id: committed_id,
@@ -337,6 +372,7 @@ impl HotStuff {
             .collect();
         if payload.is_empty()
             && self.cfg.idle_block_ms > 0
+            && !self.commit_to_announce
             && !self.tree.payload_near(&self.high_qc.block, 2)
         {
             match self.idle {
@@ -362,6 +398,7 @@ impl HotStuff {
         let Ok(proposal) = self.safety.propose(block, tc) else {
             return;
         };
+        self.commit_to_announce = false;
         let seq = self.persist_safety(out);
         self.send_after(
             seq,
@@ -400,6 +437,11 @@ impl HotStuff {
             self.process_tc(tc, out);
         }
         self.process_qc(&p.block.justify, out);
+        if p.block.proposer != self.leader(p.block.view) {
+            // Its certificates are verified and were used; the block itself is not ours to
+            // vote for (or we lag and disagree on the leader, and will sync).
+            return self.invalid();
+        }
         if !self.tree.knows(&p.block.parent()) {
             self.request_sync(from, p.block.parent(), out);
             if p.block.view >= self.view {

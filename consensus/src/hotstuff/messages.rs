@@ -325,7 +325,8 @@ impl Proposal {
 
 impl Verify for Proposal {
     /// Checks the proposer's signature, that the view follows its QC or TC, and both
-    /// certificates.
+    /// certificates. Whether the proposer leads the view depends on the replica's committed
+    /// history (leader reputation), so the core checks that.
     fn verify_with(
         &self,
         c: &Committee,
@@ -336,9 +337,6 @@ impl Verify for Proposal {
         let key = c
             .key(b.proposer)
             .ok_or(Invalid::UnknownReplica(b.proposer))?;
-        if c.leader(b.view) != b.proposer {
-            return Err(Invalid::Malformed("proposer is not the view's leader"));
-        }
         crypto::verify(Domain::Proposal, &b.id().0, key, &self.signature)
             .map_err(|_| Invalid::BadSignature(b.proposer))?;
         let follows_qc = b.justify.view.next() == b.view;

@@ -12,6 +12,7 @@
 
 mod aggregator;
 mod core;
+pub mod election;
 mod messages;
 mod pacemaker;
 mod safety;
@@ -21,7 +22,7 @@ mod tree;
 mod tests;
 
 pub use aggregator::VIEW_WINDOW;
-pub use core::{Config, HotStuff, Recovered, Stats};
+pub use core::{Config, HotStuff, Recovered, Stats, activity_of};
 pub use messages::{
     Block, CommitCertificate, Invalid, MAX_MESSAGE_BYTES, Message, Proposal, QcCache, QuorumCert,
     Timeout, TimeoutCert, Verify, Vote,

@@ -166,6 +166,7 @@ fn one_vote_per_view_even_for_an_equivocating_leader() {
         Recovered {
             safety: Some(bytes),
             committed: None,
+            history: vec![],
         },
     )
     .unwrap();
@@ -186,6 +187,7 @@ fn one_vote_per_view_even_for_an_equivocating_leader() {
         Recovered {
             safety: Some(bytes),
             committed: None,
+            history: vec![],
         },
     )
     .unwrap();
@@ -685,6 +687,7 @@ fn whole_committee_restart_can_extend_the_highest_qc() {
     let rec = Recovered {
         safety: Some(bytes),
         committed: Some((b1.id(), View(1))),
+        history: vec![],
     };
     let data = SafetyData::decode(rec.safety.as_ref().unwrap()).unwrap();
     assert!(

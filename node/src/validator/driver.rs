@@ -121,11 +121,15 @@ pub struct Driver {
 struct SyncState {
     /// Peers are asked in turn; this counts requests.
     requests: u64,
-    /// Our height when the view timer last fired (no commit since then means we are stuck
-    /// or the committee is).
-    height_at_timer: Option<u64>,
-    /// The last peer reported a height above ours.
+    /// Our ledger height when last looked at, and since when (ms) it has not moved.
+    height: u64,
+    since_ms: u64,
+    /// When we last asked (ms).
+    asked_ms: Option<u64>,
+    /// The last peer that answered reported a height above ours.
     behind: bool,
+    /// When each peer's last request was answered (ms), to bound the work one peer causes.
+    served_ms: std::collections::BTreeMap<u16, u64>,
 }
 
 /// Builds the HotStuff core from what the store holds: the durable safety record and the
@@ -134,8 +138,12 @@ struct SyncState {
 fn recover_core(
     params: &hotstuff::Config,
     ledger: &Ledger<RedbStore>,
+    safety: Option<Vec<u8>>,
 ) -> Result<HotStuff, DriverError> {
-    let safety = ledger.store().meta(SAFETY_KEY)?;
+    let safety = match safety {
+        Some(s) => Some(s),
+        None => ledger.store().meta(SAFETY_KEY)?,
+    };
     let committed = match ledger.height() {
         0 => None,
         h => {
@@ -158,19 +166,34 @@ fn recover_core(
         max_payload: params.max_payload,
         idle_block_ms: params.idle_block_ms,
     };
-    HotStuff::new(cfg, hotstuff::Recovered { safety, committed })
-        .map_err(|e| DriverError::Safety(e.to_string()))
+    // Enough committed blocks for leader election to agree with the replicas that remember.
+    let keep =
+        hotstuff::election::window(params.committee.n()) as u64 + hotstuff::election::LAG + 8;
+    let mut history = Vec::new();
+    for h in ledger.height().saturating_sub(keep) + 1..=ledger.height() {
+        if let Some(a) = ledger
+            .store()
+            .block(h)?
+            .and_then(|b| hotstuff::activity_of(&b.certificate))
+        {
+            history.push(a);
+        }
+    }
+    HotStuff::new(
+        cfg,
+        hotstuff::Recovered {
+            safety,
+            committed,
+            history,
+        },
+    )
+    .map_err(|e| DriverError::Safety(e.to_string()))
 }
 
 type Res = Result<Vec<Out>, DriverError>;
 
 /// The core's view timer id (the HotStuff core arms it as timer 0).
 const VIEW_TIMER: u64 = 0;
-
-/// The consensus id of the last committed block (the genesis hash before the first).
-fn consensus_root(core: &HotStuff) -> Digest {
-    core.committed().0
-}
 
 /// `b`'s transactions cut by its batch sizes, if every piece hashes to the digest in
 /// `payload` at its position.
@@ -210,7 +233,7 @@ impl Driver {
             max_payload: cfg.max_block_batches,
             idle_block_ms: cfg.idle_block_ms,
         };
-        let core = recover_core(&params, &ledger)?;
+        let core = recover_core(&params, &ledger, None)?;
         Ok(Driver {
             core,
             params,
@@ -277,9 +300,48 @@ impl Driver {
         Ok(out)
     }
 
+    /// The consensus id of the ledger's last block, from its certificate (the genesis hash
+    /// before the first block).
+    fn ledger_tip_id(&self) -> Result<Digest, DriverError> {
+        let h = self.ledger.height();
+        if h == 0 {
+            return Ok(self.params.genesis);
+        }
+        let b = self
+            .ledger
+            .store()
+            .block(h)?
+            .ok_or_else(|| DriverError::Safety(format!("block {h} missing from the store")))?;
+        CommitCertificate::decode(&b.certificate)
+            .map(|c| c.block.id())
+            .map_err(|e| DriverError::Safety(e.to_string()))
+    }
+
     /// Whether the last peer asked for blocks was ahead of us.
     pub fn catching_up(&self) -> bool {
         self.sync.behind
+    }
+
+    /// Asks a peer (the next one each time) for blocks when our ledger height has not moved
+    /// for a whole base timeout, at most once per base timeout. Cheap when nobody is ahead:
+    /// the answer is empty.
+    fn maybe_sync(&mut self, now: u64) -> Option<Out> {
+        let height = self.ledger.height();
+        if height != self.sync.height {
+            self.sync.height = height;
+            self.sync.since_ms = now;
+        }
+        let wait = self.params.base_timeout_ms;
+        let stalled = now.saturating_sub(self.sync.since_ms) >= wait;
+        let due = self
+            .sync
+            .asked_ms
+            .is_none_or(|t| now.saturating_sub(t) >= wait);
+        if !(stalled && due) {
+            return None;
+        }
+        self.sync.asked_ms = Some(now);
+        self.request_blocks()
     }
 
     fn request_blocks(&mut self) -> Option<Out> {
@@ -297,29 +359,47 @@ impl Driver {
         ))
     }
 
-    /// Serves committed blocks from the store, from height `from`: at least
-    /// [`MAX_BLOCKS_PER_MESSAGE`] (fewer if over [`MAX_BLOCKS_BYTES`]) and, when possible,
-    /// up to a block whose certificate carries the 2-chain proof, which the requester needs
-    /// to know the blocks before it are committed.
-    fn answer_blocks_request(&self, from: ReplicaId, start: u64) -> Result<Vec<Out>, DriverError> {
+    /// Serves committed blocks from the store, from height `start`: up to
+    /// [`MAX_BLOCKS_PER_MESSAGE`] blocks and [`MAX_BLOCKS_BYTES`], and past those limits (up to
+    /// twice them) to reach a block whose certificate carries the 2-chain proof, which the
+    /// requester needs to know the blocks before it are committed. The first block always
+    /// goes in. At most one answer per peer per 100 ms.
+    fn answer_blocks_request(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        start: u64,
+    ) -> Result<Vec<Out>, DriverError> {
+        if self
+            .sync
+            .served_ms
+            .get(&from.0)
+            .is_some_and(|t| now.saturating_sub(*t) < 100)
+        {
+            return Ok(Vec::new());
+        }
+        self.sync.served_ms.insert(from.0, now);
         let tip = self.ledger.height();
         let mut blocks = Vec::new();
         let mut bytes = 0usize;
         let mut h = start.max(1);
-        while h <= tip && blocks.len() < 2 * MAX_BLOCKS_PER_MESSAGE {
+        while h <= tip {
             let Some(b) = self.ledger.store().block(h)? else {
                 break;
             };
-            let proven = CommitCertificate::decode(&b.certificate)
-                .map(|c| c.proof.is_some())
-                .unwrap_or(false);
-            bytes += b.certificate.len() + b.txs.iter().map(|t| t.encode().len()).sum::<usize>();
-            blocks.push(b);
-            h += 1;
-            let enough = blocks.len() >= MAX_BLOCKS_PER_MESSAGE || bytes >= MAX_BLOCKS_BYTES;
-            if enough && (proven || bytes >= MAX_BLOCKS_BYTES) {
+            let size = b.certificate.len() + b.txs.iter().map(|t| t.encode().len()).sum::<usize>();
+            let over = blocks.len() >= MAX_BLOCKS_PER_MESSAGE || bytes + size > MAX_BLOCKS_BYTES;
+            let hard =
+                blocks.len() >= 2 * MAX_BLOCKS_PER_MESSAGE || bytes + size > 2 * MAX_BLOCKS_BYTES;
+            let last_proven = blocks.last().is_some_and(|b: &Block| {
+                CommitCertificate::decode(&b.certificate).is_ok_and(|c| c.proof.is_some())
+            });
+            if !blocks.is_empty() && (hard || (over && last_proven)) {
                 break;
             }
+            bytes += size;
+            blocks.push(b);
+            h += 1;
         }
         Ok(vec![Out::Send(from, Wire::Blocks { blocks, tip }.encode())])
     }
@@ -332,16 +412,26 @@ impl Driver {
     /// consensus had committed them here, and the core restarts from the new committed
     /// block, as after a crash (its safety record is untouched).
     fn on_blocks(&mut self, now: u64, from: ReplicaId, blocks: Vec<Block>, tip: u64) -> Res {
+        if !self.commits.is_empty() {
+            // The core is ahead of the ledger (commits wait for batches): not behind by much,
+            // and the ledger tip is not the core's root. Let consensus finish.
+            return Ok(Vec::new());
+        }
         let height = self.ledger.height();
         self.sync.behind = tip > height;
         let mut checked = Vec::new();
-        let mut parent = consensus_root(&self.core);
+        let mut parent = self.ledger_tip_id()?;
         let mut last_proven = None;
         for (i, b) in blocks.into_iter().enumerate() {
             let Some(cert) = CommitCertificate::decode(&b.certificate).ok() else {
                 break;
             };
-            if b.header.height != height + 1 + i as u64 || cert.block.parent() != parent {
+            // Every certificate verifies (its QC certifies its block; the 2-chain proof, when
+            // present, too), so nothing unverified reaches the store or leader election.
+            if b.header.height != height + 1 + i as u64
+                || cert.block.parent() != parent
+                || cert.verify(&self.committee, &self.params.genesis).is_err()
+            {
                 break;
             }
             let Some(batches) = split_batches(&b, &cert.block.payload) else {
@@ -349,17 +439,11 @@ impl Driver {
             };
             parent = cert.block.id();
             if cert.proof.is_some() {
-                if cert.verify(&self.committee, &self.params.genesis).is_err() {
-                    break;
-                }
                 last_proven = Some(i);
             }
             checked.push((b, cert, batches));
         }
         let Some(last) = last_proven else {
-            if !checked.is_empty() || self.sync.behind {
-                self.stats.bad_frames += u64::from(checked.is_empty() && self.sync.behind);
-            }
             return Ok(Vec::new());
         };
         checked.truncate(last + 1);
@@ -396,13 +480,19 @@ impl Driver {
                 receipts,
             });
         }
-        // Restart the core from the new committed block. Anything it had queued is at or
-        // below that block or will come again from the peers.
-        self.core = recover_core(&self.params, &self.ledger)?;
-        self.held.clear();
+        // Restart the core from the new committed block, with its safety record as it is in
+        // memory (the durable one plus certificates seen since: every persist completes
+        // within the driver call that asks for it), and the batches it had not proposed yet.
+        let safety = self.core.safety_data().encode();
+        let pending = self.core.pending_payload();
+        self.core = recover_core(&self.params, &self.ledger, Some(safety))?;
         self.commits.clear();
         let acts = self.core.start(now);
         out.extend(self.run(now, acts)?);
+        for d in pending {
+            out.extend(self.feed(now, Input::Payload(d))?);
+        }
+        out.extend(self.after_batches(now)?);
         self.sync.behind = tip > self.ledger.height();
         if self.sync.behind {
             // More to fetch: ask the same peer again at once.
@@ -419,31 +509,30 @@ impl Driver {
     }
 
     /// Turns pending transactions into a batch, shares it and offers it to consensus.
+    /// Also the driver's periodic tick: checks whether to ask peers for missed blocks.
     pub fn make_batch(&mut self, now: u64) -> Res {
+        let sync = self.maybe_sync(now);
         let txs = self
             .mempool
             .next_batch(self.batch_max_txs, self.batch_max_bytes);
         if txs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(sync.into_iter().collect());
         }
         let frame = Wire::Batch(txs.clone()).encode();
         let d = self.batches.insert(txs);
         let mut out = vec![Out::Broadcast(frame)];
+        out.extend(sync);
         out.extend(self.feed(now, Input::Payload(d))?);
         Ok(out)
     }
 
     pub fn on_timer(&mut self, now: u64, id: u64) -> Res {
         let mut out = self.feed(now, Input::Timer(id))?;
+        out.extend(self.maybe_sync(now));
         if id == VIEW_TIMER {
-            // No commit for a whole view: maybe the others are far ahead.
-            let height = self.ledger.height();
-            if self.sync.height_at_timer.replace(height) == Some(height) {
-                out.extend(self.request_blocks());
-            }
+            // Retry batch fetches that have not been answered.
+            self.requested.clear();
         }
-        // Retry batch fetches that have not been answered.
-        self.requested.clear();
         self.apply_commits(&mut out)?;
         Ok(out)
     }
@@ -468,7 +557,7 @@ impl Driver {
                 Ok(out)
             }
             Wire::BatchRequest(ds) => Ok(self.answer_batch_request(from, &ds)),
-            Wire::BlocksRequest { from: start } => self.answer_blocks_request(from, start),
+            Wire::BlocksRequest { from: start } => self.answer_blocks_request(now, from, start),
             Wire::Blocks { blocks, tip } => self.on_blocks(now, from, blocks, tip),
             Wire::Batches(bs) => {
                 for txs in bs.into_iter().take(MAX_BATCHES_PER_MESSAGE) {

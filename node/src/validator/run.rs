@@ -20,6 +20,8 @@ use std::time::Duration;
 const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 /// How often status and gauges are refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+/// Batches per block, at most.
+const BLOCK_BATCHES: usize = 64;
 /// How often the loop logs a summary line (blocks, transactions, view changes, peers).
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Environment variable naming a file to record every vote sent in
@@ -94,9 +96,12 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
         base_timeout_ms: p.round_timeout_ms,
         max_timeout_ms: p.max_round_timeout_ms,
         idle_block_ms: p.heartbeat_ms,
-        max_block_batches: 64,
-        batch_max_txs: p.max_block_txs as usize,
-        batch_max_bytes: p.max_block_bytes as usize,
+        max_block_batches: BLOCK_BATCHES,
+        // A block carries up to BLOCK_BATCHES batches: size batches so that a block stays
+        // within the genesis limits (a batch still fits the largest transaction).
+        batch_max_txs: (p.max_block_txs as usize / BLOCK_BATCHES).max(1),
+        batch_max_bytes: (p.max_block_bytes as usize / BLOCK_BATCHES)
+            .max(ledger::MAX_TX_BYTES as usize),
         mempool: Limits::default(),
     };
     let peers = genesis

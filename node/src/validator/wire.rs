@@ -12,8 +12,10 @@ pub const MAX_WIRE_BYTES: u64 = 16 << 20;
 pub const MAX_BATCHES_PER_MESSAGE: usize = 64;
 /// Committed blocks per sync response, at most (fewer if they are large).
 pub const MAX_BLOCKS_PER_MESSAGE: usize = 128;
-/// Encoded bytes of the blocks in one sync response, at most (one block may exceed it).
-pub const MAX_BLOCKS_BYTES: usize = 8 << 20;
+/// Encoded bytes of the blocks in one sync response, normally at most; up to twice this to
+/// reach a proof-bearing block (one block alone may exceed it). Twice it stays below
+/// [`MAX_WIRE_BYTES`] for blocks within the genesis size limit.
+pub const MAX_BLOCKS_BYTES: usize = 6 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire {

@@ -81,6 +81,10 @@ impl<P: SimProtocol> Instance<P> {
             },
             log: self.disk_log.clone(),
             committed,
+            certificates: (self.ledger.height().saturating_sub(64) + 1..=self.ledger.height())
+                .filter_map(|h| self.ledger.store().block(h).ok().flatten())
+                .map(|b| b.certificate)
+                .collect(),
         }
     }
 

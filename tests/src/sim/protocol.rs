@@ -16,6 +16,8 @@ pub struct Disk {
     pub log: Vec<Vec<u8>>,
     /// From the last committed ledger block's certificate.
     pub committed: Option<(Digest, View)>,
+    /// Certificates of the last committed ledger blocks, oldest first (leader election).
+    pub certificates: Vec<Vec<u8>>,
 }
 
 /// Where a (possibly mutated) outgoing message goes.
@@ -107,6 +109,11 @@ impl SimProtocol for HotStuffSim {
         let rec = hotstuff::Recovered {
             safety: disk.safety.clone(),
             committed: disk.committed,
+            history: disk
+                .certificates
+                .iter()
+                .filter_map(|c| hotstuff::activity_of(c))
+                .collect(),
         };
         HotStuff::new(cfg, rec).expect("simulated disk holds a valid safety record")
     }
