@@ -51,6 +51,10 @@ pub enum Input<M> {
     Payload(Digest),
     /// Every [`Action::Persist`] with `seq <= this` is durable.
     Persisted(u64),
+    /// The ledger executed the block at `height` (the `height`-th [`Action::Commit`] of the
+    /// chain) and its state root is `state_root`. PBFT checkpoints sign it; HotStuff and Raft
+    /// ignore it. Fed in height order, after the block is durable.
+    Executed { height: u64, state_root: Digest },
 }
 
 /// A block the protocol has committed, in commit order.

@@ -5,10 +5,12 @@
 //!   driver honours (see its "To ensure correctness").
 //! - `durable.rs`: [`PersistGate`] and [`Unreleased`]: votes leave only after their persist.
 //! - `hotstuff/`: chained HotStuff, 2-chain commit with timeout certificates (Jolteon).
+//! - `pbft/`: PBFT with checkpoints, garbage collection and view change with proofs.
 
 pub mod core;
 pub mod durable;
 pub mod hotstuff;
+pub mod pbft;
 mod types;
 
 pub use crate::core::{Action, Committed, Core, Durable, Input};

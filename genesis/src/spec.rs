@@ -77,7 +77,8 @@ pub struct Params {
     pub heartbeat_ms: u64,
     pub max_block_txs: u32,
     pub max_block_bytes: u32,
-    /// Blocks between checkpoints.
+    /// Blocks between PBFT checkpoints (k): the log holds at most 2k sequence numbers, and
+    /// each vote's durable record carries the prepared ones, so keep it small (at most 256).
     pub checkpoint_interval: u64,
     /// Blocks between state snapshots.
     pub snapshot_interval: u64,
@@ -91,7 +92,7 @@ impl Default for Params {
             heartbeat_ms: 100,
             max_block_txs: 4096,
             max_block_bytes: 4 << 20,
-            checkpoint_interval: 128,
+            checkpoint_interval: 16,
             snapshot_interval: 1024,
         }
     }

@@ -88,6 +88,9 @@ fn check_chain_id(id: &str) -> Result<(), GenesisError> {
     Ok(())
 }
 
+/// Largest `params.checkpoint_interval` accepted.
+pub const MAX_CHECKPOINT_INTERVAL: u64 = 256;
+
 fn check_params(p: &Params) -> Result<(), GenesisError> {
     let err = |field: &str, msg: String| Err(GenesisError::new(format!("params.{field}"), msg));
     let d = Params::default();
@@ -133,6 +136,16 @@ fn check_params(p: &Params) -> Result<(), GenesisError> {
                 "{} is less than round_timeout_ms ({}); the cap on the timeout must be at \
                  least the initial timeout",
                 p.max_round_timeout_ms, p.round_timeout_ms
+            ),
+        );
+    }
+    if p.checkpoint_interval > MAX_CHECKPOINT_INTERVAL {
+        return err(
+            "checkpoint_interval",
+            format!(
+                "{} is above the limit of {MAX_CHECKPOINT_INTERVAL}: a PBFT replica keeps 2× this \
+                 many sequence numbers and writes their prepared certificates with every vote",
+                p.checkpoint_interval
             ),
         );
     }

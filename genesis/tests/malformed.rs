@@ -445,3 +445,16 @@ fn duplicate_json_key() {
     );
     assert_text_rejected(&text, "chain_id", "duplicate field `chain_id`");
 }
+
+#[test]
+fn checkpoint_interval_over_the_limit() {
+    let mut g = valid();
+    g["params"]["checkpoint_interval"] = json!(257);
+    assert_rejected(
+        &g,
+        "params.checkpoint_interval",
+        "257 is above the limit of 256",
+    );
+    g["params"]["checkpoint_interval"] = json!(256);
+    assert!(Genesis::from_json(&serde_json::to_string(&g).unwrap()).is_ok());
+}

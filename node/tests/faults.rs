@@ -43,7 +43,21 @@ fn metric(api: &str, name: &str) -> u64 {
 
 #[test]
 fn killing_the_leader_under_load_costs_a_view_change_and_commits_resume() {
-    let net = Testnet::new(4, "hotstuff");
+    kill_the_leader("hotstuff");
+}
+
+/// Known failure (issue 5 left open): the view change happens (about 2.9 s) and blocks go on
+/// (46 in 5 s), but about 380 accepted transfers stay in the mempools and never commit: their
+/// batches are lost from the new primary's pending set somewhere around the view change.
+/// Run it with `--ignored` when working on it.
+#[test]
+#[ignore = "PBFT strands some batches after a primary change; see the doc comment"]
+fn pbft_killing_the_primary_under_load_costs_a_view_change_and_commits_resume() {
+    kill_the_leader("pbft");
+}
+
+fn kill_the_leader(protocol: &str) {
+    let net = Testnet::new(4, protocol);
     let mut vs = net.start_all();
     wait_for(&mut vs, 5, LIMIT);
 
@@ -86,10 +100,12 @@ fn killing_the_leader_under_load_costs_a_view_change_and_commits_resume() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    eprintln!("leader {leader} killed: view change and 5 more blocks after {resumed:?}");
+    eprintln!(
+        "{protocol}: leader {leader} killed: view change and 5 more blocks after {resumed:?}"
+    );
 
-    // Leader election by recent activity then leaves the dead validator out of the
-    // rotation: the view changes stop while blocks go on.
+    // HotStuff's leader election by recent activity then leaves the dead validator out of
+    // the rotation, and PBFT keeps its new primary: the view changes stop while blocks go on.
     let view_changes = || -> u64 {
         apis.iter()
             .map(|a| metric(a, "cairn_view_changes_total"))
@@ -101,7 +117,7 @@ fn killing_the_leader_under_load_costs_a_view_change_and_commits_resume() {
     std::thread::sleep(Duration::from_secs(5));
     let (vc1, h1) = (view_changes(), max_height(&mut vs));
     eprintln!(
-        "with validator {leader} down: {} blocks and {} view changes in {:?}",
+        "{protocol}: with validator {leader} down: {} blocks and {} view changes in {:?}",
         h1 - h0,
         vc1 - vc0,
         t0.elapsed()
@@ -124,7 +140,13 @@ fn killing_the_leader_under_load_costs_a_view_change_and_commits_resume() {
     for api in &apis {
         for h in &accepted {
             while get_json(&format!("{api}/v1/transactions/{h}")).1["status"] != "committed" {
-                assert!(Instant::now() < deadline, "{h} not committed on {api}");
+                if Instant::now() >= deadline {
+                    let heights: Vec<String> = apis
+                        .iter()
+                        .map(|a| get_json(&format!("{a}/v1/status")).1.to_string())
+                        .collect();
+                    panic!("{h} not committed on {api}; status: {heights:#?}");
+                }
                 std::thread::sleep(Duration::from_millis(50));
             }
         }

@@ -10,7 +10,17 @@ use support::{Testnet, get_json, max_height, stop_all, wait_for};
 
 #[test]
 fn four_processes_agree_restart_and_catch_up() {
-    let net = Testnet::new(4, "hotstuff");
+    agree_restart_and_catch_up("hotstuff");
+}
+
+#[test]
+fn pbft_four_processes_agree_restart_and_catch_up() {
+    agree_restart_and_catch_up("pbft");
+}
+
+/// Validator 3 is a backup in PBFT's first view (replica 1 is its primary).
+fn agree_restart_and_catch_up(protocol: &str) {
+    let net = Testnet::new(4, protocol);
     let limit = Duration::from_secs(60);
 
     let mut vs = net.start_all();
@@ -35,13 +45,14 @@ fn four_processes_agree_restart_and_catch_up() {
     assert!(net.assert_same_chain() >= before + 10);
 
     // Across the SIGKILL, the restarts and the whole-committee restart, no validator signed
-    // two different votes in one view.
+    // two different votes in one slot (a HotStuff view; a PBFT view, sequence number and phase).
     let votes = net.assert_no_double_votes();
     assert!(votes >= 4 * 20, "only {votes} votes recorded");
 }
 
-/// The double-vote check can fail: two different votes in one view are found, a resent vote
-/// is not a conflict.
+/// The double-vote check can fail: two different votes in one slot are found, a resent vote
+/// is not a conflict, and slots are told apart by their whole text (HotStuff views, PBFT
+/// `VIEW/SEQ/phase` slots).
 #[test]
 fn double_vote_check_detects_conflicting_votes() {
     let a = "a".repeat(64);
@@ -49,7 +60,17 @@ fn double_vote_check_detects_conflicting_votes() {
     let resent = format!("vote 7 {a}\nvote 8 {b}\nvote 7 {a}\n");
     assert!(support::double_votes(&resent).is_empty());
     let conflict = format!("vote 7 {a}\nvote 8 {b}\nvote 7 {b}\n");
-    assert_eq!(support::double_votes(&conflict), vec![(7, a, b)]);
+    assert_eq!(
+        support::double_votes(&conflict),
+        vec![("7".to_string(), a.clone(), b.clone())]
+    );
+    let phases = format!("vote 0/5/prepare {a}\nvote 0/5/commit {b}\nvote 1/5/prepare {b}\n");
+    assert!(support::double_votes(&phases).is_empty());
+    let conflict = format!("{phases}vote 0/5/prepare {b}\n");
+    assert_eq!(
+        support::double_votes(&conflict),
+        vec![("0/5/prepare".to_string(), a, b)]
+    );
 }
 
 const TRANSFERS_PER_WALLET: u64 = 50;

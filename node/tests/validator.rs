@@ -2,13 +2,17 @@
 //! batches) connected by an in-process message pump with a simulated clock: transfers from
 //! several wallets commit with equal blocks and state everywhere, and a validator reopened
 //! from its store catches up. The libp2p transport is tested separately.
+//!
+//! The cluster is generic over the driver's [`Protocol`]; `Recording` (HotStuff that also
+//! records what `Input::Executed` tells it) checks that the core hears of every block the
+//! ledger commits, in height order.
 
 use consensus::{Committee, ReplicaId};
 use crypto::SecretKey;
 use ledger::{Address, ChainBinding, Payload, Store, Transaction};
 use node::mempool::{Admitted, Limits};
 use node::store::RedbStore;
-use node::validator::{Driver, DriverConfig, Out};
+use node::validator::{CoreParams, Driver, DriverConfig, HotStuffProtocol, Out, Protocol};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -32,9 +36,9 @@ enum Ev {
     },
 }
 
-struct Cluster {
+struct Cluster<P: Protocol = HotStuffProtocol> {
     dirs: Vec<tempfile::TempDir>,
-    nodes: Vec<Option<Driver>>,
+    nodes: Vec<Option<Driver<P>>>,
     keys: Vec<SecretKey>,
     committee: Committee,
     chain: ChainBinding,
@@ -51,6 +55,12 @@ fn wallet(i: u8) -> SecretKey {
 
 impl Cluster {
     fn new() -> Cluster {
+        Cluster::with_protocol()
+    }
+}
+
+impl<P: Protocol> Cluster<P> {
+    fn with_protocol() -> Cluster<P> {
         let keys: Vec<SecretKey> = (0..N as u8)
             .map(|i| SecretKey::from_seed([i + 1; 32]))
             .collect();
@@ -95,12 +105,13 @@ impl Cluster {
             base_timeout_ms: 500,
             max_timeout_ms: 4_000,
             idle_block_ms: 50,
+            checkpoint_interval: CoreParams::DEFAULT_CHECKPOINT_INTERVAL,
             max_block_batches: 16,
             batch_max_txs: 64,
             batch_max_bytes: 1 << 20,
             mempool: Limits::default(),
         };
-        let mut d = Driver::open(cfg, RedbStore::open(&self.db(i)).unwrap()).unwrap();
+        let mut d = Driver::<P>::open(cfg, RedbStore::open(&self.db(i)).unwrap()).unwrap();
         let out = d.start(self.now).unwrap();
         self.nodes[i] = Some(d);
         self.apply(i, out);
@@ -156,7 +167,7 @@ impl Cluster {
     }
 
     /// Runs until `done` holds or `limit_ms` of simulated time pass; returns whether it held.
-    fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Cluster) -> bool) -> bool {
+    fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Cluster<P>) -> bool) -> bool {
         let end = self.now + limit_ms;
         while let Some(((at, _), ev)) = self.events.pop_first() {
             if at > end {
@@ -197,7 +208,7 @@ impl Cluster {
         false
     }
 
-    fn node(&self, i: usize) -> &Driver {
+    fn node(&self, i: usize) -> &Driver<P> {
         self.nodes[i].as_ref().unwrap()
     }
 
@@ -360,7 +371,7 @@ fn a_validator_down_longer_than_the_sync_window_catches_up() {
 /// their certificates sign are not applied; the genuine ones are.
 #[test]
 fn forged_synced_blocks_are_not_applied() {
-    use node::validator::Wire;
+    type Wire = node::validator::Wire<consensus::hotstuff::Message>;
     let mut c = Cluster::new();
     let txs = transfers(&c.chain, 0, 5);
     let hashes: Vec<_> = txs.iter().map(|(_, t)| t.hash()).collect();
@@ -412,4 +423,148 @@ fn forged_synced_blocks_are_not_applied() {
     d.on_frame(now, ReplicaId(0), &frame).unwrap();
     assert_eq!(d.ledger().height(), top);
     assert_eq!(d.ledger().state().root(), c.node(0).ledger().state().root());
+}
+
+/// HotStuff whose core also records every `Input::Executed` it is given, as (validator,
+/// height, state root), across core rebuilds (a block sync replaces the core).
+struct Recording;
+
+static EXECUTED: std::sync::Mutex<Vec<(u16, u64, crypto::Digest)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn executed_by(me: u16) -> Vec<(u64, crypto::Digest)> {
+    let all = EXECUTED.lock().unwrap();
+    all.iter()
+        .filter(|(v, _, _)| *v == me)
+        .map(|(_, h, r)| (*h, *r))
+        .collect()
+}
+
+struct RecordingCore {
+    me: u16,
+    inner: consensus::hotstuff::HotStuff,
+}
+
+impl consensus::Core for RecordingCore {
+    type Message = consensus::hotstuff::Message;
+    fn start(&mut self, now_ms: u64) -> Vec<consensus::Action<Self::Message>> {
+        self.inner.start(now_ms)
+    }
+    fn handle(
+        &mut self,
+        now_ms: u64,
+        input: consensus::Input<Self::Message>,
+    ) -> Vec<consensus::Action<Self::Message>> {
+        if let consensus::Input::Executed { height, state_root } = &input {
+            EXECUTED
+                .lock()
+                .unwrap()
+                .push((self.me, *height, *state_root));
+        }
+        self.inner.handle(now_ms, input)
+    }
+    fn view(&self) -> consensus::View {
+        self.inner.view()
+    }
+}
+
+impl Protocol for Recording {
+    type Message = consensus::hotstuff::Message;
+    type Core = RecordingCore;
+    const NAME: &'static str = "hotstuff";
+    const SAFETY_KEY: &'static str = HotStuffProtocol::SAFETY_KEY;
+    const VIEW_TIMER: u64 = HotStuffProtocol::VIEW_TIMER;
+    fn build(
+        params: &CoreParams,
+        ledger: &ledger::Ledger<RedbStore>,
+        safety: Option<Vec<u8>>,
+    ) -> Result<RecordingCore, node::validator::DriverError> {
+        Ok(RecordingCore {
+            me: params.me.0,
+            inner: HotStuffProtocol::build(params, ledger, safety)?,
+        })
+    }
+    fn safety_bytes(core: &RecordingCore) -> Vec<u8> {
+        HotStuffProtocol::safety_bytes(&core.inner)
+    }
+    fn pending_payload(core: &RecordingCore) -> Vec<crypto::Digest> {
+        HotStuffProtocol::pending_payload(&core.inner)
+    }
+    fn leader(core: &RecordingCore) -> ReplicaId {
+        HotStuffProtocol::leader(&core.inner)
+    }
+    fn view_changes(core: &RecordingCore) -> u64 {
+        HotStuffProtocol::view_changes(&core.inner)
+    }
+    fn payload_of(msg: &Self::Message) -> Vec<crypto::Digest> {
+        HotStuffProtocol::payload_of(msg)
+    }
+    fn vote_slot(msg: &Self::Message) -> Option<(String, crypto::Digest)> {
+        HotStuffProtocol::vote_slot(msg)
+    }
+    fn certified(
+        cert: &[u8],
+        committee: &Committee,
+        genesis: &crypto::Digest,
+    ) -> Option<node::validator::Certified> {
+        HotStuffProtocol::certified(cert, committee, genesis)
+    }
+    fn decode_certified(cert: &[u8]) -> Option<node::validator::Certified> {
+        HotStuffProtocol::decode_certified(cert)
+    }
+}
+
+/// The core hears of every block the ledger commits, once, in height order, with the block's
+/// state root: blocks committed by consensus, across a restart, and blocks applied by block
+/// sync (which the rebuilt core hears of).
+#[test]
+fn the_core_hears_of_every_executed_block_in_height_order() {
+    type Wire = node::validator::Wire<consensus::hotstuff::Message>;
+    let mut c = Cluster::<Recording>::with_protocol();
+    let txs = transfers(&c.chain, 0, 5);
+    let hashes: Vec<_> = txs.iter().map(|(_, t)| t.hash()).collect();
+    c.nodes[3] = None;
+    for (w, tx) in txs {
+        c.nodes[w % 3].as_mut().unwrap().submit(tx).unwrap();
+    }
+    let done = |c: &Cluster<Recording>| {
+        (0..3).all(|i| {
+            hashes
+                .iter()
+                .all(|h| c.node(i).ledger().store().tx(h).unwrap().is_some())
+        })
+    };
+    assert!(c.run_until(30_000, done));
+    // Validator 1 restarts from its store; the others go on committing.
+    c.nodes[1] = None;
+    c.open(1);
+    let target = c.node(0).ledger().height() + 5;
+    assert!(c.run_until(30_000, |c| {
+        (0..3).all(|i| c.node(i).ledger().height() >= target)
+    }));
+
+    // Validator 3 catches up through block sync.
+    c.open(3);
+    let top = c.node(0).ledger().height();
+    let blocks: Vec<ledger::Block> = (1..=top)
+        .map(|h| c.node(0).ledger().store().block(h).unwrap().unwrap())
+        .collect();
+    let frame = Wire::Blocks { blocks, tip: top }.encode();
+    let now = c.now;
+    let d = c.nodes[3].as_mut().unwrap();
+    d.on_frame(now, ReplicaId(0), &frame).unwrap();
+    assert!(d.ledger().height() > 0, "the synced blocks were applied");
+
+    for i in 0..N {
+        let ledger = c.node(i).ledger();
+        let expected: Vec<(u64, crypto::Digest)> = (1..=ledger.height())
+            .map(|h| {
+                (
+                    h,
+                    ledger.store().block(h).unwrap().unwrap().header.state_root,
+                )
+            })
+            .collect();
+        assert_eq!(executed_by(i as u16), expected, "validator {i}");
+    }
 }

@@ -743,6 +743,7 @@ impl Core for HotStuff {
                 self.try_propose(&mut out);
             }
             Input::Persisted(seq) => self.release(seq, &mut out),
+            Input::Executed { .. } => {}
         }
         out
     }

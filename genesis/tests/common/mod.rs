@@ -33,7 +33,7 @@ pub fn valid_n(n: u8) -> Value {
         "params": {
             "round_timeout_ms": 1000, "max_round_timeout_ms": 10000, "heartbeat_ms": 100,
             "max_block_txs": 4096, "max_block_bytes": 4194304,
-            "checkpoint_interval": 128, "snapshot_interval": 1024
+            "checkpoint_interval": 16, "snapshot_interval": 1024
         },
         "validators": (0..n).map(validator).collect::<Vec<_>>(),
         "accounts": [

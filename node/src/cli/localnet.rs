@@ -53,9 +53,9 @@ struct Member {
 }
 
 pub fn localnet(args: LocalnetArgs) -> Result<(), CliError> {
-    if args.protocol != Protocol::HotStuff {
+    if args.protocol == Protocol::Raft {
         return Err(CliError::input(format!(
-            "protocol {} is not supported by this build yet (only hotstuff)",
+            "protocol {} is not supported by this build yet (only hotstuff and pbft)",
             args.protocol
         )));
     }

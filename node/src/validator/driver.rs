@@ -8,21 +8,24 @@
 //!   of one core step share one write.
 //! - A proposal reaches the core only once every batch it names is stored here, so a vote
 //!   always means "I can execute this". Commits wait, in order, for missing batch data.
+//! - After the ledger commits a block, the core is told (`Input::Executed`, in height order),
+//!   never from inside the handling of another input.
+//!
+//! The driver is generic over the consensus protocol ([`Protocol`]); nothing here knows
+//! HotStuff's messages or certificates.
 
 use super::batches::BatchStore;
+use super::protocol::{CoreParams, Protocol};
 use super::wire::{
     MAX_BATCHES_PER_MESSAGE, MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire, batch_digest,
 };
 use crate::mempool::{Admitted, Limits, Mempool, Rejected};
 use crate::store::RedbStore;
-use consensus::hotstuff::{self, CommitCertificate, HotStuff, Message, Proposal};
 use consensus::{Action, Committed, Committee, Core, Durable, Input, ReplicaId};
 use crypto::{Digest, SecretKey};
 use ledger::{Address, Block, ChainBinding, Ledger, LedgerError, Receipt, Store};
 use std::collections::{BTreeSet, VecDeque};
 
-/// Store metadata key of the HotStuff safety record.
-pub const SAFETY_KEY: &str = "hotstuff/safety";
 const MAX_HELD_PROPOSALS: usize = 16;
 const MAX_STORED_BATCHES: usize = 100_000;
 
@@ -35,8 +38,11 @@ pub struct DriverConfig {
     pub base_timeout_ms: u64,
     pub max_timeout_ms: u64,
     /// How long a leader with nothing to order waits before an empty block
-    /// ([`hotstuff::Config::idle_block_ms`]).
+    /// ([`CoreParams::idle_block_ms`]).
     pub idle_block_ms: u64,
+    /// Blocks between checkpoints (PBFT; genesis `params.checkpoint_interval`). Unused by
+    /// HotStuff.
+    pub checkpoint_interval: u64,
     /// Batches per block.
     pub max_block_batches: usize,
     /// Transactions and bytes per batch.
@@ -96,16 +102,20 @@ impl DriverStats {
     }
 }
 
-pub struct Driver {
-    core: HotStuff,
+pub struct Driver<P: Protocol> {
+    core: P::Core,
     /// What the core is built from (again after a block sync moves the committed root).
-    params: hotstuff::Config,
+    params: CoreParams,
     ledger: Ledger<RedbStore>,
     mempool: Mempool,
     batches: BatchStore,
     committee: Committee,
-    held: VecDeque<(ReplicaId, Proposal)>,
+    /// Messages waiting for the batches they name ([`Protocol::payload_of`], kept with them).
+    held: VecDeque<(ReplicaId, P::Message, Vec<Digest>)>,
     commits: VecDeque<Committed>,
+    /// Blocks the ledger committed that the core has not been told about yet (height, state
+    /// root), in height order; see [`Driver::run`].
+    executed: VecDeque<(u64, Digest)>,
     requested: BTreeSet<Digest>,
     batch_max_txs: usize,
     batch_max_bytes: usize,
@@ -132,68 +142,7 @@ struct SyncState {
     served_ms: std::collections::BTreeMap<u16, u64>,
 }
 
-/// Builds the HotStuff core from what the store holds: the durable safety record and the
-/// last committed block (its certificate names the consensus block). Used at start and
-/// after a block sync, which is the same as a restart with a longer ledger.
-fn recover_core(
-    params: &hotstuff::Config,
-    ledger: &Ledger<RedbStore>,
-    safety: Option<Vec<u8>>,
-) -> Result<HotStuff, DriverError> {
-    let safety = match safety {
-        Some(s) => Some(s),
-        None => ledger.store().meta(SAFETY_KEY)?,
-    };
-    let committed = match ledger.height() {
-        0 => None,
-        h => {
-            let b = ledger
-                .store()
-                .block(h)?
-                .ok_or_else(|| DriverError::Safety(format!("block {h} missing from the store")))?;
-            let cert = CommitCertificate::decode(&b.certificate)
-                .map_err(|e| DriverError::Safety(e.to_string()))?;
-            Some((cert.block.id(), cert.block.view))
-        }
-    };
-    let cfg = hotstuff::Config {
-        me: params.me,
-        key: params.key.clone(),
-        committee: params.committee.clone(),
-        genesis: params.genesis,
-        base_timeout_ms: params.base_timeout_ms,
-        max_timeout_ms: params.max_timeout_ms,
-        max_payload: params.max_payload,
-        idle_block_ms: params.idle_block_ms,
-    };
-    // Enough committed blocks for leader election to agree with the replicas that remember.
-    let keep =
-        hotstuff::election::window(params.committee.n()) as u64 + hotstuff::election::LAG + 8;
-    let mut history = Vec::new();
-    for h in ledger.height().saturating_sub(keep) + 1..=ledger.height() {
-        if let Some(a) = ledger
-            .store()
-            .block(h)?
-            .and_then(|b| hotstuff::activity_of(&b.certificate))
-        {
-            history.push(a);
-        }
-    }
-    HotStuff::new(
-        cfg,
-        hotstuff::Recovered {
-            safety,
-            committed,
-            history,
-        },
-    )
-    .map_err(|e| DriverError::Safety(e.to_string()))
-}
-
 type Res = Result<Vec<Out>, DriverError>;
-
-/// The core's view timer id (the HotStuff core arms it as timer 0).
-const VIEW_TIMER: u64 = 0;
 
 /// `b`'s transactions cut by its batch sizes, if every piece hashes to the digest in
 /// `payload` at its position.
@@ -218,12 +167,12 @@ fn split_batches(b: &Block, payload: &[Digest]) -> Option<Vec<Vec<ledger::Transa
     rest.is_empty().then_some(out)
 }
 
-impl Driver {
+impl<P: Protocol> Driver<P> {
     /// Opens a validator over `store`: recovers the ledger, the safety record and the last
     /// committed block, so a restarted validator neither double-votes nor re-executes.
-    pub fn open(cfg: DriverConfig, store: RedbStore) -> Result<Driver, DriverError> {
+    pub fn open(cfg: DriverConfig, store: RedbStore) -> Result<Driver<P>, DriverError> {
         let ledger = Ledger::open(store, cfg.chain.clone(), &cfg.genesis_accounts)?;
-        let params = hotstuff::Config {
+        let params = CoreParams {
             me: cfg.me,
             key: cfg.key,
             committee: cfg.committee.clone(),
@@ -232,8 +181,9 @@ impl Driver {
             max_timeout_ms: cfg.max_timeout_ms,
             max_payload: cfg.max_block_batches,
             idle_block_ms: cfg.idle_block_ms,
+            checkpoint_interval: cfg.checkpoint_interval,
         };
-        let core = recover_core(&params, &ledger, None)?;
+        let core = P::build(&params, &ledger, None)?;
         Ok(Driver {
             core,
             params,
@@ -243,6 +193,7 @@ impl Driver {
             committee: cfg.committee,
             held: VecDeque::new(),
             commits: VecDeque::new(),
+            executed: VecDeque::new(),
             requested: BTreeSet::new(),
             batch_max_txs: cfg.batch_max_txs,
             batch_max_bytes: cfg.batch_max_bytes,
@@ -255,7 +206,7 @@ impl Driver {
     pub fn ledger(&self) -> &Ledger<RedbStore> {
         &self.ledger
     }
-    pub fn core(&self) -> &HotStuff {
+    pub fn core(&self) -> &P::Core {
         &self.core
     }
     pub fn mempool(&self) -> &Mempool {
@@ -268,11 +219,12 @@ impl Driver {
         std::mem::take(&mut self.stats.fsync_seconds)
     }
 
-    /// Appends one line per vote this validator sends to `path`: `vote VIEW BLOCK_HASH`, written
-    /// (one `write`, no fsync) before the vote is handed to the network, so a process killed
-    /// at any point never sent a vote that is not in the file. An audit aid: the real-process
-    /// tests read it to show that no validator signs two different votes in one view, across
-    /// crashes and restarts. It grows by about 80 bytes per vote; off by default.
+    /// Appends one line per vote this validator sends to `path`: `vote SLOT DIGEST` (see
+    /// [`Protocol::vote_slot`]; for HotStuff `vote VIEW BLOCK_HASH`), written (one `write`, no
+    /// fsync) before the vote is handed to the network, so a process killed at any point
+    /// never sent a vote that is not in the file. An audit aid: the real-process tests read
+    /// it to show that no validator signs two different votes in one slot, across crashes and
+    /// restarts. It grows by about 80 bytes per vote; off by default.
     pub fn log_votes_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -282,10 +234,13 @@ impl Driver {
         Ok(())
     }
 
-    fn record_vote(&mut self, msg: &Message) {
+    fn record_vote(&mut self, msg: &P::Message) {
         use std::io::Write;
-        if let (Some(file), Message::Vote(v)) = (&mut self.vote_log, msg)
-            && let Err(e) = writeln!(file, "vote {} {}", v.view.0, v.block)
+        let Some(file) = &mut self.vote_log else {
+            return;
+        };
+        if let Some((slot, digest)) = P::vote_slot(msg)
+            && let Err(e) = writeln!(file, "vote {slot} {digest}")
         {
             tracing::warn!(error = %e, "cannot write the vote log; no longer recording votes");
             self.vote_log = None;
@@ -312,9 +267,11 @@ impl Driver {
             .store()
             .block(h)?
             .ok_or_else(|| DriverError::Safety(format!("block {h} missing from the store")))?;
-        CommitCertificate::decode(&b.certificate)
-            .map(|c| c.block.id())
-            .map_err(|e| DriverError::Safety(e.to_string()))
+        P::decode_certified(&b.certificate)
+            .map(|c| c.id)
+            .ok_or_else(|| {
+                DriverError::Safety(format!("the certificate of block {h} is unreadable"))
+            })
     }
 
     /// Whether the last peer asked for blocks was ahead of us.
@@ -355,15 +312,15 @@ impl Driver {
         let from = self.ledger.height() + 1;
         Some(Out::Send(
             ReplicaId(peer as u16),
-            Wire::BlocksRequest { from }.encode(),
+            Wire::<P::Message>::BlocksRequest { from }.encode(),
         ))
     }
 
     /// Serves committed blocks from the store, from height `start`: up to
     /// [`MAX_BLOCKS_PER_MESSAGE`] blocks and [`MAX_BLOCKS_BYTES`], and past those limits (up to
-    /// twice them) to reach a block whose certificate carries the 2-chain proof, which the
-    /// requester needs to know the blocks before it are committed. The first block always
-    /// goes in. At most one answer per peer per 100 ms.
+    /// twice them) to reach a block whose certificate proves the commit (HotStuff: carries the
+    /// 2-chain proof), which the requester needs to know the blocks before it are committed.
+    /// The first block always goes in. At most one answer per peer per 100 ms.
     fn answer_blocks_request(
         &mut self,
         now: u64,
@@ -392,7 +349,7 @@ impl Driver {
             let hard =
                 blocks.len() >= 2 * MAX_BLOCKS_PER_MESSAGE || bytes + size > 2 * MAX_BLOCKS_BYTES;
             let last_proven = blocks.last().is_some_and(|b: &Block| {
-                CommitCertificate::decode(&b.certificate).is_ok_and(|c| c.proof.is_some())
+                P::decode_certified(&b.certificate).is_some_and(|c| c.proves_commit)
             });
             if !blocks.is_empty() && (hard || (over && last_proven)) {
                 break;
@@ -401,16 +358,21 @@ impl Driver {
             blocks.push(b);
             h += 1;
         }
-        Ok(vec![Out::Send(from, Wire::Blocks { blocks, tip }.encode())])
+        Ok(vec![Out::Send(
+            from,
+            Wire::<P::Message>::Blocks { blocks, tip }.encode(),
+        )])
     }
 
     /// Applies committed blocks a peer sent, as far as they prove themselves: the last one
-    /// applied carries a full commit certificate (QC and 2-chain proof) that verifies against
-    /// the committee, each block's consensus parent is the one before it (the first's is our
-    /// last committed block), and each block's transactions, split by its batch sizes, hash
-    /// to the batch digests its certificate names. The ledger then executes them as if
-    /// consensus had committed them here, and the core restarts from the new committed
-    /// block, as after a crash (its safety record is untouched).
+    /// applied carries a certificate that proves the commit (HotStuff: QC and 2-chain proof),
+    /// every certificate verifies against the committee, the blocks follow our last one by
+    /// height and, where the protocol links them (HotStuff), each block's consensus parent is
+    /// the one before it (the first's is our last committed block), and each block's
+    /// transactions, split by its batch sizes, hash to the batch digests its certificate
+    /// names. The ledger then executes them as if consensus had committed them here, and the
+    /// core restarts from the new committed block, as after a crash (its safety record is
+    /// untouched), and is then told of the blocks executed.
     fn on_blocks(&mut self, now: u64, from: ReplicaId, blocks: Vec<Block>, tip: u64) -> Res {
         if !self.commits.is_empty() {
             // The core is ahead of the ledger (commits wait for batches): not behind by much,
@@ -420,25 +382,35 @@ impl Driver {
         let height = self.ledger.height();
         self.sync.behind = tip > height;
         let mut checked = Vec::new();
-        let mut parent = self.ledger_tip_id()?;
+        // The consensus id of the block before the next one (our tip's is read when needed).
+        let mut parent: Option<Digest> = None;
         let mut last_proven = None;
         for (i, b) in blocks.into_iter().enumerate() {
-            let Some(cert) = CommitCertificate::decode(&b.certificate).ok() else {
-                break;
-            };
-            // Every certificate verifies (its QC certifies its block; the 2-chain proof, when
-            // present, too), so nothing unverified reaches the store or leader election.
-            if b.header.height != height + 1 + i as u64
-                || cert.block.parent() != parent
-                || cert.verify(&self.committee, &self.params.genesis).is_err()
-            {
+            if b.header.height != height + 1 + i as u64 {
                 break;
             }
-            let Some(batches) = split_batches(&b, &cert.block.payload) else {
+            // Every certificate verifies, so nothing unverified reaches the store or the core.
+            let Some(cert) = P::certified(&b.certificate, &self.committee, &self.params.genesis)
+            else {
                 break;
             };
-            parent = cert.block.id();
-            if cert.proof.is_some() {
+            if cert.height.is_some_and(|h| h != b.header.height) {
+                break;
+            }
+            if let Some(p) = cert.parent {
+                let previous = match parent {
+                    Some(d) => d,
+                    None => self.ledger_tip_id()?,
+                };
+                if p != previous {
+                    break;
+                }
+            }
+            let Some(batches) = split_batches(&b, &cert.payload) else {
+                break;
+            };
+            parent = Some(cert.id);
+            if cert.proves_commit {
                 last_proven = Some(i);
             }
             checked.push((b, cert, batches));
@@ -451,11 +423,11 @@ impl Driver {
         for (b, cert, batches) in checked {
             let sent = b.hash();
             let c = Committed {
-                id: cert.block.id(),
-                view: cert.block.view,
-                proposer: cert.block.proposer,
-                timestamp_ms: cert.block.timestamp_ms,
-                payload: cert.block.payload.clone(),
+                id: cert.id,
+                view: cert.view,
+                proposer: cert.proposer,
+                timestamp_ms: cert.timestamp_ms,
+                payload: cert.payload,
                 certificate: b.certificate,
             };
             // A block names each batch once (the core refuses duplicates).
@@ -475,6 +447,8 @@ impl Driver {
             }
             let state = self.ledger.state();
             self.mempool.committed(&block.txs, |a| state.account(a));
+            self.executed
+                .push_back((block.header.height, block.header.state_root));
             out.push(Out::Committed {
                 block: Box::new(block),
                 receipts,
@@ -483,9 +457,10 @@ impl Driver {
         // Restart the core from the new committed block, with its safety record as it is in
         // memory (the durable one plus certificates seen since: every persist completes
         // within the driver call that asks for it), and the batches it had not proposed yet.
-        let safety = self.core.safety_data().encode();
-        let pending = self.core.pending_payload();
-        self.core = recover_core(&self.params, &self.ledger, Some(safety))?;
+        // The new core hears of the blocks executed above once it has started (in `run`).
+        let safety = P::safety_bytes(&self.core);
+        let pending = P::pending_payload(&self.core);
+        self.core = P::build(&self.params, &self.ledger, Some(safety))?;
         self.commits.clear();
         let acts = self.core.start(now);
         out.extend(self.run(now, acts)?);
@@ -497,7 +472,10 @@ impl Driver {
         if self.sync.behind {
             // More to fetch: ask the same peer again at once.
             let next = self.ledger.height() + 1;
-            out.push(Out::Send(from, Wire::BlocksRequest { from: next }.encode()));
+            out.push(Out::Send(
+                from,
+                Wire::<P::Message>::BlocksRequest { from: next }.encode(),
+            ));
         }
         Ok(out)
     }
@@ -518,7 +496,7 @@ impl Driver {
         if txs.is_empty() {
             return Ok(sync.into_iter().collect());
         }
-        let frame = Wire::Batch(txs.clone()).encode();
+        let frame = Wire::<P::Message>::Batch(txs.clone()).encode();
         let d = self.batches.insert(txs);
         let mut out = vec![Out::Broadcast(frame)];
         out.extend(sync);
@@ -529,23 +507,22 @@ impl Driver {
     pub fn on_timer(&mut self, now: u64, id: u64) -> Res {
         let mut out = self.feed(now, Input::Timer(id))?;
         out.extend(self.maybe_sync(now));
-        if id == VIEW_TIMER {
+        if id == P::VIEW_TIMER {
             // Retry batch fetches that have not been answered.
             self.requested.clear();
         }
-        self.apply_commits(&mut out)?;
+        out.extend(self.run(now, Vec::new())?);
         Ok(out)
     }
 
     /// A frame from validator `from` (already authenticated by the transport).
     pub fn on_frame(&mut self, now: u64, from: ReplicaId, bytes: &[u8]) -> Res {
-        let Ok(wire) = Wire::decode(bytes) else {
+        let Ok(wire) = Wire::<P::Message>::decode(bytes) else {
             self.stats.bad_frames += 1;
             return Ok(Vec::new());
         };
         match wire {
-            Wire::Consensus(Message::Propose(p)) => self.on_proposal(now, from, *p),
-            Wire::Consensus(msg) => self.feed(now, Input::Message { from, msg }),
+            Wire::Consensus(msg) => self.on_message(now, from, msg),
             Wire::Batch(txs) => {
                 if txs.len() > self.batch_max_txs {
                     self.stats.bad_frames += 1;
@@ -572,7 +549,7 @@ impl Driver {
     }
 
     fn wanted(&self, d: &Digest) -> bool {
-        self.held.iter().any(|(_, p)| p.block.payload.contains(d))
+        self.held.iter().any(|(_, _, payload)| payload.contains(d))
             || self.commits.iter().any(|c| c.payload.contains(d))
     }
 
@@ -585,48 +562,56 @@ impl Driver {
         if found.is_empty() {
             return Vec::new();
         }
-        vec![Out::Send(from, Wire::Batches(found).encode())]
+        vec![Out::Send(from, Wire::<P::Message>::Batches(found).encode())]
     }
 
-    /// Holds a proposal until its batches are here (fetching them from the proposer).
-    fn on_proposal(&mut self, now: u64, from: ReplicaId, p: Proposal) -> Res {
-        let missing = self.batches.missing(&p.block.payload);
+    /// Hands a consensus message to the core, or, if it names batches not stored here (a
+    /// proposal, see [`Protocol::payload_of`]), holds it until they are, fetching them from
+    /// the sender.
+    fn on_message(&mut self, now: u64, from: ReplicaId, msg: P::Message) -> Res {
+        let payload = P::payload_of(&msg);
+        let missing = self.batches.missing(&payload);
         if missing.is_empty() {
-            let msg = Message::Propose(Box::new(p));
             return self.feed(now, Input::Message { from, msg });
         }
         self.stats.held_proposals += 1;
         if self.held.len() >= MAX_HELD_PROPOSALS {
             self.held.pop_front();
         }
-        self.held.push_back((from, p));
+        self.held.push_back((from, msg, payload));
         self.requested.extend(missing.iter().copied());
-        Ok(vec![Out::Send(from, Wire::BatchRequest(missing).encode())])
+        Ok(vec![Out::Send(
+            from,
+            Wire::<P::Message>::BatchRequest(missing).encode(),
+        )])
     }
 
     fn after_batches(&mut self, now: u64) -> Res {
         let mut out = Vec::new();
         let held: Vec<_> = self.held.drain(..).collect();
-        for (from, p) in held {
-            if self.batches.has_all(&p.block.payload) {
-                let msg = Message::Propose(Box::new(p));
+        for (from, msg, payload) in held {
+            if self.batches.has_all(&payload) {
                 out.extend(self.feed(now, Input::Message { from, msg })?);
             } else {
-                self.held.push_back((from, p));
+                self.held.push_back((from, msg, payload));
             }
         }
-        self.apply_commits(&mut out)?;
+        // Commits waiting for these batches.
+        out.extend(self.run(now, Vec::new())?);
         Ok(out)
     }
 
-    fn feed(&mut self, now: u64, input: Input<Message>) -> Res {
+    fn feed(&mut self, now: u64, input: Input<P::Message>) -> Res {
         let acts = self.core.handle(now, input);
         self.run(now, acts)
     }
 
     /// Carries out the core's actions; persists are written once per step, then
-    /// acknowledged, which may release more actions.
-    fn run(&mut self, now: u64, mut acts: Vec<Action<Message>>) -> Res {
+    /// acknowledged, which may release more actions. Queued commits are executed as their
+    /// batches allow; then the core is told of each block executed (`Input::Executed`, one at
+    /// a time, in height order), and those actions are carried out the same way. The core is
+    /// handed nothing while a persist it asked for is unwritten, and this never calls itself.
+    fn run(&mut self, now: u64, mut acts: Vec<Action<P::Message>>) -> Res {
         let mut out = Vec::new();
         loop {
             let mut persist: Option<(u64, Vec<u8>)> = None;
@@ -637,6 +622,7 @@ impl Driver {
                         out.push(Out::Send(to, Wire::Consensus(msg).encode()))
                     }
                     Action::Broadcast { msg } => {
+                        self.record_vote(&msg);
                         out.push(Out::Broadcast(Wire::Consensus(msg).encode()))
                     }
                     Action::Persist {
@@ -646,23 +632,32 @@ impl Driver {
                     Action::Persist {
                         what: Durable::Log { .. },
                         ..
-                    } => panic!("HotStuff never writes a log record"),
+                    } => panic!(
+                        "the {} core asked for a log record, which this driver does not write",
+                        P::NAME
+                    ),
                     Action::Commit(c) => self.commits.push_back(c),
                     Action::SetTimer { id, after_ms } => out.push(Out::Timer { id, after_ms }),
                 }
             }
             self.apply_commits(&mut out)?;
-            let Some((seq, bytes)) = persist else {
+            if let Some((seq, bytes)) = persist {
+                let started = std::time::Instant::now();
+                self.ledger.store_mut().put_meta(P::SAFETY_KEY, &bytes)?;
+                self.stats.fsync(started);
+                acts = self.core.handle(now, Input::Persisted(seq));
+            } else if let Some((height, state_root)) = self.executed.pop_front() {
+                acts = self
+                    .core
+                    .handle(now, Input::Executed { height, state_root });
+            } else {
                 return Ok(out);
-            };
-            let started = std::time::Instant::now();
-            self.ledger.store_mut().put_meta(SAFETY_KEY, &bytes)?;
-            self.stats.fsync(started);
-            acts = self.core.handle(now, Input::Persisted(seq));
+            }
         }
     }
 
-    /// Executes queued commits in order while their batches are available.
+    /// Executes queued commits in order while their batches are available (the core hears of
+    /// each in [`Driver::run`]).
     fn apply_commits(&mut self, out: &mut Vec<Out>) -> Result<(), DriverError> {
         while let Some(c) = self.commits.front() {
             let missing = self.batches.missing(&c.payload);
@@ -672,7 +667,9 @@ impl Driver {
                     .filter(|d| self.requested.insert(*d))
                     .collect();
                 if !new.is_empty() {
-                    out.push(Out::Broadcast(Wire::BatchRequest(new).encode()));
+                    out.push(Out::Broadcast(
+                        Wire::<P::Message>::BatchRequest(new).encode(),
+                    ));
                 }
                 return Ok(());
             }
@@ -684,6 +681,8 @@ impl Driver {
             self.stats.fsync(started);
             let state = self.ledger.state();
             self.mempool.committed(&block.txs, |a| state.account(a));
+            self.executed
+                .push_back((block.header.height, block.header.state_root));
             out.push(Out::Committed {
                 block: Box::new(block),
                 receipts,

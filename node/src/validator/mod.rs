@@ -2,16 +2,23 @@
 //!
 //! - `wire.rs`: [`Wire`], the frames validators exchange, and [`batch_digest`].
 //! - `batches.rs`: the bounded batch store.
-//! - `driver.rs`: [`Driver`], the event-loop-free validator (tested in-process in
-//!   `node/tests/validator.rs`); the tokio loop over the libp2p transport and the HTTP API
-//!   build on it.
+//! - `protocol.rs`: [`Protocol`], what the driver needs of a consensus protocol, and
+//!   [`HotStuffProtocol`].
+//! - `pbft.rs`: [`PbftProtocol`], the PBFT core behind the same trait.
+//! - `driver.rs`: [`Driver`], the event-loop-free validator, generic over the protocol
+//!   (tested in-process in `node/tests/validator.rs`); the tokio loop over the libp2p
+//!   transport and the HTTP API (`run.rs`) build on it.
 
 mod batches;
 mod driver;
+mod pbft;
+mod protocol;
 mod run;
 mod wire;
 
-pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, SAFETY_KEY};
+pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out};
+pub use pbft::PbftProtocol;
+pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol};
 pub use run::{Loaded, load, run};
 
 use consensus::{Committed, Committee};

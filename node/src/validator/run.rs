@@ -1,7 +1,8 @@
 //! `cairnd run`: the validator process. Loads and checks its home (config, genesis, keys),
-//! opens its store, starts the libp2p transport and drives a [`Driver`] from one tokio task.
+//! opens its store, starts the libp2p transport and drives a [`Driver`] from one tokio task,
+//! with the genesis protocol's core (see [`protocol_loop`]).
 
-use super::{Driver, DriverConfig, Out};
+use super::{Driver, DriverConfig, HotStuffProtocol, Out, PbftProtocol, Protocol};
 use crate::api::{self, ApiCommand, ApiState, CommittedEvent, Metrics, NodeStatus};
 use crate::mempool::Limits;
 use crate::net::{self, NetConfig, NetHandle, PeerInfo};
@@ -9,10 +10,12 @@ use crate::store::RedbStore;
 use anyhow::{Context, anyhow, bail};
 use consensus::{Committee, ReplicaId};
 use genesis::keyfile::load_key_file;
-use genesis::{Genesis, NodeConfig, Protocol};
+use genesis::{Genesis, NodeConfig};
 use ledger::ChainBinding;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,9 +46,9 @@ pub struct Loaded {
 pub fn load(home: &Path) -> anyhow::Result<Loaded> {
     let config = NodeConfig::load(home)?;
     let genesis = Genesis::load(&config.genesis_path(home))?;
-    if genesis.protocol != Protocol::HotStuff {
+    if protocol_loop(genesis.protocol).is_none() {
         bail!(
-            "{}: protocol {} is not supported by this build yet (only hotstuff)",
+            "{}: protocol {} is not supported by this build yet (only hotstuff and pbft)",
             config.genesis_path(home).display(),
             genesis.protocol
         );
@@ -96,6 +99,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
         base_timeout_ms: p.round_timeout_ms,
         max_timeout_ms: p.max_round_timeout_ms,
         idle_block_ms: p.heartbeat_ms,
+        checkpoint_interval: p.checkpoint_interval,
         max_block_batches: BLOCK_BATCHES,
         // A block carries up to BLOCK_BATCHES batches: size batches so that a block stays
         // within the genesis limits (a batch still fits the largest transaction).
@@ -123,16 +127,50 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
     })
 }
 
+/// A future that resolves when the validator should stop.
+type Shutdown<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
+/// The validator loop for one protocol: `run_loop::<P>`.
+type LoopFn = for<'a> fn(
+    &'a Path,
+    Loaded,
+    Shutdown<'a>,
+) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// The validator loop for each genesis protocol this build runs; `None`: not supported yet
+/// (`load` refuses the home). Adding a protocol is one arm here, e.g.
+/// `Pbft => Some(run_loop::<PbftProtocol>)`.
+fn protocol_loop(protocol: genesis::Protocol) -> Option<LoopFn> {
+    match protocol {
+        genesis::Protocol::HotStuff => Some(run_loop::<HotStuffProtocol>),
+        genesis::Protocol::Pbft => Some(run_loop::<PbftProtocol>),
+        genesis::Protocol::Raft => None,
+    }
+}
+
+fn run_loop<'a, P: Protocol>(
+    home: &'a Path,
+    loaded: Loaded,
+    shutdown: Shutdown<'a>,
+) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>> {
+    Box::pin(run_with::<P>(home, loaded, shutdown))
+}
+
 /// Runs the validator in `home` until `shutdown` resolves.
-pub async fn run(
-    home: &Path,
-    shutdown: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+pub async fn run(home: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let loaded = load(home)?;
+    let run_loop = protocol_loop(loaded.genesis.protocol).expect("load checks the protocol");
+    run_loop(home, loaded, Box::pin(shutdown)).await
+}
+
+async fn run_with<P: Protocol>(
+    home: &Path,
+    loaded: Loaded,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let data = loaded.config.data_dir_path(home);
     let store = RedbStore::open(&data.join("store.redb"))
         .with_context(|| format!("opening the store in {}", data.display()))?;
-    let mut driver = Driver::open(loaded.driver, store)?;
+    let mut driver = Driver::<P>::open(loaded.driver, store)?;
     if let Some(path) = std::env::var_os(VOTE_LOG_ENV) {
         let path = std::path::PathBuf::from(path);
         driver
@@ -245,7 +283,7 @@ pub async fn run(
     Ok(())
 }
 
-fn answer(driver: &mut Driver, cmd: ApiCommand) {
+fn answer<P: Protocol>(driver: &mut Driver<P>, cmd: ApiCommand) {
     match cmd {
         ApiCommand::Submit { tx, reply } => {
             let _ = reply.send(driver.submit(tx));
@@ -272,7 +310,7 @@ struct Reporter {
     last_commit: Option<std::time::Instant>,
     /// The leader of the view seen at the last status update.
     leader: Option<u16>,
-    /// The core's count of views ended by timeout, as last reported.
+    /// The core's count of view changes ([`Protocol::view_changes`]), as last reported.
     view_changes: u64,
     summary: Summary,
     summary_due: tokio::time::Instant,
@@ -307,9 +345,9 @@ impl Reporter {
         }
     }
 
-    fn status(&mut self, driver: &mut Driver, net: &NetHandle) {
+    fn status<P: Protocol>(&mut self, driver: &mut Driver<P>, net: &NetHandle) {
         let view = consensus::Core::view(driver.core()).0;
-        let leader = driver.core().leader(consensus::View(view)).0;
+        let leader = P::leader(driver.core()).0;
         let peers = net.connected();
         let m = &self.metrics;
         m.view.set(view);
@@ -320,7 +358,7 @@ impl Reporter {
         if self.leader.replace(leader).is_some_and(|l| l != leader) {
             m.leader_changes.inc();
         }
-        let view_changes = driver.core().stats().views_by_tc;
+        let view_changes = P::view_changes(driver.core());
         let new = view_changes.saturating_sub(self.view_changes);
         self.view_changes = view_changes;
         m.view_changes.inc_by(new);

@@ -1,8 +1,8 @@
 //! What validators send each other: consensus messages and transaction batches.
 
-use consensus::hotstuff;
 use crypto::{Digest, codec};
 use ledger::Transaction;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Largest frame a validator accepts (checked by the transport before reading, and by the
@@ -17,9 +17,12 @@ pub const MAX_BLOCKS_PER_MESSAGE: usize = 128;
 /// [`MAX_WIRE_BYTES`] for blocks within the genesis size limit.
 pub const MAX_BLOCKS_BYTES: usize = 6 << 20;
 
+/// A frame, generic over the protocol's message type `M` (`Wire<hotstuff::Message>` for
+/// HotStuff). Frames other than `Consensus` encode the same whatever `M` is; the variant
+/// order is the encoding (bincode's enum tag), so do not reorder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Wire {
-    Consensus(hotstuff::Message),
+pub enum Wire<M> {
+    Consensus(M),
     /// A batch of the sender's clients' transactions; its id is [`batch_digest`].
     Batch(Vec<Transaction>),
     /// "Send me these batches" (they are named by a proposal or a commit).
@@ -37,11 +40,14 @@ pub enum Wire {
     },
 }
 
-impl Wire {
+impl<M: Serialize> Wire<M> {
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)
     }
-    pub fn decode(bytes: &[u8]) -> Result<Wire, codec::DecodeError> {
+}
+
+impl<M: DeserializeOwned> Wire<M> {
+    pub fn decode(bytes: &[u8]) -> Result<Wire<M>, codec::DecodeError> {
         codec::decode(bytes, MAX_WIRE_BYTES, "validator frame")
     }
 }

@@ -131,24 +131,27 @@ impl Testnet {
     }
 }
 
-/// Views in which a vote log (`CAIRN_VOTE_LOG` format: `vote VIEW BLOCK`) holds two votes for
-/// different blocks, with the two blocks. Resending the same vote is not a conflict.
-pub fn double_votes(log: &str) -> Vec<(u64, String, String)> {
-    let mut seen: std::collections::BTreeMap<u64, String> = Default::default();
+/// Slots in which a vote log (`CAIRN_VOTE_LOG` format: `vote SLOT DIGEST`; the slot is the
+/// view for HotStuff, e.g. `VIEW/SEQ/prepare` for PBFT) holds two votes for different digests,
+/// as (slot, first digest, second digest). Slots are compared as strings. Resending the same
+/// vote is not a conflict.
+pub fn double_votes(log: &str) -> Vec<(String, String, String)> {
+    let mut seen: std::collections::BTreeMap<&str, &str> = Default::default();
     let mut conflicts = Vec::new();
     for line in log.lines() {
         let mut w = line.split_whitespace();
-        let (Some("vote"), Some(view), Some(block)) = (w.next(), w.next(), w.next()) else {
+        let (Some("vote"), Some(slot), Some(digest), None) =
+            (w.next(), w.next(), w.next(), w.next())
+        else {
             panic!("malformed vote log line {line:?}");
         };
-        let view: u64 = view.parse().expect("view");
-        match seen.get(&view) {
-            Some(first) if first != block => {
-                conflicts.push((view, first.clone(), block.to_string()))
+        match seen.get(slot) {
+            Some(first) if *first != digest => {
+                conflicts.push((slot.to_string(), first.to_string(), digest.to_string()))
             }
             Some(_) => {}
             None => {
-                seen.insert(view, block.to_string());
+                seen.insert(slot, digest);
             }
         }
     }
@@ -157,7 +160,7 @@ pub fn double_votes(log: &str) -> Vec<(u64, String, String)> {
 
 impl Testnet {
     /// Reads every validator's vote log and asserts that none signed two different votes in
-    /// one view; returns how many votes were checked.
+    /// one slot (view); returns how many votes were checked.
     pub fn assert_no_double_votes(&self) -> usize {
         let mut total = 0;
         for i in 0..self.n {

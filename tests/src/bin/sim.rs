@@ -3,18 +3,20 @@
 //!     cargo run -p tests --release --bin sim -- --protocol hotstuff --seeds 10000
 //!     cargo run -p tests --release --bin sim -- --protocol hotstuff --seed 42     # replay one
 //!     cargo run -p tests --release --bin sim -- --twins --cases 262144           # full Twins
+//!     cargo run -p tests --release --bin sim -- --protocol pbft --seeds 500
+//!     cargo run -p tests --release --bin sim -- --protocol pbft --twins --cases 2000
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 use tests::sim::runner::{Summary, run_many};
-use tests::sim::{self, HotStuffSim, twins};
+use tests::sim::{self, HotStuffSim, PbftSim, SimProtocol, twins};
 
 #[derive(Parser)]
 #[command(about = "Cairn's deterministic consensus simulator")]
 struct Args {
     /// Protocol to simulate.
-    #[arg(long, default_value = "hotstuff", value_parser = ["hotstuff"])]
+    #[arg(long, default_value = "hotstuff", value_parser = ["hotstuff", "pbft"])]
     protocol: String,
     /// Number of random fault scenarios (seeds) to run.
     #[arg(long, default_value_t = 200)]
@@ -47,27 +49,34 @@ fn bar(len: u64) -> ProgressBar {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    match a.protocol.as_str() {
+        "pbft" => go::<PbftSim>(&a),
+        _ => go::<HotStuffSim>(&a),
+    }
+}
+
+fn go<P: SimProtocol>(a: &Args) -> ExitCode {
     if let Some(seed) = a.seed {
-        return single(&format!("seed {seed}"), sim::random_scenario(seed, 4));
+        return single::<P>(&format!("seed {seed}"), sim::random_scenario(seed, 4));
     }
     if let Some(case) = a.case {
         if case >= twins::CASES {
             eprintln!("error: --case must be below {}", twins::CASES);
             return ExitCode::from(2);
         }
-        return single(&format!("twins case {case}"), twins::case(case));
+        return single::<P>(&format!("twins case {case}"), twins::case(case));
     }
     let started = std::time::Instant::now();
     let (summary, replay_flag): (Summary, &str) = if a.twins {
         let cases: Vec<u64> = twins::sample(a.cases).collect();
         let pb = bar(cases.len() as u64);
-        let s = run_many::<HotStuffSim>(&cases, twins::case, |i| i.to_string(), || pb.inc(1));
+        let s = run_many::<P>(&cases, twins::case, |i| i.to_string(), || pb.inc(1));
         pb.finish_and_clear();
         (s, "--twins --case")
     } else {
         let seeds: Vec<u64> = (a.start..a.start + a.seeds).collect();
         let pb = bar(seeds.len() as u64);
-        let s = run_many::<HotStuffSim>(
+        let s = run_many::<P>(
             &seeds,
             |s| sim::random_scenario(s, 4),
             |i| i.to_string(),
@@ -100,9 +109,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn single(label: &str, sc: sim::Scenario) -> ExitCode {
-    println!("{label}: {}", sc.describe());
-    let r = sim::run::<HotStuffSim>(sc);
+fn single<P: SimProtocol>(label: &str, sc: sim::Scenario) -> ExitCode {
+    println!("{}, {label}: {}", P::NAME, sc.describe());
+    let r = sim::run::<P>(sc);
     println!(
         "height {} view changes {} events {} trace {}",
         r.height, r.view_changes, r.events, r.trace

@@ -5,6 +5,54 @@ use consensus::{ReplicaId, View};
 use crypto::Digest;
 use ledger::Block;
 use std::collections::BTreeMap;
+use std::fmt;
+
+/// What an honest replica signs at most once (with one content): HotStuff's vote of a view;
+/// PBFT's pre-prepare, prepare or commit at one (view, sequence number), and its checkpoint
+/// at one sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VoteSlot {
+    pub view: View,
+    /// The sequence number (0 where the protocol has none, as HotStuff).
+    pub seq: u64,
+    pub kind: VoteKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum VoteKind {
+    /// HotStuff's one vote per view.
+    Vote,
+    PrePrepare,
+    Prepare,
+    Commit,
+    /// A state root signed at a sequence number (view 0: checkpoints belong to no view).
+    Checkpoint,
+}
+
+impl VoteSlot {
+    /// HotStuff: one vote per view.
+    pub fn view(view: View) -> VoteSlot {
+        VoteSlot {
+            view,
+            seq: 0,
+            kind: VoteKind::Vote,
+        }
+    }
+}
+
+impl fmt::Display for VoteSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            VoteKind::Vote => write!(f, "view {}", self.view),
+            VoteKind::PrePrepare => {
+                write!(f, "view {} (pre-prepare at seq {})", self.view, self.seq)
+            }
+            VoteKind::Prepare => write!(f, "view {} (prepare at seq {})", self.view, self.seq),
+            VoteKind::Commit => write!(f, "view {} (commit at seq {})", self.view, self.seq),
+            VoteKind::Checkpoint => write!(f, "checkpoint at seq {}", self.seq),
+        }
+    }
+}
 
 #[derive(Default)]
 pub struct Checker {
@@ -13,8 +61,8 @@ pub struct Checker {
     /// Per instance: committed height and tip hash.
     tips: Vec<(u64, Option<Digest>)>,
     supply: u128,
-    /// Every vote an honest replica signed: (replica, view) → block.
-    votes: BTreeMap<(ReplicaId, View), Digest>,
+    /// Every vote an honest replica signed: (replica, slot) → what it signed there.
+    votes: BTreeMap<(ReplicaId, VoteSlot), Digest>,
     pub violations: Vec<String>,
 }
 
@@ -89,20 +137,25 @@ impl Checker {
         self.tips[inst] = (h, Some(hash));
     }
 
-    /// An honest replica sent a signed vote. Two different votes for one view are a double
+    /// An honest replica sent a signed vote. Two different votes in one slot are a double
     /// vote: what persisting the safety record before voting exists to prevent.
-    pub fn on_vote(&mut self, at_ms: u64, replica: ReplicaId, view: View, block: Digest) {
-        let first = *self.votes.entry((replica, view)).or_insert(block);
+    pub fn on_vote(&mut self, at_ms: u64, replica: ReplicaId, slot: VoteSlot, block: Digest) {
+        let first = *self.votes.entry((replica, slot)).or_insert(block);
         if first != block {
             self.fail(
                 at_ms,
                 format!(
-                    "DOUBLE VOTE: {replica} voted for {} and {} in view {view}",
+                    "DOUBLE VOTE: {replica} voted for {} and {} in {slot}",
                     first.short(),
                     block.short()
                 ),
             );
         }
+    }
+
+    /// A protocol-specific invariant of one replica's core failed (e.g. an unbounded log).
+    pub fn on_core(&mut self, at_ms: u64, inst: usize, what: String) {
+        self.fail(at_ms, format!("instance {inst}: {what}"));
     }
 
     /// Height instance `inst` has committed.
@@ -137,5 +190,147 @@ impl Checker {
 
     pub fn max_height(&self) -> u64 {
         self.canonical.len() as u64
+    }
+}
+
+/// Each check must be able to fail: fed what it protects against, it reports it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger::{BlockInput, ChainBinding, Ledger, MemStore};
+
+    const SUPPLY: u128 = 0;
+
+    fn chain(timestamps: &[u64]) -> (Digest, Vec<Block>) {
+        let genesis = crypto::hash(b"check tests");
+        let binding = ChainBinding {
+            chain_id: "check".into(),
+            genesis_hash: genesis,
+        };
+        let mut l = Ledger::open(MemStore::new(), binding, &[]).expect("fresh ledger");
+        let proposer = crypto::SecretKey::from_seed([1; 32]).public();
+        let blocks = timestamps
+            .iter()
+            .map(|t| {
+                l.commit(BlockInput {
+                    proposer,
+                    view: 0,
+                    timestamp_ms: *t,
+                    txs: vec![],
+                    certificate: vec![],
+                    batch_sizes: vec![],
+                })
+                .expect("in-memory commit")
+                .0
+            })
+            .collect();
+        (genesis, blocks)
+    }
+
+    fn has(c: &Checker, what: &str) -> bool {
+        c.violations.iter().any(|v| v.contains(what))
+    }
+
+    #[test]
+    fn equal_chains_are_clean() {
+        let (genesis, a) = chain(&[1, 2, 3]);
+        let mut c = Checker::new(2, SUPPLY, genesis);
+        for b in &a {
+            c.on_commit(0, 0, b, SUPPLY);
+            c.on_commit(0, 1, b, SUPPLY);
+        }
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        assert_eq!(c.max_height(), 3);
+    }
+
+    #[test]
+    fn fork_is_detected() {
+        let (genesis, a) = chain(&[1, 2]);
+        let (_, b) = chain(&[1, 7]);
+        let mut c = Checker::new(2, SUPPLY, genesis);
+        for blk in &a {
+            c.on_commit(0, 0, blk, SUPPLY);
+        }
+        c.on_commit(0, 1, &b[0], SUPPLY);
+        assert!(c.violations.is_empty());
+        c.on_commit(0, 1, &b[1], SUPPLY);
+        assert!(has(&c, "FORK at height 2"), "{:?}", c.violations);
+    }
+
+    #[test]
+    fn skipped_height_and_broken_link_are_detected() {
+        let (genesis, a) = chain(&[1, 2]);
+        let (_, b) = chain(&[5, 6]);
+        let mut c = Checker::new(2, SUPPLY, genesis);
+        c.on_commit(0, 0, &a[1], SUPPLY);
+        assert!(has(&c, "committed height 2 after 0"), "{:?}", c.violations);
+        c.on_commit(0, 1, &a[0], SUPPLY);
+        c.on_commit(0, 1, &b[1], SUPPLY);
+        assert!(has(&c, "does not link to its parent"), "{:?}", c.violations);
+    }
+
+    #[test]
+    fn supply_change_is_detected() {
+        let (genesis, a) = chain(&[1]);
+        let mut c = Checker::new(1, SUPPLY, genesis);
+        c.on_commit(0, 0, &a[0], SUPPLY + 1);
+        assert!(has(&c, "supply"), "{:?}", c.violations);
+    }
+
+    #[test]
+    fn restart_below_the_committed_height_is_detected() {
+        let (genesis, a) = chain(&[1, 2]);
+        let mut c = Checker::new(1, SUPPLY, genesis);
+        for b in &a {
+            c.on_commit(0, 0, b, SUPPLY);
+        }
+        c.restarted(0, 2, a[1].hash());
+        assert!(c.violations.is_empty());
+        c.restarted(0, 1, a[0].hash());
+        assert!(
+            has(&c, "restarted at height 1 below 2"),
+            "{:?}",
+            c.violations
+        );
+    }
+
+    #[test]
+    fn no_progress_is_a_liveness_failure() {
+        let (genesis, a) = chain(&[1]);
+        let mut c = Checker::new(2, SUPPLY, genesis);
+        c.on_commit(0, 0, &a[0], SUPPLY);
+        c.require_progress(10, 0, 0);
+        assert!(c.violations.is_empty());
+        c.require_progress(10, 1, 0);
+        assert!(has(&c, "LIVENESS: instance 1"), "{:?}", c.violations);
+    }
+
+    #[test]
+    fn double_votes_are_per_slot() {
+        let (x, y) = (crypto::hash(b"x"), crypto::hash(b"y"));
+        let r = ReplicaId(2);
+        let slot = |view, seq, kind| VoteSlot {
+            view: View(view),
+            seq,
+            kind,
+        };
+        let mut c = Checker::default();
+        // HotStuff: one vote per view.
+        c.on_vote(0, r, VoteSlot::view(View(3)), x);
+        c.on_vote(0, r, VoteSlot::view(View(3)), x);
+        c.on_vote(0, r, VoteSlot::view(View(4)), y);
+        assert!(c.violations.is_empty());
+        c.on_vote(0, r, VoteSlot::view(View(3)), y);
+        assert!(has(&c, "DOUBLE VOTE: r2"), "{:?}", c.violations);
+        // PBFT: phases and sequence numbers are separate slots; one digest in each.
+        let mut c = Checker::default();
+        c.on_vote(0, r, slot(1, 5, VoteKind::Prepare), x);
+        c.on_vote(0, r, slot(1, 5, VoteKind::Commit), x);
+        c.on_vote(0, r, slot(1, 6, VoteKind::Prepare), y);
+        c.on_vote(0, r, slot(2, 5, VoteKind::Prepare), y);
+        c.on_vote(0, ReplicaId(3), slot(1, 5, VoteKind::Prepare), y);
+        assert!(c.violations.is_empty(), "{:?}", c.violations);
+        c.on_vote(0, r, slot(1, 5, VoteKind::Commit), y);
+        assert!(has(&c, "in view 1 (commit at seq 5)"), "{:?}", c.violations);
     }
 }

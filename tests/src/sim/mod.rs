@@ -22,10 +22,10 @@ mod scenario;
 pub mod twins;
 
 pub use byz::Behaviour;
-pub use check::Checker;
+pub use check::{Checker, VoteKind, VoteSlot};
 pub use net::{Crash, Cut, Network, Partition, TwinsSchedule};
-pub use protocol::{Disk, HotStuffSim, Params, SimProtocol};
-pub use scenario::{Scenario, amnesia_scenario, random_scenario};
+pub use protocol::{ByzCtx, Dest, Disk, HotStuffSim, Params, PbftSim, SimProtocol};
+pub use scenario::{Scenario, amnesia_scenario, amnesia_scenario_with, random_scenario};
 
 use consensus::{Committee, Core, ReplicaId};
 use crypto::{Digest, Hasher, SecretKey};
@@ -207,6 +207,14 @@ impl<P: SimProtocol> Sim<P> {
                 self.checker.require_progress(end, inst, before);
             }
         }
+        for inst in 0..self.instances.len() {
+            if let Some(core) = &self.instances[inst].core
+                && self.instances[inst].honest()
+                && let Err(e) = P::settled(core, &self.sc.params)
+            {
+                self.checker.on_core(end, inst, e);
+            }
+        }
         let view_changes = self
             .instances
             .iter()
@@ -314,6 +322,17 @@ impl<P: SimProtocol> Sim<P> {
             .expect("just built")
             .start(self.now);
         self.apply(i, actions);
+        self.check_core(i);
+    }
+
+    /// Protocol-specific bounds on an honest core, after every input.
+    fn check_core(&mut self, i: usize) {
+        if let Some(core) = &self.instances[i].core
+            && self.instances[i].honest()
+            && let Err(e) = P::bounded(core, &self.sc.params)
+        {
+            self.checker.on_core(self.now, i, e);
+        }
     }
 
     fn input(&mut self, i: usize, input: consensus::Input<P::Msg>) {
@@ -332,6 +351,7 @@ impl<P: SimProtocol> Sim<P> {
             }
         }
         self.apply(i, actions);
+        self.check_core(i);
     }
 
     fn apply(&mut self, i: usize, actions: Vec<consensus::Action<P::Msg>>) {
@@ -362,13 +382,40 @@ impl<P: SimProtocol> Sim<P> {
                 }
             }
         }
+        self.feed_executed(i);
+    }
+
+    /// Tells the core of every block its ledger executed, one at a time and in height order,
+    /// once the actions that committed them are carried out. Blocks those inputs commit in
+    /// turn are queued behind and told by the same loop (never out of order by recursion).
+    fn feed_executed(&mut self, i: usize) {
+        if std::mem::replace(&mut self.instances[i].feeding, true) {
+            return;
+        }
+        while let Some((height, state_root)) = self.instances[i].executed.pop_front() {
+            self.input(i, consensus::Input::Executed { height, state_root });
+        }
+        self.instances[i].feeding = false;
     }
 
     fn commit(&mut self, i: usize, c: consensus::Committed) {
+        if std::env::var("SIM_COMMITS").is_ok() {
+            eprintln!(
+                "[{}] inst {i} commit view {} id {} ts {} payload {}",
+                self.now,
+                c.view.0,
+                c.id.short(),
+                c.timestamp_ms,
+                c.payload.len()
+            );
+        }
         let cert_ok = P::verify_certificate(&c.certificate, &self.committee, &self.genesis);
         let batches = &self.batches;
         let input = ::node::validator::block_input(c, &self.committee, |d| batches.get(d).cloned());
         let block = self.instances[i].execute(input);
+        self.instances[i]
+            .executed
+            .push_back((block.header.height, block.header.state_root));
         self.trace.part(&[0xc0, i as u8]).part(&block.hash().0);
         if self.instances[i].honest() {
             if !cert_ok {
@@ -383,24 +430,27 @@ impl<P: SimProtocol> Sim<P> {
     }
 
     fn route(&mut self, from: usize, dest: protocol::Dest, msg: P::Msg) {
-        let inst = &mut self.instances[from];
+        let inst = &self.instances[from];
         let outgoing = match inst.byz {
-            Some(b) if b != Behaviour::Twin => P::misbehave(
-                b,
-                &inst.key,
-                &self.committee,
-                dest,
-                msg,
-                &mut self.rng,
-                &inst.seen,
-            ),
+            Some(behaviour) if behaviour != Behaviour::Twin => {
+                let ctx = protocol::ByzCtx {
+                    behaviour,
+                    key: &inst.key,
+                    committee: &self.committee,
+                    genesis: &self.genesis,
+                    seen: &inst.seen,
+                };
+                P::misbehave(&ctx, dest, msg, &mut self.rng)
+            }
             _ => vec![(dest, msg)],
         };
         let sender = self.instances[from].id;
         let honest = self.instances[from].honest();
         for (dest, msg) in outgoing {
-            if honest && let Some((view, block)) = P::vote_of(&msg) {
-                self.checker.on_vote(self.now, sender, view, block);
+            if honest {
+                for (slot, what) in P::votes_of(&msg) {
+                    self.checker.on_vote(self.now, sender, slot, what);
+                }
             }
             let view = P::view_of(&msg);
             for to in 0..self.instances.len() {

@@ -5,7 +5,7 @@
 use super::byz::Behaviour;
 use super::protocol::{Disk, SimProtocol};
 use consensus::{Durable, ReplicaId};
-use crypto::SecretKey;
+use crypto::{Digest, SecretKey};
 use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, MemStore, Store, Transaction};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -28,6 +28,11 @@ pub struct Instance<P: SimProtocol> {
     next_generation: u64,
     mempool: VecDeque<Transaction>,
     pub seen: Vec<P::Msg>,
+    /// Blocks the ledger executed whose (height, state root) the core has not been told yet,
+    /// in height order.
+    pub executed: VecDeque<(u64, Digest)>,
+    /// [`super::Sim`] is telling the core of executed blocks (no re-entry).
+    pub feeding: bool,
 }
 
 impl<P: SimProtocol> Instance<P> {
@@ -53,6 +58,8 @@ impl<P: SimProtocol> Instance<P> {
             next_generation: 0,
             mempool: VecDeque::new(),
             seen: Vec::new(),
+            executed: VecDeque::new(),
+            feeding: false,
         }
     }
 
@@ -79,9 +86,11 @@ impl<P: SimProtocol> Instance<P> {
             } else {
                 self.disk_safety.clone()
             },
+            height: self.ledger.height(),
             log: self.disk_log.clone(),
             committed,
-            certificates: (self.ledger.height().saturating_sub(64) + 1..=self.ledger.height())
+            certificates: (self.ledger.height().saturating_sub(P::HISTORY) + 1
+                ..=self.ledger.height())
                 .filter_map(|h| self.ledger.store().block(h).ok().flatten())
                 .map(|b| b.certificate)
                 .collect(),
@@ -95,6 +104,8 @@ impl<P: SimProtocol> Instance<P> {
         self.epoch += 1;
         self.timers.clear();
         self.mempool.clear();
+        self.executed.clear();
+        self.feeding = false;
     }
 
     /// Queues a durable write; returns true when an fsync must be scheduled.

@@ -1,9 +1,14 @@
 //! What the simulator needs to know about a protocol beyond the [`consensus::Core`] trait:
 //! how to build a core from persisted state, which view a message belongs to (for Twins
-//! partitions), and how a Byzantine replica of this protocol misbehaves.
+//! partitions), what it signs (for the double-vote check), what must stay bounded in its
+//! core, and how a Byzantine replica of this protocol misbehaves.
+//!
+//! [`HotStuffSim`] and [`PbftSim`] are the two implementations.
 
 use super::byz::Behaviour;
+use super::check::{VoteKind, VoteSlot};
 use consensus::hotstuff::{self, HotStuff, Message};
+use consensus::pbft::{self, Pbft};
 use consensus::{Committee, Core, ReplicaId, View};
 use crypto::{Digest, SecretKey};
 use rand::Rng;
@@ -13,10 +18,13 @@ use rand_chacha::ChaCha8Rng;
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     pub safety: Option<Vec<u8>>,
+    /// The ledger height (last committed block).
+    pub height: u64,
     pub log: Vec<Vec<u8>>,
     /// From the last committed ledger block's certificate.
     pub committed: Option<(Digest, View)>,
-    /// Certificates of the last committed ledger blocks, oldest first (leader election).
+    /// Certificates of the last [`SimProtocol::HISTORY`] committed ledger blocks, oldest
+    /// first (HotStuff: leader election; PBFT: answering peers that fetch).
     pub certificates: Vec<Vec<u8>>,
 }
 
@@ -36,12 +44,26 @@ pub struct Params {
     pub max_payload: usize,
     /// [`hotstuff::Config::idle_block_ms`].
     pub idle_block_ms: u64,
+    /// [`pbft::Config::checkpoint_interval`] (HotStuff has no checkpoints).
+    pub checkpoint_interval: u64,
+}
+
+/// What a Byzantine replica knows when it rewrites a message.
+pub struct ByzCtx<'a, M> {
+    pub behaviour: Behaviour,
+    pub key: &'a SecretKey,
+    pub committee: &'a Committee,
+    pub genesis: &'a Digest,
+    /// Messages it received lately (to replay).
+    pub seen: &'a [M],
 }
 
 pub trait SimProtocol {
     type Msg: Clone + std::fmt::Debug;
     type Core: Core<Message = Self::Msg>;
     const NAME: &'static str;
+    /// Ledger certificates a restarted replica reads back from its store.
+    const HISTORY: u64;
 
     fn build(
         me: ReplicaId,
@@ -63,21 +85,30 @@ pub trait SimProtocol {
 
     fn encode(msg: &Self::Msg) -> Vec<u8>;
 
-    /// If `msg` is a signed vote, the view and what it votes for (for the double-vote check).
-    fn vote_of(msg: &Self::Msg) -> Option<(View, Digest)>;
+    /// Every vote `msg` carries that its signer may sign only once per slot, with what it
+    /// votes for (for the double-vote check).
+    fn votes_of(msg: &Self::Msg) -> Vec<(VoteSlot, Digest)>;
 
     /// Views (or terms) that ended without progress, for the summary.
     fn view_changes(core: &Self::Core) -> u64;
 
+    /// What must hold of an honest core after every input (memory bounds).
+    fn bounded(_core: &Self::Core, _params: &Params) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// What must hold of an honest running core at the end of a run, after every fault has
+    /// healed and the liveness window has passed (garbage collection kept up).
+    fn settled(_core: &Self::Core, _params: &Params) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Rewrites an outgoing message of a Byzantine replica.
     fn misbehave(
-        b: Behaviour,
-        key: &SecretKey,
-        committee: &Committee,
+        ctx: &ByzCtx<'_, Self::Msg>,
         dest: Dest,
         msg: Self::Msg,
         rng: &mut ChaCha8Rng,
-        seen: &[Self::Msg],
     ) -> Vec<(Dest, Self::Msg)>;
 }
 
@@ -87,6 +118,7 @@ impl SimProtocol for HotStuffSim {
     type Msg = Message;
     type Core = HotStuff;
     const NAME: &'static str = "hotstuff";
+    const HISTORY: u64 = 64;
 
     fn build(
         me: ReplicaId,
@@ -143,10 +175,10 @@ impl SimProtocol for HotStuffSim {
         msg.encode()
     }
 
-    fn vote_of(msg: &Message) -> Option<(View, Digest)> {
+    fn votes_of(msg: &Message) -> Vec<(VoteSlot, Digest)> {
         match msg {
-            Message::Vote(v) => Some((v.view, v.block)),
-            _ => None,
+            Message::Vote(v) => vec![(VoteSlot::view(v.view), v.block)],
+            _ => vec![],
         }
     }
 
@@ -155,15 +187,13 @@ impl SimProtocol for HotStuffSim {
     }
 
     fn misbehave(
-        b: Behaviour,
-        key: &SecretKey,
-        committee: &Committee,
+        ctx: &ByzCtx<'_, Message>,
         dest: Dest,
         msg: Message,
         rng: &mut ChaCha8Rng,
-        seen: &[Message],
     ) -> Vec<(Dest, Message)> {
-        match (b, msg) {
+        let (key, committee, seen) = (ctx.key, ctx.committee, ctx.seen);
+        match (ctx.behaviour, msg) {
             (Behaviour::Equivocate, Message::Propose(p)) => {
                 // A second block for the same view. Each half gets one block first and the
                 // other one after it, so every replica sees both, in different orders.
@@ -220,6 +250,276 @@ impl SimProtocol for HotStuffSim {
                         high_qc: t.high_qc.clone(),
                     };
                     out.push((Dest::All, Message::Tc(forged)));
+                }
+                out
+            }
+            (_, m) => vec![(dest, m)],
+        }
+    }
+}
+
+/// The committee split in two halves (an equivocator shows each half something else).
+fn halves(committee: &Committee) -> (Vec<ReplicaId>, Vec<ReplicaId>) {
+    let ids: Vec<ReplicaId> = committee.ids().collect();
+    let (a, b) = ids.split_at(ids.len() / 2);
+    (a.to_vec(), b.to_vec())
+}
+
+pub struct PbftSim;
+
+impl SimProtocol for PbftSim {
+    type Msg = pbft::Message;
+    type Core = Pbft;
+    const NAME: &'static str = "pbft";
+    /// As many as the core keeps to answer fetches.
+    const HISTORY: u64 = pbft::RECENT_CERTIFICATES as u64;
+
+    fn build(
+        me: ReplicaId,
+        key: SecretKey,
+        committee: Committee,
+        genesis: Digest,
+        params: &Params,
+        disk: &Disk,
+    ) -> Pbft {
+        let cfg = pbft::Config {
+            me,
+            key,
+            committee,
+            genesis,
+            base_timeout_ms: params.base_timeout_ms,
+            max_timeout_ms: params.max_timeout_ms,
+            max_payload: params.max_payload,
+            idle_block_ms: params.idle_block_ms,
+            checkpoint_interval: params.checkpoint_interval,
+        };
+        let rec = pbft::Recovered {
+            safety: disk.safety.clone(),
+            height: disk.height,
+            recent: disk.certificates.clone(),
+        };
+        Pbft::new(cfg, rec).expect("simulated disk holds a valid safety record")
+    }
+
+    fn committed_ref(certificate: &[u8]) -> Option<(Digest, View)> {
+        pbft::CommitCertificate::decode(certificate)
+            .ok()
+            .map(|c| (c.block.digest(), c.view))
+    }
+
+    fn verify_certificate(certificate: &[u8], committee: &Committee, genesis: &Digest) -> bool {
+        pbft::CommitCertificate::decode(certificate)
+            .is_ok_and(|c| c.verify(committee, genesis).is_ok())
+    }
+
+    fn view_of(msg: &pbft::Message) -> Option<View> {
+        msg.view()
+    }
+
+    fn encode(msg: &pbft::Message) -> Vec<u8> {
+        msg.encode()
+    }
+
+    /// PRE-PREPAREs (also those a NEW-VIEW re-issues), PREPAREs and COMMITs by (view, seq,
+    /// phase); CHECKPOINTs by sequence number (an honest replica's state root at a number
+    /// never changes).
+    fn votes_of(msg: &pbft::Message) -> Vec<(VoteSlot, Digest)> {
+        use pbft::Message as M;
+        let slot = |view, seq, kind| VoteSlot { view, seq, kind };
+        match msg {
+            M::PrePrepare(p) => vec![(
+                slot(p.view, p.block.seq, VoteKind::PrePrepare),
+                p.block.digest(),
+            )],
+            M::NewView(nv) => nv
+                .pre_prepares
+                .iter()
+                .map(|p| {
+                    (
+                        slot(p.view, p.block.seq, VoteKind::PrePrepare),
+                        p.block.digest(),
+                    )
+                })
+                .collect(),
+            M::Prepare(v) => vec![(slot(v.view, v.seq, VoteKind::Prepare), v.digest)],
+            M::Commit(v) => vec![(slot(v.view, v.seq, VoteKind::Commit), v.digest)],
+            M::Checkpoint(c) => vec![(slot(View(0), c.seq, VoteKind::Checkpoint), c.state_root)],
+            M::ViewChange(_) | M::Fetch { .. } | M::Committed(_) => vec![],
+        }
+    }
+
+    fn view_changes(core: &Pbft) -> u64 {
+        core.stats().view_changes
+    }
+
+    /// The log holds only sequence numbers inside the water marks: (h, h + 2k].
+    fn bounded(core: &Pbft, params: &Params) -> Result<(), String> {
+        let max = 2 * params.checkpoint_interval.max(1) as usize;
+        if core.log_len() > max {
+            return Err(format!(
+                "UNBOUNDED LOG: {} entries, more than 2k = {max}",
+                core.log_len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Garbage collection kept up: the stable checkpoint is within the water-mark window of
+    /// what the replica committed, and the safety record holds no more than the window.
+    fn settled(core: &Pbft, params: &Params) -> Result<(), String> {
+        let window = 2 * params.checkpoint_interval.max(1);
+        let (committed, low) = (core.committed(), core.low_water_mark());
+        if committed > low + window {
+            return Err(format!(
+                "GC BEHIND: committed {committed} but the stable checkpoint is {low} (window {window})"
+            ));
+        }
+        let records = core.safety_data().slots.len() as u64;
+        if records > window {
+            return Err(format!(
+                "UNBOUNDED SAFETY RECORD: {records} sequence numbers, more than {window}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn misbehave(
+        ctx: &ByzCtx<'_, pbft::Message>,
+        dest: Dest,
+        msg: pbft::Message,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<(Dest, pbft::Message)> {
+        use pbft::Message as M;
+        let (key, committee, genesis, seen) = (ctx.key, ctx.committee, ctx.genesis, ctx.seen);
+        match (ctx.behaviour, msg) {
+            (Behaviour::Equivocate, M::PrePrepare(p)) => {
+                // A second block for the same (view, seq). Each half gets one first and the
+                // other after it, so every replica sees both, in different orders.
+                let mut other = p.block.clone();
+                other.payload.reverse();
+                other.payload.truncate(other.payload.len() / 2);
+                other.timestamp_ms += 1;
+                let p2 =
+                    M::PrePrepare(Box::new(pbft::PrePrepare::new(p.view, other, genesis, key)));
+                let (a, b) = halves(committee);
+                let p = M::PrePrepare(p);
+                vec![
+                    (Dest::Some(a.clone()), p.clone()),
+                    (Dest::Some(b.clone()), p2.clone()),
+                    (Dest::Some(b), p),
+                    (Dest::Some(a), p2),
+                ]
+            }
+            (Behaviour::BadSignatures, mut m) => {
+                match &mut m {
+                    M::PrePrepare(p) => p.signature.0[7] ^= 1,
+                    M::Prepare(v) | M::Commit(v) => v.signature.0[7] ^= 1,
+                    M::Checkpoint(c) => c.signature.0[7] ^= 1,
+                    M::ViewChange(vc) => vc.signature.0[7] ^= 1,
+                    M::NewView(nv) => nv.signature.0[7] ^= 1,
+                    M::Committed(certs) => {
+                        for c in certs.iter_mut() {
+                            if let Some(s) = c.commits.first_mut() {
+                                s.1.0[7] ^= 1;
+                            }
+                        }
+                    }
+                    M::Fetch { .. } => {}
+                }
+                vec![(dest, m)]
+            }
+            // Its commits never leave, not even inside the certificates it answers
+            // fetches with.
+            (Behaviour::Withhold, M::Prepare(_) | M::Commit(_) | M::Committed(_)) => vec![],
+            (Behaviour::StaleAndFuture, m) => {
+                let mut out = vec![];
+                // A fetch answer whose first certificate does not match its block, ahead of
+                // the true one.
+                if let M::Committed(certs) = &m
+                    && let Some(first) = certs.first()
+                {
+                    let mut bad = first.clone();
+                    bad.block.timestamp_ms += 1;
+                    out.push((dest.clone(), M::Committed(vec![bad])));
+                }
+                out.push((dest, m.clone()));
+                // Replay something old.
+                if !seen.is_empty() {
+                    let old = seen[rng.gen_range(0..seen.len())].clone();
+                    out.push((Dest::All, old));
+                }
+                let me = match &m {
+                    M::ViewChange(vc) => Some(vc.replica),
+                    M::Checkpoint(c) => Some(c.replica),
+                    M::Prepare(v) | M::Commit(v) => Some(v.replica),
+                    _ => None,
+                };
+                let Some(me) = me else {
+                    return out;
+                };
+                // A correctly signed VIEW-CHANGE for a view far ahead, once in a while (every
+                // view change of its own, and about every 8th vote or checkpoint).
+                let current = seen
+                    .iter()
+                    .chain(std::iter::once(&m))
+                    .filter_map(|m| m.view())
+                    .max()
+                    .unwrap_or(View(1));
+                if matches!(m, M::ViewChange(_)) || rng.gen_ratio(1, 8) {
+                    let ahead = View(current.0 + rng.gen_range(2..40));
+                    let (stable, prepared) = match &m {
+                        M::ViewChange(vc) => (vc.stable.clone(), vc.prepared.clone()),
+                        _ => (pbft::CheckpointCert::genesis(), vec![]),
+                    };
+                    let future = pbft::ViewChange::new(ahead, stable, prepared, me, genesis, key);
+                    out.push((Dest::All, M::ViewChange(Box::new(future.clone()))));
+                    // A NEW-VIEW for it made of copies of that one view change relabelled as
+                    // everyone's (their signatures are the Byzantine replica's).
+                    let forged = pbft::NewView {
+                        view: ahead,
+                        view_changes: committee
+                            .ids()
+                            .map(|id| pbft::ViewChange {
+                                replica: id,
+                                ..future.clone()
+                            })
+                            .collect(),
+                        pre_prepares: vec![],
+                        signature: future.signature,
+                    };
+                    out.push((Dest::All, M::NewView(Box::new(forged))));
+                }
+                // Checkpoints far ahead: its own, correctly signed, for a made-up state, and
+                // the same claimed for every other replica with its signature (forged); and
+                // a correctly signed view change that carries that forged "stable" checkpoint.
+                if let M::Checkpoint(c) = &m {
+                    let far = c.seq + rng.gen_range(1..2_000);
+                    let root = crypto::hash(&rng.r#gen::<u64>().to_le_bytes());
+                    let own = pbft::Checkpoint::new(far, root, me, genesis, key);
+                    let forged = pbft::CheckpointCert {
+                        seq: far,
+                        state_root: root,
+                        signatures: committee.ids().map(|id| (id, own.signature)).collect(),
+                    };
+                    for id in committee.ids().filter(|id| *id != me) {
+                        out.push((
+                            Dest::All,
+                            M::Checkpoint(pbft::Checkpoint {
+                                replica: id,
+                                ..own.clone()
+                            }),
+                        ));
+                    }
+                    out.push((Dest::All, M::Checkpoint(own)));
+                    let vc = pbft::ViewChange::new(
+                        View(current.0 + 1),
+                        forged,
+                        vec![],
+                        me,
+                        genesis,
+                        key,
+                    );
+                    out.push((Dest::All, M::ViewChange(Box::new(vc))));
                 }
                 out
             }

@@ -43,6 +43,7 @@ impl Scenario {
                 max_timeout_ms: 3_000,
                 max_payload: 16,
                 idle_block_ms: 100,
+                checkpoint_interval: consensus::pbft::DEFAULT_CHECKPOINT_INTERVAL,
             },
             tx_interval_ms: 20,
             fsync_ms: (1, 6),
@@ -67,7 +68,7 @@ impl Scenario {
             .map(|(id, b)| format!("{id}:{b}"))
             .collect();
         format!(
-            "n={} drop={:.2} dup={:.2} latency={}..{}ms partitions={} crashes={} idle={}ms tx_every={}ms byzantine=[{}]{}",
+            "n={} drop={:.2} dup={:.2} latency={}..{}ms partitions={} crashes={} idle={}ms tx_every={}ms checkpoint_every={} byzantine=[{}]{}",
             self.n,
             self.network.drop,
             self.network.duplicate,
@@ -77,6 +78,7 @@ impl Scenario {
             self.crashes.len(),
             self.params.idle_block_ms,
             self.tx_interval_ms,
+            self.params.checkpoint_interval,
             byz.join(","),
             if self.amnesia { " amnesia" } else { "" }
         )
@@ -149,6 +151,10 @@ pub fn random_scenario(seed: u64, n: usize) -> Scenario {
     if rng.gen_bool(0.3) {
         sc.tx_interval_ms = rng.gen_range(100..600);
     }
+    // PBFT checkpoints (drawn last, so the draws above and HotStuff's seeds are unchanged):
+    // often small, so garbage collection, catch-up past the water marks and view changes
+    // carrying checkpoint proofs happen many times per run.
+    sc.params.checkpoint_interval = *[4, 8, 16].choose(&mut rng).expect("non-empty");
     sc
 }
 
@@ -157,16 +163,23 @@ pub fn random_scenario(seed: u64, n: usize) -> Scenario {
 /// many times. With `amnesia` they come back without their safety record and can vote twice
 /// in one view; without it they must not.
 pub fn amnesia_scenario(seed: u64, amnesia: bool) -> Scenario {
+    amnesia_scenario_with(seed, amnesia, ReplicaId(0))
+}
+
+/// [`amnesia_scenario`] with `equivocator` as the Byzantine leader (PBFT's primary of view 1
+/// is replica 1) and the other three crashing.
+pub fn amnesia_scenario_with(seed: u64, amnesia: bool, equivocator: ReplicaId) -> Scenario {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa5a5);
     let mut sc = Scenario::calm(seed, 4);
     sc.amnesia = amnesia;
-    sc.byzantine = vec![(ReplicaId(0), Behaviour::Equivocate)];
+    sc.byzantine = vec![(equivocator, Behaviour::Equivocate)];
     sc.network.max_latency_ms = 40;
     sc.faults_until_ms = 5_000;
+    let others: Vec<usize> = (0..4).filter(|i| *i != equivocator.0 as usize).collect();
     for k in 0..16u64 {
         let at_ms = 100 + k * 300 + rng.gen_range(0..100);
         sc.crashes.push(Crash {
-            instance: 1 + (k % 3) as usize,
+            instance: others[(k % 3) as usize],
             at_ms,
             restart_ms: at_ms + rng.gen_range(1..5),
         });

@@ -53,6 +53,8 @@ fn twins_scenario(
     };
     sc.params.base_timeout_ms = 50;
     sc.params.max_timeout_ms = 200;
+    // Small, so that PBFT's checkpoints and garbage collection happen inside the schedule.
+    sc.params.checkpoint_interval = 4;
     sc.tx_interval_ms = 100;
     sc.faults_until_ms = TWINS_PHASE_MS;
     sc.liveness_window_ms = 1_000;

@@ -1,0 +1,230 @@
+//! [`Protocol`]: what the driver needs to know about one consensus protocol beyond the
+//! [`consensus::Core`] trait — how to build its core from the store, what its messages and
+//! certificates say — and [`HotStuffProtocol`], its HotStuff implementation.
+//!
+//! Adding a protocol is one `impl Protocol` and one arm in `run.rs` (`protocol_loop`).
+
+use super::driver::DriverError;
+use crate::store::RedbStore;
+use consensus::hotstuff::{self, CommitCertificate, HotStuff, Message};
+use consensus::{Committee, ReplicaId, View};
+use crypto::{Digest, SecretKey};
+use ledger::{Ledger, Store};
+
+/// What every core is built from (again after a block sync moves the committed root).
+#[derive(Clone)]
+pub struct CoreParams {
+    pub me: ReplicaId,
+    pub key: SecretKey,
+    pub committee: Committee,
+    /// The genesis hash: the id of the block every chain starts from.
+    pub genesis: Digest,
+    pub base_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// Batch digests per block, at most.
+    pub max_payload: usize,
+    /// How long a leader with nothing to order waits before an empty block.
+    pub idle_block_ms: u64,
+    /// Blocks between checkpoints (PBFT; HotStuff has none).
+    pub checkpoint_interval: u64,
+}
+
+impl CoreParams {
+    /// Blocks between checkpoints when nothing else says.
+    pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 16;
+}
+
+/// A committed ledger block's certificate, decoded: what the driver checks when it applies
+/// blocks a peer sent (block sync) and feeds the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certified {
+    /// The protocol's id of the block (HotStuff block id, PBFT digest).
+    pub id: Digest,
+    pub view: View,
+    pub proposer: ReplicaId,
+    pub timestamp_ms: u64,
+    /// Batch digests in order.
+    pub payload: Vec<Digest>,
+    /// HotStuff: `Some(parent block id)`, which must equal the previous block's id (the
+    /// ledger tip's, or the genesis hash at height 0). PBFT: `None` (each certificate stands
+    /// alone; the height check suffices).
+    pub parent: Option<Digest>,
+    /// Whether this certificate alone proves that this block and all before it are committed
+    /// (HotStuff: it carries the 2-chain proof; PBFT: always).
+    pub proves_commit: bool,
+    /// The ledger height the certificate itself names, if it names one (PBFT: its sequence
+    /// number, which must equal the block's height).
+    pub height: Option<u64>,
+}
+
+/// One consensus protocol as the driver sees it. Only associated items: protocols are types
+/// (`Driver<HotStuffProtocol>`), never values.
+pub trait Protocol: Send + 'static {
+    type Message: Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static;
+    type Core: consensus::Core<Message = Self::Message> + Send;
+
+    /// As in genesis (`hotstuff`, `pbft`).
+    const NAME: &'static str;
+    /// Store metadata key of the durable safety record.
+    const SAFETY_KEY: &'static str;
+    /// The id of the core's view timer (the driver retries batch fetches when it fires).
+    const VIEW_TIMER: u64;
+
+    /// Builds the core from the store: the durable safety record (or `safety`, the in-memory
+    /// one, after a block sync), the ledger tip and whatever recent history the protocol
+    /// needs. Used at start and after a block sync, which is the same as a restart with a
+    /// longer ledger. Fails if the safety record or a needed block is unreadable.
+    fn build(
+        params: &CoreParams,
+        ledger: &Ledger<RedbStore>,
+        safety: Option<Vec<u8>>,
+    ) -> Result<Self::Core, DriverError>;
+    /// The core's safety record as it is in memory (encoded as for the store).
+    fn safety_bytes(core: &Self::Core) -> Vec<u8>;
+    /// Batch digests offered to the core and not yet in a block (kept across a rebuild).
+    fn pending_payload(core: &Self::Core) -> Vec<Digest>;
+    /// The leader (primary) of the core's current view.
+    fn leader(core: &Self::Core) -> ReplicaId;
+    /// Views the core has left because the previous one failed (for metrics).
+    fn view_changes(core: &Self::Core) -> u64;
+    /// Batch digests `msg` names that must be stored locally before the core sees it (a
+    /// proposal's payload, so that a vote means "I can execute this"); usually empty.
+    fn payload_of(msg: &Self::Message) -> Vec<Digest>;
+    /// If `msg` is a signed vote: a slot (one honest vote per slot; HotStuff: the view
+    /// number) and the digest voted for. For the vote log.
+    fn vote_slot(msg: &Self::Message) -> Option<(String, Digest)>;
+    /// Decodes a committed block's certificate and verifies it against the committee.
+    fn certified(cert: &[u8], committee: &Committee, genesis: &Digest) -> Option<Certified>;
+    /// Decodes a certificate without verifying it: for certificates from our own store.
+    fn decode_certified(cert: &[u8]) -> Option<Certified>;
+}
+
+/// Chained HotStuff (`consensus::hotstuff`).
+pub struct HotStuffProtocol;
+
+fn hotstuff_certified(c: &CommitCertificate) -> Certified {
+    Certified {
+        id: c.block.id(),
+        view: c.block.view,
+        proposer: c.block.proposer,
+        timestamp_ms: c.block.timestamp_ms,
+        payload: c.block.payload.clone(),
+        parent: Some(c.block.parent()),
+        proves_commit: c.proof.is_some(),
+        height: None,
+    }
+}
+
+impl Protocol for HotStuffProtocol {
+    type Message = Message;
+    type Core = HotStuff;
+
+    const NAME: &'static str = "hotstuff";
+    const SAFETY_KEY: &'static str = "hotstuff/safety";
+    /// The HotStuff core arms its view timer as timer 0.
+    const VIEW_TIMER: u64 = 0;
+
+    /// The safety record, the last committed block (its certificate names the consensus
+    /// block) and the leader-election activity of the last `window + LAG + 8` blocks.
+    fn build(
+        params: &CoreParams,
+        ledger: &Ledger<RedbStore>,
+        safety: Option<Vec<u8>>,
+    ) -> Result<HotStuff, DriverError> {
+        let safety = match safety {
+            Some(s) => Some(s),
+            None => ledger.store().meta(Self::SAFETY_KEY)?,
+        };
+        let committed = match ledger.height() {
+            0 => None,
+            h => {
+                let b = ledger.store().block(h)?.ok_or_else(|| {
+                    DriverError::Safety(format!("block {h} missing from the store"))
+                })?;
+                let cert = CommitCertificate::decode(&b.certificate)
+                    .map_err(|e| DriverError::Safety(e.to_string()))?;
+                Some((cert.block.id(), cert.block.view))
+            }
+        };
+        let cfg = hotstuff::Config {
+            me: params.me,
+            key: params.key.clone(),
+            committee: params.committee.clone(),
+            genesis: params.genesis,
+            base_timeout_ms: params.base_timeout_ms,
+            max_timeout_ms: params.max_timeout_ms,
+            max_payload: params.max_payload,
+            idle_block_ms: params.idle_block_ms,
+        };
+        // Enough committed blocks for leader election to agree with the replicas that remember.
+        let keep =
+            hotstuff::election::window(params.committee.n()) as u64 + hotstuff::election::LAG + 8;
+        let mut history = Vec::new();
+        for h in ledger.height().saturating_sub(keep) + 1..=ledger.height() {
+            if let Some(a) = ledger
+                .store()
+                .block(h)?
+                .and_then(|b| hotstuff::activity_of(&b.certificate))
+            {
+                history.push(a);
+            }
+        }
+        HotStuff::new(
+            cfg,
+            hotstuff::Recovered {
+                safety,
+                committed,
+                history,
+            },
+        )
+        .map_err(|e| DriverError::Safety(e.to_string()))
+    }
+
+    fn safety_bytes(core: &HotStuff) -> Vec<u8> {
+        core.safety_data().encode()
+    }
+
+    fn pending_payload(core: &HotStuff) -> Vec<Digest> {
+        core.pending_payload()
+    }
+
+    fn leader(core: &HotStuff) -> ReplicaId {
+        core.leader(consensus::Core::view(core))
+    }
+
+    fn view_changes(core: &HotStuff) -> u64 {
+        core.stats().views_by_tc
+    }
+
+    fn payload_of(msg: &Message) -> Vec<Digest> {
+        match msg {
+            Message::Propose(p) => p.block.payload.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn vote_slot(msg: &Message) -> Option<(String, Digest)> {
+        match msg {
+            Message::Vote(v) => Some((v.view.0.to_string(), v.block)),
+            _ => None,
+        }
+    }
+
+    /// Its QC certifies its block, and the 2-chain proof, when present, verifies too.
+    fn certified(cert: &[u8], committee: &Committee, genesis: &Digest) -> Option<Certified> {
+        let c = CommitCertificate::decode(cert).ok()?;
+        c.verify(committee, genesis).ok()?;
+        Some(hotstuff_certified(&c))
+    }
+
+    fn decode_certified(cert: &[u8]) -> Option<Certified> {
+        CommitCertificate::decode(cert)
+            .ok()
+            .map(|c| hotstuff_certified(&c))
+    }
+}
