@@ -46,12 +46,10 @@ fn killing_the_leader_under_load_costs_a_view_change_and_commits_resume() {
     kill_the_leader("hotstuff");
 }
 
-/// Known failure (issue 5 left open): the view change happens (about 2.9 s) and blocks go on
-/// (46 in 5 s), but about 380 accepted transfers stay in the mempools and never commit: their
-/// batches are lost from the new primary's pending set somewhere around the view change.
-/// Run it with `--ignored` when working on it.
+/// Every transfer accepted before and after the view change commits (this caught the new
+/// primary re-queuing surviving batches in digest order instead of arrival order: later
+/// nonces executed first and failed, stranding the transfers after them).
 #[test]
-#[ignore = "PBFT strands some batches after a primary change; see the doc comment"]
 fn pbft_killing_the_primary_under_load_costs_a_view_change_and_commits_resume() {
     kill_the_leader("pbft");
 }
@@ -145,7 +143,19 @@ fn kill_the_leader(protocol: &str) {
                         .iter()
                         .map(|a| get_json(&format!("{a}/v1/status")).1.to_string())
                         .collect();
-                    panic!("{h} not committed on {api}; status: {heights:#?}");
+                    let tx = get_json(&format!("{api}/v1/transactions/{h}")).1;
+                    let stuck = accepted
+                        .iter()
+                        .filter(|h| {
+                            get_json(&format!("{api}/v1/transactions/{h}")).1["status"]
+                                != "committed"
+                        })
+                        .count();
+                    panic!(
+                        "{h} not committed on {api} ({tx}; {stuck} of {} accepted not committed \
+                         there); status: {heights:#?}",
+                        accepted.len()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }

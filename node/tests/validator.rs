@@ -568,3 +568,63 @@ fn the_core_hears_of_every_executed_block_in_height_order() {
         assert_eq!(executed_by(i as u16), expected, "validator {i}");
     }
 }
+
+#[test]
+fn pbft_transfers_commit_after_the_primary_dies() {
+    use node::validator::PbftProtocol;
+    let mut c = Cluster::<PbftProtocol>::with_protocol();
+    let txs = transfers(&c.chain, 0, 60);
+    let mut hashes = Vec::new();
+    let mut later = Vec::new();
+    for (w, tx) in txs {
+        // Wallet 1's transfers go to validator 0 (validator 1 is view 1's primary and dies).
+        let v = if w == 1 { 0 } else { w };
+        if tx.body.nonce < 20 {
+            hashes.push(tx.hash());
+            let d = c.nodes[v].as_mut().unwrap();
+            assert!(matches!(d.submit(tx), Ok(Admitted::Added(_))));
+        } else {
+            later.push((v, tx));
+        }
+    }
+    assert!(
+        c.run_until(20_000, |c| c.all_committed(&hashes)),
+        "first wave"
+    );
+    // Kill the primary while the second wave is in flight.
+    for (v, tx) in later.iter().take(40) {
+        hashes.push(tx.hash());
+        let _ = c.nodes[*v].as_mut().unwrap().submit(tx.clone());
+    }
+    c.run_until(15, |_| false);
+    c.nodes[1] = None;
+    for (v, tx) in later.iter().skip(40) {
+        hashes.push(tx.hash());
+        let _ = c.nodes[*v].as_mut().unwrap().submit(tx.clone());
+    }
+    let live = [0usize, 2, 3];
+    let ok = c.run_until(60_000, |c| {
+        live.iter().all(|i| {
+            hashes
+                .iter()
+                .all(|h| c.node(*i).ledger().store().tx(h).unwrap().is_some())
+        })
+    });
+    if !ok {
+        for i in live {
+            let d = c.node(i);
+            let missing = hashes
+                .iter()
+                .filter(|h| d.ledger().store().tx(h).unwrap().is_none())
+                .count();
+            eprintln!(
+                "validator {i}: height {} view {:?} pending {} mempool {} missing {missing}",
+                d.ledger().height(),
+                consensus::Core::view(d.core()),
+                d.core().pending_payload().len(),
+                d.mempool().len(),
+            );
+        }
+        panic!("second wave did not commit after the primary died");
+    }
+}

@@ -164,8 +164,10 @@ pub struct Pbft {
     next_seq: u64,
     pending: VecDeque<Digest>,
     pending_set: BTreeSet<Digest>,
-    /// Every offered digest not committed yet (returned to `pending` after a view change).
-    offered: BTreeSet<Digest>,
+    /// Every offered digest not committed yet (returned to `pending` after a view change),
+    /// in arrival order: one validator's batches carry consecutive nonces of its clients,
+    /// and proposing them out of order makes the later ones fail at execution.
+    offered: Offered,
     recent: VecDeque<CommitCertificate>,
     gate: PersistGate<Message>,
     /// Consecutive view changes without a commit (timer backoff).
@@ -247,7 +249,7 @@ impl Pbft {
             next_seq,
             pending: VecDeque::new(),
             pending_set: BTreeSet::new(),
-            offered: BTreeSet::new(),
+            offered: Offered::default(),
             recent,
             gate: PersistGate::default(),
             attempts: 0,
@@ -296,7 +298,7 @@ impl Pbft {
     }
     /// Batch digests offered and not committed yet.
     pub fn pending_payload(&self) -> Vec<Digest> {
-        self.offered.iter().copied().collect()
+        self.offered.in_order().collect()
     }
     /// Messages held until a persist is acknowledged.
     pub fn held(&self) -> usize {
@@ -412,6 +414,10 @@ impl Pbft {
             if self.pending_set.remove(digest) {
                 self.pending.retain(|x| x != digest);
             }
+            // The driver feeds a pre-prepare only once its batches are stored here, so this
+            // replica can propose them itself if this block does not survive a view change
+            // (a batch it fetched for this block was never offered to it otherwise).
+            self.offered.insert(*digest);
         }
         let me = self.cfg.me;
         if self.primary(self.view) != me {
@@ -676,7 +682,7 @@ impl Pbft {
     }
 
     fn add_payload(&mut self, d: Digest) {
-        if self.offered.len() < MAX_PENDING_PAYLOAD && self.offered.insert(d) {
+        if self.offered.insert(d) {
             let in_log = self.slots.values().any(|s| {
                 s.pre_prepare
                     .as_ref()
@@ -696,7 +702,7 @@ impl Pbft {
         }
         self.executed = height;
         let k = self.cfg.checkpoint_interval.max(1);
-        if height % k != 0 || height <= self.stable.seq {
+        if !height.is_multiple_of(k) || height <= self.stable.seq {
             return;
         }
         self.roots.insert(height, root);
@@ -712,7 +718,7 @@ impl Pbft {
         if cp.seq <= self.stable.seq {
             return;
         }
-        if cp.seq % k != 0 || cp.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
+        if !cp.seq.is_multiple_of(k) || cp.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
             return self.invalid();
         }
         self.add_checkpoint(cp, out);
@@ -1039,6 +1045,9 @@ impl Pbft {
             let d = pp.block.digest();
             let slot = self.slots.entry(seq).or_default();
             slot.pre_prepare = Some(pp.clone());
+            for digest in &pp.block.payload {
+                self.offered.insert(*digest);
+            }
             self.record_signed(seq, d);
             if !primary {
                 let vote = Vote::new(
@@ -1083,7 +1092,7 @@ impl Pbft {
             .collect();
         self.pending.clear();
         self.pending_set.clear();
-        for d in self.offered.iter() {
+        for d in self.offered.in_order().collect::<Vec<_>>().iter() {
             if !in_log.contains(d) {
                 self.pending.push_back(*d);
                 self.pending_set.insert(*d);
@@ -1175,6 +1184,35 @@ impl Pbft {
         }
         let next = self.view.next();
         self.start_view_change(next, out);
+    }
+}
+
+/// Digests in arrival order, with fast membership; at most [`MAX_PENDING_PAYLOAD`].
+#[derive(Debug, Default)]
+struct Offered {
+    by_digest: BTreeMap<Digest, u64>,
+    order: BTreeMap<u64, Digest>,
+    next: u64,
+}
+
+impl Offered {
+    /// Adds `d` at the end unless present or full; whether it was added.
+    fn insert(&mut self, d: Digest) -> bool {
+        if self.by_digest.len() >= MAX_PENDING_PAYLOAD || self.by_digest.contains_key(&d) {
+            return false;
+        }
+        self.next += 1;
+        self.by_digest.insert(d, self.next);
+        self.order.insert(self.next, d);
+        true
+    }
+    fn remove(&mut self, d: &Digest) {
+        if let Some(n) = self.by_digest.remove(d) {
+            self.order.remove(&n);
+        }
+    }
+    fn in_order(&self) -> impl Iterator<Item = Digest> + '_ {
+        self.order.values().copied()
     }
 }
 

@@ -708,3 +708,47 @@ fn a_lagging_replica_commits_from_fetched_certificates() {
     );
     assert_eq!(lag.committed(), 1);
 }
+
+#[test]
+fn a_new_primary_proposes_surviving_batches_in_arrival_order() {
+    // Replica 2 (view 2's primary) was offered three batches; primary 1 pre-prepared them
+    // in view 1, nothing prepared, and the view changed. The batches go back in the order
+    // they arrived (one validator's batches carry consecutive nonces), not digest order.
+    let mut r = replica(2);
+    let arrival = [d(30), d(10), d(20)];
+    let mut sorted = arrival.to_vec();
+    sorted.sort();
+    assert_ne!(
+        sorted,
+        arrival.to_vec(),
+        "the test needs an order digests do not have"
+    );
+    for x in arrival {
+        r.handle(0, Input::Payload(x));
+    }
+    step(&mut r, 0, pp_input(1, &block(1, 1, arrival.to_vec())));
+    let vcs = view_changes(2, &[0, 3], &[]);
+    let mut acts = Vec::new();
+    for vc in vcs {
+        let from = vc.replica;
+        acts.extend(r.handle(
+            0,
+            Input::Message {
+                from,
+                msg: Message::ViewChange(Box::new(vc)),
+            },
+        ));
+    }
+    let acts = acked(&mut r, acts);
+    let pp = broadcasts(&acts)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::PrePrepare(p) => Some(p),
+            _ => None,
+        })
+        .expect("view 2's primary proposes");
+    assert_eq!(
+        (pp.view, pp.block.payload.clone()),
+        (View(2), arrival.to_vec())
+    );
+}

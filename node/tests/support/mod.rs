@@ -24,6 +24,23 @@ pub struct Testnet {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Testnet {
+    /// With `CAIRN_TEST_KEEP=DIR`, copies the testnet (homes, logs, vote logs) to
+    /// `DIR/<random>` before it is deleted, for post-mortems of a failed run.
+    fn drop(&mut self) {
+        if let Some(keep) = std::env::var_os("CAIRN_TEST_KEEP") {
+            let to = std::path::Path::new(&keep).join(format!("net-{}", self.base));
+            let _ = std::fs::create_dir_all(&keep);
+            let _ = Command::new("cp")
+                .arg("-r")
+                .arg(&self.out)
+                .arg(&to)
+                .status();
+            eprintln!("testnet kept in {}", to.display());
+        }
+    }
+}
+
 /// Picks a base port whose 2n ports (p2p base+i, API base+1000+i) are free now, below the
 /// Linux ephemeral range, different for each call in this process.
 pub fn free_base(n: usize) -> u16 {
@@ -196,8 +213,19 @@ impl Validator {
             .expect("spawn cairnd");
         let out = child.stdout.take().unwrap();
         let (tx, heights) = mpsc::channel();
+        // The log is kept next to the validator's data (appended across restarts) for
+        // post-mortems; set CAIRN_TEST_KEEP=DIR to keep the whole testnet after the test.
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.join("cairnd.log"))
+            .ok();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
                 if line.contains("committed block")
                     && let Some(h) = line
                         .split_whitespace()

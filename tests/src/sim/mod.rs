@@ -103,6 +103,9 @@ pub struct Sim<P: SimProtocol> {
     trace: Hasher,
     processed: u64,
     deliveries: BTreeMap<u8, u64>,
+    /// Verdicts of certificates already checked, by the hash of their bytes (replicas
+    /// often commit with byte-identical certificates; signature checks dominate run time).
+    certificates: BTreeMap<Digest, bool>,
     /// Instance whose inputs and actions are printed (env SIM_DEBUG=instance).
     debug: Option<usize>,
 }
@@ -164,6 +167,7 @@ impl<P: SimProtocol> Sim<P> {
             trace: Hasher::new(),
             processed: 0,
             deliveries: BTreeMap::new(),
+            certificates: BTreeMap::new(),
             debug: std::env::var("SIM_DEBUG").ok().and_then(|v| v.parse().ok()),
             instances,
             sc,
@@ -399,17 +403,11 @@ impl<P: SimProtocol> Sim<P> {
     }
 
     fn commit(&mut self, i: usize, c: consensus::Committed) {
-        if std::env::var("SIM_COMMITS").is_ok() {
-            eprintln!(
-                "[{}] inst {i} commit view {} id {} ts {} payload {}",
-                self.now,
-                c.view.0,
-                c.id.short(),
-                c.timestamp_ms,
-                c.payload.len()
-            );
-        }
-        let cert_ok = P::verify_certificate(&c.certificate, &self.committee, &self.genesis);
+        let (committee, genesis) = (&self.committee, &self.genesis);
+        let cert_ok = *self
+            .certificates
+            .entry(crypto::hash(&c.certificate))
+            .or_insert_with(|| P::verify_certificate(&c.certificate, committee, genesis));
         let batches = &self.batches;
         let input = ::node::validator::block_input(c, &self.committee, |d| batches.get(d).cloned());
         let block = self.instances[i].execute(input);
