@@ -145,7 +145,10 @@ fn transfers_commit_everywhere(net: &Testnet) {
 #[ignore]
 fn measure_commit_latency_and_transfer_rate() {
     use ledger::{Address, Payload, Transaction};
-    let net = Testnet::new(4, "hotstuff");
+    // CAIRN_PROTOCOL=pbft measures PBFT the same way.
+    let protocol = std::env::var("CAIRN_PROTOCOL").unwrap_or_else(|_| "hotstuff".into());
+    eprintln!("protocol {protocol}");
+    let net = Testnet::new(4, &protocol);
     let mut vs = net.start_all();
     wait_for(&mut vs, 5, Duration::from_secs(60));
     let chain = net.chain();
