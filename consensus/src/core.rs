@@ -36,6 +36,9 @@ pub enum Durable {
         truncate_after: u64,
         entries: Vec<Vec<u8>>,
     },
+    /// Raft: log entries with index `< before` are applied to the ledger and may be deleted
+    /// (log compaction). Nothing waits on it, but it is ordered with the other writes.
+    Compact { before: u64 },
 }
 
 /// What a core is told.

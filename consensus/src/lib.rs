@@ -6,11 +6,13 @@
 //! - `durable.rs`: [`PersistGate`] and [`Unreleased`]: votes leave only after their persist.
 //! - `hotstuff/`: chained HotStuff, 2-chain commit with timeout certificates (Jolteon).
 //! - `pbft/`: PBFT with checkpoints, garbage collection and view change with proofs.
+//! - `raft/`: Raft (crash faults only) with pre-vote, check-quorum and log compaction.
 
 pub mod core;
 pub mod durable;
 pub mod hotstuff;
 pub mod pbft;
+pub mod raft;
 mod types;
 
 pub use crate::core::{Action, Committed, Core, Durable, Input};
