@@ -32,6 +32,8 @@ pub struct TestnetSpec {
     pub chain_id: String,
     /// RFC 3339; [`crate::rfc3339::now_utc`] for "now".
     pub genesis_time: String,
+    /// Consensus parameters ([`Params::default`] for the usual ones).
+    pub params: Params,
 }
 
 #[derive(Clone, Debug)]
@@ -200,7 +202,7 @@ fn build_genesis(spec: &TestnetSpec, nodes: &[NodeKeys], wallets: &[SecretKey]) 
         chain_id: spec.chain_id.clone(),
         genesis_time: spec.genesis_time.clone(),
         protocol: spec.protocol,
-        params: Params::default(),
+        params: spec.params.clone(),
         validators: nodes
             .iter()
             .enumerate()

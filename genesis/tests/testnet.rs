@@ -17,6 +17,7 @@ fn spec(out: &Path, validators: usize, protocol: Protocol) -> TestnetSpec {
         base_port: 30000,
         chain_id: "cairn-local".into(),
         genesis_time: "2026-11-23T00:00:00Z".into(),
+        params: Default::default(),
     }
 }
 

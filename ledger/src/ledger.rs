@@ -15,6 +15,8 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("a previous commit failed; reopen the ledger from its store")]
     Poisoned,
+    #[error("snapshot refused: {0}")]
+    Snapshot(String),
 }
 
 /// What consensus decided: the proposer, view and batch of one block, and its proof.
@@ -123,6 +125,45 @@ impl<S: Store> Ledger<S> {
         self.height += 1;
         self.tip = block.hash();
         Ok((block, exec.receipts))
+    }
+
+    /// Replaces the state with a snapshot of another replica's ledger at `block`'s height
+    /// (Raft's InstallSnapshot, for a replica whose missing blocks were compacted away at
+    /// the leader): `accounts` must hash to `block`'s state root, and `block` must be above
+    /// this ledger's height. The caller checks `block`'s certificate. Durable when it
+    /// returns; the chain continues from `block`.
+    pub fn install_snapshot(
+        &mut self,
+        block: Block,
+        accounts: Vec<(Address, Account)>,
+    ) -> Result<(), LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let height = block.header.height;
+        if height <= self.height {
+            return Err(LedgerError::Snapshot(format!(
+                "snapshot at height {height} is not above this ledger's height {}",
+                self.height
+            )));
+        }
+        let state = State::new(accounts.iter().copied());
+        if state.root() != block.header.state_root {
+            return Err(LedgerError::Snapshot(format!(
+                "the snapshot's {} accounts hash to {}, not to block {height}'s state root {}",
+                accounts.len(),
+                state.root(),
+                block.header.state_root
+            )));
+        }
+        if let Err(e) = self.store.install_snapshot(&block, &accounts) {
+            self.poisoned = true;
+            return Err(e.into());
+        }
+        self.state = state;
+        self.height = height;
+        self.tip = block.hash();
+        Ok(())
     }
 
     pub fn height(&self) -> u64 {

@@ -65,6 +65,21 @@ pub trait Store {
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Durable when it returns.
     fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Atomically and durably replaces the state with a snapshot taken at `block`'s height
+    /// (Raft's InstallSnapshot): every account is replaced by `accounts`, and `block`, which
+    /// must be above [`Store::height`], becomes the last block. Blocks (and transaction
+    /// records) between the old height and the snapshot are not stored here: queries for
+    /// them find nothing. Stores that cannot hold a gap refuse.
+    fn install_snapshot(
+        &mut self,
+        block: &Block,
+        accounts: &[(Address, Account)],
+    ) -> Result<(), StoreError> {
+        let _ = (block, accounts);
+        Err(StoreError(
+            "this store cannot install a state snapshot".into(),
+        ))
+    }
 }
 
 const GENESIS_KEY: &str = "genesis_hash";

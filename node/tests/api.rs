@@ -158,7 +158,7 @@ async fn start_with(mode: Loop, event_capacity: usize) -> Node {
         height: 3,
         latest_hash: blocks[2].hash(),
         view: 7,
-        leader: 2,
+        leader: Some(2),
         peers: vec!["peer-a".into(), "peer-b".into()],
         catching_up: false,
         mempool_size: 0,

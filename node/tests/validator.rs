@@ -5,16 +5,21 @@
 //!
 //! The cluster is generic over the driver's [`Protocol`]; `Recording` (HotStuff that also
 //! records what `Input::Executed` tells it) checks that the core hears of every block the
-//! ledger commits, in height order.
+//! ledger commits, in height order. Raft runs on three validators (a crash-fault committee),
+//! where a follower left behind a log compaction pulls the leader's state in chunks.
 
 use consensus::{Committee, ReplicaId};
 use crypto::SecretKey;
 use ledger::{Address, ChainBinding, Payload, Store, Transaction};
 use node::mempool::{Admitted, Limits};
 use node::store::RedbStore;
-use node::validator::{CoreParams, Driver, DriverConfig, HotStuffProtocol, Out, Protocol};
+use node::validator::{
+    CoreParams, Driver, DriverConfig, HotStuffProtocol, Out, Protocol, RaftProtocol,
+};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 const N: usize = 4;
 const LATENCY_MS: u64 = 2;
@@ -36,7 +41,13 @@ enum Ev {
     },
 }
 
+/// Sees every frame as it is delivered (from, to, bytes): may change it, or drop it by
+/// returning false.
+type Filter = Box<dyn FnMut(usize, usize, &mut Vec<u8>) -> bool>;
+
 struct Cluster<P: Protocol = HotStuffProtocol> {
+    /// Validators (`N` unless built otherwise).
+    n: usize,
     dirs: Vec<tempfile::TempDir>,
     nodes: Vec<Option<Driver<P>>>,
     keys: Vec<SecretKey>,
@@ -47,6 +58,8 @@ struct Cluster<P: Protocol = HotStuffProtocol> {
     seq: u64,
     events: BTreeMap<(u64, u64), Ev>,
     timers: BTreeMap<(usize, u64), u64>,
+    snapshot_interval: u64,
+    filter: Option<Filter>,
 }
 
 fn wallet(i: u8) -> SecretKey {
@@ -59,22 +72,58 @@ impl Cluster {
     }
 }
 
+fn validator_keys(n: usize) -> Vec<SecretKey> {
+    (0..n as u8)
+        .map(|i| SecretKey::from_seed([i + 1; 32]))
+        .collect()
+}
+
+impl Cluster<RaftProtocol> {
+    /// `n` Raft validators (a crash-fault committee, quorum a majority), compacting every
+    /// `snapshot_interval` entries, with `extra_accounts` funded genesis accounts besides the
+    /// wallets.
+    fn raft(n: usize, extra_accounts: usize, snapshot_interval: u64) -> Cluster<RaftProtocol> {
+        let keys = validator_keys(n);
+        let committee = Committee::new_cft(
+            keys.iter().map(|k| k.public()).collect(),
+            (n - 1) / 2,
+            n / 2 + 1,
+        )
+        .unwrap();
+        Cluster::build(keys, committee, extra_accounts, snapshot_interval)
+    }
+}
+
 impl<P: Protocol> Cluster<P> {
     fn with_protocol() -> Cluster<P> {
-        let keys: Vec<SecretKey> = (0..N as u8)
-            .map(|i| SecretKey::from_seed([i + 1; 32]))
-            .collect();
+        let keys = validator_keys(N);
         let committee = Committee::bft(keys.iter().map(|k| k.public()).collect()).unwrap();
+        Cluster::build(keys, committee, 0, 1024)
+    }
+
+    fn build(
+        keys: Vec<SecretKey>,
+        committee: Committee,
+        extra_accounts: usize,
+        snapshot_interval: u64,
+    ) -> Cluster<P> {
+        let n = keys.len();
         let chain = ChainBinding {
             chain_id: "validator-test".into(),
             genesis_hash: crypto::hash(b"validator-test genesis"),
         };
-        let alloc = (0..4)
+        let mut alloc: Vec<(Address, u64)> = (0..4)
             .map(|i| (Address::of(&wallet(i).public()), 1_000_000))
             .collect();
+        alloc.extend((0..extra_accounts).map(|i| {
+            let mut a = [0xA5; 20];
+            a[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            (Address(a), 1 + i as u64)
+        }));
         let mut c = Cluster {
-            dirs: (0..N).map(|_| tempfile::tempdir().unwrap()).collect(),
-            nodes: (0..N).map(|_| None).collect(),
+            n,
+            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
+            nodes: (0..n).map(|_| None).collect(),
             keys,
             committee,
             chain,
@@ -83,8 +132,10 @@ impl<P: Protocol> Cluster<P> {
             seq: 0,
             events: BTreeMap::new(),
             timers: BTreeMap::new(),
+            snapshot_interval,
+            filter: None,
         };
-        for i in 0..N {
+        for i in 0..n {
             c.open(i);
             c.schedule(BATCH_EVERY_MS + i as u64, Ev::Batch { node: i });
         }
@@ -106,6 +157,7 @@ impl<P: Protocol> Cluster<P> {
             max_timeout_ms: 4_000,
             idle_block_ms: 50,
             checkpoint_interval: CoreParams::DEFAULT_CHECKPOINT_INTERVAL,
+            snapshot_interval: self.snapshot_interval,
             max_block_batches: 16,
             batch_max_txs: 64,
             batch_max_bytes: 1 << 20,
@@ -137,7 +189,7 @@ impl<P: Protocol> Cluster<P> {
                     );
                 }
                 Out::Broadcast(bytes) => {
-                    for to in (0..N).filter(|t| *t != from) {
+                    for to in (0..self.n).filter(|t| *t != from) {
                         let at = self.now + LATENCY_MS + to as u64 % 2;
                         self.schedule(
                             at,
@@ -175,10 +227,22 @@ impl<P: Protocol> Cluster<P> {
             }
             self.now = at;
             let (node, out) = match ev {
-                Ev::Frame { to, from, bytes } => match self.nodes[to].as_mut() {
-                    Some(d) => (to, d.on_frame(at, ReplicaId(from as u16), &bytes).unwrap()),
-                    None => continue,
-                },
+                Ev::Frame {
+                    to,
+                    from,
+                    mut bytes,
+                } => {
+                    if self.nodes[to].is_none() {
+                        continue;
+                    }
+                    if let Some(filter) = self.filter.as_mut()
+                        && !filter(from, to, &mut bytes)
+                    {
+                        continue;
+                    }
+                    let d = self.nodes[to].as_mut().expect("checked above");
+                    (to, d.on_frame(at, ReplicaId(from as u16), &bytes).unwrap())
+                }
                 Ev::Timer {
                     node,
                     id,
@@ -213,7 +277,7 @@ impl<P: Protocol> Cluster<P> {
     }
 
     fn all_committed(&self, hashes: &[crypto::Digest]) -> bool {
-        (0..N).all(|i| {
+        (0..self.n).all(|i| {
             self.nodes[i].as_ref().is_some_and(|d| {
                 hashes
                     .iter()
@@ -490,7 +554,7 @@ impl Protocol for Recording {
     fn pending_payload(core: &RecordingCore) -> Vec<crypto::Digest> {
         HotStuffProtocol::pending_payload(&core.inner)
     }
-    fn leader(core: &RecordingCore) -> ReplicaId {
+    fn leader(core: &RecordingCore) -> Option<ReplicaId> {
         HotStuffProtocol::leader(&core.inner)
     }
     fn view_changes(core: &RecordingCore) -> u64 {
@@ -499,8 +563,8 @@ impl Protocol for Recording {
     fn payload_of(msg: &Self::Message) -> Vec<crypto::Digest> {
         HotStuffProtocol::payload_of(msg)
     }
-    fn vote_slot(msg: &Self::Message) -> Option<(String, crypto::Digest)> {
-        HotStuffProtocol::vote_slot(msg)
+    fn vote_slot(msg: &Self::Message, to: Option<ReplicaId>) -> Option<(String, crypto::Digest)> {
+        HotStuffProtocol::vote_slot(msg, to)
     }
     fn certified(
         cert: &[u8],
@@ -509,8 +573,11 @@ impl Protocol for Recording {
     ) -> Option<node::validator::Certified> {
         HotStuffProtocol::certified(cert, committee, genesis)
     }
-    fn decode_certified(cert: &[u8]) -> Option<node::validator::Certified> {
-        HotStuffProtocol::decode_certified(cert)
+    fn decode_certified(
+        cert: &[u8],
+        genesis: &crypto::Digest,
+    ) -> Option<node::validator::Certified> {
+        HotStuffProtocol::decode_certified(cert, genesis)
     }
 }
 
@@ -627,4 +694,323 @@ fn pbft_transfers_commit_after_the_primary_dies() {
         }
         panic!("second wave did not commit after the primary died");
     }
+}
+
+type RaftWire = node::validator::Wire<consensus::raft::Message>;
+
+/// Funded genesis accounts besides the wallets in the Raft snapshot tests: with the wallets,
+/// three snapshot chunks (8192 accounts each).
+const RAFT_EXTRA_ACCOUNTS: usize = 20_000;
+const RAFT_SNAPSHOT_INTERVAL: u64 = 8;
+
+impl Cluster<RaftProtocol> {
+    /// The validator whose core is the Raft leader, if one is.
+    fn raft_leader(&self) -> Option<usize> {
+        (0..self.n).find(|i| {
+            self.nodes[*i]
+                .as_ref()
+                .is_some_and(|d| d.core().role() == consensus::raft::Role::Leader)
+        })
+    }
+
+    /// One transfer from each wallet with nonce `nonce`, sent to the leader; runs until they
+    /// are committed on every validator in `live`.
+    fn raft_wave(&mut self, nonce: u64, live: &[usize]) {
+        let leader = self.raft_leader().expect("a leader");
+        let mut hashes = Vec::new();
+        for (_, tx) in transfers(&self.chain, nonce, 1) {
+            hashes.push(tx.hash());
+            self.nodes[leader].as_mut().unwrap().submit(tx).unwrap();
+        }
+        let committed = |c: &Cluster<RaftProtocol>| {
+            live.iter().all(|i| {
+                hashes
+                    .iter()
+                    .all(|h| c.node(*i).ledger().store().tx(h).unwrap().is_some())
+            })
+        };
+        assert!(
+            self.run_until(5_000, committed),
+            "the transfers with nonce {nonce} did not commit on {live:?}"
+        );
+    }
+
+    /// Same height, top block and state on every validator.
+    fn assert_raft_agree(&self) {
+        let top = self.node(0).ledger().height();
+        let block = |i: usize| self.node(i).ledger().store().block(top).unwrap().unwrap();
+        for i in 1..self.n {
+            let d = self.node(i);
+            assert_eq!(d.ledger().height(), top, "validator {i}'s height");
+            assert_eq!(
+                block(i).hash(),
+                block(0).hash(),
+                "validator {i}'s block {top}"
+            );
+            assert_eq!(
+                d.ledger().state().root(),
+                self.node(0).ledger().state().root(),
+                "validator {i}'s state"
+            );
+        }
+    }
+}
+
+/// Three Raft validators, one follower stopped while the other two commit until the leader
+/// has compacted the entries it lacks.
+struct LeftBehind {
+    c: Cluster<RaftProtocol>,
+    leader: usize,
+    follower: usize,
+    /// The follower's height when it stopped.
+    down_at: u64,
+    /// The wallets' next nonce.
+    nonce: u64,
+}
+
+fn raft_follower_left_behind() -> LeftBehind {
+    let mut c = Cluster::raft(3, RAFT_EXTRA_ACCOUNTS, RAFT_SNAPSHOT_INTERVAL);
+    assert!(
+        c.run_until(10_000, |c| c.raft_leader().is_some()),
+        "no leader elected"
+    );
+    let mut nonce = 0;
+    for _ in 0..3 {
+        c.raft_wave(nonce, &[0, 1, 2]);
+        nonce += 1;
+    }
+    let leader = c.raft_leader().unwrap();
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let down_at = c.node(follower).ledger().height();
+    assert!(down_at > 0);
+    c.nodes[follower] = None;
+    // Raft makes one block per batch (none when idle): one wave is at least one block.
+    let target = down_at + 3 * RAFT_SNAPSHOT_INTERVAL;
+    while c.node(leader).ledger().height() < target || c.node(leader).core().log_base().0 <= down_at
+    {
+        c.raft_wave(nonce, &[leader, other]);
+        nonce += 1;
+    }
+    assert_eq!(c.raft_leader(), Some(leader), "the leader did not change");
+    LeftBehind {
+        c,
+        leader,
+        follower,
+        down_at,
+        nonce,
+    }
+}
+
+/// What the snapshot filter saw of a pull.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Request {
+        height: u64,
+        offset: u64,
+    },
+    Chunk {
+        height: u64,
+        offset: u64,
+        accounts: usize,
+        total: u64,
+        /// Dropped (not delivered) or altered by the filter.
+        tampered: bool,
+    },
+}
+
+/// A follower that missed entries the leader compacted pulls the leader's state in chunks;
+/// a lost chunk is asked for again from its offset after a silence, and the state installs
+/// once, equal to the leader's, without the blocks below it. Then it takes part again.
+#[test]
+fn raft_snapshot_is_pulled_in_chunks_and_resumes_after_a_lost_chunk() {
+    let LeftBehind {
+        mut c,
+        leader,
+        follower,
+        down_at,
+        mut nonce,
+    } = raft_follower_left_behind();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let log = seen.clone();
+    c.filter = Some(Box::new(move |_from, _to, bytes| {
+        let mut log = log.borrow_mut();
+        match RaftWire::decode(bytes) {
+            Ok(RaftWire::SnapshotRequest { height, offset }) => {
+                log.push(Seen::Request { height, offset });
+                true
+            }
+            Ok(RaftWire::SnapshotChunk {
+                height,
+                total,
+                offset,
+                accounts,
+                ..
+            }) => {
+                let drop = offset > 0
+                    && !log
+                        .iter()
+                        .any(|s| matches!(s, Seen::Chunk { tampered: true, .. }));
+                log.push(Seen::Chunk {
+                    height,
+                    offset,
+                    accounts: accounts.len(),
+                    total,
+                    tampered: drop,
+                });
+                !drop
+            }
+            _ => true,
+        }
+    }));
+    c.open(follower);
+    let top = c.node(leader).ledger().height();
+    assert!(
+        c.run_until(30_000, |c| c.node(follower).ledger().height() >= top),
+        "the follower stuck at height {} of {top}; saw {:?}",
+        c.node(follower).ledger().height(),
+        seen.borrow()
+    );
+    c.assert_raft_agree();
+    assert_eq!(c.node(follower).stats.snapshots_installed, 1);
+    let served = c.node(leader).stats.snapshot_chunks_served;
+    assert!(served >= 4, "the leader served {served} chunks");
+
+    let seen = seen.borrow().clone();
+    let chunks: Vec<_> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Chunk {
+                height,
+                offset,
+                accounts,
+                total,
+                tampered,
+            } => Some((*height, *offset, *accounts, *total, *tampered)),
+            _ => None,
+        })
+        .collect();
+    // One snapshot, at the leader's height, of every account, in at least three chunks.
+    let (height, _, _, total, _) = chunks[0];
+    assert_eq!(height, top);
+    assert_eq!(total, 4 + RAFT_EXTRA_ACCOUNTS as u64);
+    assert!(chunks.iter().all(|c| c.0 == height && c.3 == total));
+    let delivered: Vec<_> = chunks.iter().filter(|c| !c.4).collect();
+    assert!(delivered.len() >= 3, "{chunks:?}");
+    assert_eq!(
+        delivered.iter().map(|c| c.2 as u64).sum::<u64>(),
+        total,
+        "each account delivered once: {chunks:?}"
+    );
+    // The lost chunk is asked for again from its own offset, not from the start.
+    let lost = seen
+        .iter()
+        .position(|s| matches!(s, Seen::Chunk { tampered: true, .. }))
+        .expect("a chunk was dropped");
+    let Seen::Chunk {
+        offset: lost_at, ..
+    } = seen[lost]
+    else {
+        unreachable!()
+    };
+    assert!(lost_at > 0);
+    let next_request = seen[lost + 1..]
+        .iter()
+        .find(|s| matches!(s, Seen::Request { .. }));
+    assert_eq!(
+        next_request,
+        Some(&Seen::Request {
+            height,
+            offset: lost_at
+        }),
+        "{seen:?}"
+    );
+
+    // The blocks below the snapshot were never stored here; the snapshot's block was.
+    let store = c.node(follower).ledger().store();
+    assert!(store.block(down_at).unwrap().is_some());
+    assert!(store.block(height).unwrap().is_some());
+    assert!((down_at + 1..height).all(|h| store.block(h).unwrap().is_none()));
+
+    // It takes part again: transfers commit on all three, to the same state.
+    for _ in 0..3 {
+        c.raft_wave(nonce, &[0, 1, 2]);
+        nonce += 1;
+    }
+    c.assert_raft_agree();
+    assert!(c.node(follower).ledger().height() > top);
+    assert_eq!(c.node(follower).stats.snapshots_installed, 1);
+}
+
+/// A snapshot whose accounts do not hash to its block's state root is refused (nothing
+/// installed, no panic); the follower pulls it again and installs the genuine one.
+#[test]
+fn raft_forged_snapshot_chunk_is_refused() {
+    let LeftBehind {
+        mut c,
+        leader,
+        follower,
+        down_at,
+        nonce,
+    } = raft_follower_left_behind();
+    let forged = Rc::new(RefCell::new(None));
+    let flag = forged.clone();
+    c.filter = Some(Box::new(move |_from, _to, bytes| {
+        if flag.borrow().is_some() {
+            return true;
+        }
+        if let Ok(RaftWire::SnapshotChunk {
+            height,
+            block,
+            total,
+            offset,
+            mut accounts,
+        }) = RaftWire::decode(bytes)
+            && offset + accounts.len() as u64 == total
+            && offset > 0
+        {
+            // The last chunk: one account richer than it is.
+            accounts[0].1.balance += 1;
+            *bytes = RaftWire::SnapshotChunk {
+                height,
+                block,
+                total,
+                offset,
+                accounts,
+            }
+            .encode();
+            *flag.borrow_mut() = Some(height);
+        }
+        true
+    }));
+    c.open(follower);
+    assert!(
+        c.run_until(30_000, |_| forged.borrow().is_some()),
+        "no snapshot was pulled"
+    );
+    // The forged chunk was just handled: nothing installed.
+    let d = c.node(follower);
+    assert_eq!(d.stats.snapshots_installed, 0);
+    assert_eq!(d.ledger().height(), down_at);
+    let block = d.ledger().store().block(down_at).unwrap().unwrap();
+    assert_eq!(d.ledger().state().root(), block.header.state_root);
+    let served = c.node(leader).stats.snapshot_chunks_served;
+    assert_eq!(served, 3, "one pull of three chunks so far");
+
+    // The next offer starts a new pull, of the genuine state.
+    let top = c.node(leader).ledger().height();
+    assert!(
+        c.run_until(30_000, |c| c.node(follower).ledger().height() >= top),
+        "the follower stuck at height {} of {top}",
+        c.node(follower).ledger().height()
+    );
+    assert_eq!(c.node(follower).stats.snapshots_installed, 1);
+    assert_eq!(
+        c.node(leader).stats.snapshot_chunks_served,
+        served + 3,
+        "the refused snapshot was pulled again from the start"
+    );
+    c.assert_raft_agree();
+    c.raft_wave(nonce, &[0, 1, 2]);
+    c.assert_raft_agree();
 }

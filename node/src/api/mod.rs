@@ -106,8 +106,8 @@ pub struct NodeStatus {
     pub latest_hash: Digest,
     #[serde(with = "types::dec")]
     pub view: u64,
-    /// Replica index of the current leader.
-    pub leader: u16,
+    /// Replica index of the current leader; `null` while none is known (a Raft election).
+    pub leader: Option<u16>,
     /// Connected peers (libp2p peer ids or addresses).
     pub peers: Vec<String>,
     /// The node is fetching blocks it missed and its view of the chain is behind.

@@ -419,7 +419,11 @@ fn status(cli: &Cli) -> Result<(), Fail> {
             ("height", n.height.to_string()),
             ("latest_hash", n.latest_hash.to_string()),
             ("view", n.view.to_string()),
-            ("leader", n.leader.to_string()),
+            (
+                "leader",
+                n.leader
+                    .map_or("none (election)".to_string(), |l| l.to_string()),
+            ),
             ("peers", peers),
             ("catching_up", n.catching_up.to_string()),
             ("mempool_size", n.mempool_size.to_string()),

@@ -73,6 +73,10 @@ pub struct TestnetArgs {
     /// RFC 3339 genesis time [default: now]
     #[arg(long, value_name = "TIME")]
     pub genesis_time: Option<String>,
+    /// Raft: applied blocks between log compactions (genesis `params.snapshot_interval`)
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub snapshot_interval: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -193,6 +197,12 @@ fn testnet(args: TestnetArgs) -> Result<(), CliError> {
         base_port: args.base_port,
         chain_id: args.chain_id,
         genesis_time: args.genesis_time.unwrap_or_else(rfc3339::now_utc),
+        params: genesis::Params {
+            snapshot_interval: args
+                .snapshot_interval
+                .unwrap_or(genesis::Params::default().snapshot_interval),
+            ..Default::default()
+        },
     };
     let summary = write_testnet(&spec)?;
     print_testnet(&spec, &summary);

@@ -24,9 +24,10 @@ const PLAIN_EVERY: u32 = 5;
 
 #[derive(Args, Debug)]
 pub struct LocalnetArgs {
-    /// Number of validators (hotstuff and pbft need at least 4)
-    #[arg(long, value_name = "N", default_value_t = 4)]
-    pub validators: usize,
+    /// Number of validators [default: 4 for hotstuff and pbft (they need at least 4), 3 for
+    /// raft]
+    #[arg(long, value_name = "N")]
+    pub validators: Option<usize>,
     /// Consensus protocol: hotstuff, pbft or raft
     #[arg(long, value_name = "P", default_value = "hotstuff")]
     pub protocol: Protocol,
@@ -44,6 +45,15 @@ pub struct LocalnetArgs {
     pub accounts: usize,
 }
 
+impl LocalnetArgs {
+    /// `--validators`, or the protocol's default: 4 for the BFT protocols (n = 3f+1 with
+    /// f = 1), 3 for raft (a majority of 2 survives one crash).
+    pub fn validators(&self) -> usize {
+        self.validators
+            .unwrap_or(if self.protocol.is_bft() { 4 } else { 3 })
+    }
+}
+
 /// One validator of the network, as found in its home.
 struct Member {
     name: String,
@@ -53,12 +63,6 @@ struct Member {
 }
 
 pub fn localnet(args: LocalnetArgs) -> Result<(), CliError> {
-    if args.protocol == Protocol::Raft {
-        return Err(CliError::input(format!(
-            "protocol {} is not supported by this build yet (only hotstuff and pbft)",
-            args.protocol
-        )));
-    }
     if args.reset && args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
             .map_err(|e| CliError::failure(format!("cannot delete {}: {e}", args.dir.display())))?;
@@ -82,7 +86,7 @@ pub fn localnet(args: LocalnetArgs) -> Result<(), CliError> {
 
 fn create(args: &LocalnetArgs) -> Result<Genesis, CliError> {
     let spec = TestnetSpec {
-        validators: args.validators,
+        validators: args.validators(),
         protocol: args.protocol,
         out: args.dir.clone(),
         accounts: args.accounts,
@@ -90,6 +94,7 @@ fn create(args: &LocalnetArgs) -> Result<Genesis, CliError> {
         base_port: args.base_port,
         chain_id: "cairn-localnet".into(),
         genesis_time: rfc3339::now_utc(),
+        params: Default::default(),
     };
     let summary = write_testnet(&spec)?;
     println!(
@@ -104,7 +109,7 @@ fn create(args: &LocalnetArgs) -> Result<Genesis, CliError> {
 fn reuse(args: &LocalnetArgs, genesis_path: &Path) -> Result<Genesis, CliError> {
     let genesis = Genesis::load(genesis_path)?;
     genesis.validate()?;
-    if genesis.protocol != args.protocol || genesis.n() != args.validators {
+    if genesis.protocol != args.protocol || args.validators.is_some_and(|n| n != genesis.n()) {
         return Err(CliError::input(format!(
             "{} holds a {} network of {} validators, but --protocol {} --validators {} was \
              asked for. Pass --reset to delete it and start a new chain, or --dir OTHER to \
@@ -113,7 +118,7 @@ fn reuse(args: &LocalnetArgs, genesis_path: &Path) -> Result<Genesis, CliError> 
             genesis.protocol,
             genesis.n(),
             args.protocol,
-            args.validators
+            args.validators()
         )));
     }
     println!(
@@ -390,7 +395,7 @@ async fn live_line(
         if s.height >= height {
             height = s.height;
             view = s.view;
-            leader = Some(s.leader);
+            leader = s.leader;
         }
         if committed_txs.is_none() {
             committed_txs = committed_txs_of(http, &r.member.api).await;

@@ -386,6 +386,15 @@ impl Mempool {
         }
     }
 
+    /// After the committed state jumped (a state snapshot was installed): drops every pooled
+    /// transaction whose nonce is below its sender's committed nonce in the new state.
+    pub fn resync(&mut self, accounts: impl Fn(&Address) -> Account) {
+        let senders: Vec<Address> = self.senders.keys().copied().collect();
+        for addr in senders {
+            self.advance(addr, accounts(&addr).nonce);
+        }
+    }
+
     /// Makes in-flight transactions pending again (their batch will not commit). Unknown or
     /// already pending hashes are ignored.
     pub fn requeue_in_flight(&mut self, hashes: &[Digest]) {

@@ -20,10 +20,10 @@ use super::wire::{
     MAX_BATCHES_PER_MESSAGE, MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire, batch_digest,
 };
 use crate::mempool::{Admitted, Limits, Mempool, Rejected};
-use crate::store::RedbStore;
+use crate::store::{DurableOp, LogRow, RedbStore};
 use consensus::{Action, Committed, Committee, Core, Durable, Input, ReplicaId};
 use crypto::{Digest, SecretKey};
-use ledger::{Address, Block, ChainBinding, Ledger, LedgerError, Receipt, Store};
+use ledger::{Account, Address, Block, ChainBinding, Ledger, LedgerError, Receipt, Store};
 use std::collections::{BTreeSet, VecDeque};
 
 const MAX_HELD_PROPOSALS: usize = 16;
@@ -43,6 +43,8 @@ pub struct DriverConfig {
     /// Blocks between checkpoints (PBFT; genesis `params.checkpoint_interval`). Unused by
     /// HotStuff.
     pub checkpoint_interval: u64,
+    /// Applied entries between Raft log compactions (genesis `params.snapshot_interval`).
+    pub snapshot_interval: u64,
     /// Batches per block.
     pub max_block_batches: usize,
     /// Transactions and bytes per batch.
@@ -85,6 +87,9 @@ pub struct DriverStats {
     pub bad_frames: u64,
     pub fsyncs: u64,
     pub held_proposals: u64,
+    /// State snapshots installed (Raft's InstallSnapshot) and served, chunk by chunk.
+    pub snapshots_installed: u64,
+    pub snapshot_chunks_served: u64,
     /// Durations of durable writes (safety records and blocks) not yet taken by
     /// [`Driver::take_fsync_seconds`]; bounded.
     fsync_seconds: Vec<f64>,
@@ -123,6 +128,44 @@ pub struct Driver<P: Protocol> {
     /// Where each signed vote is recorded as it leaves (see [`Driver::log_votes_to`]).
     vote_log: Option<std::fs::File>,
     sync: SyncState,
+    snapshot: SnapshotState,
+}
+
+/// Accounts per snapshot chunk (about 300 KiB encoded).
+const SNAPSHOT_CHUNK_ACCOUNTS: usize = 8192;
+/// A snapshot pull that heard nothing for this long asks again from where it stopped.
+const SNAPSHOT_RETRY_MS: u64 = 1000;
+
+/// Raft's state transfer, both ways: the snapshot this validator serves (taken once, so that
+/// a follower pulling it chunk by chunk sees one consistent state) and the one it pulls.
+#[derive(Default)]
+struct SnapshotState {
+    serving: Option<Served>,
+    pulling: Option<Pull>,
+}
+
+struct Served {
+    block: Block,
+    accounts: std::sync::Arc<Vec<(Address, Account)>>,
+}
+
+/// A `Wire::SnapshotChunk`'s fields.
+struct Chunk {
+    height: u64,
+    block: Option<Box<Block>>,
+    total: u64,
+    offset: u64,
+    accounts: Vec<(Address, Account)>,
+}
+
+struct Pull {
+    from: ReplicaId,
+    /// The lowest height wanted (from the offer), until the first chunk names the snapshot's.
+    height: u64,
+    block: Option<Block>,
+    total: u64,
+    accounts: Vec<(Address, Account)>,
+    asked_ms: u64,
 }
 
 /// Ledger-level catch-up: a validator that missed more blocks than the consensus core keeps
@@ -182,14 +225,25 @@ impl<P: Protocol> Driver<P> {
             max_payload: cfg.max_block_batches,
             idle_block_ms: cfg.idle_block_ms,
             checkpoint_interval: cfg.checkpoint_interval,
+            snapshot_interval: cfg.snapshot_interval,
         };
         let core = P::build(&params, &ledger, None)?;
+        // Batches of durable log entries not yet executed (Raft): committed entries must
+        // execute after a restart even if no peer still has their batches.
+        let mut batches = BatchStore::new(MAX_STORED_BATCHES);
+        for row in ledger.store().log_rows()? {
+            if row.index > ledger.height() {
+                for b in row.batches {
+                    batches.insert(b);
+                }
+            }
+        }
         Ok(Driver {
             core,
             params,
             ledger,
             mempool: Mempool::new(cfg.mempool),
-            batches: BatchStore::new(MAX_STORED_BATCHES),
+            batches,
             committee: cfg.committee,
             held: VecDeque::new(),
             commits: VecDeque::new(),
@@ -200,6 +254,7 @@ impl<P: Protocol> Driver<P> {
             stats: DriverStats::default(),
             vote_log: None,
             sync: SyncState::default(),
+            snapshot: SnapshotState::default(),
         })
     }
 
@@ -234,12 +289,12 @@ impl<P: Protocol> Driver<P> {
         Ok(())
     }
 
-    fn record_vote(&mut self, msg: &P::Message) {
+    fn record_vote(&mut self, msg: &P::Message, to: Option<ReplicaId>) {
         use std::io::Write;
         let Some(file) = &mut self.vote_log else {
             return;
         };
-        if let Some((slot, digest)) = P::vote_slot(msg)
+        if let Some((slot, digest)) = P::vote_slot(msg, to)
             && let Err(e) = writeln!(file, "vote {slot} {digest}")
         {
             tracing::warn!(error = %e, "cannot write the vote log; no longer recording votes");
@@ -251,7 +306,9 @@ impl<P: Protocol> Driver<P> {
         let acts = self.core.start(now);
         let mut out = self.run(now, acts)?;
         // Behind by more than the peers' cores keep? Ask (an empty answer costs little).
-        out.extend(self.request_blocks());
+        if P::LEDGER_SYNC {
+            out.extend(self.request_blocks());
+        }
         Ok(out)
     }
 
@@ -267,7 +324,7 @@ impl<P: Protocol> Driver<P> {
             .store()
             .block(h)?
             .ok_or_else(|| DriverError::Safety(format!("block {h} missing from the store")))?;
-        P::decode_certified(&b.certificate)
+        P::decode_certified(&b.certificate, &self.params.genesis)
             .map(|c| c.id)
             .ok_or_else(|| {
                 DriverError::Safety(format!("the certificate of block {h} is unreadable"))
@@ -283,6 +340,9 @@ impl<P: Protocol> Driver<P> {
     /// for a whole base timeout, at most once per base timeout. Cheap when nobody is ahead:
     /// the answer is empty.
     fn maybe_sync(&mut self, now: u64) -> Option<Out> {
+        if !P::LEDGER_SYNC {
+            return self.retry_snapshot_pull(now);
+        }
         let height = self.ledger.height();
         if height != self.sync.height {
             self.sync.height = height;
@@ -349,7 +409,8 @@ impl<P: Protocol> Driver<P> {
             let hard =
                 blocks.len() >= 2 * MAX_BLOCKS_PER_MESSAGE || bytes + size > 2 * MAX_BLOCKS_BYTES;
             let last_proven = blocks.last().is_some_and(|b: &Block| {
-                P::decode_certified(&b.certificate).is_some_and(|c| c.proves_commit)
+                P::decode_certified(&b.certificate, &self.params.genesis)
+                    .is_some_and(|c| c.proves_commit)
             });
             if !blocks.is_empty() && (hard || (over && last_proven)) {
                 break;
@@ -374,7 +435,7 @@ impl<P: Protocol> Driver<P> {
     /// core restarts from the new committed block, as after a crash (its safety record is
     /// untouched), and is then told of the blocks executed.
     fn on_blocks(&mut self, now: u64, from: ReplicaId, blocks: Vec<Block>, tip: u64) -> Res {
-        if !self.commits.is_empty() {
+        if !P::LEDGER_SYNC || !self.commits.is_empty() {
             // The core is ahead of the ledger (commits wait for batches): not behind by much,
             // and the ledger tip is not the core's root. Let consensus finish.
             return Ok(Vec::new());
@@ -454,20 +515,7 @@ impl<P: Protocol> Driver<P> {
                 receipts,
             });
         }
-        // Restart the core from the new committed block, with its safety record as it is in
-        // memory (the durable one plus certificates seen since: every persist completes
-        // within the driver call that asks for it), and the batches it had not proposed yet.
-        // The new core hears of the blocks executed above once it has started (in `run`).
-        let safety = P::safety_bytes(&self.core);
-        let pending = P::pending_payload(&self.core);
-        self.core = P::build(&self.params, &self.ledger, Some(safety))?;
-        self.commits.clear();
-        let acts = self.core.start(now);
-        out.extend(self.run(now, acts)?);
-        for d in pending {
-            out.extend(self.feed(now, Input::Payload(d))?);
-        }
-        out.extend(self.after_batches(now)?);
+        out.extend(self.restart_core(now)?);
         self.sync.behind = tip > self.ledger.height();
         if self.sync.behind {
             // More to fetch: ask the same peer again at once.
@@ -478,6 +526,228 @@ impl<P: Protocol> Driver<P> {
             ));
         }
         Ok(out)
+    }
+
+    /// Restarts the core from the ledger's new last block (after a block sync or a snapshot),
+    /// with its safety record as it is in memory (the durable one plus certificates seen
+    /// since: every persist completes within the driver call that asks for it), and the
+    /// batches it had not proposed yet. The new core hears of blocks executed before it
+    /// started once it has started (in `run`).
+    fn restart_core(&mut self, now: u64) -> Res {
+        let safety = P::safety_bytes(&self.core);
+        let pending = P::pending_payload(&self.core);
+        self.core = P::build(&self.params, &self.ledger, Some(safety))?;
+        self.commits.clear();
+        let acts = self.core.start(now);
+        let mut out = self.run(now, acts)?;
+        for d in pending {
+            out.extend(self.feed(now, Input::Payload(d))?);
+        }
+        out.extend(self.after_batches(now)?);
+        Ok(out)
+    }
+
+    /// Serves a chunk of this validator's state snapshot (Raft's InstallSnapshot, moved
+    /// outside the core). A pull starts at offset 0 with the lowest height it needs and gets
+    /// the snapshot's height and last block in the first chunk; later requests name that
+    /// height and resume at their offset. The snapshot is taken at the ledger's height when
+    /// a pull starts and kept while pulls start or resume from it, until a pull needs a
+    /// higher one.
+    fn answer_snapshot_request(&mut self, from: ReplicaId, height: u64, offset: u64) -> Res {
+        let tip = self.ledger.height();
+        // One snapshot is served to every puller until one needs a higher one, so that
+        // followers pulling at the same time do not reset each other.
+        let fresh = match &self.snapshot.serving {
+            None => true,
+            Some(s) if offset == 0 => s.block.header.height < height,
+            Some(s) => s.block.header.height != height,
+        };
+        if fresh {
+            if tip == 0 || tip < height {
+                return Ok(Vec::new());
+            }
+            let Some(block) = self.ledger.store().block(tip)? else {
+                return Ok(Vec::new());
+            };
+            let accounts = self
+                .ledger
+                .state()
+                .accounts()
+                .map(|(a, b)| (*a, *b))
+                .collect();
+            self.snapshot.serving = Some(Served {
+                block,
+                accounts: std::sync::Arc::new(accounts),
+            });
+        }
+        let s = self.snapshot.serving.as_ref().expect("set above");
+        // A resumed pull of an older snapshot restarts from the beginning of this one.
+        let offset = if fresh { 0 } else { offset };
+        let start = (offset as usize).min(s.accounts.len());
+        let end = (start + SNAPSHOT_CHUNK_ACCOUNTS).min(s.accounts.len());
+        self.stats.snapshot_chunks_served += 1;
+        let chunk = Wire::<P::Message>::SnapshotChunk {
+            height: s.block.header.height,
+            block: (start == 0).then(|| Box::new(s.block.clone())),
+            total: s.accounts.len() as u64,
+            offset: start as u64,
+            accounts: s.accounts[start..end].to_vec(),
+        };
+        Ok(vec![Out::Send(from, chunk.encode())])
+    }
+
+    /// A snapshot offer (Raft's InstallSnapshot) from `from`: starts pulling its state unless
+    /// a pull is already under way and making progress.
+    fn on_snapshot_offer(&mut self, now: u64, from: ReplicaId, height: u64) -> Option<Out> {
+        if height <= self.ledger.height() {
+            return None;
+        }
+        // A pull from this peer resumes by itself (`retry_snapshot_pull`); an offer from
+        // another peer (a new leader) replaces a pull that stalled.
+        if let Some(p) = &self.snapshot.pulling
+            && (p.from == from || now.saturating_sub(p.asked_ms) < SNAPSHOT_RETRY_MS)
+        {
+            return None;
+        }
+        tracing::info!(
+            peer = from.0,
+            height,
+            ours = self.ledger.height(),
+            "the leader compacted the entries we miss; fetching its state snapshot"
+        );
+        self.snapshot.pulling = Some(Pull {
+            from,
+            height,
+            block: None,
+            total: 0,
+            accounts: Vec::new(),
+            asked_ms: now,
+        });
+        Some(Out::Send(
+            from,
+            Wire::<P::Message>::SnapshotRequest { height, offset: 0 }.encode(),
+        ))
+    }
+
+    /// Asks again, from where it stopped, for a snapshot pull that heard nothing lately.
+    fn retry_snapshot_pull(&mut self, now: u64) -> Option<Out> {
+        let height = self.ledger.height();
+        if self
+            .snapshot
+            .pulling
+            .as_ref()
+            .is_some_and(|p| p.block.as_ref().map_or(p.height, |b| b.header.height) <= height)
+        {
+            // Caught up some other way (the leader's log reached us after all).
+            self.snapshot.pulling = None;
+        }
+        let p = self.snapshot.pulling.as_mut()?;
+        if now.saturating_sub(p.asked_ms) < SNAPSHOT_RETRY_MS {
+            return None;
+        }
+        p.asked_ms = now;
+        let (height, offset) = match &p.block {
+            Some(b) => (b.header.height, p.accounts.len() as u64),
+            None => (p.height, 0),
+        };
+        Some(Out::Send(
+            p.from,
+            Wire::<P::Message>::SnapshotRequest { height, offset }.encode(),
+        ))
+    }
+
+    /// One chunk of the snapshot being pulled. When the last one is in, checks the block's
+    /// certificate and that the accounts hash to its state root, installs the state durably,
+    /// drops the log below it (and all of it unless the log extends the snapshot), and
+    /// restarts the core from it.
+    fn on_snapshot_chunk(&mut self, now: u64, from: ReplicaId, chunk: Chunk) -> Res {
+        let Chunk {
+            height,
+            block,
+            total,
+            offset,
+            accounts,
+        } = chunk;
+        let Some(p) = self.snapshot.pulling.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if p.from != from {
+            return Ok(Vec::new());
+        }
+        if offset == 0 {
+            let Some(block) = block else {
+                self.stats.bad_frames += 1;
+                return Ok(Vec::new());
+            };
+            if height < p.height || block.header.height != height {
+                self.stats.bad_frames += 1;
+                return Ok(Vec::new());
+            }
+            p.block = Some(*block);
+            p.total = total;
+            p.accounts.clear();
+        } else if p.block.as_ref().is_none_or(|b| b.header.height != height)
+            || offset != p.accounts.len() as u64
+        {
+            return Ok(Vec::new());
+        }
+        if p.accounts.len() as u64 + accounts.len() as u64 > p.total {
+            self.stats.bad_frames += 1;
+            self.snapshot.pulling = None;
+            return Ok(Vec::new());
+        }
+        p.accounts.extend(accounts);
+        p.asked_ms = now;
+        if (p.accounts.len() as u64) < p.total {
+            let next = p.accounts.len() as u64;
+            return Ok(vec![Out::Send(
+                from,
+                Wire::<P::Message>::SnapshotRequest {
+                    height,
+                    offset: next,
+                }
+                .encode(),
+            )]);
+        }
+        let p = self.snapshot.pulling.take().expect("checked above");
+        let block = p.block.expect("set by the first chunk");
+        if height <= self.ledger.height() {
+            return Ok(Vec::new());
+        }
+        let Some(cert) = P::certified(&block.certificate, &self.committee, &self.params.genesis)
+            .filter(|c| c.height.is_none_or(|h| h == height))
+        else {
+            tracing::warn!(
+                peer = from.0,
+                height,
+                "snapshot refused: its block's certificate does not verify"
+            );
+            return Ok(Vec::new());
+        };
+        let n = p.accounts.len();
+        let started = std::time::Instant::now();
+        if let Err(e) = self.ledger.install_snapshot(block, p.accounts) {
+            if matches!(e, LedgerError::Snapshot(_)) {
+                tracing::warn!(peer = from.0, height, error = %e, "snapshot refused");
+                return Ok(Vec::new());
+            }
+            return Err(e.into());
+        }
+        self.ledger.store().write_durable(&[DurableOp::Rebase {
+            index: height,
+            term: cert.view.0,
+        }])?;
+        self.stats.fsync(started);
+        self.stats.snapshots_installed += 1;
+        let state = self.ledger.state();
+        self.mempool.resync(|a| state.account(a));
+        tracing::info!(
+            peer = from.0,
+            height,
+            accounts = n,
+            "installed the leader's state snapshot; continuing from it"
+        );
+        self.restart_core(now)
     }
 
     /// Admission check of a client transaction against the committed state and the pool.
@@ -522,7 +792,33 @@ impl<P: Protocol> Driver<P> {
             return Ok(Vec::new());
         };
         match wire {
-            Wire::Consensus(msg) => self.on_message(now, from, msg),
+            Wire::Consensus(msg) => {
+                let offer =
+                    P::snapshot_offer(&msg).and_then(|h| self.on_snapshot_offer(now, from, h));
+                let mut out = self.on_message(now, from, msg)?;
+                out.extend(offer);
+                Ok(out)
+            }
+            Wire::SnapshotRequest { height, offset } => {
+                self.answer_snapshot_request(from, height, offset)
+            }
+            Wire::SnapshotChunk {
+                height,
+                block,
+                total,
+                offset,
+                accounts,
+            } => self.on_snapshot_chunk(
+                now,
+                from,
+                Chunk {
+                    height,
+                    block,
+                    total,
+                    offset,
+                    accounts,
+                },
+            ),
             Wire::Batch(txs) => {
                 if txs.len() > self.batch_max_txs {
                     self.stats.bad_frames += 1;
@@ -614,36 +910,30 @@ impl<P: Protocol> Driver<P> {
     fn run(&mut self, now: u64, mut acts: Vec<Action<P::Message>>) -> Res {
         let mut out = Vec::new();
         loop {
-            let mut persist: Option<(u64, Vec<u8>)> = None;
+            let mut ops: Vec<DurableOp> = Vec::new();
+            let mut top_seq = None;
             for a in acts.drain(..) {
                 match a {
                     Action::Send { to, msg } => {
-                        self.record_vote(&msg);
+                        self.record_vote(&msg, Some(to));
                         out.push(Out::Send(to, Wire::Consensus(msg).encode()))
                     }
                     Action::Broadcast { msg } => {
-                        self.record_vote(&msg);
+                        self.record_vote(&msg, None);
                         out.push(Out::Broadcast(Wire::Consensus(msg).encode()))
                     }
-                    Action::Persist {
-                        seq,
-                        what: Durable::Safety(bytes),
-                    } => persist = Some((seq, bytes)),
-                    Action::Persist {
-                        what: Durable::Log { .. },
-                        ..
-                    } => panic!(
-                        "the {} core asked for a log record, which this driver does not write",
-                        P::NAME
-                    ),
+                    Action::Persist { seq, what } => {
+                        top_seq = Some(seq);
+                        ops.push(self.durable_op(what)?);
+                    }
                     Action::Commit(c) => self.commits.push_back(c),
                     Action::SetTimer { id, after_ms } => out.push(Out::Timer { id, after_ms }),
                 }
             }
             self.apply_commits(&mut out)?;
-            if let Some((seq, bytes)) = persist {
+            if let Some(seq) = top_seq {
                 let started = std::time::Instant::now();
-                self.ledger.store_mut().put_meta(P::SAFETY_KEY, &bytes)?;
+                self.ledger.store().write_durable(&ops)?;
                 self.stats.fsync(started);
                 acts = self.core.handle(now, Input::Persisted(seq));
             } else if let Some((height, state_root)) = self.executed.pop_front() {
@@ -654,6 +944,53 @@ impl<P: Protocol> Driver<P> {
                 return Ok(out);
             }
         }
+    }
+
+    /// The store write for one of the core's persists. Log entries are stored with the
+    /// batches they name, which are here: the leader offers only stored batches, and a
+    /// follower sees an append only once its batches are stored (see
+    /// [`Protocol::payload_of`]).
+    fn durable_op(&self, what: Durable) -> Result<DurableOp, DriverError> {
+        Ok(match what {
+            Durable::Safety(bytes) => DurableOp::Meta(P::SAFETY_KEY, bytes),
+            Durable::Compact { before } => DurableOp::Compact { before },
+            Durable::Log {
+                truncate_after,
+                entries,
+            } => {
+                let mut rows = Vec::with_capacity(entries.len());
+                for (i, entry) in entries.into_iter().enumerate() {
+                    let (term, payload) = P::log_entry(&entry).ok_or_else(|| {
+                        DriverError::Safety(format!(
+                            "the {} core asked to store a log entry it cannot decode",
+                            P::NAME
+                        ))
+                    })?;
+                    let mut batches = Vec::with_capacity(payload.len());
+                    for d in &payload {
+                        match self.batches.get(d) {
+                            Some(b) => batches.push(b.clone()),
+                            None => {
+                                return Err(DriverError::Safety(format!(
+                                    "log entry {} names batch {d}, which is not stored here",
+                                    truncate_after + 1 + i as u64
+                                )));
+                            }
+                        }
+                    }
+                    rows.push(LogRow {
+                        index: truncate_after + 1 + i as u64,
+                        term,
+                        entry,
+                        batches,
+                    });
+                }
+                DurableOp::Log {
+                    truncate_after,
+                    rows,
+                }
+            }
+        })
     }
 
     /// Executes queued commits in order while their batches are available (the core hears of

@@ -5,6 +5,8 @@
 //! - `protocol.rs`: [`Protocol`], what the driver needs of a consensus protocol, and
 //!   [`HotStuffProtocol`].
 //! - `pbft.rs`: [`PbftProtocol`], the PBFT core behind the same trait.
+//! - `raft.rs`: [`RaftProtocol`], the Raft core; its log is stored with its batches and its
+//!   snapshots are moved by the driver (`Wire::SnapshotRequest` / `SnapshotChunk`).
 //! - `driver.rs`: [`Driver`], the event-loop-free validator, generic over the protocol
 //!   (tested in-process in `node/tests/validator.rs`); the tokio loop over the libp2p
 //!   transport and the HTTP API (`run.rs`) build on it.
@@ -13,12 +15,14 @@ mod batches;
 mod driver;
 mod pbft;
 mod protocol;
+mod raft;
 mod run;
 mod wire;
 
 pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out};
 pub use pbft::PbftProtocol;
 pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol};
+pub use raft::RaftProtocol;
 pub use run::{Loaded, load, run};
 
 use consensus::{Committed, Committee};

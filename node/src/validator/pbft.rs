@@ -86,8 +86,8 @@ impl Protocol for PbftProtocol {
         core.pending_payload()
     }
 
-    fn leader(core: &Pbft) -> ReplicaId {
-        core.primary(consensus::Core::view(core))
+    fn leader(core: &Pbft) -> Option<ReplicaId> {
+        Some(core.primary(consensus::Core::view(core)))
     }
 
     fn view_changes(core: &Pbft) -> u64 {
@@ -108,7 +108,7 @@ impl Protocol for PbftProtocol {
     }
 
     /// One pre-prepare, prepare and commit per (view, sequence number).
-    fn vote_slot(msg: &Message) -> Option<(String, Digest)> {
+    fn vote_slot(msg: &Message, _to: Option<ReplicaId>) -> Option<(String, Digest)> {
         match msg {
             Message::PrePrepare(p) => Some((
                 format!("{}/{}/pre-prepare", p.view.0, p.block.seq),
@@ -127,7 +127,7 @@ impl Protocol for PbftProtocol {
         Some(pbft_certified(&c))
     }
 
-    fn decode_certified(cert: &[u8]) -> Option<Certified> {
+    fn decode_certified(cert: &[u8], _genesis: &Digest) -> Option<Certified> {
         CommitCertificate::decode(cert)
             .ok()
             .map(|c| pbft_certified(&c))

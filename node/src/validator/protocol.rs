@@ -27,6 +27,9 @@ pub struct CoreParams {
     pub idle_block_ms: u64,
     /// Blocks between checkpoints (PBFT; HotStuff has none).
     pub checkpoint_interval: u64,
+    /// Raft: compact the log every this many applied entries (genesis
+    /// `params.snapshot_interval`).
+    pub snapshot_interval: u64,
 }
 
 impl CoreParams {
@@ -46,14 +49,15 @@ pub struct Certified {
     /// Batch digests in order.
     pub payload: Vec<Digest>,
     /// HotStuff: `Some(parent block id)`, which must equal the previous block's id (the
-    /// ledger tip's, or the genesis hash at height 0). PBFT: `None` (each certificate stands
-    /// alone; the height check suffices).
+    /// ledger tip's, or the genesis hash at height 0). PBFT and Raft: `None` (each
+    /// certificate stands alone; the height check suffices).
     pub parent: Option<Digest>,
     /// Whether this certificate alone proves that this block and all before it are committed
-    /// (HotStuff: it carries the 2-chain proof; PBFT: always).
+    /// (HotStuff: it carries the 2-chain proof; PBFT: always; Raft: always, as every
+    /// validator is trusted in the crash model).
     pub proves_commit: bool,
     /// The ledger height the certificate itself names, if it names one (PBFT: its sequence
-    /// number, which must equal the block's height).
+    /// number; Raft: its log index; either must equal the block's height).
     pub height: Option<u64>,
 }
 
@@ -74,6 +78,9 @@ pub trait Protocol: Send + 'static {
     const SAFETY_KEY: &'static str;
     /// The id of the core's view timer (the driver retries batch fetches when it fires).
     const VIEW_TIMER: u64;
+    /// Whether a validator whose ledger stalls asks peers for committed blocks (ledger-level
+    /// block sync). Raft catches up through its own log and snapshots instead.
+    const LEDGER_SYNC: bool = true;
 
     /// Builds the core from the store: the durable safety record (or `safety`, the in-memory
     /// one, after a block sync), the ledger tip and whatever recent history the protocol
@@ -88,20 +95,31 @@ pub trait Protocol: Send + 'static {
     fn safety_bytes(core: &Self::Core) -> Vec<u8>;
     /// Batch digests offered to the core and not yet in a block (kept across a rebuild).
     fn pending_payload(core: &Self::Core) -> Vec<Digest>;
-    /// The leader (primary) of the core's current view.
-    fn leader(core: &Self::Core) -> ReplicaId;
+    /// The leader (primary) of the core's current view; `None` while unknown (a Raft
+    /// election).
+    fn leader(core: &Self::Core) -> Option<ReplicaId>;
     /// Views the core has left because the previous one failed (for metrics).
     fn view_changes(core: &Self::Core) -> u64;
     /// Batch digests `msg` names that must be stored locally before the core sees it (a
     /// proposal's payload, so that a vote means "I can execute this"); usually empty.
     fn payload_of(msg: &Self::Message) -> Vec<Digest>;
-    /// If `msg` is a signed vote: a slot (one honest vote per slot; HotStuff: the view
-    /// number) and the digest voted for. For the vote log.
-    fn vote_slot(msg: &Self::Message) -> Option<(String, Digest)>;
+    /// If `msg`, sent to `to` (`None`: to everyone), is a vote: a slot (one honest vote per
+    /// slot; HotStuff: the view number) and the digest voted for. For the vote log.
+    fn vote_slot(msg: &Self::Message, to: Option<ReplicaId>) -> Option<(String, Digest)>;
     /// Decodes a committed block's certificate and verifies it against the committee.
     fn certified(cert: &[u8], committee: &Committee, genesis: &Digest) -> Option<Certified>;
     /// Decodes a certificate without verifying it: for certificates from our own store.
-    fn decode_certified(cert: &[u8]) -> Option<Certified>;
+    fn decode_certified(cert: &[u8], genesis: &Digest) -> Option<Certified>;
+    /// A durable log entry's term and the batch digests it names (Raft; the driver stores
+    /// the batches with the entry). `None` for protocols without a log, or garbage.
+    fn log_entry(_entry: &[u8]) -> Option<(u64, Vec<Digest>)> {
+        None
+    }
+    /// If `msg` says that this validator must install a state snapshot from the sender
+    /// (Raft's InstallSnapshot): the lowest height it must reach.
+    fn snapshot_offer(_msg: &Self::Message) -> Option<u64> {
+        None
+    }
 }
 
 /// Chained HotStuff (`consensus::hotstuff`).
@@ -193,8 +211,8 @@ impl Protocol for HotStuffProtocol {
         core.pending_payload()
     }
 
-    fn leader(core: &HotStuff) -> ReplicaId {
-        core.leader(consensus::Core::view(core))
+    fn leader(core: &HotStuff) -> Option<ReplicaId> {
+        Some(core.leader(consensus::Core::view(core)))
     }
 
     fn view_changes(core: &HotStuff) -> u64 {
@@ -208,7 +226,7 @@ impl Protocol for HotStuffProtocol {
         }
     }
 
-    fn vote_slot(msg: &Message) -> Option<(String, Digest)> {
+    fn vote_slot(msg: &Message, _to: Option<ReplicaId>) -> Option<(String, Digest)> {
         match msg {
             Message::Vote(v) => Some((v.view.0.to_string(), v.block)),
             _ => None,
@@ -222,7 +240,7 @@ impl Protocol for HotStuffProtocol {
         Some(hotstuff_certified(&c))
     }
 
-    fn decode_certified(cert: &[u8]) -> Option<Certified> {
+    fn decode_certified(cert: &[u8], _genesis: &Digest) -> Option<Certified> {
         CommitCertificate::decode(cert)
             .ok()
             .map(|c| hotstuff_certified(&c))

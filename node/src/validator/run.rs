@@ -2,7 +2,7 @@
 //! opens its store, starts the libp2p transport and drives a [`Driver`] from one tokio task,
 //! with the genesis protocol's core (see [`protocol_loop`]).
 
-use super::{Driver, DriverConfig, HotStuffProtocol, Out, PbftProtocol, Protocol};
+use super::{Driver, DriverConfig, HotStuffProtocol, Out, PbftProtocol, Protocol, RaftProtocol};
 use crate::api::{self, ApiCommand, ApiState, CommittedEvent, Metrics, NodeStatus};
 use crate::mempool::Limits;
 use crate::net::{self, NetConfig, NetHandle, PeerInfo};
@@ -46,13 +46,6 @@ pub struct Loaded {
 pub fn load(home: &Path) -> anyhow::Result<Loaded> {
     let config = NodeConfig::load(home)?;
     let genesis = Genesis::load(&config.genesis_path(home))?;
-    if protocol_loop(genesis.protocol).is_none() {
-        bail!(
-            "{}: protocol {} is not supported by this build yet (only hotstuff and pbft)",
-            config.genesis_path(home).display(),
-            genesis.protocol
-        );
-    }
     let key = load_key_file(&config.consensus_key_path(home))?;
     let net_key = load_key_file(&config.network_key_path(home))?;
     let me = genesis
@@ -75,11 +68,12 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
             net_key.public()
         );
     }
-    let committee = Committee::new_bft(
-        genesis.validators.iter().map(|v| v.consensus_key).collect(),
-        genesis.f(),
-        genesis.quorum(),
-    )
+    let keys = genesis.validators.iter().map(|v| v.consensus_key).collect();
+    let committee = if genesis.protocol.is_bft() {
+        Committee::new_bft(keys, genesis.f(), genesis.quorum())
+    } else {
+        Committee::new_cft(keys, genesis.f(), genesis.quorum())
+    }
     .map_err(|e| anyhow!("genesis validator set: {e}"))?;
     let chain = ChainBinding {
         chain_id: genesis.chain_id.clone(),
@@ -100,6 +94,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
         max_timeout_ms: p.max_round_timeout_ms,
         idle_block_ms: p.heartbeat_ms,
         checkpoint_interval: p.checkpoint_interval,
+        snapshot_interval: p.snapshot_interval,
         max_block_batches: BLOCK_BATCHES,
         // A block carries up to BLOCK_BATCHES batches: size batches so that a block stays
         // within the genesis limits (a batch still fits the largest transaction).
@@ -136,14 +131,12 @@ type LoopFn = for<'a> fn(
     Shutdown<'a>,
 ) -> Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
 
-/// The validator loop for each genesis protocol this build runs; `None`: not supported yet
-/// (`load` refuses the home). Adding a protocol is one arm here, e.g.
-/// `Pbft => Some(run_loop::<PbftProtocol>)`.
-fn protocol_loop(protocol: genesis::Protocol) -> Option<LoopFn> {
+/// The validator loop for each genesis protocol. Adding a protocol is one arm here.
+fn protocol_loop(protocol: genesis::Protocol) -> LoopFn {
     match protocol {
-        genesis::Protocol::HotStuff => Some(run_loop::<HotStuffProtocol>),
-        genesis::Protocol::Pbft => Some(run_loop::<PbftProtocol>),
-        genesis::Protocol::Raft => None,
+        genesis::Protocol::HotStuff => run_loop::<HotStuffProtocol>,
+        genesis::Protocol::Pbft => run_loop::<PbftProtocol>,
+        genesis::Protocol::Raft => run_loop::<RaftProtocol>,
     }
 }
 
@@ -158,7 +151,7 @@ fn run_loop<'a, P: Protocol>(
 /// Runs the validator in `home` until `shutdown` resolves.
 pub async fn run(home: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let loaded = load(home)?;
-    let run_loop = protocol_loop(loaded.genesis.protocol).expect("load checks the protocol");
+    let run_loop = protocol_loop(loaded.genesis.protocol);
     run_loop(home, loaded, Box::pin(shutdown)).await
 }
 
@@ -198,7 +191,7 @@ async fn run_with<P: Protocol>(
         height: driver.ledger().height(),
         latest_hash: driver.ledger().tip(),
         view: 0,
-        leader: 0,
+        leader: None,
         peers: Vec::new(),
         catching_up: false,
         mempool_size: 0,
@@ -309,7 +302,7 @@ struct Reporter {
     metrics: Arc<Metrics>,
     last_commit: Option<std::time::Instant>,
     /// The leader of the view seen at the last status update.
-    leader: Option<u16>,
+    leader: Option<Option<u16>>,
     /// The core's count of view changes ([`Protocol::view_changes`]), as last reported.
     view_changes: u64,
     summary: Summary,
@@ -347,7 +340,7 @@ impl Reporter {
 
     fn status<P: Protocol>(&mut self, driver: &mut Driver<P>, net: &NetHandle) {
         let view = consensus::Core::view(driver.core()).0;
-        let leader = P::leader(driver.core()).0;
+        let leader = P::leader(driver.core()).map(|l| l.0);
         let peers = net.connected();
         let m = &self.metrics;
         m.view.set(view);
@@ -368,7 +361,11 @@ impl Reporter {
             self.summary.fsyncs += 1;
             self.summary.fsync_seconds += secs;
         }
+        // The ledger can also move without a commit event (a state snapshot installed).
+        m.height.set(driver.ledger().height());
         if let Ok(mut s) = self.status.write() {
+            s.height = driver.ledger().height();
+            s.latest_hash = driver.ledger().tip();
             s.view = view;
             s.leader = leader;
             s.peers = peers.iter().map(|p| format!("validator-{p}")).collect();

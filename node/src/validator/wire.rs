@@ -38,6 +38,23 @@ pub enum Wire<M> {
         blocks: Vec<ledger::Block>,
         tip: u64,
     },
+    /// "Send me your state snapshot" (Raft's InstallSnapshot, moved outside the core): at a
+    /// height of at least `height` from the start (`offset` 0), or, resuming, the snapshot
+    /// at exactly `height` from account number `offset`.
+    SnapshotRequest {
+        height: u64,
+        offset: u64,
+    },
+    /// Accounts `offset..offset+accounts.len()` of the sender's state at `height` (of
+    /// `total`, sorted by address); the first chunk carries the block at `height`, whose
+    /// certificate and state root the requester checks before installing anything.
+    SnapshotChunk {
+        height: u64,
+        block: Option<Box<ledger::Block>>,
+        total: u64,
+        offset: u64,
+        accounts: Vec<(ledger::Address, ledger::Account)>,
+    },
 }
 
 impl<M: Serialize> Wire<M> {

@@ -1,0 +1,212 @@
+//! [`RaftProtocol`]: the Raft core (`consensus::raft`) as the driver sees it.
+//!
+//! The crash-fault trade, concretely: Raft messages are not signed (libp2p authenticates the
+//! sender), each log entry is signed once by its leader, and that signed entry is the
+//! committed block's certificate. It proves which leader proposed the block in which term,
+//! not that a majority stored it.
+
+use super::driver::DriverError;
+use super::protocol::{Certified, CoreParams, Protocol};
+use crate::store::RedbStore;
+use consensus::raft::{self, Entry, Message, Raft};
+use consensus::{Committee, ReplicaId};
+use crypto::Digest;
+use ledger::{Ledger, Store};
+
+/// Raft (`consensus::raft`): pre-vote, check-quorum, log compaction and snapshots.
+pub struct RaftProtocol;
+
+/// Entries per append, at most.
+const APPEND_ENTRIES: usize = 64;
+/// Appends in flight to one follower (pipelining), at most.
+const INFLIGHT: usize = 8;
+
+fn raft_certified(e: &Entry, genesis: &Digest) -> Certified {
+    Certified {
+        id: e.id(genesis),
+        view: e.view(),
+        proposer: e.leader,
+        timestamp_ms: e.timestamp_ms,
+        payload: e.payload.clone(),
+        parent: None,
+        proves_commit: true,
+        height: Some(e.index),
+    }
+}
+
+/// Seeds the election-timeout draws: distinct per validator and per start, so two validators
+/// (or two lives of one) do not time out in lockstep. The core itself uses no randomness but
+/// this seed.
+fn election_seed(params: &CoreParams) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut h = crypto::Hasher::new();
+    h.part(b"cairn/raft-seed")
+        .part(&params.key.public().0)
+        .part(&nanos.to_le_bytes())
+        .part(&std::process::id().to_le_bytes());
+    let d = h.finish();
+    u64::from_le_bytes(d.0[..8].try_into().expect("8 bytes"))
+}
+
+impl Protocol for RaftProtocol {
+    type Message = Message;
+    type Core = Raft;
+
+    const NAME: &'static str = "raft";
+    const SAFETY_KEY: &'static str = "raft/hard_state";
+    const VIEW_TIMER: u64 = raft::ELECTION_TIMER;
+    const LEDGER_SYNC: bool = false;
+
+    /// Term and vote, the ledger tip (every entry up to it is applied) with its entry, and
+    /// the durable log.
+    fn build(
+        params: &CoreParams,
+        ledger: &Ledger<RedbStore>,
+        safety: Option<Vec<u8>>,
+    ) -> Result<Raft, DriverError> {
+        let hard_state = match safety {
+            Some(s) => Some(s),
+            None => ledger.store().meta(Self::SAFETY_KEY)?,
+        };
+        let applied = ledger.height();
+        let applied_entry = match applied {
+            0 => None,
+            h => Some(
+                ledger
+                    .store()
+                    .block(h)?
+                    .ok_or_else(|| {
+                        DriverError::Safety(format!("block {h} missing from the store"))
+                    })?
+                    .certificate,
+            ),
+        };
+        let entries = ledger
+            .store()
+            .log_rows()?
+            .into_iter()
+            .map(|r| r.entry)
+            .collect();
+        let snapshot_interval = params.snapshot_interval.max(1);
+        let cfg = raft::Config {
+            me: params.me,
+            key: params.key.clone(),
+            committee: params.committee.clone(),
+            genesis: params.genesis,
+            election_timeout_ms: params.base_timeout_ms,
+            heartbeat_ms: params
+                .idle_block_ms
+                .clamp(1, params.base_timeout_ms.max(2) / 2),
+            seed: election_seed(params),
+            max_payload: params.max_payload,
+            max_append_entries: APPEND_ENTRIES,
+            max_inflight: INFLIGHT,
+            snapshot_interval,
+            log_keep: (snapshot_interval / 4).max(1),
+        };
+        Raft::new(
+            cfg,
+            raft::Recovered {
+                hard_state,
+                applied,
+                applied_entry,
+                entries,
+            },
+        )
+        .map_err(|e| DriverError::Safety(e.to_string()))
+    }
+
+    fn safety_bytes(core: &Raft) -> Vec<u8> {
+        core.hard_state().encode()
+    }
+
+    fn pending_payload(core: &Raft) -> Vec<Digest> {
+        core.pending_payload()
+    }
+
+    fn leader(core: &Raft) -> Option<ReplicaId> {
+        core.leader()
+    }
+
+    /// Elections this validator started.
+    fn view_changes(core: &Raft) -> u64 {
+        core.stats().elections
+    }
+
+    fn payload_of(msg: &Message) -> Vec<Digest> {
+        match msg {
+            Message::Append { entries, .. } => entries
+                .iter()
+                .flat_map(|e| e.payload.iter().copied())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One granted vote per term; the digest names the candidate.
+    fn vote_slot(msg: &Message, to: Option<ReplicaId>) -> Option<(String, Digest)> {
+        match (msg, to) {
+            (
+                Message::VoteReply {
+                    term,
+                    granted: true,
+                },
+                Some(to),
+            ) => Some((format!("{term}/vote"), crypto::hash(&to.0.to_le_bytes()))),
+            _ => None,
+        }
+    }
+
+    /// The entry, signed by its leader, who is in the committee.
+    fn certified(cert: &[u8], committee: &Committee, genesis: &Digest) -> Option<Certified> {
+        let e = Entry::decode(cert).ok()?;
+        e.verify(committee, genesis).ok()?;
+        Some(raft_certified(&e, genesis))
+    }
+
+    fn decode_certified(cert: &[u8], genesis: &Digest) -> Option<Certified> {
+        Entry::decode(cert)
+            .ok()
+            .map(|e| raft_certified(&e, genesis))
+    }
+
+    fn log_entry(entry: &[u8]) -> Option<(u64, Vec<Digest>)> {
+        Entry::decode(entry).ok().map(|e| (e.term, e.payload))
+    }
+
+    fn snapshot_offer(msg: &Message) -> Option<u64> {
+        match msg {
+            Message::InstallSnapshot { last_index, .. } => Some(*last_index),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_granted_votes_are_logged_and_name_the_candidate() {
+        let granted = Message::VoteReply {
+            term: 3,
+            granted: true,
+        };
+        let a = RaftProtocol::vote_slot(&granted, Some(ReplicaId(1))).unwrap();
+        let b = RaftProtocol::vote_slot(&granted, Some(ReplicaId(2))).unwrap();
+        assert_eq!(a.0, "3/vote");
+        assert_eq!(a.0, b.0);
+        assert_ne!(
+            a.1, b.1,
+            "two candidates in one term are two different votes"
+        );
+        let refused = Message::VoteReply {
+            term: 3,
+            granted: false,
+        };
+        assert_eq!(RaftProtocol::vote_slot(&refused, Some(ReplicaId(1))), None);
+    }
+}
