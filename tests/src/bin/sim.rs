@@ -5,18 +5,23 @@
 //!     cargo run -p tests --release --bin sim -- --twins --cases 262144           # full Twins
 //!     cargo run -p tests --release --bin sim -- --protocol pbft --seeds 500
 //!     cargo run -p tests --release --bin sim -- --protocol pbft --twins --cases 2000
+//!     cargo run -p tests --release --bin sim -- --protocol raft --seeds 500
+//!     cargo run -p tests --release --bin sim -- --protocol raft --seed 42          # replay one
+//!
+//! Raft tolerates crash faults only: its scenarios crash, restart and partition replicas
+//! (n = 3 or 5) and never make one Byzantine, so `--twins` is refused for it.
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::process::ExitCode;
 use tests::sim::runner::{Summary, run_many};
-use tests::sim::{self, HotStuffSim, PbftSim, SimProtocol, twins};
+use tests::sim::{self, HotStuffSim, PbftSim, RaftSim, SimProtocol, twins};
 
 #[derive(Parser)]
 #[command(about = "Cairn's deterministic consensus simulator")]
 struct Args {
     /// Protocol to simulate.
-    #[arg(long, default_value = "hotstuff", value_parser = ["hotstuff", "pbft"])]
+    #[arg(long, default_value = "hotstuff", value_parser = ["hotstuff", "pbft", "raft"])]
     protocol: String,
     /// Number of random fault scenarios (seeds) to run.
     #[arg(long, default_value_t = 200)]
@@ -27,7 +32,8 @@ struct Args {
     /// Run exactly this seed and print its violations and trace hash.
     #[arg(long)]
     seed: Option<u64>,
-    /// Run the Twins enumeration (n=4, replica 0 twinned, 3 scheduled views) instead.
+    /// Run the Twins enumeration (n=4, replica 0 twinned, 3 scheduled views) instead
+    /// (BFT protocols only).
     #[arg(long)]
     twins: bool,
     /// Twins scenarios to run, spread evenly over all 262,144 (use 262144 for all).
@@ -49,15 +55,23 @@ fn bar(len: u64) -> ProgressBar {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    if a.protocol == "raft" && (a.twins || a.case.is_some()) {
+        eprintln!(
+            "error: Twins is a Byzantine-fault test (a replica running twice with one key); \
+             Raft tolerates crash faults only, so --twins/--case do not apply to --protocol raft"
+        );
+        return ExitCode::from(2);
+    }
     match a.protocol.as_str() {
         "pbft" => go::<PbftSim>(&a),
+        "raft" => go::<RaftSim>(&a),
         _ => go::<HotStuffSim>(&a),
     }
 }
 
 fn go<P: SimProtocol>(a: &Args) -> ExitCode {
     if let Some(seed) = a.seed {
-        return single::<P>(&format!("seed {seed}"), sim::random_scenario(seed, 4));
+        return single::<P>(&format!("seed {seed}"), P::random_scenario(seed));
     }
     if let Some(case) = a.case {
         if case >= twins::CASES {
@@ -76,22 +90,18 @@ fn go<P: SimProtocol>(a: &Args) -> ExitCode {
     } else {
         let seeds: Vec<u64> = (a.start..a.start + a.seeds).collect();
         let pb = bar(seeds.len() as u64);
-        let s = run_many::<P>(
-            &seeds,
-            |s| sim::random_scenario(s, 4),
-            |i| i.to_string(),
-            || pb.inc(1),
-        );
+        let s = run_many::<P>(&seeds, P::random_scenario, |i| i.to_string(), || pb.inc(1));
         pb.finish_and_clear();
         (s, "--seed")
     };
     println!(
-        "{} {}: {} runs, {} blocks committed, {} view changes, {} with violations ({:.1}s)",
+        "{} {}: {} runs, {} blocks committed, {} view changes, {} snapshots installed, {} with violations ({:.1}s)",
         a.protocol,
         if a.twins { "twins" } else { "seeds" },
         summary.runs,
         summary.blocks,
         summary.view_changes,
+        summary.snapshots,
         summary.failures.len(),
         started.elapsed().as_secs_f64()
     );
@@ -113,8 +123,8 @@ fn single<P: SimProtocol>(label: &str, sc: sim::Scenario) -> ExitCode {
     println!("{}, {label}: {}", P::NAME, sc.describe());
     let r = sim::run::<P>(sc);
     println!(
-        "height {} view changes {} events {} trace {}",
-        r.height, r.view_changes, r.events, r.trace
+        "height {} view changes {} snapshots {} events {} trace {}",
+        r.height, r.view_changes, r.snapshots, r.events, r.trace
     );
     for v in &r.violations {
         println!("VIOLATION {v}");

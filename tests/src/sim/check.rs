@@ -158,6 +158,11 @@ impl Checker {
         self.fail(at_ms, format!("instance {inst}: {what}"));
     }
 
+    /// A cluster-wide invariant failed (see `cluster.rs`).
+    pub fn on_cluster(&mut self, at_ms: u64, what: String) {
+        self.fail(at_ms, what);
+    }
+
     /// Height instance `inst` has committed.
     pub fn height(&self, inst: usize) -> u64 {
         self.tips[inst].0

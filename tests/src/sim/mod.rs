@@ -2,10 +2,14 @@
 //! ledger execution on the in-memory store.
 //!
 //! - `protocol.rs`: what the simulator needs from a protocol ([`SimProtocol`]).
+//! - `raft/`: [`RaftSim`], Raft's crash-fault scenarios, its invariants and a scripted
+//!   cluster for hand-written schedules (the Raft paper's Figure 8).
 //! - `net.rs`: latency, drops, duplicates, partitions, Twins' per-view partitions.
 //! - `node.rs`: one simulated replica — the driver loop around a core, its disk, timers,
 //!   mempool and ledger.
-//! - `check.rs`: the invariants, checked after every commit.
+//! - `check.rs`: the invariants, checked after every commit. `cluster.rs`: the hook for
+//!   cluster-wide invariants, checked after every event.
+//! - `snapshot.rs`: a replica's state transfer when its core is offered a snapshot.
 //! - `byz.rs`: Byzantine behaviours. `scenario.rs`: random fault schedules from a seed.
 //! - `twins.rs`: Twins enumeration.
 //!
@@ -14,17 +18,22 @@
 
 mod byz;
 mod check;
+mod cluster;
 mod net;
 mod node;
 mod protocol;
+pub mod raft;
 pub mod runner;
 mod scenario;
+mod snapshot;
 pub mod twins;
 
 pub use byz::Behaviour;
 pub use check::{Checker, VoteKind, VoteSlot};
+pub use cluster::{ClusterInvariants, NodeView};
 pub use net::{Crash, Cut, Network, Partition, TwinsSchedule};
-pub use protocol::{ByzCtx, Dest, Disk, HotStuffSim, Params, PbftSim, SimProtocol};
+pub use protocol::{ByzCtx, Dest, Disk, HotStuffSim, Params, PbftSim, RaftParams, SimProtocol};
+pub use raft::RaftSim;
 pub use scenario::{Scenario, amnesia_scenario, amnesia_scenario_with, random_scenario};
 
 use consensus::{Committee, Core, ReplicaId};
@@ -49,6 +58,8 @@ pub struct Report {
     pub events: u64,
     /// Deliveries by message kind (the encoded enum tag).
     pub deliveries: BTreeMap<u8, u64>,
+    /// State snapshots installed (Raft).
+    pub snapshots: u64,
 }
 
 enum Ev<M> {
@@ -80,6 +91,12 @@ enum Ev<M> {
     Restart {
         inst: usize,
     },
+    /// A state transfer from instance `from` to `inst` (started in `epoch`) completes.
+    SnapshotDone {
+        inst: usize,
+        from: usize,
+        epoch: u64,
+    },
     Healed,
 }
 
@@ -108,6 +125,9 @@ pub struct Sim<P: SimProtocol> {
     certificates: BTreeMap<Digest, bool>,
     /// Instance whose inputs and actions are printed (env SIM_DEBUG=instance).
     debug: Option<usize>,
+    /// The protocol's cluster-wide invariants (Raft), checked after every event.
+    cluster: Option<Box<dyn ClusterInvariants<P>>>,
+    snapshots: u64,
 }
 
 const BATCH_TICK_MS: u64 = 25;
@@ -120,8 +140,12 @@ impl<P: SimProtocol> Sim<P> {
         let keys: Vec<SecretKey> = (0..sc.n)
             .map(|_| SecretKey::from_seed(rng.r#gen()))
             .collect();
-        let mut committee =
-            Committee::bft(keys.iter().map(|k| k.public()).collect()).expect("valid committee");
+        assert!(
+            !P::CRASH_FAULTS_ONLY || sc.byzantine.is_empty(),
+            "{} tolerates crash faults only: no Byzantine replicas or twins",
+            P::NAME
+        );
+        let mut committee = P::committee(keys.iter().map(|k| k.public()).collect());
         if let Some(s) = &sc.leader_schedule {
             committee = committee.with_leader_schedule(s.clone());
         }
@@ -169,6 +193,8 @@ impl<P: SimProtocol> Sim<P> {
             deliveries: BTreeMap::new(),
             certificates: BTreeMap::new(),
             debug: std::env::var("SIM_DEBUG").ok().and_then(|v| v.parse().ok()),
+            cluster: P::cluster_invariants(genesis, &sc.params),
+            snapshots: 0,
             instances,
             sc,
         }
@@ -204,8 +230,10 @@ impl<P: SimProtocol> Sim<P> {
             let ev = self.events.remove(&seq).expect("queued event exists");
             self.processed += 1;
             self.step(ev);
+            self.check_cluster(false);
         }
         self.now = end;
+        self.check_cluster(true);
         for (inst, before) in self.healed_heights.clone().into_iter().enumerate() {
             if self.instances[inst].honest() {
                 self.checker.require_progress(end, inst, before);
@@ -235,6 +263,35 @@ impl<P: SimProtocol> Sim<P> {
             trace: self.trace.finish(),
             events: self.processed,
             deliveries: self.deliveries,
+            snapshots: self.snapshots,
+        }
+    }
+
+    /// Runs the protocol's cluster-wide invariants (after an event, or at the end).
+    fn check_cluster(&mut self, at_end: bool) {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return;
+        };
+        let nodes: Vec<NodeView<'_, P>> = self
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(inst, i)| NodeView {
+                inst,
+                id: i.id,
+                life: i.epoch,
+                core: i.core.as_ref(),
+                ledger: &i.ledger,
+                disk_log: i.disk_log(),
+            })
+            .collect();
+        let found = if at_end {
+            cluster.at_end(&nodes)
+        } else {
+            cluster.after_event(self.now, &nodes)
+        };
+        for v in found {
+            self.checker.on_cluster(self.now, v);
         }
     }
 
@@ -248,7 +305,11 @@ impl<P: SimProtocol> Sim<P> {
                     .part(&[to as u8, from.0 as u8])
                     .part(&bytes);
                 self.instances[to].remember(&msg);
+                let offer = P::snapshot_offer(&msg);
                 self.input(to, consensus::Input::Message { from, msg });
+                if let Some(height) = offer {
+                    self.snapshot_offered(to, from, height);
+                }
             }
             Ev::Timer {
                 inst,
@@ -298,6 +359,7 @@ impl<P: SimProtocol> Sim<P> {
                     self.start_instance(inst);
                 }
             }
+            Ev::SnapshotDone { inst, from, epoch } => self.snapshot_done(inst, from, epoch),
             Ev::Healed => {
                 self.healed_heights = (0..self.instances.len())
                     .map(|i| self.checker.height(i))
@@ -307,7 +369,13 @@ impl<P: SimProtocol> Sim<P> {
     }
 
     fn start_instance(&mut self, i: usize) {
-        let disk = self.instances[i].disk(self.sc.amnesia);
+        self.start_core(i, self.sc.amnesia);
+    }
+
+    /// Builds instance `i`'s core from its disk (without the safety record if `amnesia`)
+    /// and starts it.
+    fn start_core(&mut self, i: usize, amnesia: bool) {
+        let disk = self.instances[i].disk(amnesia);
         let inst = &mut self.instances[i];
         let core = P::build(
             inst.id,

@@ -1,6 +1,11 @@
 //! One simulated replica: the driver around a core. Its "disk" (safety record, Raft log,
 //! ledger store) survives a crash; everything else — the core, unsynced writes, timers,
 //! mempool — is lost.
+//!
+//! The Raft log on disk is index-addressed, as the node's store keeps it: `Durable::Log`
+//! drops every index above `truncate_after` and writes the entries after it;
+//! `Durable::Compact` drops every index below `before`. HotStuff and PBFT never write
+//! either.
 
 use super::byz::Behaviour;
 use super::protocol::{Disk, SimProtocol};
@@ -19,7 +24,7 @@ pub struct Instance<P: SimProtocol> {
     pub core: Option<P::Core>,
     pub ledger: Ledger<MemStore>,
     disk_safety: Option<Vec<u8>>,
-    disk_log: Vec<Vec<u8>>,
+    disk_log: BTreeMap<u64, Vec<u8>>,
     unsynced: Vec<(u64, Durable)>,
     fsync_pending: bool,
     /// Bumped on crash so that in-flight fsyncs and timers of the old life are ignored.
@@ -33,6 +38,8 @@ pub struct Instance<P: SimProtocol> {
     pub executed: VecDeque<(u64, Digest)>,
     /// [`super::Sim`] is telling the core of executed blocks (no re-entry).
     pub feeding: bool,
+    /// A state transfer (Raft snapshot) is under way.
+    pub snapshot_pending: bool,
 }
 
 impl<P: SimProtocol> Instance<P> {
@@ -50,7 +57,7 @@ impl<P: SimProtocol> Instance<P> {
             core: None,
             ledger: Ledger::open(MemStore::new(), chain, alloc).expect("fresh ledger"),
             disk_safety: None,
-            disk_log: Vec::new(),
+            disk_log: BTreeMap::new(),
             unsynced: Vec::new(),
             fsync_pending: false,
             epoch: 0,
@@ -60,6 +67,7 @@ impl<P: SimProtocol> Instance<P> {
             seen: Vec::new(),
             executed: VecDeque::new(),
             feeding: false,
+            snapshot_pending: false,
         }
     }
 
@@ -87,7 +95,7 @@ impl<P: SimProtocol> Instance<P> {
                 self.disk_safety.clone()
             },
             height: self.ledger.height(),
-            log: self.disk_log.clone(),
+            log: self.disk_log.values().cloned().collect(),
             committed,
             certificates: (self.ledger.height().saturating_sub(P::HISTORY) + 1
                 ..=self.ledger.height())
@@ -106,6 +114,40 @@ impl<P: SimProtocol> Instance<P> {
         self.mempool.clear();
         self.executed.clear();
         self.feeding = false;
+        self.snapshot_pending = false;
+    }
+
+    /// The durable (fsynced) log, by index.
+    pub fn disk_log(&self) -> &BTreeMap<u64, Vec<u8>> {
+        &self.disk_log
+    }
+
+    /// Before a state transfer replaces the core: the node lets its queued writes finish
+    /// (nothing is lost, unlike a crash), then drops the old core's timers and queues; the
+    /// next [`Instance::disk`] is what the new core starts from.
+    pub fn retire_core(&mut self) {
+        let epoch = self.epoch;
+        self.fsync_done(epoch);
+        self.core = None;
+        self.epoch += 1;
+        self.timers.clear();
+        self.executed.clear();
+        self.feeding = false;
+        self.snapshot_pending = false;
+    }
+
+    /// After installing a snapshot at `index` whose entry has term `term` (the node store's
+    /// `Rebase`): drop the log below `index`; if the entry at `index` is missing or of
+    /// another term, the log does not extend the snapshot and is dropped whole.
+    pub fn rebase_log(&mut self, index: u64, term: u64, term_of: impl Fn(&[u8]) -> Option<u64>) {
+        self.disk_log = self.disk_log.split_off(&index);
+        let keeps = self
+            .disk_log
+            .get(&index)
+            .is_some_and(|e| term_of(e) == Some(term));
+        if !keeps {
+            self.disk_log.clear();
+        }
     }
 
     /// Queues a durable write; returns true when an fsync must be scheduled.
@@ -128,8 +170,14 @@ impl<P: SimProtocol> Instance<P> {
                     truncate_after,
                     entries,
                 } => {
-                    self.disk_log.truncate(truncate_after as usize);
-                    self.disk_log.extend(entries);
+                    let first = truncate_after + 1;
+                    let _dropped = self.disk_log.split_off(&first);
+                    for (index, e) in (first..).zip(entries) {
+                        self.disk_log.insert(index, e);
+                    }
+                }
+                Durable::Compact { before } => {
+                    self.disk_log = self.disk_log.split_off(&before);
                 }
             }
             top = Some(seq);

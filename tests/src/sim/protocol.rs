@@ -3,14 +3,16 @@
 //! partitions), what it signs (for the double-vote check), what must stay bounded in its
 //! core, and how a Byzantine replica of this protocol misbehaves.
 //!
-//! [`HotStuffSim`] and [`PbftSim`] are the two implementations.
+//! [`HotStuffSim`] and [`PbftSim`] are implemented here, `RaftSim` in `raft/`.
 
 use super::byz::Behaviour;
 use super::check::{VoteKind, VoteSlot};
+use super::cluster::ClusterInvariants;
+use super::scenario::{Scenario, random_scenario};
 use consensus::hotstuff::{self, HotStuff, Message};
 use consensus::pbft::{self, Pbft};
 use consensus::{Committee, Core, ReplicaId, View};
-use crypto::{Digest, SecretKey};
+use crypto::{Digest, PublicKey, SecretKey};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -46,6 +48,37 @@ pub struct Params {
     pub idle_block_ms: u64,
     /// [`pbft::Config::checkpoint_interval`] (HotStuff has no checkpoints).
     pub checkpoint_interval: u64,
+    /// The run's seed: seeds the cores' own randomness (Raft's election timeouts), mixed with
+    /// each replica's id.
+    pub seed: u64,
+    pub raft: RaftParams,
+}
+
+/// Raft's settings ([`consensus::raft::Config`]).
+#[derive(Clone, Debug)]
+pub struct RaftParams {
+    pub election_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    pub max_append_entries: usize,
+    pub max_inflight: usize,
+    pub snapshot_interval: u64,
+    pub log_keep: u64,
+    /// Negative control: replies leave before the writes they acknowledge are durable.
+    pub unsafe_reply_before_persist: bool,
+}
+
+impl Default for RaftParams {
+    fn default() -> Self {
+        RaftParams {
+            election_timeout_ms: 300,
+            heartbeat_ms: 50,
+            max_append_entries: 8,
+            max_inflight: 4,
+            snapshot_interval: 8,
+            log_keep: 4,
+            unsafe_reply_before_persist: false,
+        }
+    }
 }
 
 /// What a Byzantine replica knows when it rewrites a message.
@@ -64,6 +97,33 @@ pub trait SimProtocol {
     const NAME: &'static str;
     /// Ledger certificates a restarted replica reads back from its store.
     const HISTORY: u64;
+    /// The protocol tolerates crash faults only (Raft): a scenario with Byzantine replicas
+    /// or twins is refused.
+    const CRASH_FAULTS_ONLY: bool = false;
+
+    /// The committee of `keys` (BFT by default; Raft's is crash-fault, majority quorums).
+    fn committee(keys: Vec<PublicKey>) -> Committee {
+        Committee::bft(keys).expect("valid committee")
+    }
+
+    /// The random fault scenario of `seed` (the `sim` command and the default run).
+    fn random_scenario(seed: u64) -> Scenario {
+        random_scenario(seed, 4)
+    }
+
+    /// If `msg` tells its receiver to install a state snapshot from the sender (Raft's
+    /// InstallSnapshot): the lowest ledger height it must reach.
+    fn snapshot_offer(_msg: &Self::Msg) -> Option<u64> {
+        None
+    }
+
+    /// The protocol's cluster-wide invariants, if it has any beyond the ledger checks.
+    fn cluster_invariants(
+        _genesis: Digest,
+        _params: &Params,
+    ) -> Option<Box<dyn ClusterInvariants<Self>>> {
+        None
+    }
 
     fn build(
         me: ReplicaId,

@@ -9,6 +9,9 @@ pub struct Summary {
     pub runs: u64,
     pub blocks: u64,
     pub view_changes: u64,
+    /// State snapshots installed (Raft), and runs with at least one.
+    pub snapshots: u64,
+    pub runs_with_snapshots: u64,
     /// (label, violations) of each failed run.
     pub failures: Vec<(String, Vec<String>)>,
 }
@@ -18,6 +21,8 @@ impl Summary {
         self.runs += 1;
         self.blocks += r.height;
         self.view_changes += r.view_changes;
+        self.snapshots += r.snapshots;
+        self.runs_with_snapshots += u64::from(r.snapshots > 0);
         if !r.violations.is_empty() {
             self.failures.push((label, r.violations.clone()));
         }
@@ -27,6 +32,8 @@ impl Summary {
         self.runs += other.runs;
         self.blocks += other.blocks;
         self.view_changes += other.view_changes;
+        self.snapshots += other.snapshots;
+        self.runs_with_snapshots += other.runs_with_snapshots;
         self.failures.extend(other.failures);
     }
 }

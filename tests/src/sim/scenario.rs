@@ -2,7 +2,7 @@
 
 use super::byz::Behaviour;
 use super::net::{Crash, Cut, Network, Partition};
-use super::protocol::Params;
+use super::protocol::{Params, RaftParams};
 use consensus::ReplicaId;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -44,6 +44,8 @@ impl Scenario {
                 max_payload: 16,
                 idle_block_ms: 100,
                 checkpoint_interval: consensus::pbft::DEFAULT_CHECKPOINT_INTERVAL,
+                seed,
+                raft: RaftParams::default(),
             },
             tx_interval_ms: 20,
             fsync_ms: (1, 6),

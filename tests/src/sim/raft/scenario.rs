@@ -1,0 +1,81 @@
+//! Raft's random fault scenarios: crash faults only. Lossy, jittery, reordering network;
+//! up to three partitions (symmetric, or one way: `from` → rest lost, rest → `from`
+//! delivered) that heal; up to three crash-restarts (some within milliseconds, losing the
+//! writes not yet fsynced); n = 3 or 5; small snapshot intervals so compaction and
+//! snapshot installs happen often.
+
+use super::super::net::{Crash, Cut, Partition};
+use super::super::scenario::Scenario;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The Raft scenario of `seed` (n drawn from {3, 5}). Never Byzantine.
+pub fn raft_scenario(seed: u64) -> Scenario {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6674_5f73_696d);
+    let n = *[3, 5].choose(&mut rng).expect("non-empty");
+    let mut sc = Scenario::calm(seed, n);
+    sc.faults_until_ms = 4_000;
+    sc.liveness_window_ms = 4_000;
+    let lo = rng.gen_range(1..5);
+    sc.network.min_latency_ms = lo;
+    sc.network.max_latency_ms = lo + rng.gen_range(5..60);
+    if rng.gen_bool(0.6) {
+        sc.network.drop = rng.gen_range(0.0..0.1);
+    }
+    if rng.gen_bool(0.4) {
+        sc.network.duplicate = rng.gen_range(0.0..0.05);
+    }
+    sc.network.lossy_until_ms = sc.faults_until_ms;
+
+    for _ in 0..rng.gen_range(0..=3) {
+        let start_ms = rng.gen_range(0..sc.faults_until_ms);
+        let end_ms = start_ms + rng.gen_range(300..2_500);
+        let mut all: Vec<usize> = (0..n).collect();
+        all.shuffle(&mut rng);
+        let side = all[..rng.gen_range(1..n)].to_vec();
+        let kind = if rng.gen_bool(0.4) {
+            Cut::Asymmetric { from: side }
+        } else {
+            Cut::Symmetric { side }
+        };
+        sc.network.partitions.push(Partition {
+            start_ms,
+            end_ms,
+            kind,
+        });
+    }
+    for _ in 0..rng.gen_range(0..=3) {
+        let instance = rng.gen_range(0..n);
+        let at_ms = rng.gen_range(0..sc.faults_until_ms);
+        let down_ms = if rng.gen_bool(0.3) {
+            rng.gen_range(1..10)
+        } else {
+            rng.gen_range(100..2_500)
+        };
+        sc.crashes.push(Crash {
+            instance,
+            at_ms,
+            restart_ms: at_ms + down_ms,
+        });
+    }
+    if rng.gen_bool(0.3) {
+        sc.tx_interval_ms = rng.gen_range(60..300);
+    }
+    let (interval, keep) = *[(8, 4), (4, 2), (16, 8)]
+        .choose(&mut rng)
+        .expect("non-empty");
+    sc.params.raft.snapshot_interval = interval;
+    sc.params.raft.log_keep = keep;
+    // Batching × pipelining: at least 4 entries per round trip, so that a leader catching
+    // a follower up outpaces the ~50 entries/s the workload creates (one entry per round
+    // trip of up to ~130 ms cannot, and is a throughput limit rather than a fault).
+    let (entries, inflight) = *[(1, 4), (4, 1), (4, 4), (8, 1), (8, 4)]
+        .choose(&mut rng)
+        .expect("non-empty");
+    sc.params.raft.max_append_entries = entries;
+    sc.params.raft.max_inflight = inflight;
+    sc.params.raft.election_timeout_ms = *[150, 300].choose(&mut rng).expect("non-empty");
+    sc.params.raft.heartbeat_ms = sc.params.raft.election_timeout_ms / 5;
+    sc
+}
