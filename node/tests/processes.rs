@@ -154,7 +154,9 @@ fn measure_commit_latency_and_transfer_rate() {
     if protocol == "raft" {
         // No idle blocks in Raft: wait for a leader instead.
         let deadline = Instant::now() + Duration::from_secs(60);
-        while get_json(&format!("{}/v1/status", net.api(0))).1["leader"].is_null() {
+        while support::try_get_json(&format!("{}/v1/status", net.api(0)))
+            .is_none_or(|(_, v)| v["leader"].is_null())
+        {
             assert!(Instant::now() < deadline, "no leader");
             std::thread::sleep(Duration::from_millis(50));
         }
