@@ -72,7 +72,7 @@ fn kill_the_leader(protocol: &str) {
         .map(|&v| {
             let (key, api, chain) = (net.wallet_key(v), net.api(v), chain.clone());
             let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
+            std::thread::spawn(move || support::send_until(&key, &chain, &api, &stop, &accepted))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
@@ -169,27 +169,6 @@ fn kill_the_leader(protocol: &str) {
     stop_all(&mut vs, "-TERM");
     assert!(net.assert_same_chain() >= target);
     net.assert_no_double_votes();
-}
-
-/// Sends transfers from `key` to `api` one after another (mode=sync) until `stop`; records
-/// the hashes the validator accepted.
-fn send_until(
-    key: &crypto::SecretKey,
-    chain: &ChainBinding,
-    api: &str,
-    stop: &AtomicBool,
-    accepted: &Mutex<Vec<crypto::Digest>>,
-) {
-    let to = Address([9; 20]);
-    let mut nonce = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let tx = Transaction::sign(key, chain, nonce, Payload::Transfer { to, amount: 1 });
-        let (status, v) = post(api, "?mode=sync", &tx_body(&tx));
-        assert_eq!(status, 200, "{v}");
-        accepted.lock().unwrap().push(tx.hash());
-        nonce += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

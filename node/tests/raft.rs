@@ -7,7 +7,7 @@
 
 mod support;
 
-use ledger::{Address, ChainBinding, Payload, Transaction};
+use ledger::{Address, Payload, Transaction};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,27 +140,6 @@ fn raft_three_processes_agree_restart_and_catch_up() {
     assert!(votes >= 2, "only {votes} votes recorded");
 }
 
-/// Sends transfers from `key` to `api` one after another (mode=sync) until `stop`; records
-/// the hashes accepted. During an election a validator still accepts (and keeps) them.
-fn send_until(
-    key: &crypto::SecretKey,
-    chain: &ChainBinding,
-    api: &str,
-    stop: &AtomicBool,
-    accepted: &Mutex<Vec<crypto::Digest>>,
-) {
-    let to = Address([9; 20]);
-    let mut nonce = 0;
-    while !stop.load(Ordering::Relaxed) {
-        let tx = Transaction::sign(key, chain, nonce, Payload::Transfer { to, amount: 1 });
-        let (status, v) = submit(api, &tx);
-        assert_eq!(status, 200, "{v}");
-        accepted.lock().unwrap().push(tx.hash());
-        nonce += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn raft_killing_the_leader_under_load_elects_a_new_one_and_commits_resume() {
     let net = Testnet::new(3, "raft");
@@ -176,7 +155,7 @@ fn raft_killing_the_leader_under_load_elects_a_new_one_and_commits_resume() {
         .map(|&v| {
             let (key, api, chain) = (net.wallet_key(v), net.api(v), chain.clone());
             let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
+            std::thread::spawn(move || support::send_until(&key, &chain, &api, &stop, &accepted))
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));

@@ -6,20 +6,6 @@
 use tests::sim::runner::run_many;
 use tests::sim::{self, HotStuffSim, Scenario, twins};
 
-fn assert_clean(what: &str, s: &tests::sim::runner::Summary) {
-    assert!(
-        s.failures.is_empty(),
-        "{what}: {} of {} runs violated an invariant:\n{}",
-        s.failures.len(),
-        s.runs,
-        s.failures
-            .iter()
-            .map(|(l, v)| format!("  {l}: {}", v.join("; ")))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
 fn seeds(range: std::ops::Range<u64>) {
     let items: Vec<u64> = range.clone().collect();
     let s = run_many::<HotStuffSim>(
@@ -28,7 +14,7 @@ fn seeds(range: std::ops::Range<u64>) {
         |s| s.to_string(),
         || {},
     );
-    assert_clean(&format!("seeds {range:?}"), &s);
+    s.assert_clean(&format!("seeds {range:?}"));
     assert_eq!(s.runs, items.len() as u64);
     // Faults slow the chain down but every seed must have committed something.
     assert!(
@@ -54,7 +40,7 @@ fn hotstuff_twins_sample_of_1000_scenarios() {
     let cases: Vec<u64> = twins::sample(1000).collect();
     assert_eq!(cases.len(), 1000);
     let s = run_many::<HotStuffSim>(&cases, twins::case, |c| c.to_string(), || {});
-    assert_clean("twins", &s);
+    s.assert_clean("twins");
 }
 
 #[test]

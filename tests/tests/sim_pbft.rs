@@ -14,20 +14,6 @@ use tests::sim::{
     self, Behaviour, ByzCtx, Dest, Disk, Params, PbftSim, Scenario, SimProtocol, VoteSlot, twins,
 };
 
-fn assert_clean(what: &str, s: &tests::sim::runner::Summary) {
-    assert!(
-        s.failures.is_empty(),
-        "{what}: {} of {} runs violated an invariant:\n{}",
-        s.failures.len(),
-        s.runs,
-        s.failures
-            .iter()
-            .map(|(l, v)| format!("  {l}: {}", v.join("; ")))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
-
 fn seeds(range: std::ops::Range<u64>) {
     let items: Vec<u64> = range.clone().collect();
     let s = run_many::<PbftSim>(
@@ -36,7 +22,7 @@ fn seeds(range: std::ops::Range<u64>) {
         |s| s.to_string(),
         || {},
     );
-    assert_clean(&format!("seeds {range:?}"), &s);
+    s.assert_clean(&format!("seeds {range:?}"));
     assert_eq!(s.runs, items.len() as u64);
     // Faults slow the chain down but every seed must have committed something.
     assert!(
@@ -64,7 +50,7 @@ fn pbft_twins_sample_of_600_scenarios() {
     let cases: Vec<u64> = twins::sample(600).collect();
     assert_eq!(cases.len(), 600);
     let s = run_many::<PbftSim>(&cases, twins::case, |c| c.to_string(), || {});
-    assert_clean("twins", &s);
+    s.assert_clean("twins");
 }
 
 #[test]

@@ -10,27 +10,13 @@ use consensus::raft::{Entry, HEARTBEAT_TIMER, Message};
 use crypto::SecretKey;
 use tests::sim::raft::script::Script;
 use tests::sim::raft::{RaftInvariants, raft_scenario};
-use tests::sim::runner::{Summary, run_many};
+use tests::sim::runner::run_many;
 use tests::sim::{self, RaftSim};
-
-fn assert_clean(what: &str, s: &Summary) {
-    assert!(
-        s.failures.is_empty(),
-        "{what}: {} of {} runs violated an invariant:\n{}",
-        s.failures.len(),
-        s.runs,
-        s.failures
-            .iter()
-            .map(|(l, v)| format!("  {l}: {}", v.join("; ")))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-}
 
 fn seeds(range: std::ops::Range<u64>) {
     let items: Vec<u64> = range.clone().collect();
     let s = run_many::<RaftSim>(&items, raft_scenario, |s| s.to_string(), || {});
-    assert_clean(&format!("raft seeds {range:?}"), &s);
+    s.assert_clean(&format!("raft seeds {range:?}"));
     assert_eq!(s.runs, items.len() as u64);
     assert!(
         s.blocks > 10 * s.runs,

@@ -354,3 +354,32 @@ pub fn api_height(api: &str) -> u64 {
         _ => 0,
     }
 }
+
+/// Sends transfers of 1 from `key` to a fixed address through `api` (`mode=sync`), one after
+/// another every 20 ms, until `stop`; records the hashes the validator accepted (each must be
+/// accepted: 200).
+pub fn send_until(
+    key: &crypto::SecretKey,
+    chain: &ledger::ChainBinding,
+    api: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    accepted: &std::sync::Mutex<Vec<crypto::Digest>>,
+) {
+    use ledger::{Address, Payload, Transaction};
+    let http = reqwest::blocking::Client::new();
+    let to = Address([9; 20]);
+    let mut nonce = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let tx = Transaction::sign(key, chain, nonce, Payload::Transfer { to, amount: 1 });
+        let resp = http
+            .post(format!("{api}/v1/transactions?mode=sync"))
+            .json(&serde_json::json!({ "tx": hex::encode(tx.encode()) }))
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert_eq!(status, 200, "{}", resp.text().unwrap_or_default());
+        accepted.lock().unwrap().push(tx.hash());
+        nonce += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

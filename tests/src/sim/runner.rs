@@ -17,6 +17,21 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Panics, listing every failed run and its violations, unless no run failed.
+    pub fn assert_clean(&self, what: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{what}: {} of {} runs violated an invariant:\n{}",
+            self.failures.len(),
+            self.runs,
+            self.failures
+                .iter()
+                .map(|(l, v)| format!("  {l}: {}", v.join("; ")))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
     pub fn add(&mut self, label: String, r: &Report) {
         self.runs += 1;
         self.blocks += r.height;
