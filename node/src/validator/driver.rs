@@ -133,6 +133,9 @@ pub struct Driver<P: Protocol> {
 
 /// Accounts per snapshot chunk (about 300 KiB encoded).
 const SNAPSHOT_CHUNK_ACCOUNTS: usize = 8192;
+/// Accounts a snapshot may hold, at most (about 600 MB while it is pulled): a peer claiming
+/// more is refused rather than letting the pull grow without bound.
+const MAX_SNAPSHOT_ACCOUNTS: u64 = 10_000_000;
 /// A snapshot pull that heard nothing for this long asks again from where it stopped.
 const SNAPSHOT_RETRY_MS: u64 = 1000;
 
@@ -679,7 +682,7 @@ impl<P: Protocol> Driver<P> {
                 self.stats.bad_frames += 1;
                 return Ok(Vec::new());
             };
-            if height < p.height || block.header.height != height {
+            if height < p.height || block.header.height != height || total > MAX_SNAPSHOT_ACCOUNTS {
                 self.stats.bad_frames += 1;
                 return Ok(Vec::new());
             }
