@@ -350,6 +350,10 @@ impl Reporter {
         m.bad_frames.set(driver.stats.bad_frames);
         if self.leader.replace(leader).is_some_and(|l| l != leader) {
             m.leader_changes.inc();
+            match leader {
+                Some(l) => tracing::info!(leader = l, view, "following a new leader"),
+                None => tracing::info!(view, "no leader known (election under way)"),
+            }
         }
         let view_changes = P::view_changes(driver.core());
         let new = view_changes.saturating_sub(self.view_changes);
