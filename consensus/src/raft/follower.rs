@@ -36,6 +36,20 @@ fn well_formed(term: u64, prev_index: u64, prev_term: u64, entries: &[Entry]) ->
 }
 
 impl Raft {
+    /// Term handling shared by Append and InstallSnapshot: a stale term is refused (the
+    /// leader learns ours), a later one adopted; then `from` is followed as this term's
+    /// leader. False if the message must go no further.
+    fn accept_leader(&mut self, from: ReplicaId, term: u64, out: &mut Out) -> bool {
+        if term < self.term {
+            self.reject_stale(from, out);
+            return false;
+        }
+        if term > self.term {
+            self.become_follower(term, out);
+        }
+        self.follow(from, out)
+    }
+
     /// A message from `from` as leader of our (possibly just adopted) term: follow it and
     /// restart the election timer. False if another replica already leads this term or we
     /// do (impossible in a correct cluster).
@@ -75,13 +89,7 @@ impl Raft {
         leader_commit: u64,
         out: &mut Out,
     ) {
-        if term < self.term {
-            return self.reject_stale(from, out);
-        }
-        if term > self.term {
-            self.become_follower(term, out);
-        }
-        if !self.follow(from, out) {
+        if !self.accept_leader(from, term, out) {
             return;
         }
         if !well_formed(term, prev_index, prev_term, &entries) {
@@ -183,13 +191,7 @@ impl Raft {
         _last_term: u64,
         out: &mut Out,
     ) {
-        if term < self.term {
-            return self.reject_stale(from, out);
-        }
-        if term > self.term {
-            self.become_follower(term, out);
-        }
-        if !self.follow(from, out) {
+        if !self.accept_leader(from, term, out) {
             return;
         }
         if last_index <= self.commit {

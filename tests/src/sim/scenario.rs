@@ -121,21 +121,8 @@ pub fn random_scenario(seed: u64, n: usize) -> Scenario {
         .count();
 
     for _ in 0..rng.gen_range(0..=2) {
-        let start_ms = rng.gen_range(0..sc.faults_until_ms);
-        let end_ms = start_ms + rng.gen_range(300..3_000);
-        let mut all: Vec<usize> = (0..instances).collect();
-        all.shuffle(&mut rng);
-        let side = all[..rng.gen_range(1..instances)].to_vec();
-        let kind = if rng.gen_bool(0.3) {
-            Cut::Asymmetric { from: side }
-        } else {
-            Cut::Symmetric { side }
-        };
-        sc.network.partitions.push(Partition {
-            start_ms,
-            end_ms,
-            kind,
-        });
+        let p = random_partition(&mut rng, instances, sc.faults_until_ms, 3_000, 0.3);
+        sc.network.partitions.push(p);
     }
 
     let honest: Vec<usize> = (0..n).filter(|i| !byz_ids.contains(i)).collect();
@@ -187,4 +174,31 @@ pub fn amnesia_scenario_with(seed: u64, amnesia: bool, equivocator: ReplicaId) -
         });
     }
     sc
+}
+
+/// A partition starting before `faults_until_ms` and lasting 300 ms to `max_ms`, cutting a
+/// random non-empty proper subset of `instances` off from the rest: one way with probability
+/// `one_way` (its messages out are lost, messages in delivered), else both ways.
+pub fn random_partition(
+    rng: &mut ChaCha8Rng,
+    instances: usize,
+    faults_until_ms: u64,
+    max_ms: u64,
+    one_way: f64,
+) -> Partition {
+    let start_ms = rng.gen_range(0..faults_until_ms);
+    let end_ms = start_ms + rng.gen_range(300..max_ms);
+    let mut all: Vec<usize> = (0..instances).collect();
+    all.shuffle(rng);
+    let side = all[..rng.gen_range(1..instances)].to_vec();
+    let kind = if rng.gen_bool(one_way) {
+        Cut::Asymmetric { from: side }
+    } else {
+        Cut::Symmetric { side }
+    };
+    Partition {
+        start_ms,
+        end_ms,
+        kind,
+    }
 }

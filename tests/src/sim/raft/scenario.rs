@@ -4,8 +4,8 @@
 //! writes not yet fsynced); n = 3 or 5; small snapshot intervals so compaction and
 //! snapshot installs happen often.
 
-use super::super::net::{Crash, Cut, Partition};
-use super::super::scenario::Scenario;
+use super::super::net::Crash;
+use super::super::scenario::{Scenario, random_partition};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,21 +29,8 @@ pub fn raft_scenario(seed: u64) -> Scenario {
     sc.network.lossy_until_ms = sc.faults_until_ms;
 
     for _ in 0..rng.gen_range(0..=3) {
-        let start_ms = rng.gen_range(0..sc.faults_until_ms);
-        let end_ms = start_ms + rng.gen_range(300..2_500);
-        let mut all: Vec<usize> = (0..n).collect();
-        all.shuffle(&mut rng);
-        let side = all[..rng.gen_range(1..n)].to_vec();
-        let kind = if rng.gen_bool(0.4) {
-            Cut::Asymmetric { from: side }
-        } else {
-            Cut::Symmetric { side }
-        };
-        sc.network.partitions.push(Partition {
-            start_ms,
-            end_ms,
-            kind,
-        });
+        let p = random_partition(&mut rng, n, sc.faults_until_ms, 2_500, 0.4);
+        sc.network.partitions.push(p);
     }
     for _ in 0..rng.gen_range(0..=3) {
         let instance = rng.gen_range(0..n);
