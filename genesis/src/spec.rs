@@ -82,6 +82,9 @@ pub struct Params {
     pub checkpoint_interval: u64,
     /// Blocks between state snapshots.
     pub snapshot_interval: u64,
+    /// Accept unsigned raw transactions (benchmarks only: anyone who can reach the API can
+    /// then fill blocks for free). See `ledger::Payload::Raw`.
+    pub raw_transactions: bool,
 }
 
 impl Default for Params {
@@ -94,6 +97,7 @@ impl Default for Params {
             max_block_bytes: 4 << 20,
             checkpoint_interval: 16,
             snapshot_interval: 1024,
+            raw_transactions: false,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct TestnetSpec {
     pub genesis_time: String,
     /// Consensus parameters ([`Params::default`] for the usual ones).
     pub params: Params,
+    /// More accounts funded with `balance`, whose keys the caller holds (no wallet file is
+    /// written for them): `cairnd bench` funds its load-generating accounts this way.
+    pub funded: Vec<Address>,
 }
 
 #[derive(Clone, Debug)]
@@ -215,8 +218,10 @@ fn build_genesis(spec: &TestnetSpec, nodes: &[NodeKeys], wallets: &[SecretKey]) 
             .collect(),
         accounts: wallets
             .iter()
-            .map(|w| AccountInfo {
-                address: Address::of(&w.public()),
+            .map(|w| Address::of(&w.public()))
+            .chain(spec.funded.iter().copied())
+            .map(|address| AccountInfo {
+                address,
                 balance: spec.balance,
             })
             .collect(),

@@ -27,6 +27,13 @@ impl Genesis {
             )
         })?;
         check_params(&self.params)?;
+        if self.params.raw_transactions {
+            warnings.push(
+                "params.raw_transactions: true; anyone who can reach a validator's API can \
+                 fill blocks with unsigned transactions for free (use it for benchmarks only)"
+                    .into(),
+            );
+        }
         self.check_validator_count(&mut warnings)?;
         check_validators(&self.validators)?;
         check_accounts(&self.accounts, &mut warnings)?;

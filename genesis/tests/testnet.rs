@@ -18,6 +18,7 @@ fn spec(out: &Path, validators: usize, protocol: Protocol) -> TestnetSpec {
         chain_id: "cairn-local".into(),
         genesis_time: "2026-11-23T00:00:00Z".into(),
         params: Default::default(),
+        funded: Vec::new(),
     }
 }
 

@@ -38,6 +38,31 @@ fn params_and_each_param_are_optional() {
 }
 
 #[test]
+fn raw_transactions_are_off_by_default_and_warn_when_on() {
+    assert!(!Params::default().raw_transactions);
+    assert!(!parse(&valid()).unwrap().params.raw_transactions);
+    let mut g = valid();
+    g["params"]["raw_transactions"] = json!(true);
+    let parsed = parse(&g).unwrap();
+    assert!(parsed.params.raw_transactions);
+    let warnings = parsed.validate().unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("params.raw_transactions: true; anyone who can reach"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[0].ends_with("(use it for benchmarks only)"),
+        "{warnings:?}"
+    );
+    // It round-trips through the JSON form.
+    assert_eq!(
+        parse(&serde_json::from_str(&parsed.to_json_pretty()).unwrap()),
+        Ok(parsed)
+    );
+}
+
+#[test]
 fn empty_accounts_are_allowed_with_a_warning() {
     let mut g = valid();
     g["accounts"] = json!([]);
@@ -204,6 +229,9 @@ fn hash_changes_with_every_field() {
         ("snapshot", |g| {
             g["params"]["snapshot_interval"] = json!(1025)
         }),
+        ("raw transactions", |g| {
+            g["params"]["raw_transactions"] = json!(true)
+        }),
         ("name", |g| g["validators"][0]["name"] = json!("v0")),
         ("consensus_key", |g| {
             g["validators"][0]["consensus_key"] = json!(pk(50))
@@ -250,10 +278,11 @@ fn hash_changes_with_every_field() {
 #[test]
 fn hash_is_pinned() {
     // Guards the canonical encoding: if this changes, every existing chain's genesis hash
-    // changes with it.
+    // changes with it. (Last changed on purpose by params.raw_transactions, from
+    // b54a6073af3c9a968b88374f09747c83dc5bb7251a3e0dc3ce0b2c9f1216d881.)
     assert_eq!(
         parse(&valid()).unwrap().hash().to_string(),
-        "b54a6073af3c9a968b88374f09747c83dc5bb7251a3e0dc3ce0b2c9f1216d881"
+        "45839e1dbe60c1463dd361cafde7eafe8a8e1653cb98d990c1683a52df55aebb"
     );
 }
 

@@ -1,6 +1,7 @@
 //! The account ledger. Pure: no I/O, no clock, no randomness.
 //!
-//! - [`Transaction`] (`tx.rs`): signed transfers bound to one chain; hash = identity.
+//! - [`Transaction`] (`tx.rs`): signed transfers bound to one chain; hash = identity. Also
+//!   unsigned raw transactions ([`Payload::Raw`]): ordered and stored, never executed.
 //! - [`State`] (`state.rs`): accounts, deterministic [`State::execute`], [`State::root`].
 //! - [`Block`] (`block.rs`): hashed [`BlockHeader`] + transactions + consensus certificate.
 //! - [`Store`] (`store.rs`): the durable-storage contract, and [`MemStore`].
@@ -20,4 +21,6 @@ pub use ledger::{BlockInput, Ledger, LedgerError};
 pub use merkle::merkle_root;
 pub use state::{Account, Execution, Receipt, RejectReason, State};
 pub use store::{MemStore, Store, StoreError, TxRecord, check_genesis, check_next_height};
-pub use tx::{ChainBinding, MAX_CHAIN_ID_LEN, MAX_TX_BYTES, Payload, Transaction, TxBody};
+pub use tx::{
+    ChainBinding, MAX_CHAIN_ID_LEN, MAX_TX_BYTES, Payload, RAW_SENDER, Transaction, TxBody,
+};

@@ -139,13 +139,20 @@ impl State {
     /// transactions, so every replica reaches the same state.
     ///
     /// Signatures are checked as one batch under the same rule as single verification
-    /// ([`crypto::verify_batch`]), so batching cannot change a verdict.
+    /// ([`crypto::verify_batch`]), so batching cannot change a verdict. Raw transactions
+    /// ([`Payload::Raw`]) have no signature and stay out of the batch: whatever their sender
+    /// and signature fields hold cannot change the verdict on a signed neighbour.
     pub fn execute(&mut self, chain: &ChainBinding, txs: &[Transaction]) -> Execution {
-        let bodies: Vec<Vec<u8>> = txs.iter().map(|t| t.body.signing_bytes()).collect();
-        let items: Vec<_> = txs
+        let signed: Vec<(usize, Vec<u8>)> = txs
             .iter()
-            .zip(&bodies)
-            .map(|(t, b)| {
+            .enumerate()
+            .filter(|(_, t)| !t.is_raw())
+            .map(|(i, t)| (i, t.body.signing_bytes()))
+            .collect();
+        let items: Vec<_> = signed
+            .iter()
+            .map(|(i, b)| {
+                let t = &txs[*i];
                 (
                     Domain::Transaction,
                     b.as_slice(),
@@ -154,7 +161,11 @@ impl State {
                 )
             })
             .collect();
-        let sig_ok = crypto::verify_batch(&items);
+        // Raw transactions keep `true`: `apply` never looks at it for them.
+        let mut sig_ok = vec![true; txs.len()];
+        for ((i, _), ok) in signed.iter().zip(crypto::verify_batch(&items)) {
+            sig_ok[*i] = ok;
+        }
 
         let mut changed = BTreeMap::new();
         let receipts = txs
@@ -174,6 +185,8 @@ impl State {
         }
     }
 
+    /// Applies one transaction, or says why not. A raw transaction on this chain applies
+    /// with no effect: it reads and changes no account (see [`Payload::Raw`]).
     fn apply(
         &mut self,
         chain: &ChainBinding,
@@ -188,6 +201,11 @@ impl State {
                 genesis_hash: body.genesis_hash,
             });
         }
+        let (to, amount) = match &body.payload {
+            Payload::Transfer { to, amount } => (*to, *amount),
+            // Ordered and stored, never executed: no signature, nonce or account to check.
+            Payload::Raw { .. } => return Ok(()),
+        };
         if !sig_ok {
             return Err(RejectReason::BadSignature);
         }
@@ -205,36 +223,32 @@ impl State {
                 got: body.nonce,
             });
         }
-        match &body.payload {
-            Payload::Transfer { to, amount } => {
-                if *amount == 0 {
-                    return Err(RejectReason::ZeroAmount);
-                }
-                if sender.balance < *amount {
-                    return Err(RejectReason::InsufficientBalance {
-                        balance: sender.balance,
-                        needed: *amount,
-                    });
-                }
-                sender.balance -= amount;
-                sender.nonce += 1;
-                // Read the recipient after debiting, so a self-transfer sees the debit.
-                let mut recipient = if *to == from {
-                    sender
-                } else {
-                    self.account(to)
-                };
-                recipient.balance = recipient
-                    .balance
-                    .checked_add(*amount)
-                    .ok_or(RejectReason::Overflow)?;
-                self.set(from, sender, changed);
-                if *to == from {
-                    self.set(from, recipient, changed);
-                } else {
-                    self.set(*to, recipient, changed);
-                }
-            }
+        if amount == 0 {
+            return Err(RejectReason::ZeroAmount);
+        }
+        if sender.balance < amount {
+            return Err(RejectReason::InsufficientBalance {
+                balance: sender.balance,
+                needed: amount,
+            });
+        }
+        sender.balance -= amount;
+        sender.nonce += 1;
+        // Read the recipient after debiting, so a self-transfer sees the debit.
+        let mut recipient = if to == from {
+            sender
+        } else {
+            self.account(&to)
+        };
+        recipient.balance = recipient
+            .balance
+            .checked_add(amount)
+            .ok_or(RejectReason::Overflow)?;
+        self.set(from, sender, changed);
+        if to == from {
+            self.set(from, recipient, changed);
+        } else {
+            self.set(to, recipient, changed);
         }
         Ok(())
     }

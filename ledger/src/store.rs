@@ -8,7 +8,8 @@
 //! - [`Store::put_meta`] is durable when it returns `Ok`. Consensus safety state goes through
 //!   it, so a vote that depends on it may only be sent afterwards.
 //! - The transaction index keeps the *first* inclusion of a hash: a later duplicate (which
-//!   execution rejects with `NonceTooLow`) never overwrites a committed receipt.
+//!   execution rejects with `NonceTooLow`, or, for an unsigned raw transaction, applies again
+//!   with no effect) never overwrites a committed receipt.
 //! - Blocks are committed at consecutive heights starting at 1.
 
 use crate::Address;

@@ -1,7 +1,13 @@
-//! Signed transactions.
+//! Signed transactions, and unsigned raw ones for benchmarks ([`Payload::Raw`]).
 
 use crate::Address;
 use crypto::{Digest, Domain, Hasher, PublicKey, SecretKey, Signature, codec};
+
+/// The sender of every raw transaction ([`Transaction::raw`]). All zeros is a small-order
+/// point, which Cairn's verification rule refuses, so no signed transaction can come from it.
+pub const RAW_SENDER: PublicKey = PublicKey([0; 32]);
+/// The signature of every raw transaction: no key signs it.
+const RAW_SIGNATURE: Signature = Signature([0; 64]);
 use serde::{Deserialize, Serialize};
 
 /// Largest encoded transaction accepted from anywhere (API, network, block).
@@ -22,6 +28,17 @@ pub struct ChainBinding {
 pub enum Payload {
     /// Move `amount` from the sender's account to `to`.
     Transfer { to: Address, amount: u64 },
+    /// Opaque bytes, for measuring ordering alone (against ordering-only systems such as
+    /// asonnino/hotstuff): ordered, stored and committed, but never executed.
+    ///
+    /// - **Unsigned**: built by [`Transaction::raw`] with an all-zero sender and signature,
+    ///   and the client's unique id as the nonce (so equal `data` still hashes differently).
+    /// - **Accepted only where genesis enables them** (`params.raw_transactions`): the mempool
+    ///   refuses them otherwise, since anyone who can reach the API could fill blocks for free.
+    /// - **No effect on any account**: execution checks only the chain binding, then records
+    ///   the transaction as applied without reading or changing any account (no nonce, no
+    ///   balance, no signature).
+    Raw { data: Vec<u8> },
 }
 
 /// The signed part of a transaction.
@@ -67,6 +84,28 @@ impl Transaction {
         };
         let signature = key.sign(Domain::Transaction, &body.signing_bytes());
         Transaction { body, signature }
+    }
+
+    /// An unsigned raw transaction carrying `data` ([`Payload::Raw`]). `id` becomes the nonce:
+    /// the client's unique number for it, so two raw transactions with equal `data` still
+    /// have different hashes.
+    pub fn raw(chain: &ChainBinding, id: u64, data: Vec<u8>) -> Transaction {
+        let body = TxBody {
+            chain_id: chain.chain_id.clone(),
+            genesis_hash: chain.genesis_hash,
+            sender: RAW_SENDER,
+            nonce: id,
+            payload: Payload::Raw { data },
+        };
+        Transaction {
+            body,
+            signature: RAW_SIGNATURE,
+        }
+    }
+
+    /// Whether this is a raw transaction ([`Payload::Raw`]): unsigned, never executed.
+    pub fn is_raw(&self) -> bool {
+        matches!(self.body.payload, Payload::Raw { .. })
     }
 
     /// The transaction's identity: sha256 over the signed body (not the signature), so it is

@@ -20,6 +20,15 @@ fn fixed_tx() -> Transaction {
     )
 }
 
+/// A raw transaction: unsigned, tag 1 after `Transfer`'s 0.
+fn fixed_raw_tx() -> Transaction {
+    let chain = ChainBinding {
+        chain_id: "golden".into(),
+        genesis_hash: crypto::hash(b"golden genesis"),
+    };
+    Transaction::raw(&chain, 7, vec![0xde, 0xad, 0xbe, 0xef])
+}
+
 fn fixed_header() -> BlockHeader {
     BlockHeader {
         height: 42,
@@ -38,6 +47,27 @@ fn transaction_bytes_and_hash() {
     assert_eq!(hex::encode(tx.encode()), GOLDEN_TX_BYTES);
     assert_eq!(tx.hash().to_string(), GOLDEN_TX_HASH);
     assert_eq!(Transaction::decode(&tx.encode()).unwrap(), tx);
+}
+
+#[test]
+fn raw_transaction_bytes_and_hash() {
+    let tx = fixed_raw_tx();
+    let bytes = tx.encode();
+    assert_eq!(hex::encode(&bytes), GOLDEN_RAW_TX_BYTES);
+    assert_eq!(tx.hash().to_string(), GOLDEN_RAW_TX_HASH);
+    assert_eq!(Transaction::decode(&bytes).unwrap(), tx);
+    // The layout, field by field: chain id, genesis hash, an all-zero sender, the id as the
+    // nonce, variant tag 1, the length-prefixed data, an all-zero signature.
+    let body = &bytes[..bytes.len() - 64];
+    assert_eq!(body[..14], *b"\x06\0\0\0\0\0\0\0golden");
+    assert_eq!(body[14..46], crypto::hash(b"golden genesis").0);
+    assert_eq!(body[46..78], [0; 32]);
+    assert_eq!(body[78..86], 7u64.to_le_bytes());
+    assert_eq!(body[86..90], 1u32.to_le_bytes());
+    assert_eq!(body[90..98], 4u64.to_le_bytes());
+    assert_eq!(body[98..], [0xde, 0xad, 0xbe, 0xef]);
+    assert_eq!(bytes[bytes.len() - 64..], [0; 64]);
+    assert_eq!(body, tx.body.signing_bytes());
 }
 
 #[test]
@@ -60,3 +90,5 @@ const GOLDEN_TX_BYTES: &str = "0600000000000000676f6c64656ef268c47b202ba36e725db
 const GOLDEN_HEADER_HASH: &str = "05ef68e7604423885b56f54e11239667fe57abafd88c1196fa08b68ca3d85445";
 const GOLDEN_HEADER_BYTES: &str = "2a00000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa19f160de685e3a00adaae80ee43267cf84699327635f631c0c69d017ba4bf9f3bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1630000000000000000e897b69a010000";
 const GOLDEN_TX_HASH: &str = "be29e88bafad7dd24b8c3f60e85694e6b7289a98cb2e49e2eb588791c7af33de";
+const GOLDEN_RAW_TX_BYTES: &str = "0600000000000000676f6c64656ef268c47b202ba36e725dbe89c486bccfa3aed2ab8696e31d8a4afea09112cf7200000000000000000000000000000000000000000000000000000000000000000700000000000000010000000400000000000000deadbeef00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
+const GOLDEN_RAW_TX_HASH: &str = "0bb16d843d08a7b05020a06e2f78d38ccc7eb748a1063fede68f2bac3d07fb8b";

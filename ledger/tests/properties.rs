@@ -1,6 +1,7 @@
 //! Property tests over random transaction sequences: supply is conserved, nonces only move
-//! forward (by exactly the number of applied transactions), and two independent replays of
-//! the same blocks reach the same blocks and state root.
+//! forward (by exactly the number of applied transactions), two independent replays of the
+//! same blocks reach the same blocks and state root, and raw transactions mixed in change
+//! nothing (the state equals a replay of the signed transactions alone).
 
 use crypto::SecretKey;
 use ledger::{
@@ -29,6 +30,8 @@ struct TxSpec {
     amount: u64,
     nonce_skew: i8,
     corrupt_sig: bool,
+    /// A raw transaction of this many bytes instead of a transfer.
+    raw: Option<usize>,
 }
 
 fn tx_spec() -> impl Strategy<Value = TxSpec> {
@@ -38,13 +41,15 @@ fn tx_spec() -> impl Strategy<Value = TxSpec> {
         prop_oneof![0u64..50, 0u64..5_000, Just(u64::MAX)],
         prop_oneof![8 => Just(0i8), 1 => -2i8..3],
         prop::bool::weighted(0.05),
+        prop::option::weighted(0.15, 0usize..300),
     )
-        .prop_map(|(from, to, amount, nonce_skew, corrupt_sig)| TxSpec {
+        .prop_map(|(from, to, amount, nonce_skew, corrupt_sig, raw)| TxSpec {
             from,
             to,
             amount,
             nonce_skew,
             corrupt_sig,
+            raw,
         })
 }
 
@@ -54,7 +59,17 @@ fn build(specs: &[TxSpec]) -> Vec<Transaction> {
     let mut next: BTreeMap<u8, u64> = BTreeMap::new();
     specs
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
+            if let Some(len) = s.raw {
+                let mut tx = Transaction::raw(&chain(), i as u64, vec![s.from; len]);
+                if s.corrupt_sig {
+                    // Garbage where a signature would be changes nothing either.
+                    tx.signature = key(s.from).sign(crypto::Domain::Transaction, b"x");
+                    tx.body.sender = key(s.from).public();
+                }
+                return tx;
+            }
             let n = next.entry(s.from).or_insert(0);
             let nonce = (*n as i64 + s.nonce_skew as i64).max(0) as u64;
             *n += 1;
@@ -120,7 +135,8 @@ proptest! {
             // Nonces move forward by exactly the applied transactions of each sender.
             let mut applied: BTreeMap<Address, u64> = BTreeMap::new();
             for (tx, r) in batch.iter().zip(&receipts) {
-                if r.outcome.is_ok() {
+                prop_assert!(!tx.is_raw() || r.outcome.is_ok(), "raw transactions apply");
+                if r.outcome.is_ok() && !tx.is_raw() {
                     *applied.entry(tx.sender_address()).or_default() += 1;
                 }
             }
@@ -135,6 +151,13 @@ proptest! {
         // A third replay, rebuilt from the accounts the store holds, agrees too.
         let restored = State::new(a.store_accounts());
         prop_assert_eq!(restored.root(), a.state().root());
+        // The signed transactions alone, in one block, reach the same state.
+        let signed: Vec<Transaction> = txs.iter().filter(|t| !t.is_raw()).cloned().collect();
+        let mut alone = State::new(genesis().into_iter().map(|(a, balance)| {
+            (a, Account { balance, nonce: 0 })
+        }));
+        alone.execute(&chain(), &signed);
+        prop_assert_eq!(&alone, a.state());
     }
 }
 

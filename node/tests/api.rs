@@ -95,6 +95,16 @@ async fn fake_loop(
                     let account = ledger.state().account(&tx.sender_address());
                     let _ = reply.send(pool.admit(tx, ledger.chain(), account));
                 }
+                Some(ApiCommand::SubmitBatch { txs, reply }) => {
+                    let verdicts = txs
+                        .into_iter()
+                        .map(|tx| {
+                            let account = ledger.state().account(&tx.sender_address());
+                            pool.admit_verified(tx, ledger.chain(), account)
+                        })
+                        .collect();
+                    let _ = reply.send(verdicts);
+                }
                 Some(ApiCommand::PoolStatus { hash, reply }) => {
                     let _ = reply.send(pool.status(&hash));
                 }
@@ -663,4 +673,91 @@ async fn shutdown_ends_event_streams_and_returns() {
     done.expect("serve returns after shutdown")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn batch_submission_admits_many_and_names_each_refusal() {
+    let node = start(Loop::NeverCommits).await;
+    let chain = chain();
+    let good: Vec<Transaction> = (2..5).map(|n| transfer(&chain, n, 1)).collect();
+    let mut forged = transfer(&chain, 5, 1);
+    forged.signature.0[0] ^= 1;
+    let raw = Transaction::raw(&chain, 1, vec![7; 100]);
+    let mut txs = good.clone();
+    txs.push(forged.clone());
+    txs.push(raw.clone());
+    let encoded: Vec<Vec<u8>> = txs.iter().map(Transaction::encode).collect();
+    let body = api::encode_batch(encoded.iter().map(Vec::as_slice));
+    let (status, v) = node.post_raw("/v1/transactions/batch", body.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["accepted"], 3, "{v}");
+    let rejected = v["rejected"].as_array().unwrap();
+    assert_eq!(rejected.len(), 2, "{v}");
+    // The forged signature, found by the batch check, named by the single check.
+    assert_eq!(rejected[0]["index"], 3);
+    assert_eq!(rejected[0]["hash"], forged.hash().to_string());
+    assert!(
+        rejected[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad signature"),
+        "{v}"
+    );
+    // Raw transactions are off unless genesis enables them.
+    assert_eq!(rejected[1]["index"], 4);
+    assert!(
+        rejected[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("raw transactions are disabled")
+    );
+    for tx in &good {
+        let path = format!("/v1/transactions/{}", tx.hash());
+        assert_eq!(node.get(&path).await, (200, pending(tx)));
+    }
+    // The same batch again: the admitted ones are already pending, not refused.
+    let (status, v) = node.post_raw("/v1/transactions/batch", body).await;
+    assert_eq!((status, v["accepted"].clone()), (200, json!(3)), "{v}");
+}
+
+#[tokio::test]
+async fn malformed_batches_are_400_naming_the_transaction_and_none_is_admitted() {
+    let node = start(Loop::NeverCommits).await;
+    let tx = transfer(&chain(), 2, 1);
+    let one = tx.encode();
+    let mut cut = api::encode_batch([one.as_slice(), one.as_slice()]);
+    cut.truncate(cut.len() - 1);
+    let mut garbage = api::encode_batch([one.as_slice()]);
+    garbage.extend_from_slice(&3u32.to_le_bytes());
+    garbage.extend_from_slice(b"abc");
+    let cases: [(Vec<u8>, &str); 3] = [
+        (cut, "transaction 1: length prefix says"),
+        (
+            vec![1, 2],
+            "transaction 0: 2 bytes left, too few for its 4-byte length prefix",
+        ),
+        (garbage, "transaction 1: cannot decode transaction"),
+    ];
+    for (bytes, want) in cases {
+        let (status, v) = node.post_raw("/v1/transactions/batch", bytes).await;
+        assert_eq!(status, 400, "{v}");
+        let error = v["error"].as_str().unwrap();
+        assert!(error.starts_with(want), "{error}");
+    }
+    let path = format!("/v1/transactions/{}", tx.hash());
+    assert_eq!(
+        node.get(&path).await.0,
+        404,
+        "nothing of a malformed batch is admitted"
+    );
+    let too_many = api::encode_batch(std::iter::repeat_n(one.as_slice(), api::MAX_BATCH_TXS + 1));
+    let (status, v) = node.post_raw("/v1/transactions/batch", too_many).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("split it"), "{v}");
+    let huge = vec![0u8; api::MAX_BATCH_BODY_BYTES + 1];
+    let (status, _) = node.post_raw("/v1/transactions/batch", huge).await;
+    assert_eq!(status, 413);
+    // An empty batch is a valid, empty answer.
+    let (status, v) = node.post_raw("/v1/transactions/batch", Vec::new()).await;
+    assert_eq!((status, v), (200, json!({"accepted": 0, "rejected": []})));
 }

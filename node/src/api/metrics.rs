@@ -42,6 +42,12 @@ pub struct Metrics {
     pub rejected_connections: U64Gauge,
     /// `cairn_bad_frames_total`: frames from validators that did not decode.
     pub bad_frames: U64Gauge,
+    /// `cairn_sent_frames_total`: frames (consensus messages, batches, sync) handed to the
+    /// transport for other validators; a broadcast counts once per recipient.
+    pub sent_frames: Counter,
+    /// `cairn_sent_bytes_total`: payload bytes of those frames (before transport framing and
+    /// encryption).
+    pub sent_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -67,6 +73,8 @@ impl Metrics {
             fsync: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             rejected_connections: U64Gauge::default(),
             bad_frames: U64Gauge::default(),
+            sent_frames: Counter::default(),
+            sent_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -118,6 +126,16 @@ impl Metrics {
             "bad_frames_total",
             "Frames from validators that did not decode",
             m.bad_frames.clone(),
+        );
+        registry.register(
+            "sent_frames",
+            "Frames sent to other validators (a broadcast counts once per recipient)",
+            m.sent_frames.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Payload bytes of the frames sent to other validators",
+            m.sent_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

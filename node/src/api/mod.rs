@@ -10,6 +10,7 @@
 //! | Route | Answer |
 //! |---|---|
 //! | `POST /v1/transactions?mode=async\|sync\|commit` | body `{"tx": "<hex of Transaction::encode()>"}` → [`TxStatus`] |
+//! | `POST /v1/transactions/batch` | binary body of length-prefixed transactions → [`BatchVerdict`] |
 //! | `GET /v1/transactions/{hash}` | [`TxStatus`]: pending, in_flight, committed; 404 unknown |
 //! | `GET /v1/accounts/{address}` | [`AccountView`] (a never-credited address is all zeros) |
 //! | `GET /v1/blocks/{height\|latest}` | [`BlockView`]; 404 if there is none |
@@ -44,6 +45,7 @@ mod tx;
 mod types;
 
 pub use metrics::Metrics;
+pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
 pub use types::{AccountView, BlockView, TxReceipt, TxStatus};
 
 use crate::mempool::{Admitted, PoolStatus, Rejected};
@@ -76,6 +78,12 @@ pub enum ApiCommand {
     Submit {
         tx: ledger::Transaction,
         reply: oneshot::Sender<Result<Admitted, Rejected>>,
+    },
+    /// Admission of transactions whose signatures the API has already checked
+    /// (`Driver::submit_verified`, in order); one verdict per transaction.
+    SubmitBatch {
+        txs: Vec<ledger::Transaction>,
+        reply: oneshot::Sender<Vec<Result<Admitted, Rejected>>>,
     },
     /// Pool status of a hash (pending / in flight), None if not in the pool
     /// (`Driver::mempool().status(&hash)`).
@@ -205,6 +213,10 @@ pub async fn serve(
 fn routes(ctx: Ctx) -> Router {
     Router::new()
         .route("/v1/transactions", post(tx::submit))
+        .route(
+            "/v1/transactions/batch",
+            post(tx::submit_batch).layer(DefaultBodyLimit::max(MAX_BATCH_BODY_BYTES)),
+        )
         .route("/v1/transactions/{hash}", get(tx::status))
         .route("/v1/accounts/{address}", get(query::account))
         .route("/v1/blocks/{height}", get(query::block))

@@ -184,3 +184,154 @@ fn parse_hash(s: &str) -> Result<Digest, ApiError> {
         ))
     })
 }
+
+/// Largest body of `POST /v1/transactions/batch`.
+pub const MAX_BATCH_BODY_BYTES: usize = 16 << 20;
+/// Most transactions in one `POST /v1/transactions/batch`.
+pub const MAX_BATCH_TXS: usize = 10_000;
+
+/// The answer to `POST /v1/transactions/batch`: how many transactions were admitted (new,
+/// or already pooled) and why each of the others was not.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchVerdict {
+    pub accepted: usize,
+    pub rejected: Vec<BatchRejection>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchRejection {
+    /// Position of the transaction in the request.
+    pub index: usize,
+    pub hash: Digest,
+    pub reason: String,
+    pub retryable: bool,
+}
+
+/// The body of `POST /v1/transactions/batch`: each transaction as a 4-byte little-endian
+/// length followed by [`Transaction::encode`].
+pub fn encode_batch<'a>(txs: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for tx in txs {
+        body.extend_from_slice(&(tx.len() as u32).to_le_bytes());
+        body.extend_from_slice(tx);
+    }
+    body
+}
+
+/// `POST /v1/transactions/batch`: many transactions in one binary request, for load
+/// generators and relays (the body format is [`encode_batch`]'s). Signatures are checked
+/// here, as one batch on the blocking pool, so the validator loop only runs the pool checks.
+/// The answer is 200 with a [`BatchVerdict`] (every verdict `sync` would give, in one
+/// answer), or 400 naming the first malformed transaction, in which case none is admitted.
+/// Unlike the single submit, a transaction that already committed is not looked up in the
+/// store: it is refused by the pool (its nonce is used), so resubmitting never pays twice.
+pub(super) async fn submit_batch(
+    State(ctx): State<Ctx>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BatchVerdict>, ApiError> {
+    let txs = parse_batch(&body?)?;
+    let total = txs.len();
+    let (checked, mut rejected) = tokio::task::spawn_blocking(move || check_signatures(txs))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("signature check failed: {e}")))?;
+    if !checked.is_empty() {
+        let (index, txs): (Vec<usize>, Vec<Transaction>) = checked.into_iter().unzip();
+        let hashes: Vec<Digest> = txs.iter().map(Transaction::hash).collect();
+        let answers = ask(&ctx.api, |reply| ApiCommand::SubmitBatch { txs, reply }).await?;
+        for ((i, hash), answer) in index.into_iter().zip(hashes).zip(answers) {
+            if let Err(r) = answer {
+                rejected.push(rejection_of(i, hash, &r));
+            }
+        }
+    }
+    rejected.sort_by_key(|r| r.index);
+    Ok(Json(BatchVerdict {
+        accepted: total - rejected.len(),
+        rejected,
+    }))
+}
+
+fn rejection_of(index: usize, hash: Digest, r: &Rejected) -> BatchRejection {
+    BatchRejection {
+        index,
+        hash,
+        reason: r.to_string(),
+        retryable: r.is_retryable(),
+    }
+}
+
+/// Splits a batch body into transactions; the error names the first bad one.
+fn parse_batch(body: &[u8]) -> Result<Vec<Transaction>, ApiError> {
+    let mut txs = Vec::new();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let i = txs.len();
+        if i >= MAX_BATCH_TXS {
+            return Err(ApiError::bad_request(format!(
+                "more than {MAX_BATCH_TXS} transactions in one batch; split it"
+            )));
+        }
+        let Some((len, tail)) = rest.split_first_chunk::<4>() else {
+            return Err(ApiError::bad_request(format!(
+                "transaction {i}: {} bytes left, too few for its 4-byte length prefix",
+                rest.len()
+            )));
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if len > tail.len() {
+            return Err(ApiError::bad_request(format!(
+                "transaction {i}: length prefix says {len} bytes but only {} remain",
+                tail.len()
+            )));
+        }
+        let (bytes, tail) = tail.split_at(len);
+        let tx = Transaction::decode(bytes)
+            .map_err(|e| ApiError::bad_request(format!("transaction {i}: {e}")))?;
+        txs.push(tx);
+        rest = tail;
+    }
+    Ok(txs)
+}
+
+/// Checks the signatures of the signed transactions as one batch (raw transactions carry
+/// none). Returns the ones that passed, with their positions, and the refusals.
+fn check_signatures(txs: Vec<Transaction>) -> (Vec<(usize, Transaction)>, Vec<BatchRejection>) {
+    let bodies: Vec<Vec<u8>> = txs
+        .iter()
+        .map(|t| {
+            if t.is_raw() {
+                Vec::new()
+            } else {
+                t.body.signing_bytes()
+            }
+        })
+        .collect();
+    let items: Vec<_> = txs
+        .iter()
+        .zip(&bodies)
+        .filter(|(t, _)| !t.is_raw())
+        .map(|(t, b)| {
+            (
+                crypto::Domain::Transaction,
+                b.as_slice(),
+                t.body.sender,
+                t.signature,
+            )
+        })
+        .collect();
+    let mut verdicts = crypto::verify_batch(&items).into_iter();
+    let mut ok = Vec::with_capacity(txs.len());
+    let mut rejected = Vec::new();
+    for (i, tx) in txs.into_iter().enumerate() {
+        if tx.is_raw() || verdicts.next().unwrap_or(false) {
+            ok.push((i, tx));
+        } else {
+            // The single check names the reason (same rule, same verdict).
+            match tx.verify_signature() {
+                Err(e) => rejected.push(rejection_of(i, tx.hash(), &Rejected::BadSignature(e))),
+                Ok(()) => ok.push((i, tx)),
+            }
+        }
+    }
+    (ok, rejected)
+}

@@ -29,6 +29,9 @@ pub enum Command {
     /// Start a whole local network: create (or reuse) a testnet in --dir, run every
     /// validator as a child process, show live height and throughput; Ctrl-C stops it
     Localnet(super::localnet::LocalnetArgs),
+    /// Compare the protocols on this machine: start a fresh local cluster per protocol, drive
+    /// load, and write a table, JSON, CSV and SVG charts
+    Bench(crate::bench::BenchArgs),
     /// Run a validator from its home directory (config.toml, genesis.json, keys)
     Run {
         /// Node home directory, as written by `cairnd testnet` or `cairnd keygen`
@@ -100,6 +103,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Genesis(GenesisCommand::Validate { file }) => validate_genesis(&file),
         Command::Run { home } => run_validator(&home),
         Command::Localnet(args) => super::localnet::localnet(args),
+        Command::Bench(args) => crate::bench::bench(args),
     }
 }
 
@@ -203,6 +207,7 @@ fn testnet(args: TestnetArgs) -> Result<(), CliError> {
                 .unwrap_or(genesis::Params::default().snapshot_interval),
             ..Default::default()
         },
+        funded: Vec::new(),
     };
     let summary = write_testnet(&spec)?;
     print_testnet(&spec, &summary);

@@ -95,6 +95,7 @@ fn create(args: &LocalnetArgs) -> Result<Genesis, CliError> {
         chain_id: "cairn-localnet".into(),
         genesis_time: rfc3339::now_utc(),
         params: Default::default(),
+        funded: Vec::new(),
     };
     let summary = write_testnet(&spec)?;
     println!(

@@ -17,10 +17,15 @@
 //! - **Bounds.** At most `max_txs` transactions and `max_bytes` encoded bytes in total, and
 //!   only nonces less than `max_per_sender` above the sender's next nonce (so at most that many
 //!   per sender). A full pool rejects ([`Rejected::is_retryable`]); nothing is evicted.
+//! - **Raw lane.** Unsigned raw transactions ([`Payload::Raw`], benchmarks only) are admitted
+//!   only when [`Limits::raw_transactions`] is on (genesis `params.raw_transactions`). They
+//!   skip the signature, nonce and balance checks, never touch a sender's lane, and wait in
+//!   one FIFO lane by arrival; batches take them after the account transactions. Idempotency
+//!   and the bounds apply to them like to any other transaction.
 //! - **Determinism.** Only `BTreeMap`s: the same calls give the same batches on every run.
 
-use crypto::{Digest, SignatureError};
-use ledger::{Account, Address, ChainBinding, MAX_TX_BYTES, Payload, Transaction};
+use crypto::{Digest, KeyError, SignatureError};
+use ledger::{Account, Address, ChainBinding, MAX_TX_BYTES, Payload, RAW_SENDER, Transaction};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -35,6 +40,9 @@ pub struct Limits {
     pub max_per_sender: usize,
     /// Largest encoded transaction admitted.
     pub max_tx_bytes: usize,
+    /// Admit unsigned raw transactions ([`Payload::Raw`]); from genesis
+    /// `params.raw_transactions`. Off by default.
+    pub raw_transactions: bool,
 }
 
 impl Default for Limits {
@@ -44,6 +52,7 @@ impl Default for Limits {
             max_bytes: 256 << 20,
             max_per_sender: 1_024,
             max_tx_bytes: usize::try_from(MAX_TX_BYTES).unwrap_or(usize::MAX),
+            raw_transactions: false,
         }
     }
 }
@@ -98,6 +107,12 @@ pub enum Rejected {
         got: Digest,
         expected: Digest,
     },
+    #[error(
+        "raw transactions are disabled on this chain (genesis params.raw_transactions enables \
+         them, for benchmarks only): send signed transactions"
+    )]
+    RawDisabled,
+    /// Also for a signed transaction whose sender is [`RAW_SENDER`], which no key owns.
     #[error("bad signature ({0}): sign the transaction body with the sender's key")]
     BadSignature(SignatureError),
     #[error(
@@ -160,6 +175,15 @@ struct Entry {
     in_flight: bool,
 }
 
+/// Where [`Mempool::by_hash`] finds a pooled transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    /// In a sender's lane, at this nonce.
+    Account(Address, u64),
+    /// In the raw lane, at this arrival number.
+    Raw(u64),
+}
+
 /// One sender's pooled transactions. Never empty while in [`Mempool::senders`].
 #[derive(Clone, Debug)]
 struct Sender {
@@ -185,12 +209,82 @@ impl Sender {
     }
 }
 
+/// The raw lane: raw transactions by arrival number, pending and in flight. Every operation
+/// is O(log n) in the lane's size; a batch takes from the front of `pending` and never walks
+/// the in-flight entries.
+#[derive(Clone, Debug, Default)]
+struct RawLane {
+    txs: BTreeMap<u64, Entry>,
+    /// Arrival numbers of the entries that are not in flight.
+    pending: BTreeSet<u64>,
+    /// Arrival number of the next raw transaction admitted.
+    next_seq: u64,
+}
+
+impl RawLane {
+    /// Adds a pending entry; returns its arrival number.
+    fn push(&mut self, entry: Entry) -> u64 {
+        assert!(!entry.in_flight, "a new raw transaction is pending");
+        let seq = self.next_seq;
+        self.next_seq = seq.checked_add(1).expect("2^64 raw transactions");
+        assert!(
+            self.txs.insert(seq, entry).is_none(),
+            "arrival numbers are unique"
+        );
+        self.pending.insert(seq);
+        seq
+    }
+
+    /// Marks the first pending entry in flight and returns it, if it fits `room` bytes.
+    fn take_first(&mut self, room: usize) -> Option<&Entry> {
+        let seq = *self.pending.first()?;
+        let entry = self
+            .txs
+            .get_mut(&seq)
+            .expect("a pending raw entry is pooled");
+        assert!(!entry.in_flight, "a pending raw entry is not in flight");
+        if entry.size > room {
+            return None;
+        }
+        self.pending.remove(&seq);
+        entry.in_flight = true;
+        Some(entry)
+    }
+
+    /// Makes an in-flight entry pending again, in its arrival place.
+    fn requeue(&mut self, seq: u64) {
+        let entry = self
+            .txs
+            .get_mut(&seq)
+            .expect("by_hash points at a pooled raw entry");
+        if entry.in_flight {
+            entry.in_flight = false;
+            self.pending.insert(seq);
+        }
+    }
+
+    fn remove(&mut self, seq: u64) -> Entry {
+        self.pending.remove(&seq);
+        self.txs
+            .remove(&seq)
+            .expect("by_hash points at a pooled raw entry")
+    }
+
+    fn get(&self, seq: u64) -> &Entry {
+        self.txs
+            .get(&seq)
+            .expect("by_hash points at a pooled raw entry")
+    }
+}
+
 /// The pending-transaction pool. See the module docs.
 #[derive(Clone, Debug)]
 pub struct Mempool {
     limits: Limits,
     senders: BTreeMap<Address, Sender>,
-    by_hash: BTreeMap<Digest, (Address, u64)>,
+    raw: RawLane,
+    /// Every pooled transaction, in a sender's lane or the raw lane.
+    by_hash: BTreeMap<Digest, Slot>,
     bytes: usize,
     /// The sender served last by `next_batch`; the next batch starts after it.
     last_served: Option<Address>,
@@ -201,6 +295,7 @@ impl Mempool {
         Mempool {
             limits,
             senders: BTreeMap::new(),
+            raw: RawLane::default(),
             by_hash: BTreeMap::new(),
             bytes: 0,
             last_served: None,
@@ -211,16 +306,58 @@ impl Mempool {
         &self.limits
     }
 
-    /// Checks `tx` and pools it. `account` is the sender's committed account. Checks, in order:
-    /// size, chain id, genesis hash, signature, already pooled (not an error), nonce used,
-    /// nonce too far ahead, nonce taken by another pooled transaction, zero amount, balance
-    /// (this amount plus the sender's pooled transfers with lower nonces), pool capacity.
+    /// Checks `tx` and pools it. `account` is the sender's committed account (unused for a raw
+    /// transaction). Checks, in order: size, chain id, genesis hash, raw transactions enabled
+    /// (raw only), sender not [`RAW_SENDER`] and signature (signed only), already pooled (not
+    /// an error); then for signed transactions: nonce used, nonce too far ahead, nonce taken
+    /// by another pooled transaction, zero amount, balance (this amount plus the sender's
+    /// pooled transfers with lower nonces); last, pool capacity.
     pub fn admit(
         &mut self,
         tx: Transaction,
         chain: &ChainBinding,
         account: Account,
     ) -> Result<Admitted, Rejected> {
+        self.admit_checking(tx, chain, account, true)
+    }
+
+    /// [`Mempool::admit`] without the signature check: the caller has already checked the
+    /// signature with `crypto::verify` / `crypto::verify_batch` (e.g. the API verifies a batch
+    /// of submissions off the event loop). Every other check runs, in the same order.
+    pub fn admit_verified(
+        &mut self,
+        tx: Transaction,
+        chain: &ChainBinding,
+        account: Account,
+    ) -> Result<Admitted, Rejected> {
+        self.admit_checking(tx, chain, account, false)
+    }
+
+    fn admit_checking(
+        &mut self,
+        tx: Transaction,
+        chain: &ChainBinding,
+        account: Account,
+        check_signature: bool,
+    ) -> Result<Admitted, Rejected> {
+        let size = self.check_envelope(&tx, chain)?;
+        if tx.is_raw() {
+            return self.admit_raw(tx, size);
+        }
+        // The raw lane's sender is a small-order key: no signed transaction can come from it
+        // (checked here too, so `admit_verified` never opens a sender lane for it).
+        if tx.body.sender == RAW_SENDER {
+            return Err(Rejected::BadSignature(KeyError::SmallOrder.into()));
+        }
+        if check_signature {
+            tx.verify_signature().map_err(Rejected::BadSignature)?;
+        }
+        self.admit_signed(tx, size, account)
+    }
+
+    /// Size, chain id, genesis hash and (for a raw transaction) whether raw ones are enabled.
+    /// Returns the encoded size.
+    fn check_envelope(&self, tx: &Transaction, chain: &ChainBinding) -> Result<usize, Rejected> {
         let size = tx.encode().len();
         if size > self.limits.max_tx_bytes {
             let max = self.limits.max_tx_bytes;
@@ -240,20 +377,47 @@ impl Mempool {
                 expected: chain.genesis_hash,
             });
         }
-        tx.verify_signature().map_err(Rejected::BadSignature)?;
+        if tx.is_raw() && !self.limits.raw_transactions {
+            return Err(Rejected::RawDisabled);
+        }
+        Ok(size)
+    }
 
+    /// Pools a raw transaction at the back of the raw lane: no signature, nonce or balance.
+    fn admit_raw(&mut self, tx: Transaction, size: usize) -> Result<Admitted, Rejected> {
+        let hash = tx.hash();
+        if let Some(pooled) = self.pooled(hash) {
+            return Ok(pooled);
+        }
+        self.check_room(size)?;
+        let seq = self.raw.push(Entry {
+            tx,
+            hash,
+            size,
+            in_flight: false,
+        });
+        self.by_hash.insert(hash, Slot::Raw(seq));
+        self.bytes += size;
+        Ok(Admitted::Added(hash))
+    }
+
+    /// Pools a signed transaction, whose signature is checked, in its sender's lane.
+    fn admit_signed(
+        &mut self,
+        tx: Transaction,
+        size: usize,
+        account: Account,
+    ) -> Result<Admitted, Rejected> {
         let from = tx.sender_address();
         let hash = tx.hash();
         self.advance(from, account.nonce);
-        match self.status(&hash) {
-            Some(PoolStatus::Pending) => return Ok(Admitted::AlreadyPending(hash)),
-            Some(PoolStatus::InFlight) => return Ok(Admitted::InFlight(hash)),
-            None => {}
+        if let Some(pooled) = self.pooled(hash) {
+            return Ok(pooled);
         }
 
         let sender = self.senders.get(&from);
         let next = sender.map_or(account.nonce, |s| s.next);
-        let nonce = body.nonce;
+        let nonce = tx.body.nonce;
         if nonce < next {
             return Err(Rejected::NonceUsed { nonce, next });
         }
@@ -289,16 +453,7 @@ impl Mempool {
                 pending,
             });
         }
-        let new_bytes = self.bytes.checked_add(size);
-        if self.len() >= self.limits.max_txs || new_bytes.is_none_or(|b| b > self.limits.max_bytes)
-        {
-            return Err(Rejected::PoolFull {
-                txs: self.len(),
-                bytes: self.bytes,
-                max_txs: self.limits.max_txs,
-                max_bytes: self.limits.max_bytes,
-            });
-        }
+        self.check_room(size)?;
 
         let entry = Entry {
             tx,
@@ -314,18 +469,61 @@ impl Mempool {
             })
             .txs
             .insert(nonce, entry);
-        self.by_hash.insert(hash, (from, nonce));
+        self.by_hash.insert(hash, Slot::Account(from, nonce));
         self.bytes += size;
         Ok(Admitted::Added(hash))
     }
 
+    /// The answer to a resubmission of a pooled transaction.
+    fn pooled(&self, hash: Digest) -> Option<Admitted> {
+        Some(match self.status(&hash)? {
+            PoolStatus::Pending => Admitted::AlreadyPending(hash),
+            PoolStatus::InFlight => Admitted::InFlight(hash),
+        })
+    }
+
+    /// Whether one more transaction of `size` bytes fits the pool.
+    fn check_room(&self, size: usize) -> Result<(), Rejected> {
+        let new_bytes = self.bytes.checked_add(size);
+        if self.len() >= self.limits.max_txs || new_bytes.is_none_or(|b| b > self.limits.max_bytes)
+        {
+            return Err(Rejected::PoolFull {
+                txs: self.len(),
+                bytes: self.bytes,
+                max_txs: self.limits.max_txs,
+                max_bytes: self.limits.max_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Takes up to `max_txs` ready transactions of at most `max_bytes` in total and marks them
-    /// in flight. Senders take turns (one transaction each per round, in address order starting
-    /// after the sender served last), each sender's in nonce order. A sender whose next
-    /// transaction does not fit the remaining bytes gives no more in this batch, so
-    /// `max_bytes` should be at least `limits.max_tx_bytes`.
+    /// in flight. Account transactions come first: senders take turns (one transaction each
+    /// per round, in address order starting after the sender served last), each sender's in
+    /// nonce order. A sender whose next transaction does not fit the remaining bytes gives no
+    /// more in this batch, so `max_bytes` should be at least `limits.max_tx_bytes`. Raw
+    /// transactions fill the rest, in arrival order (a requeued one keeps its place ahead of
+    /// later arrivals), stopping at the first that does not fit the remaining bytes.
     pub fn next_batch(&mut self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {
         let mut batch = Vec::new();
+        let mut bytes = self.take_accounts(&mut batch, max_txs, max_bytes);
+        while batch.len() < max_txs {
+            let Some(entry) = self.raw.take_first(max_bytes.saturating_sub(bytes)) else {
+                break;
+            };
+            bytes += entry.size;
+            batch.push(entry.tx.clone());
+        }
+        batch
+    }
+
+    /// The account part of [`Mempool::next_batch`]: appends to `batch`, returns its bytes.
+    fn take_accounts(
+        &mut self,
+        batch: &mut Vec<Transaction>,
+        max_txs: usize,
+        max_bytes: usize,
+    ) -> usize {
         let mut bytes = 0usize;
         let after = match self.last_served {
             Some(last) => (Bound::Excluded(last), Bound::Unbounded),
@@ -345,7 +543,7 @@ impl Mempool {
             let mut again = Vec::with_capacity(turn.len());
             for (addr, nonce) in turn {
                 if batch.len() >= max_txs {
-                    return batch;
+                    return bytes;
                 }
                 let Some(sender) = self.senders.get_mut(&addr) else {
                     continue;
@@ -366,18 +564,20 @@ impl Mempool {
             }
             turn = again;
         }
-        batch
+        bytes
     }
 
     /// After a block commits: drops its transactions (by hash, whether they applied or were
     /// skipped) and every pooled transaction whose nonce is below its sender's new committed
-    /// nonce (`accounts` gives committed accounts; it is asked only about senders in `txs`
-    /// that still have pooled transactions).
+    /// nonce (`accounts` gives committed accounts; it is asked only about senders of signed
+    /// transactions in `txs` that still have pooled transactions).
     pub fn committed(&mut self, txs: &[Transaction], accounts: impl Fn(&Address) -> Account) {
         let mut senders = BTreeSet::new();
         for tx in txs {
             self.remove(&tx.hash());
-            senders.insert(tx.sender_address());
+            if !tx.is_raw() {
+                senders.insert(tx.sender_address());
+            }
         }
         for addr in senders {
             if self.senders.contains_key(&addr) {
@@ -387,7 +587,8 @@ impl Mempool {
     }
 
     /// After the committed state jumped (a state snapshot was installed): drops every pooled
-    /// transaction whose nonce is below its sender's committed nonce in the new state.
+    /// transaction whose nonce is below its sender's committed nonce in the new state. Raw
+    /// transactions have no nonce and stay.
     pub fn resync(&mut self, accounts: impl Fn(&Address) -> Account) {
         let senders: Vec<Address> = self.senders.keys().copied().collect();
         for addr in senders {
@@ -399,8 +600,18 @@ impl Mempool {
     /// already pending hashes are ignored.
     pub fn requeue_in_flight(&mut self, hashes: &[Digest]) {
         for hash in hashes {
-            if let Some(e) = self.entry_mut(hash) {
-                e.in_flight = false;
+            match self.by_hash.get(hash) {
+                None => {}
+                Some(&Slot::Raw(seq)) => self.raw.requeue(seq),
+                Some(&Slot::Account(addr, nonce)) => {
+                    let entry = self
+                        .senders
+                        .get_mut(&addr)
+                        .and_then(|s| s.txs.get_mut(&nonce));
+                    if let Some(e) = entry {
+                        e.in_flight = false;
+                    }
+                }
             }
         }
     }
@@ -408,6 +619,7 @@ impl Mempool {
     /// The nonce `addr`'s next transaction should carry to follow its pooled ones:
     /// `committed` (the account's committed nonce) plus the run of consecutive nonces pooled
     /// from there. What a wallet needs to send back-to-back transfers without collisions.
+    /// Raw transactions are not in any sender's run.
     pub fn next_nonce(&self, addr: &Address, committed: u64) -> u64 {
         let Some(sender) = self.senders.get(addr) else {
             return committed;
@@ -423,8 +635,10 @@ impl Mempool {
     }
 
     pub fn status(&self, hash: &Digest) -> Option<PoolStatus> {
-        let (addr, nonce) = self.by_hash.get(hash)?;
-        let e = self.senders.get(addr)?.txs.get(nonce)?;
+        let e = match *self.by_hash.get(hash)? {
+            Slot::Account(addr, nonce) => self.senders.get(&addr)?.txs.get(&nonce)?,
+            Slot::Raw(seq) => self.raw.get(seq),
+        };
         Some(if e.in_flight {
             PoolStatus::InFlight
         } else {
@@ -432,12 +646,12 @@ impl Mempool {
         })
     }
 
-    /// Pooled transactions, pending and in flight.
+    /// Pooled transactions, pending and in flight, raw ones included.
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }
 
-    /// Encoded bytes of the pooled transactions, pending and in flight.
+    /// Encoded bytes of the pooled transactions, pending and in flight, raw ones included.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -446,21 +660,19 @@ impl Mempool {
         self.by_hash.is_empty()
     }
 
-    fn entry_mut(&mut self, hash: &Digest) -> Option<&mut Entry> {
-        let (addr, nonce) = self.by_hash.get(hash)?;
-        self.senders.get_mut(addr)?.txs.get_mut(nonce)
-    }
-
     fn remove(&mut self, hash: &Digest) {
-        let Some((addr, nonce)) = self.by_hash.remove(hash) else {
-            return;
-        };
-        if let Some(sender) = self.senders.get_mut(&addr) {
-            if let Some(e) = sender.txs.remove(&nonce) {
-                self.bytes -= e.size;
-            }
-            if sender.txs.is_empty() {
-                self.senders.remove(&addr);
+        match self.by_hash.remove(hash) {
+            None => {}
+            Some(Slot::Raw(seq)) => self.bytes -= self.raw.remove(seq).size,
+            Some(Slot::Account(addr, nonce)) => {
+                if let Some(sender) = self.senders.get_mut(&addr) {
+                    if let Some(e) = sender.txs.remove(&nonce) {
+                        self.bytes -= e.size;
+                    }
+                    if sender.txs.is_empty() {
+                        self.senders.remove(&addr);
+                    }
+                }
             }
         }
     }
@@ -486,9 +698,11 @@ impl Mempool {
     }
 }
 
+/// A transfer's amount; 0 for a raw transaction, which never reaches the balance check.
 fn transfer_amount(tx: &Transaction) -> u64 {
     match tx.body.payload {
         Payload::Transfer { amount, .. } => amount,
+        Payload::Raw { .. } => 0,
     }
 }
 

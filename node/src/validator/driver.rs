@@ -28,6 +28,8 @@ use std::collections::{BTreeSet, VecDeque};
 
 const MAX_HELD_PROPOSALS: usize = 16;
 const MAX_STORED_BATCHES: usize = 100_000;
+/// Most batches [`Driver::make_batch`] cuts at once.
+const MAX_BATCHES_PER_TICK: usize = 8;
 
 pub struct DriverConfig {
     pub me: ReplicaId,
@@ -759,21 +761,37 @@ impl<P: Protocol> Driver<P> {
         self.mempool.admit(tx, self.ledger.chain(), account)
     }
 
-    /// Turns pending transactions into a batch, shares it and offers it to consensus.
+    /// [`Driver::submit`] for a transaction whose signature the caller has checked (the API
+    /// checks batches of submissions off the loop).
+    pub fn submit_verified(&mut self, tx: ledger::Transaction) -> Result<Admitted, Rejected> {
+        let account = self.ledger.state().account(&tx.sender_address());
+        self.mempool
+            .admit_verified(tx, self.ledger.chain(), account)
+    }
+
+    /// Turns pending transactions into batches, shares them and offers them to consensus:
+    /// one batch, or more while they come out full (a backlog drains at up to
+    /// [`MAX_BATCHES_PER_TICK`] batches per tick instead of one).
     /// Also the driver's periodic tick: checks whether to ask peers for missed blocks.
     pub fn make_batch(&mut self, now: u64) -> Res {
-        let sync = self.maybe_sync(now);
-        let txs = self
-            .mempool
-            .next_batch(self.batch_max_txs, self.batch_max_bytes);
-        if txs.is_empty() {
-            return Ok(sync.into_iter().collect());
+        let mut out: Vec<Out> = self.maybe_sync(now).into_iter().collect();
+        for _ in 0..MAX_BATCHES_PER_TICK {
+            let txs = self
+                .mempool
+                .next_batch(self.batch_max_txs, self.batch_max_bytes);
+            if txs.is_empty() {
+                break;
+            }
+            let full = txs.len() >= self.batch_max_txs;
+            let frame = Wire::<P::Message>::Batch(txs.clone()).encode();
+            let full = full || frame.len() * 2 >= self.batch_max_bytes;
+            let d = self.batches.insert(txs);
+            out.push(Out::Broadcast(frame));
+            out.extend(self.feed(now, Input::Payload(d))?);
+            if !full {
+                break;
+            }
         }
-        let frame = Wire::<P::Message>::Batch(txs.clone()).encode();
-        let d = self.batches.insert(txs);
-        let mut out = vec![Out::Broadcast(frame)];
-        out.extend(sync);
-        out.extend(self.feed(now, Input::Payload(d))?);
         Ok(out)
     }
 

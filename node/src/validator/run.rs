@@ -101,7 +101,10 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
         batch_max_txs: (p.max_block_txs as usize / BLOCK_BATCHES).max(1),
         batch_max_bytes: (p.max_block_bytes as usize / BLOCK_BATCHES)
             .max(ledger::MAX_TX_BYTES as usize),
-        mempool: Limits::default(),
+        mempool: Limits {
+            raw_transactions: p.raw_transactions,
+            ..Limits::default()
+        },
     };
     let peers = genesis
         .validators
@@ -216,6 +219,7 @@ async fn run_with<P: Protocol>(
         metrics,
         last_commit: None,
         leader: None,
+        fanout: loaded.genesis.validators.len().saturating_sub(1) as u64,
         view_changes: 0,
         summary: Summary::default(),
         summary_due: tokio::time::Instant::now() + SUMMARY_INTERVAL,
@@ -281,6 +285,13 @@ fn answer<P: Protocol>(driver: &mut Driver<P>, cmd: ApiCommand) {
         ApiCommand::Submit { tx, reply } => {
             let _ = reply.send(driver.submit(tx));
         }
+        ApiCommand::SubmitBatch { txs, reply } => {
+            let verdicts = txs
+                .into_iter()
+                .map(|tx| driver.submit_verified(tx))
+                .collect();
+            let _ = reply.send(verdicts);
+        }
         ApiCommand::PoolStatus { hash, reply } => {
             let _ = reply.send(driver.mempool().status(&hash));
         }
@@ -303,6 +314,8 @@ struct Reporter {
     last_commit: Option<std::time::Instant>,
     /// The leader of the view seen at the last status update.
     leader: Option<Option<u16>>,
+    /// Recipients of a broadcast: the other validators.
+    fanout: u64,
     /// The core's count of view changes ([`Protocol::view_changes`]), as last reported.
     view_changes: u64,
     summary: Summary,
@@ -320,6 +333,12 @@ struct Summary {
 }
 
 impl Reporter {
+    /// Counts a frame sent to `copies` validators.
+    fn sent(&self, copies: u64, len: usize) {
+        self.metrics.sent_frames.inc_by(copies);
+        self.metrics.sent_bytes.inc_by(copies * len as u64);
+    }
+
     fn committed(&mut self, block: &ledger::Block) {
         self.summary.blocks += 1;
         self.summary.txs += block.txs.len() as u64;
@@ -411,8 +430,14 @@ fn dispatch(
 ) {
     for o in out {
         match o {
-            Out::Send(to, bytes) => net.send(to.0, bytes),
-            Out::Broadcast(bytes) => net.broadcast(bytes),
+            Out::Send(to, bytes) => {
+                report.sent(1, bytes.len());
+                net.send(to.0, bytes)
+            }
+            Out::Broadcast(bytes) => {
+                report.sent(report.fanout, bytes.len());
+                net.broadcast(bytes)
+            }
             Out::Timer { id, after_ms } => {
                 let at = tokio::time::Instant::now() + Duration::from_millis(after_ms);
                 timers.insert(id, at);

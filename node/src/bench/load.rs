@@ -1,0 +1,567 @@
+//! The load side of a bench run: transactions prepared before the measured window, sent in
+//! binary batches (`POST /v1/transactions/batch`) at a fixed offered rate (open loop) or with
+//! a fixed number in flight (closed loop), and matched against the `committed` events of the
+//! validator each was sent to (what that client would see).
+//!
+//! Times are microseconds since the run's start, kept in atomics per transaction, so the
+//! submitters and the event readers never take a lock.
+
+use super::cluster::Cluster;
+use crate::api::{BatchVerdict, encode_batch};
+use bytes::Bytes;
+use crypto::{Digest, SecretKey};
+use ledger::{Address, ChainBinding, Payload, Transaction};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// What the transactions do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Signed transfers among the bench's funded accounts (executed).
+    Transfer,
+    /// Unsigned opaque payloads of --tx-size bytes: ordered, stored, committed, not executed.
+    Raw,
+}
+
+impl Workload {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Workload::Transfer => "transfer",
+            Workload::Raw => "raw",
+        }
+    }
+}
+
+/// How load is offered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Load {
+    /// A fixed rate, tx/s, whatever the cluster does.
+    Open(f64),
+    /// A fixed number of transactions in flight (sent, not yet committed or refused).
+    Closed(usize),
+}
+
+/// The bench's accounts: deterministic keys, so every run funds the same addresses.
+pub struct Accounts {
+    pub keys: Vec<SecretKey>,
+    pub addresses: Vec<Address>,
+}
+
+impl Accounts {
+    pub fn new(count: usize) -> Accounts {
+        let keys: Vec<SecretKey> = (0..count)
+            .map(|i| {
+                let mut h = crypto::Hasher::new();
+                h.part(b"cairn/bench/account")
+                    .part(&(i as u64).to_le_bytes());
+                SecretKey::from_seed(h.finish().0)
+            })
+            .collect();
+        let addresses = keys.iter().map(|k| Address::of(&k.public())).collect();
+        Accounts { keys, addresses }
+    }
+}
+
+/// Transactions ready to send, grouped into request bodies per validator.
+pub struct Prepared {
+    /// Position of each transaction by hash.
+    index: HashMap<Digest, u32>,
+    /// The validator each transaction is sent to.
+    target: Vec<u8>,
+    /// Request bodies in sending order: (validator, first index, indices).
+    chunks: Vec<Chunk>,
+    pub tx_bytes: usize,
+}
+
+struct Chunk {
+    validator: usize,
+    ids: Vec<u32>,
+    body: Bytes,
+}
+
+/// Builds `count` transactions for `validators` validators, `chunk` per request. Transfers
+/// are signed here, on every core, before anything is measured; each account always sends
+/// to the same validator, in nonce order, so no validator waits for a nonce sent elsewhere.
+pub fn prepare(
+    workload: Workload,
+    count: usize,
+    tx_size: usize,
+    validators: usize,
+    chunk: usize,
+    accounts: &Accounts,
+    chain: &ChainBinding,
+) -> Prepared {
+    let n_acc = accounts.keys.len().max(1);
+    let make = |j: usize| -> (Vec<u8>, Digest, u8) {
+        match workload {
+            Workload::Transfer => {
+                let a = j % n_acc;
+                let to = accounts.addresses[(a + 1) % n_acc];
+                let tx = Transaction::sign(
+                    &accounts.keys[a],
+                    chain,
+                    (j / n_acc) as u64,
+                    Payload::Transfer { to, amount: 1 },
+                );
+                (tx.encode(), tx.hash(), (a % validators) as u8)
+            }
+            Workload::Raw => {
+                let tx = raw_tx(chain, j as u64, tx_size);
+                (tx.encode(), tx.hash(), (j % validators) as u8)
+            }
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = count.div_ceil(threads).max(1);
+    let made: Vec<(Vec<u8>, Digest, u8)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..count)
+            .step_by(per)
+            .map(|start| {
+                let make = &make;
+                s.spawn(move || {
+                    (start..(start + per).min(count))
+                        .map(make)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a preparing thread panicked"))
+            .collect()
+    });
+    let tx_bytes = made.first().map_or(0, |(b, _, _)| b.len());
+    let mut index = HashMap::with_capacity(count);
+    let mut target = Vec::with_capacity(count);
+    let mut per_validator: Vec<Vec<u32>> = vec![Vec::new(); validators];
+    for (j, (_, hash, v)) in made.iter().enumerate() {
+        index.insert(*hash, j as u32);
+        target.push(*v);
+        per_validator[*v as usize].push(j as u32);
+    }
+    // Round-robin over validators, `chunk` transactions per request.
+    let mut queues: Vec<std::vec::IntoIter<u32>> =
+        per_validator.into_iter().map(Vec::into_iter).collect();
+    let mut chunks = Vec::new();
+    loop {
+        let mut any = false;
+        for (v, q) in queues.iter_mut().enumerate() {
+            let ids: Vec<u32> = q.by_ref().take(chunk.max(1)).collect();
+            if ids.is_empty() {
+                continue;
+            }
+            any = true;
+            let body = encode_batch(ids.iter().map(|&j| made[j as usize].0.as_slice()));
+            chunks.push(Chunk {
+                validator: v,
+                ids,
+                body: Bytes::from(body),
+            });
+        }
+        if !any {
+            break;
+        }
+    }
+    Prepared {
+        index,
+        target,
+        chunks,
+        tx_bytes,
+    }
+}
+
+/// A raw transaction whose encoding is `size` bytes (or the smallest possible, if less).
+pub fn raw_tx(chain: &ChainBinding, id: u64, size: usize) -> Transaction {
+    let empty = Transaction::raw(chain, id, Vec::new()).encode().len();
+    let mut data = vec![0u8; size.saturating_sub(empty)];
+    // Contents do not matter; make them differ between transactions anyway.
+    let mut x = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    Transaction::raw(chain, id, data)
+}
+
+/// What one transaction went through, microseconds since the run's start (0 = not yet).
+struct Track {
+    sent: Vec<AtomicU64>,
+    committed: Vec<AtomicU64>,
+    refused: Vec<AtomicBool>,
+    /// Transactions committed or refused (releases closed-loop slots).
+    settled: AtomicUsize,
+    commits_seen: AtomicUsize,
+    lagged: AtomicUsize,
+    reasons: std::sync::Mutex<HashMap<String, u64>>,
+}
+
+/// When the measured window lies, and how long to wait for stragglers after it.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub warmup: Duration,
+    pub window: Duration,
+    pub drain: Duration,
+}
+
+/// What happened in one run, before it is turned into a report row.
+pub struct Outcome {
+    pub submitted: u64,
+    pub committed: u64,
+    pub failed: u64,
+    /// Latencies of the committed ones, milliseconds, sorted.
+    pub latencies_ms: Vec<f64>,
+    pub window_s: f64,
+    /// Refusal reasons and counts (all transactions, not only the window's).
+    pub reasons: Vec<(String, u64)>,
+    /// The event streams fell behind and skipped this many blocks.
+    pub lagged: usize,
+    /// The prepared transactions ran out before the window ended.
+    pub exhausted: bool,
+    pub cpu_s: f64,
+    pub before: Vec<super::cluster::Counters>,
+    pub after: Vec<super::cluster::Counters>,
+}
+
+/// Drives `prepared` into `cluster` and measures. `progress` is told the phase and the
+/// commits so far.
+pub async fn drive(
+    cluster: &Cluster,
+    http: &reqwest::Client,
+    prepared: Prepared,
+    load: Load,
+    timing: Timing,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<Outcome> {
+    let count = prepared.target.len();
+    let track = Arc::new(Track {
+        sent: (0..count).map(|_| AtomicU64::new(0)).collect(),
+        committed: (0..count).map(|_| AtomicU64::new(0)).collect(),
+        refused: (0..count).map(|_| AtomicBool::new(false)).collect(),
+        settled: AtomicUsize::new(0),
+        commits_seen: AtomicUsize::new(0),
+        lagged: AtomicUsize::new(0),
+        reasons: std::sync::Mutex::new(HashMap::new()),
+    });
+    let start = Instant::now();
+    let prepared = Arc::new(prepared);
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let stop = tokio_util_stop();
+    let mut readers = Vec::new();
+    for (v, api) in cluster.apis.iter().enumerate() {
+        readers.push(tokio::spawn(read_events(
+            http.clone(),
+            api.clone(),
+            v as u8,
+            prepared.clone(),
+            track.clone(),
+            start,
+            notify.clone(),
+            stop.1.clone(),
+        )));
+    }
+    // Let the streams connect before the first transaction.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start_sending = Instant::now();
+    let window_start = start_sending + timing.warmup;
+    let window_end = window_start + timing.window;
+
+    let sender = {
+        let prepared = prepared.clone();
+        let track = track.clone();
+        let http = http.clone();
+        let apis = cluster.apis.clone();
+        let notify = notify.clone();
+        tokio::spawn(async move {
+            send_all(
+                &http,
+                &apis,
+                &prepared,
+                &track,
+                load,
+                start,
+                start_sending,
+                window_end,
+                &notify,
+            )
+            .await
+        })
+    };
+
+    progress.set_length((timing.warmup + timing.window).as_secs());
+    progress.set_position(0);
+    progress.set_message("warm-up");
+    let mut before = None;
+    let mut cpu_before = 0.0;
+    let mut last_seen = 0usize;
+    let mut last_tick = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = Instant::now();
+        if before.is_none() && now >= window_start {
+            cpu_before = cluster.cpu_seconds();
+            before = Some(cluster.counters(http).await);
+            progress.set_message("measuring");
+        }
+        let seen = track.commits_seen.load(Ordering::Relaxed);
+        let rate = (seen - last_seen) as f64 / now.duration_since(last_tick).as_secs_f64();
+        (last_seen, last_tick) = (seen, now);
+        progress.set_position(now.duration_since(start_sending).as_secs());
+        let phase = if now < window_start {
+            "warm-up"
+        } else {
+            "measuring"
+        };
+        progress.set_message(format!("{phase}: {rate:>8.0} commits/s"));
+        if now >= window_end {
+            break;
+        }
+    }
+    let cpu_after = cluster.cpu_seconds();
+    let after = cluster.counters(http).await;
+    let exhausted = sender.await.unwrap_or(true);
+    // Drain: wait for every transaction sent in the window to settle.
+    progress.set_message("draining");
+    let w0 = micros(start, window_start);
+    let w1 = micros(start, window_end);
+    let in_window = |j: usize| {
+        let s = track.sent[j].load(Ordering::Relaxed);
+        s > 0 && s >= w0 && s < w1
+    };
+    let drain_end = Instant::now() + timing.drain;
+    while Instant::now() < drain_end {
+        let open = (0..count).any(|j| {
+            in_window(j)
+                && track.committed[j].load(Ordering::Relaxed) == 0
+                && !track.refused[j].load(Ordering::Relaxed)
+        });
+        if !open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop.0.send(true);
+    for r in readers {
+        r.abort();
+    }
+
+    let mut submitted = 0u64;
+    let mut failed = 0u64;
+    let mut latencies_ms = Vec::new();
+    for j in 0..count {
+        if !in_window(j) {
+            continue;
+        }
+        submitted += 1;
+        let c = track.committed[j].load(Ordering::Relaxed);
+        if c == 0 {
+            failed += 1;
+        } else {
+            let s = track.sent[j].load(Ordering::Relaxed);
+            latencies_ms.push(c.saturating_sub(s) as f64 / 1000.0);
+        }
+    }
+    latencies_ms.sort_by(f64::total_cmp);
+    let mut reasons: Vec<(String, u64)> = track
+        .reasons
+        .lock()
+        .map(|r| r.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        .unwrap_or_default();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    Ok(Outcome {
+        submitted,
+        committed: latencies_ms.len() as u64,
+        failed,
+        latencies_ms,
+        window_s: timing.window.as_secs_f64(),
+        reasons,
+        lagged: track.lagged.load(Ordering::Relaxed),
+        exhausted,
+        cpu_s: cpu_after - cpu_before,
+        before: before.unwrap_or_default(),
+        after,
+    })
+}
+
+/// A stop flag for the event readers.
+fn tokio_util_stop() -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::sync::watch::Receiver<bool>,
+) {
+    tokio::sync::watch::channel(false)
+}
+
+fn micros(start: Instant, at: Instant) -> u64 {
+    // Never 0: 0 means "not yet".
+    (at.saturating_duration_since(start).as_micros() as u64).max(1)
+}
+
+/// Most requests outstanding per validator; past it the open loop waits (and the report
+/// shows fewer submitted than offered).
+const MAX_OUTSTANDING: usize = 64;
+
+/// Sends every chunk until `window_end` (or until they run out: returns true then).
+#[allow(clippy::too_many_arguments)]
+async fn send_all(
+    http: &reqwest::Client,
+    apis: &[String],
+    prepared: &Arc<Prepared>,
+    track: &Arc<Track>,
+    load: Load,
+    start: Instant,
+    start_sending: Instant,
+    window_end: Instant,
+    notify: &tokio::sync::Notify,
+) -> bool {
+    let slots: Vec<Arc<tokio::sync::Semaphore>> = apis
+        .iter()
+        .map(|_| Arc::new(tokio::sync::Semaphore::new(MAX_OUTSTANDING)))
+        .collect();
+    let mut sent_txs = 0usize;
+    for (k, chunk) in prepared.chunks.iter().enumerate() {
+        match load {
+            Load::Open(rate) => {
+                let due = start_sending + Duration::from_secs_f64(sent_txs as f64 / rate);
+                if due >= window_end {
+                    return false;
+                }
+                tokio::time::sleep_until(due.into()).await;
+            }
+            Load::Closed(in_flight) => loop {
+                let settled = track.settled.load(Ordering::Relaxed);
+                if sent_txs.saturating_sub(settled) + chunk.ids.len() <= in_flight.max(1) {
+                    break;
+                }
+                if Instant::now() >= window_end {
+                    return false;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(5), notify.notified()).await;
+            },
+        }
+        if Instant::now() >= window_end {
+            return false;
+        }
+        let Ok(permit) = slots[chunk.validator].clone().acquire_owned().await else {
+            return false;
+        };
+        let now = micros(start, Instant::now());
+        for &j in &chunk.ids {
+            track.sent[j as usize].store(now, Ordering::Relaxed);
+        }
+        sent_txs += chunk.ids.len();
+        let http = http.clone();
+        let url = format!("{}/v1/transactions/batch", apis[chunk.validator]);
+        let track = track.clone();
+        let prepared = prepared.clone();
+        tokio::spawn(async move {
+            let chunk = &prepared.chunks[k];
+            let answer = post_batch(&http, &url, chunk.body.clone()).await;
+            drop(permit);
+            let refused: Vec<(usize, String)> = match answer {
+                Ok(v) => v
+                    .rejected
+                    .into_iter()
+                    .map(|r| (r.index, short_reason(&r.reason)))
+                    .collect(),
+                Err(e) => (0..chunk.ids.len()).map(|i| (i, e.clone())).collect(),
+            };
+            for (i, reason) in refused {
+                let Some(&j) = chunk.ids.get(i) else { continue };
+                if !track.refused[j as usize].swap(true, Ordering::Relaxed) {
+                    track.settled.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut r) = track.reasons.lock() {
+                    *r.entry(reason).or_default() += 1;
+                }
+            }
+        });
+    }
+    true
+}
+
+async fn post_batch(
+    http: &reqwest::Client,
+    url: &str,
+    body: Bytes,
+) -> Result<BatchVerdict, String> {
+    let resp = http
+        .post(url)
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(format!("HTTP {status}: {}", short_reason(&text)));
+    }
+    resp.json().await.map_err(|e| format!("bad answer: {e}"))
+}
+
+/// The first clause of a refusal, so equal causes group together.
+fn short_reason(s: &str) -> String {
+    let s = s.split([':', '(']).next().unwrap_or(s).trim();
+    s.chars().take(80).collect()
+}
+
+#[derive(serde::Deserialize)]
+struct EventHashes {
+    tx_hashes: Vec<Digest>,
+}
+
+/// Reads validator `v`'s event stream and marks the commits of the transactions sent to it.
+#[allow(clippy::too_many_arguments)]
+async fn read_events(
+    http: reqwest::Client,
+    api: String,
+    v: u8,
+    prepared: Arc<Prepared>,
+    track: Arc<Track>,
+    start: Instant,
+    notify: Arc<tokio::sync::Notify>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(mut resp) = http.get(format!("{api}/v1/events")).send().await else {
+        return;
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let chunk = tokio::select! {
+            _ = stop.changed() => return,
+            c = resp.chunk() => c,
+        };
+        let Ok(Some(chunk)) = chunk else { return };
+        buf.extend_from_slice(&chunk);
+        let now = micros(start, Instant::now());
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+            if let Some(data) = line.strip_prefix(b"data: ") {
+                let Ok(ev) = serde_json::from_slice::<EventHashes>(data) else {
+                    continue;
+                };
+                let mut mine = 0;
+                for h in &ev.tx_hashes {
+                    if let Some(&j) = prepared.index.get(h)
+                        && prepared.target[j as usize] == v
+                        && track.committed[j as usize]
+                            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        mine += 1;
+                    }
+                }
+                track.commits_seen.fetch_add(mine, Ordering::Relaxed);
+                track.settled.fetch_add(mine, Ordering::Relaxed);
+                notify.notify_waiters();
+            } else if line.starts_with(b": lagged") {
+                track.lagged.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
