@@ -140,9 +140,37 @@ pub enum SignatureError {
     Invalid,
 }
 
+/// Keys each thread remembers as valid (see [`PublicKey::validate`]).
+pub const VALID_KEY_CACHE: usize = 65_536;
+
+thread_local! {
+    static VALID_KEYS: std::cell::RefCell<std::collections::HashSet<[u8; 32]>> =
+        std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
 impl PublicKey {
     /// Checks the key is a curve point of large order (rule 1 of the verification rule).
+    ///
+    /// Point decompression costs a square root (about a quarter of a verification), and the
+    /// same senders sign again and again, so each thread remembers up to
+    /// [`VALID_KEY_CACHE`] keys that passed (a pure function of the 32 bytes: the cache can
+    /// only save time, never change a verdict; it is emptied when full).
     pub fn validate(&self) -> Result<(), KeyError> {
+        if VALID_KEYS.with(|c| c.borrow().contains(&self.0)) {
+            return Ok(());
+        }
+        self.validate_uncached()?;
+        VALID_KEYS.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= VALID_KEY_CACHE {
+                c.clear();
+            }
+            c.insert(self.0);
+        });
+        Ok(())
+    }
+
+    fn validate_uncached(&self) -> Result<(), KeyError> {
         let point = CompressedEdwardsY(self.0)
             .decompress()
             .ok_or(KeyError::NotAPoint)?;
@@ -353,5 +381,37 @@ mod tests {
     fn secret_seed_roundtrip() {
         let k = key(7);
         assert_eq!(SecretKey::from_seed(k.seed()).public(), k.public());
+    }
+}
+
+#[cfg(test)]
+mod key_cache_tests {
+    use super::*;
+
+    #[test]
+    fn the_valid_key_cache_never_changes_a_verdict() {
+        let good = SecretKey::from_seed([3; 32]).public();
+        // Small order: the identity point (y = 1).
+        let mut small = [0u8; 32];
+        small[0] = 1;
+        let small = PublicKey(small);
+        for _ in 0..3 {
+            assert_eq!(good.validate(), Ok(()));
+            assert_eq!(small.validate(), Err(KeyError::SmallOrder));
+        }
+        // Fill the cache to its cap: the next new key empties it and is still checked.
+        VALID_KEYS.with(|c| {
+            let mut c = c.borrow_mut();
+            for i in 0..VALID_KEY_CACHE as u32 {
+                let mut k = [0xEEu8; 32];
+                k[..4].copy_from_slice(&i.to_le_bytes());
+                c.insert(k);
+            }
+        });
+        let other = SecretKey::from_seed([4; 32]).public();
+        assert_eq!(other.validate(), Ok(()));
+        assert_eq!(VALID_KEYS.with(|c| c.borrow().len()), 1);
+        assert_eq!(good.validate(), Ok(()));
+        assert_eq!(small.validate(), Err(KeyError::SmallOrder));
     }
 }

@@ -96,10 +96,20 @@ impl<S: Store> Ledger<S> {
     /// in-memory state may be ahead of the store, so the ledger refuses further work
     /// ([`LedgerError::Poisoned`]) until it is reopened.
     pub fn commit(&mut self, input: BlockInput) -> Result<(Block, Vec<Receipt>), LedgerError> {
+        self.commit_checked(input, &[])
+    }
+
+    /// [`Ledger::commit`], where `checked[i]` says that transaction i's signature was already
+    /// verified under the one rule (see [`State::execute_checked`]).
+    pub fn commit_checked(
+        &mut self,
+        input: BlockInput,
+        checked: &[bool],
+    ) -> Result<(Block, Vec<Receipt>), LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
-        let exec = self.state.execute(&self.chain, &input.txs);
+        let exec = self.state.execute_checked(&self.chain, &input.txs, checked);
         let header = BlockHeader {
             height: self.height + 1,
             parent: self.tip,

@@ -143,10 +143,25 @@ impl State {
     /// ([`Payload::Raw`]) have no signature and stay out of the batch: whatever their sender
     /// and signature fields hold cannot change the verdict on a signed neighbour.
     pub fn execute(&mut self, chain: &ChainBinding, txs: &[Transaction]) -> Execution {
+        self.execute_checked(chain, txs, &[])
+    }
+
+    /// [`State::execute`], skipping the signature check of transaction i where `checked[i]`
+    /// is true (missing entries are false). The caller must have verified those signatures
+    /// under the same rule ([`crypto::verify`] and [`crypto::verify_batch`] agree on every
+    /// signature), so the outcome is the one `execute` gives: replicas that skip different
+    /// checks still reach the same state. The node skips its own admitted batches, and in
+    /// Raft every batch.
+    pub fn execute_checked(
+        &mut self,
+        chain: &ChainBinding,
+        txs: &[Transaction],
+        checked: &[bool],
+    ) -> Execution {
         let signed: Vec<(usize, Vec<u8>)> = txs
             .iter()
             .enumerate()
-            .filter(|(_, t)| !t.is_raw())
+            .filter(|(i, t)| !t.is_raw() && !checked.get(*i).copied().unwrap_or(false))
             .map(|(i, t)| (i, t.body.signing_bytes()))
             .collect();
         let items: Vec<_> = signed
@@ -161,7 +176,8 @@ impl State {
                 )
             })
             .collect();
-        // Raw transactions keep `true`: `apply` never looks at it for them.
+        // Raw and already checked transactions keep `true` (`apply` never looks at it for
+        // raw ones).
         let mut sig_ok = vec![true; txs.len()];
         for ((i, _), ok) in signed.iter().zip(crypto::verify_batch(&items)) {
             sig_ok[*i] = ok;

@@ -300,3 +300,38 @@ fn ledger_links_blocks_and_indexes_first_inclusion() {
         .unwrap();
     assert!(err.to_string().contains("belongs to genesis"), "{err}");
 }
+
+#[test]
+fn checked_transactions_skip_only_the_signature_check() {
+    let txs: Vec<Transaction> = (0..12).map(|n| transfer(1, n, 2, 10)).collect();
+    // Marking valid signatures as checked changes nothing (a batch of 12 really batches).
+    let mut plain = state_with(&[(1, 1000)]);
+    let mut skipped = state_with(&[(1, 1000)]);
+    let a = plain.execute(&chain(), &txs);
+    let marks: Vec<bool> = (0..12).map(|i| i % 2 == 0).collect();
+    let b = skipped.execute_checked(&chain(), &txs, &marks);
+    assert_eq!(a.receipts, b.receipts);
+    assert_eq!(plain.root(), skipped.root());
+    // The mark is trusted: a forged signature marked checked applies, unmarked it does not.
+    // (This is why only this validator's own admitted batches, or Raft's, are marked.)
+    let mut forged = txs.clone();
+    forged[3].signature.0[0] ^= 1;
+    let mut s = state_with(&[(1, 1000)]);
+    let trusted = s.execute_checked(&chain(), &forged, &[false, false, false, true]);
+    assert_eq!(trusted.receipts[3].outcome, Ok(()));
+    let mut s = state_with(&[(1, 1000)]);
+    let checked = s.execute_checked(&chain(), &forged, &[true, true, true]);
+    assert_eq!(checked.receipts[3].outcome, Err(RejectReason::BadSignature));
+    // Other rules still apply to checked transactions.
+    let wrong_nonce = [transfer(1, 5, 2, 10)];
+    let mut s = state_with(&[(1, 1000)]);
+    let r = s.execute_checked(&chain(), &wrong_nonce, &[true]);
+    assert!(
+        matches!(
+            r.receipts[0].outcome,
+            Err(RejectReason::NonceTooHigh { .. })
+        ),
+        "{:?}",
+        r.receipts
+    );
+}

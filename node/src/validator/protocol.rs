@@ -81,6 +81,11 @@ pub trait Protocol: Send + 'static {
     /// Whether a validator whose ledger stalls asks peers for committed blocks (ledger-level
     /// block sync). Raft catches up through its own log and snapshots instead.
     const LEDGER_SYNC: bool = true;
+    /// Whether transaction signatures checked by the validator that admitted them are
+    /// trusted by the others at execution. Only a crash-fault protocol may say yes: in the
+    /// BFT modes every validator checks every signature itself, since the one that admitted
+    /// a transaction may lie.
+    const TRUSTS_PEER_BATCHES: bool = false;
 
     /// Builds the core from the store: the durable safety record (or `safety`, the in-memory
     /// one, after a block sync), the ledger tip and whatever recent history the protocol

@@ -59,6 +59,7 @@ impl Protocol for RaftProtocol {
     const SAFETY_KEY: &'static str = "raft/hard_state";
     const VIEW_TIMER: u64 = raft::ELECTION_TIMER;
     const LEDGER_SYNC: bool = false;
+    const TRUSTS_PEER_BATCHES: bool = true;
 
     /// Term and vote, the ledger tip (every entry up to it is applied) with its entry, and
     /// the durable log.
