@@ -10,6 +10,11 @@
 //! network_key_file = "network_key.json"
 //! genesis_file = "genesis.json"
 //! log_level = "info"
+//! # limits of the HTTP API, per client address (an IPv4 address, or an IPv6 /64); 0 = off
+//! api_rate_limit_per_ip = 1000     # requests started per second; over it: 429 + Retry-After
+//! api_rate_burst = 2000            # requests at once before the rate applies
+//! api_max_connections = 512        # open connections in all; more wait to be accepted
+//! api_max_connections_per_ip = 128 # open connections per client; more are closed at once
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +49,25 @@ pub struct NodeConfig {
     /// `info,cairn::consensus=debug`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Requests per second that one client address (an IPv4 address, or an IPv6 /64) may
+    /// start on the HTTP API; more are answered 429 with `Retry-After`. 0 turns it off. A
+    /// long request (event stream, `mode=commit`) counts once, when it starts.
+    #[serde(default = "default_api_rate_limit_per_ip")]
+    pub api_rate_limit_per_ip: u32,
+    /// Requests one client address may start at once before `api_rate_limit_per_ip` applies;
+    /// at least 1 while the rate limit is on.
+    #[serde(default = "default_api_rate_burst")]
+    pub api_rate_burst: u32,
+    /// Open HTTP API connections in all; further connections wait to be accepted. 0 = no cap.
+    /// Keep it well below the process's open-file limit (`ulimit -n`): the validator's peer
+    /// connections and its store need file descriptors too.
+    #[serde(default = "default_api_max_connections")]
+    pub api_max_connections: u32,
+    /// Open HTTP API connections one client address may hold; further ones are closed at once.
+    /// 0 = no cap. Behind a reverse proxy every client has the proxy's address: raise it or
+    /// set 0 (and the rate limit too), and limit at the proxy.
+    #[serde(default = "default_api_max_connections_per_ip")]
+    pub api_max_connections_per_ip: u32,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -60,6 +84,18 @@ fn default_genesis_file() -> PathBuf {
 }
 fn default_log_level() -> String {
     "info".into()
+}
+fn default_api_rate_limit_per_ip() -> u32 {
+    NodeConfig::DEFAULT_API_RATE_LIMIT_PER_IP
+}
+fn default_api_rate_burst() -> u32 {
+    NodeConfig::DEFAULT_API_RATE_BURST
+}
+fn default_api_max_connections() -> u32 {
+    NodeConfig::DEFAULT_API_MAX_CONNECTIONS
+}
+fn default_api_max_connections_per_ip() -> u32 {
+    NodeConfig::DEFAULT_API_MAX_CONNECTIONS_PER_IP
 }
 
 /// A config file that cannot be read, parsed or used. Displays as `"{file}: {field}: {message}"`
@@ -84,7 +120,19 @@ impl fmt::Display for ConfigError {
 }
 
 impl NodeConfig {
-    /// A config with the default file locations.
+    /// Default `api_rate_limit_per_ip`: far above what a wallet, an explorer or `cairnd bench`
+    /// (which sends batches, about 200 requests/s per validator) start; low enough that one
+    /// client cannot keep a validator's API and event loop busy alone.
+    pub const DEFAULT_API_RATE_LIMIT_PER_IP: u32 = 1000;
+    /// Default `api_rate_burst`: two seconds at the default rate.
+    pub const DEFAULT_API_RATE_BURST: u32 = 2000;
+    /// Default `api_max_connections`: half of the common soft open-file limit of 1,024.
+    pub const DEFAULT_API_MAX_CONNECTIONS: u32 = 512;
+    /// Default `api_max_connections_per_ip`: twice what `cairnd bench` holds per validator
+    /// (64 requests in flight, an event stream, metrics).
+    pub const DEFAULT_API_MAX_CONNECTIONS_PER_IP: u32 = 128;
+
+    /// A config with the default file locations and API limits.
     pub fn new(name: &str, p2p_listen: &str, api_listen: &str) -> NodeConfig {
         NodeConfig {
             name: name.to_string(),
@@ -95,6 +143,10 @@ impl NodeConfig {
             network_key_file: default_network_key_file(),
             genesis_file: default_genesis_file(),
             log_level: default_log_level(),
+            api_rate_limit_per_ip: Self::DEFAULT_API_RATE_LIMIT_PER_IP,
+            api_rate_burst: Self::DEFAULT_API_RATE_BURST,
+            api_max_connections: Self::DEFAULT_API_MAX_CONNECTIONS,
+            api_max_connections_per_ip: Self::DEFAULT_API_MAX_CONNECTIONS_PER_IP,
         }
     }
 
@@ -133,6 +185,16 @@ impl NodeConfig {
             .map_err(|m| ("p2p_listen", m))?;
         self.api_socket_addr().map_err(|m| ("api_listen", m))?;
         check_log_level(&self.log_level).map_err(|m| ("log_level", m))?;
+        if self.api_rate_limit_per_ip > 0 && self.api_rate_burst == 0 {
+            return Err((
+                "api_rate_burst",
+                format!(
+                    "must be at least 1 while api_rate_limit_per_ip is on (it is {}); e.g. \
+                     twice the rate, or set api_rate_limit_per_ip = 0 to turn the limit off",
+                    self.api_rate_limit_per_ip
+                ),
+            ));
+        }
         for (field, p) in [
             ("data_dir", &self.data_dir),
             ("consensus_key_file", &self.consensus_key_file),

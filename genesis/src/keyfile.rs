@@ -219,11 +219,14 @@ pub fn load_key_file(path: &Path) -> Result<SecretKey, KeyFileError> {
             meta.len()
         )));
     }
-    let text = fs::read_to_string(path).map_err(|e| KeyFileError::Io {
+    let bytes = fs::read(path).map_err(|e| KeyFileError::Io {
         path: path.to_path_buf(),
         action: "read it",
         source: e,
     })?;
+    // Not text is a malformed file (an input error), not a failure of the machine.
+    let text = String::from_utf8(bytes)
+        .map_err(|_| invalid("is not UTF-8 text; a key file is JSON".to_string()))?;
     parse_key(&text).map_err(invalid)
 }
 

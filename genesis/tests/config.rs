@@ -48,6 +48,88 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.consensus_key_path(h), h.join("consensus_key.json"));
     assert_eq!(c.network_key_path(h), h.join("network_key.json"));
     assert_eq!(c.genesis_path(h), h.join("genesis.json"));
+    assert_eq!(
+        (
+            c.api_rate_limit_per_ip,
+            c.api_rate_burst,
+            c.api_max_connections,
+            c.api_max_connections_per_ip
+        ),
+        (1000, 2000, 512, 128)
+    );
+    assert_eq!(
+        c,
+        NodeConfig::new("validator-0", "/ip4/0.0.0.0/tcp/26600", "127.0.0.1:27600")
+    );
+}
+
+#[test]
+fn api_limits_parse_and_roundtrip() {
+    let home = home_with(&format!(
+        "{MINIMAL}api_rate_limit_per_ip = 50\napi_rate_burst = 75\napi_max_connections = 64\n\
+         api_max_connections_per_ip = 8\n"
+    ));
+    let c = NodeConfig::load(home.path()).unwrap();
+    assert_eq!(
+        (
+            c.api_rate_limit_per_ip,
+            c.api_rate_burst,
+            c.api_max_connections,
+            c.api_max_connections_per_ip
+        ),
+        (50, 75, 64, 8)
+    );
+    c.save(home.path()).unwrap();
+    assert_eq!(NodeConfig::load(home.path()).unwrap(), c);
+}
+
+#[test]
+fn api_limits_zero_turns_them_off() {
+    let home = home_with(&format!(
+        "{MINIMAL}api_rate_limit_per_ip = 0\napi_rate_burst = 0\napi_max_connections = 0\n\
+         api_max_connections_per_ip = 0\n"
+    ));
+    let c = NodeConfig::load(home.path()).unwrap();
+    assert_eq!(c.api_rate_limit_per_ip, 0);
+    assert_eq!(c.api_max_connections, 0);
+}
+
+#[test]
+fn api_rate_burst_zero_with_the_limit_on() {
+    assert_load_error(
+        &format!("{MINIMAL}api_rate_burst = 0\n"),
+        "api_rate_burst",
+        "must be at least 1 while api_rate_limit_per_ip is on (it is 1000)",
+    );
+}
+
+#[test]
+fn api_limits_bad_values_name_the_field() {
+    assert_load_error(
+        &format!("{MINIMAL}api_rate_limit_per_ip = -5\n"),
+        "api_rate_limit_per_ip",
+        "invalid value: integer `-5`, expected u32",
+    );
+    assert_load_error(
+        &format!("{MINIMAL}api_rate_burst = 5000000000\n"),
+        "api_rate_burst",
+        "invalid value: integer `5000000000`, expected u32",
+    );
+    assert_load_error(
+        &format!("{MINIMAL}api_max_connections = \"many\"\n"),
+        "api_max_connections",
+        "invalid type: string \"many\", expected u32",
+    );
+    assert_load_error(
+        &format!("{MINIMAL}api_max_connections_per_ip = 1.5\n"),
+        "api_max_connections_per_ip",
+        "invalid type: floating point `1.5`, expected u32",
+    );
+    assert_load_error(
+        &format!("{MINIMAL}api_rate_limit = 10\n"),
+        "api_rate_limit",
+        "unknown field `api_rate_limit`",
+    );
 }
 
 #[test]

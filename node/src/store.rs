@@ -24,6 +24,13 @@ const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 /// A log row holds one entry and its batches: at most a block's worth.
 const MAX_LOG_ROW_BYTES: u64 = 32 << 20;
 
+/// Equivocation evidence found by this validator: `signer/kind/slot` → JSON record
+/// ([`crate::validator::evidence::Evidence`]).
+const EVIDENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("evidence");
+/// Evidence records kept, at most: a validator that equivocates in every view cannot make
+/// the table grow without bound (later conflicts are still counted and logged).
+pub const MAX_EVIDENCE: u64 = 1024;
+
 const GENESIS_KEY: &str = "genesis_hash";
 const MAX_RECORD_BYTES: u64 = 1 << 20;
 
@@ -56,6 +63,7 @@ impl RedbStore {
             tx.open_table(ACCOUNTS)?;
             tx.open_table(META)?;
             tx.open_table(RAFT_LOG)?;
+            tx.open_table(EVIDENCE)?;
             Ok(())
         })?;
         Ok(store)
@@ -315,6 +323,33 @@ impl RedbStore {
                 }
             }
             Ok(())
+        })
+    }
+
+    /// Stores one evidence record under `key`, durably. Returns whether it was stored: not
+    /// if `key` is already there or [`MAX_EVIDENCE`] records are.
+    pub fn put_evidence(&self, key: &str, record: &[u8]) -> Result<bool, StoreError> {
+        let mut stored = false;
+        self.write(|tx| {
+            let mut t = tx.open_table(EVIDENCE)?;
+            if t.len()? < MAX_EVIDENCE && t.get(key)?.is_none() {
+                t.insert(key, record)?;
+                stored = true;
+            }
+            Ok(())
+        })?;
+        Ok(stored)
+    }
+
+    /// The stored evidence records (at most [`MAX_EVIDENCE`]), in key order.
+    pub fn evidence(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(EVIDENCE)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                out.push(row?.1.value().to_vec());
+            }
+            Ok(out)
         })
     }
 

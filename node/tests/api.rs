@@ -1,10 +1,11 @@
 //! The HTTP API end to end: the real server on 127.0.0.1:0 over a real redb store holding three
 //! committed blocks, and a fake validator loop with a real mempool and ledger that can also
 //! "commit" (write a block with what it admitted and broadcast the event), driven by reqwest.
+//! Also the per-client limits: request rate (429 + Retry-After) and open connections.
 
 use crypto::{Digest, SecretKey};
 use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, Payload, Transaction};
-use node::api::{self, ApiCommand, ApiState, CommittedEvent, Metrics, NodeStatus};
+use node::api::{self, ApiCommand, ApiLimits, ApiState, CommittedEvent, Metrics, NodeStatus};
 use node::mempool::{Limits, Mempool};
 use node::store::RedbStore;
 use serde_json::{Value, json};
@@ -134,6 +135,7 @@ struct Node {
     t0: Transaction,
     ahead: Transaction,
     events: broadcast::Sender<CommittedEvent>,
+    metrics: Arc<Metrics>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -144,6 +146,11 @@ async fn start(mode: Loop) -> Node {
 }
 
 async fn start_with(mode: Loop, event_capacity: usize) -> Node {
+    start_limited(mode, event_capacity, None).await
+}
+
+/// `limits: None` serves with `api::serve` (the default limits).
+async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimits>) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(&dir.path().join("store.redb")).unwrap();
     let reader = store.clone();
@@ -186,16 +193,20 @@ async fn start_with(mode: Loop, event_capacity: usize) -> Node {
         commands,
         events: events.clone(),
         status: Arc::new(RwLock::new(status)),
-        metrics,
+        metrics: metrics.clone(),
         chain,
         commit_wait: COMMIT_WAIT,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, state, async move {
+    let stopped = async move {
         let _ = stopped.await;
-    }));
+    };
+    let server = match limits {
+        None => tokio::spawn(api::serve(listener, state, stopped)),
+        Some(limits) => tokio::spawn(api::serve_with(listener, state, limits, stopped)),
+    };
     Node {
         base,
         http: reqwest::Client::new(),
@@ -203,6 +214,7 @@ async fn start_with(mode: Loop, event_capacity: usize) -> Node {
         t0,
         ahead,
         events,
+        metrics,
         stop,
         server,
         _dir: dir,
@@ -760,4 +772,229 @@ async fn malformed_batches_are_400_naming_the_transaction_and_none_is_admitted()
     // An empty batch is a valid, empty answer.
     let (status, v) = node.post_raw("/v1/transactions/batch", Vec::new()).await;
     assert_eq!((status, v), (200, json!({"accepted": 0, "rejected": []})));
+}
+
+/// A client whose requests come from `ip` (any 127.0.0.0/8 address reaches the server).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// `name value` from the metrics text.
+fn metric(metrics: &Metrics, name: &str) -> String {
+    let text = metrics.encode().unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    line[name.len() + 1..].to_string()
+}
+
+/// With 1 request/s and bursts of 10 per client address, 40 requests in a row from one
+/// address: the first 10 pass, at most one more per elapsed second does, the rest are 429 with
+/// a `Retry-After` of 1 s and a JSON error naming the limit. Another address is not limited;
+/// the first one is served again after the wait it was told.
+#[tokio::test]
+async fn over_the_per_ip_rate_requests_get_429_with_retry_after() {
+    let limits = ApiLimits {
+        rate_per_ip: 1,
+        burst: 10,
+        ..ApiLimits::OFF
+    };
+    let node = start_limited(Loop::NeverCommits, 64, Some(limits)).await;
+    let url = format!("{}/v1/health", node.base);
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for _ in 0..40 {
+        let resp = node.http.get(&url).send().await.unwrap();
+        let status = resp.status().as_u16();
+        if status == 429 && refusal.is_none() {
+            let retry = resp.headers()["retry-after"].to_str().unwrap().to_string();
+            let ct = resp.headers()["content-type"].to_str().unwrap().to_string();
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap();
+            refusal = Some((retry, ct, body));
+        }
+        statuses.push(status);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        statuses[..10].iter().all(|&s| s == 200),
+        "the burst passes: {statuses:?}"
+    );
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(ok + limited, 40, "{statuses:?}");
+    assert!(
+        ok as f64 <= 10.0 + elapsed + 1.0,
+        "{ok} passed within {elapsed:.2} s at 1/s after a burst of 10: {statuses:?}"
+    );
+    let (retry, ct, body) = refusal.expect("some requests were refused");
+    assert_eq!(retry, "1");
+    assert_eq!(ct, "application/json");
+    let msg = body["error"].as_str().unwrap();
+    assert!(
+        msg.starts_with("too many requests from 127.0.0.1: this API allows 1 per second per client address (bursts of 10); retry after 1 s"),
+        "{msg}"
+    );
+    assert_eq!(
+        metric(&node.metrics, "cairn_api_rate_limited_total"),
+        limited.to_string()
+    );
+
+    // Another client address has its own bucket.
+    let other = client_from("127.0.0.2");
+    assert_eq!(other.get(&url).send().await.unwrap().status(), 200);
+    // After the wait it was told, the first address is served again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(node.get("/v1/health").await, (200, json!({"ok": true})));
+}
+
+/// The default limits (`api::serve`): 2,400 requests from one address, paced at about
+/// 1,000/s and 16 at a time, all succeed — beyond the burst of 2,000, so the refill counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_default_rate_every_request_succeeds() {
+    const N: usize = 2400;
+    let node = start(Loop::NeverCommits).await;
+    let url = format!("{}/v1/health", node.base);
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..N {
+        // At most one request per 1 ms tick so far: never more than 1,000 × t + 1 by time t.
+        tick.tick().await;
+        let permit = slots.clone().acquire_owned().await.unwrap();
+        let (http, url) = (node.http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let status = http.get(&url).send().await.unwrap().status().as_u16();
+            drop(permit);
+            status
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        if t.await.unwrap() != 200 {
+            refused += 1;
+        }
+    }
+    println!("{N} requests in {:?}", started.elapsed());
+    assert_eq!(refused, 0);
+    assert_eq!(metric(&node.metrics, "cairn_api_rate_limited_total"), "0");
+}
+
+/// Opens a raw TCP connection from `ip`.
+async fn connect_from(ip: &str, base: &str) -> tokio::net::TcpStream {
+    let server: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(server).await.unwrap()
+}
+
+/// Reads what is there (waiting until something is); Ok(0) when the server closed.
+async fn read_some(conn: &tokio::net::TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        conn.readable().await?;
+        match conn.try_read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Sends `GET /v1/health` on `conn` and returns the start of the answer (empty if the server
+/// closed the connection), or None if nothing came within `within`.
+async fn health(conn: &tokio::net::TcpStream, within: Duration) -> Option<String> {
+    let request = b"GET /v1/health HTTP/1.1\r\nHost: cairn\r\n\r\n";
+    // A fresh socket's send buffer takes these few bytes at once.
+    let sent = match conn.writable().await {
+        Ok(()) => conn.try_write(request).ok(),
+        Err(_) => None,
+    };
+    if sent != Some(request.len()) {
+        return Some(String::new());
+    }
+    let mut buf = [0u8; 512];
+    match tokio::time::timeout(within, read_some(conn, &mut buf)).await {
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Ok(Err(_)) => Some(String::new()),
+        Err(_) => None,
+    }
+}
+
+/// At most 2 open connections per client address and 4 in all: a third connection from one
+/// address is closed at once (and counted); a fifth connection in all is not served until one
+/// of the four closes, and then it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_capped_per_address_and_in_all() {
+    let limits = ApiLimits {
+        max_connections: 4,
+        max_connections_per_ip: 2,
+        ..ApiLimits::OFF
+    };
+    let node = start_limited(Loop::NeverCommits, 64, Some(limits)).await;
+    let wait = Duration::from_secs(20);
+    let ok = |answer: Option<String>| {
+        let a = answer.expect("an answer");
+        assert!(a.starts_with("HTTP/1.1 200"), "{a:?}");
+    };
+    let a1 = connect_from("127.0.0.1", &node.base).await;
+    let a2 = connect_from("127.0.0.1", &node.base).await;
+    ok(health(&a1, wait).await);
+    ok(health(&a2, wait).await);
+    let a3 = connect_from("127.0.0.1", &node.base).await;
+    assert_eq!(
+        health(&a3, wait).await,
+        Some(String::new()),
+        "a third connection from one address must be closed"
+    );
+    assert_eq!(
+        metric(&node.metrics, "cairn_api_refused_connections_total"),
+        "1"
+    );
+
+    let b1 = connect_from("127.0.0.2", &node.base).await;
+    let b2 = connect_from("127.0.0.2", &node.base).await;
+    ok(health(&b1, wait).await);
+    assert_eq!(metric(&node.metrics, "cairn_api_connections"), "4");
+    // Four open: a fifth (from a third address) waits to be accepted.
+    let c1 = connect_from("127.0.0.3", &node.base).await;
+    assert_eq!(
+        health(&c1, Duration::from_millis(500)).await,
+        None,
+        "a fifth connection was served while four were open"
+    );
+    drop(b2);
+    let answer = tokio::time::timeout(wait, async {
+        let mut buf = [0u8; 512];
+        let n = read_some(&c1, &mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    })
+    .await
+    .expect("served once a connection closed");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    ok(health(&a1, wait).await);
+}
+
+/// What the loop copies in from the transport (`Metrics::set_net`) is exported by name.
+#[test]
+fn metrics_export_the_transport_counters() {
+    let m = Metrics::new();
+    let stats = node::net::NetStats {
+        throttled_frames: 7,
+        throttled_micros: 2_500_000,
+        dropped: 3,
+        queue_full: 2,
+        queued_bytes: 1024,
+        ..Default::default()
+    };
+    m.set_net(&stats);
+    assert_eq!(metric(&m, "cairn_net_throttled_frames_total"), "7");
+    assert_eq!(metric(&m, "cairn_net_throttled_seconds_total"), "2.5");
+    assert_eq!(metric(&m, "cairn_net_dropped_frames_total"), "3");
+    assert_eq!(metric(&m, "cairn_net_queued_bytes"), "1024");
+    assert_eq!(metric(&m, "cairn_api_rate_limited_total"), "0");
+    assert_eq!(metric(&m, "cairn_api_connections"), "0");
 }

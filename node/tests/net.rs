@@ -1,6 +1,7 @@
 //! The validator transport (`node::net`) on 127.0.0.1: delivery and order, permissioning,
-//! the frame cap, reconnection after a restart, queue bounds, and the "dialed ID mismatch"
-//! explanation. Every wait is bounded.
+//! the frame cap, reconnection after a restart, queue bounds (frames and bytes, both
+//! directions), the per-peer inbound rate limit and fairness between peers, and the "dialed ID
+//! mismatch" explanation. Every wait is bounded.
 
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
@@ -9,8 +10,7 @@ use std::time::{Duration, Instant};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, SwarmBuilder, identity, noise, tcp, yamux};
-use node::net::{self, NetConfig, NetHandle, PeerInfo};
-use tokio::sync::mpsc::Receiver;
+use node::net::{self, InboundLimit, Incoming, NetConfig, NetError, NetHandle, PeerInfo};
 
 /// Records the allocation high-water mark, so tests can show that a claimed frame length is
 /// not allocated.
@@ -19,7 +19,7 @@ static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, u
 
 const WAIT: Duration = Duration::from_secs(20);
 
-type Rx = Receiver<(u16, Vec<u8>)>;
+type Rx = Incoming;
 
 fn seed(i: u8) -> [u8; 32] {
     [i.wrapping_mul(37).wrapping_add(11); 32]
@@ -339,6 +339,7 @@ async fn queue_for_a_down_peer_is_bounded() {
     let grown = ALLOC.allocated().saturating_sub(before);
     let s = h0.stats();
     assert_eq!((s.queued, s.dropped, s.frames_out), (16, 144, 0), "{s:?}");
+    assert_eq!((s.queue_full, s.queued_bytes), (144, 16 << 20), "{s:?}");
     // 160 MiB were offered; about 16 MiB are held.
     assert!(grown < 64 << 20, "memory grew by {grown} B");
 
@@ -352,6 +353,246 @@ async fn queue_for_a_down_peer_is_bounded() {
     assert_eq!(h0.stats().queued, 0);
     h0.shutdown().await;
     h1.shutdown().await;
+}
+
+/// Test 5b: the same for bytes: with room for 1,000 frames but 8 MiB, a down peer's queue
+/// holds 8 frames of 1 MiB (the oldest); the other 92 are dropped and counted as queue-full,
+/// memory stays near 8 MiB, and the 8 are flushed in order when the peer comes up.
+#[tokio::test]
+async fn queue_for_a_down_peer_is_bounded_in_bytes() {
+    let set = Set::new(2, 210);
+    let mut cfg = set.config(0);
+    cfg.queue_len = 1000;
+    cfg.queue_bytes = 8 << 20;
+    cfg.max_frame_bytes = 1 << 20;
+    let (h0, _r0) = net::start(cfg).await.unwrap();
+    let before = ALLOC.allocated();
+    for i in 0..100u32 {
+        let mut frame = vec![0u8; 1 << 20];
+        frame[..4].copy_from_slice(&i.to_be_bytes());
+        h0.send(1, frame);
+    }
+    let grown = ALLOC.allocated().saturating_sub(before);
+    let s = h0.stats();
+    assert_eq!((s.queued, s.queued_bytes), (8, 8 << 20), "{s:?}");
+    assert_eq!(
+        (s.dropped, s.queue_full, s.frames_out),
+        (92, 92, 0),
+        "{s:?}"
+    );
+    // 100 MiB were offered; 8 MiB are held.
+    assert!(grown < 32 << 20, "memory grew by {grown} B");
+
+    let (h1, mut r1) = set.start(1).await;
+    for i in 0..8u32 {
+        let (from, frame) = recv(&mut r1).await;
+        assert_eq!((from, frame.len()), (0, 1 << 20));
+        assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()), i);
+    }
+    quiet(&mut r1, Duration::from_millis(300)).await;
+    let s = h0.stats();
+    assert_eq!((s.queued, s.queued_bytes, s.frames_out), (0, 0, 8), "{s:?}");
+    // Room again: the next frame is queued and sent, not dropped.
+    h0.send(1, b"after the flush".to_vec());
+    assert_eq!(recv(&mut r1).await, (0, b"after the flush".to_vec()));
+    assert_eq!(h0.stats().queue_full, 92);
+    h0.shutdown().await;
+    h1.shutdown().await;
+}
+
+/// A byte budget that cannot hold one frame of the maximum size is refused at start.
+#[tokio::test]
+async fn queue_bytes_below_the_frame_cap_is_refused() {
+    let set = Set::new(2, 215);
+    let mut cfg = set.config(0);
+    cfg.queue_bytes = (16 << 20) - 1;
+    match net::start(cfg).await {
+        Err(e @ NetError::BadQueueBytes { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains("queue_bytes (16777215)") && msg.contains("max_frame_bytes"),
+                "{msg}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a queue_bytes below max_frame_bytes was accepted"),
+    }
+}
+
+/// Test 6: validator 1 floods validator 0, whose inbound limit is 200 frames/s with bursts of
+/// 100. Validator 0 reads validator 1's frames no faster than the limit (at most
+/// 100 + 200 × t of them by time t, so the 1,000 take at least 4.5 s), counts the waits, and
+/// loses none (the reader pauses; flow control holds the rest at the sender). Meanwhile
+/// validator 2's frames, sent while the flood is throttled, arrive at once, and its own burst
+/// right after the flood is not throttled at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flooding_peer_is_throttled_and_an_honest_peer_is_not() {
+    const FLOOD: u32 = 1000;
+    const HONEST: u32 = 20;
+    let (rate, burst) = (200.0, 100.0);
+    let set = Set::new(3, 220);
+    let mut c0 = set.config(0);
+    c0.inbound_limit = InboundLimit {
+        frames_per_sec: 200,
+        frame_burst: 100,
+        bytes_per_sec: 0,
+        byte_burst: 0,
+    };
+    let (h0, mut r0) = net::start(c0).await.unwrap();
+    let (h1, _r1) = set.start(1).await;
+    let (h2, _r2) = set.start(2).await;
+    all_connected(&[&h0, &h1, &h2]).await;
+    assert_eq!(h0.stats().throttled_frames, 0);
+
+    let flood_start = Instant::now();
+    for i in 0..FLOOD {
+        let mut frame = i.to_be_bytes().to_vec();
+        frame.resize(64, 0xF1);
+        h1.send(0, frame);
+    }
+    // Well into the throttled part of the flood (the burst lasts a moment, the rest 4.5 s).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let honest_sent = Instant::now();
+    for i in 0..HONEST {
+        h2.send(0, i.to_be_bytes().to_vec());
+    }
+
+    let mut flood_seen = 0u32;
+    let mut honest_seen = 0u32;
+    let mut honest_done = None;
+    while flood_seen < FLOOD || honest_seen < HONEST {
+        let (from, frame) = recv(&mut r0).await;
+        let at = Instant::now();
+        match from {
+            1 => {
+                assert_eq!(
+                    u32::from_be_bytes(frame[..4].try_into().unwrap()),
+                    flood_seen
+                );
+                flood_seen += 1;
+                let t = at.duration_since(flood_start).as_secs_f64();
+                assert!(
+                    f64::from(flood_seen) <= burst + rate * t + 1.0,
+                    "{flood_seen} flood frames read within {t:.3} s: over 100 + 200/s"
+                );
+            }
+            2 => {
+                assert_eq!(
+                    u32::from_be_bytes(frame[..4].try_into().unwrap()),
+                    honest_seen
+                );
+                honest_seen += 1;
+                if honest_seen == HONEST {
+                    honest_done = Some((at.duration_since(honest_sent), flood_seen));
+                }
+            }
+            other => panic!("frame from {other}"),
+        }
+    }
+    let flood_took = flood_start.elapsed();
+    let (honest_took, flood_before) = honest_done.unwrap();
+    println!(
+        "flood: {FLOOD} frames in {flood_took:?}; honest: {HONEST} frames in {honest_took:?}, \
+         after {flood_before} flood frames; {:?}",
+        h0.stats()
+    );
+    assert!(flood_took >= Duration::from_millis(4400), "{flood_took:?}");
+    assert!(
+        flood_before < FLOOD,
+        "the honest frames waited for the whole flood"
+    );
+    assert!(
+        honest_took < Duration::from_secs(3),
+        "the honest frames took {honest_took:?}"
+    );
+    let s = h0.stats();
+    assert_eq!(s.frames_in, u64::from(FLOOD + HONEST), "{s:?}");
+    assert!(s.throttled_frames >= 100, "{s:?}");
+    assert!(s.throttled_micros >= 1_000_000, "{s:?}");
+    assert_eq!(h1.stats().dropped, 0);
+
+    // The buckets are per peer: right after the flood, a burst of 100 from validator 2 (its
+    // own burst) waits for nothing, although validator 1's bucket is empty.
+    for i in 0..100u32 {
+        h2.send(0, i.to_be_bytes().to_vec());
+    }
+    for i in 0..100u32 {
+        assert_eq!(recv(&mut r0).await, (2, i.to_be_bytes().to_vec()));
+    }
+    let after = h0.stats();
+    assert_eq!(
+        after.throttled_frames, s.throttled_frames,
+        "validator 2 was throttled for validator 1's flood: {after:?}"
+    );
+    for h in [h0, h1, h2] {
+        h.shutdown().await;
+    }
+}
+
+/// Test 7: validator 0 stops consuming while validator 1 sends 200 frames of 64 KiB. Validator
+/// 1's inbound queue at 0 fills to its byte budget (1 MiB: 16 frames) and no further; then one
+/// frame from validator 2 is the second frame out, not the 17th; and all 200 arrive in order
+/// once 0 consumes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_from_one_peer_does_not_delay_another() {
+    const FRAMES: u32 = 200;
+    let set = Set::new(3, 230);
+    let mut c0 = set.config(0);
+    c0.queue_len = 32;
+    c0.queue_bytes = 1 << 20;
+    c0.max_frame_bytes = 256 << 10;
+    c0.inbound_limit = InboundLimit::OFF;
+    let (h0, mut r0) = net::start(c0).await.unwrap();
+    let (h1, _r1) = set.start(1).await;
+    let (h2, _r2) = set.start(2).await;
+    all_connected(&[&h0, &h1, &h2]).await;
+
+    for i in 0..FRAMES {
+        let mut frame = i.to_be_bytes().to_vec();
+        frame.resize(64 << 10, 0xB1);
+        h1.send(0, frame);
+    }
+    wait_for("16 frames of 64 KiB queued at validator 0", || {
+        h0.stats().frames_in >= 16
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = h0.stats();
+    assert_eq!(s.frames_in, 16, "the byte budget did not hold: {s:?}");
+    assert_eq!(s.inbound_queued_bytes, 1 << 20, "{s:?}");
+
+    h2.send(0, b"honest".to_vec());
+    wait_for("the honest frame queued", || h0.stats().frames_in == 17).await;
+    let mut order = Vec::new();
+    for _ in 0..2 {
+        order.push(recv(&mut r0).await);
+    }
+    let at = order.iter().position(|(from, _)| *from == 2);
+    assert_eq!(
+        at,
+        Some(1),
+        "the honest frame must come right after one backlog frame: {:?}",
+        order.iter().map(|(f, p)| (*f, p.len())).collect::<Vec<_>>()
+    );
+    assert_eq!(order[1].1, b"honest".to_vec());
+
+    let mut next = 0u32;
+    let (from, frame) = &order[0];
+    assert_eq!(*from, 1);
+    assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()), next);
+    next += 1;
+    while next < FRAMES {
+        let (from, frame) = recv(&mut r0).await;
+        assert_eq!((from, frame.len()), (1, 64 << 10));
+        assert_eq!(u32::from_be_bytes(frame[..4].try_into().unwrap()), next);
+        next += 1;
+    }
+    let s = h0.stats();
+    assert_eq!((s.frames_in, s.inbound_queued_bytes), (201, 0), "{s:?}");
+    assert_eq!(h1.stats().dropped, 0);
+    for h in [h0, h1, h2] {
+        h.shutdown().await;
+    }
 }
 
 /// Log lines written while the test runs (tests on other threads are not captured).
@@ -426,6 +667,10 @@ async fn measure() {
     let mut c1 = set.config(1);
     c0.queue_len = 1 << 18;
     c1.queue_len = 1 << 18;
+    c0.queue_bytes = 1 << 30;
+    c1.queue_bytes = 1 << 30;
+    c0.inbound_limit = InboundLimit::OFF;
+    c1.inbound_limit = InboundLimit::OFF;
     let (h0, mut r0) = net::start(c0).await.unwrap();
     let (h1, mut r1) = net::start(c1).await.unwrap();
     all_connected(&[&h0, &h1]).await;

@@ -12,6 +12,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// A gauge holding a `u64`.
 pub type U64Gauge = Gauge<u64, AtomicU64>;
+/// A gauge holding an `f64`.
+pub type F64Gauge = Gauge<f64, AtomicU64>;
 
 /// The node's metrics. The loop updates the fields (all are lock-free atomics except the
 /// histograms, which take a short lock); `GET /metrics` encodes them. Counters are exposed
@@ -42,12 +44,35 @@ pub struct Metrics {
     pub rejected_connections: U64Gauge,
     /// `cairn_bad_frames_total`: frames from validators that did not decode.
     pub bad_frames: U64Gauge,
+    /// `cairn_evidence_total`: equivocations this validator found (two validly signed,
+    /// conflicting messages from one validator; see `GET /v1/evidence`).
+    pub evidence: U64Gauge,
+    /// `cairn_limited_requests_total`: batch and snapshot requests from validators ignored
+    /// because the peer asked too often.
+    pub limited_requests: U64Gauge,
     /// `cairn_sent_frames_total`: frames (consensus messages, batches, sync) handed to the
     /// transport for other validators; a broadcast counts once per recipient.
     pub sent_frames: Counter,
     /// `cairn_sent_bytes_total`: payload bytes of those frames (before transport framing and
     /// encryption).
     pub sent_bytes: Counter,
+    /// `cairn_net_throttled_frames_total`: frames from validators that waited for the
+    /// per-peer inbound rate limit (`NetStats::throttled_frames`).
+    pub net_throttled_frames: U64Gauge,
+    /// `cairn_net_throttled_seconds_total`: time readers waited for that limit.
+    pub net_throttled_seconds: F64Gauge,
+    /// `cairn_net_dropped_frames_total`: outgoing frames the transport dropped (a peer's queue
+    /// full in frames or bytes, too large, no such peer).
+    pub net_dropped_frames: U64Gauge,
+    /// `cairn_net_queued_bytes`: payload bytes waiting in the outgoing queues.
+    pub net_queued_bytes: U64Gauge,
+    /// `cairn_api_rate_limited_total`: HTTP requests answered 429 (client over its rate).
+    pub api_rate_limited: Counter,
+    /// `cairn_api_refused_connections_total`: HTTP connections closed at once because their
+    /// client address had `api_max_connections_per_ip` open.
+    pub api_refused_connections: Counter,
+    /// `cairn_api_connections`: open HTTP connections.
+    pub api_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -73,8 +98,17 @@ impl Metrics {
             fsync: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             rejected_connections: U64Gauge::default(),
             bad_frames: U64Gauge::default(),
+            evidence: U64Gauge::default(),
+            limited_requests: U64Gauge::default(),
             sent_frames: Counter::default(),
             sent_bytes: Counter::default(),
+            net_throttled_frames: U64Gauge::default(),
+            net_throttled_seconds: F64Gauge::default(),
+            net_dropped_frames: U64Gauge::default(),
+            net_queued_bytes: U64Gauge::default(),
+            api_rate_limited: Counter::default(),
+            api_refused_connections: Counter::default(),
+            api_connections: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,6 +162,16 @@ impl Metrics {
             m.bad_frames.clone(),
         );
         registry.register(
+            "evidence_total",
+            "Equivocations found: two validly signed, conflicting messages from one validator",
+            m.evidence.clone(),
+        );
+        registry.register(
+            "limited_requests_total",
+            "Batch and snapshot requests from validators ignored for asking too often",
+            m.limited_requests.clone(),
+        );
+        registry.register(
             "sent_frames",
             "Frames sent to other validators (a broadcast counts once per recipient)",
             m.sent_frames.clone(),
@@ -137,7 +181,51 @@ impl Metrics {
             "Payload bytes of the frames sent to other validators",
             m.sent_bytes.clone(),
         );
+        registry.register(
+            "net_throttled_frames_total",
+            "Frames from validators that waited for the per-peer inbound rate limit",
+            m.net_throttled_frames.clone(),
+        );
+        registry.register(
+            "net_throttled_seconds_total",
+            "Time spent waiting for the per-peer inbound rate limit",
+            m.net_throttled_seconds.clone(),
+        );
+        registry.register(
+            "net_dropped_frames_total",
+            "Outgoing frames dropped: a peer's queue full (frames or bytes), too large, no such peer",
+            m.net_dropped_frames.clone(),
+        );
+        registry.register(
+            "net_queued_bytes",
+            "Payload bytes waiting in the outgoing queues to other validators",
+            m.net_queued_bytes.clone(),
+        );
+        registry.register(
+            "api_rate_limited",
+            "HTTP requests answered 429: the client address was over its request rate",
+            m.api_rate_limited.clone(),
+        );
+        registry.register(
+            "api_refused_connections",
+            "HTTP connections closed at once: the client address had too many open",
+            m.api_refused_connections.clone(),
+        );
+        registry.register(
+            "api_connections",
+            "Open HTTP API connections",
+            m.api_connections.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Copies the transport's counters in (the loop calls it with its status refresh).
+    pub fn set_net(&self, s: &crate::net::NetStats) {
+        self.net_throttled_frames.set(s.throttled_frames);
+        self.net_throttled_seconds
+            .set(s.throttled_micros as f64 / 1e6);
+        self.net_dropped_frames.set(s.dropped);
+        self.net_queued_bytes.set(s.queued_bytes);
     }
 
     /// The OpenMetrics text exposition (served as [`CONTENT_TYPE`]).

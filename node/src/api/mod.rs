@@ -23,8 +23,13 @@
 //! above 2^53); smaller ones (`index`, `leader`) are numbers. Hashes, addresses, keys and the
 //! certificate are lowercase hex (an `0x` prefix is accepted on input). Every error is JSON
 //! `{"error": "..."}` saying what was wrong: 400 for malformed input, 404 for nothing there,
-//! 413 for bodies over [`MAX_BODY_BYTES`], 422 for a transaction the mempool refuses, 503 when
-//! the store or the loop cannot answer (retry). No client input produces a 500.
+//! 413 for bodies over [`MAX_BODY_BYTES`], 422 for a transaction the mempool refuses, 429 with
+//! `Retry-After` for a client address over its request rate, 503 when the store or the loop
+//! cannot answer (retry). No client input produces a 500.
+//!
+//! Limits per client ([`ApiLimits`], `config.toml`; see `limit.rs`): requests started per
+//! second per client address (default 1,000, bursts of 2,000), open connections in all (512)
+//! and per client address (128).
 //!
 //! Submit modes (CometBFT's three): a transaction already committed answers `committed`
 //! in every mode, so resubmitting after a timeout never pays twice (its hash is the
@@ -35,15 +40,16 @@
 //! then refuses. `commit` also waits, up to [`ApiState::commit_wait`], for a block with the
 //! transaction: 200 `committed`, or 202 `unknown` with the hash to check later.
 //!
-//! Not done yet: per-IP rate limiting (put a proxy in front of a public API until then), TLS
-//! and CORS, resuming the event stream from `Last-Event-ID`.
+//! Not done yet: TLS and CORS, resuming the event stream from `Last-Event-ID`.
 
+mod limit;
 mod metrics;
 mod query;
 mod sse;
 mod tx;
 mod types;
 
+pub use limit::ApiLimits;
 pub use metrics::Metrics;
 pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
 pub use types::{AccountView, BlockView, TxReceipt, TxStatus};
@@ -183,31 +189,61 @@ impl Ctx {
     }
 }
 
-/// All routes, without a shutdown signal (event streams end when the client leaves).
+/// All routes, without a shutdown signal (event streams end when the client leaves) and
+/// without the per-client limits (they need the client's address: use [`serve_with`]).
 pub fn router(state: ApiState) -> Router {
     let (_never, stop) = watch::channel(false);
     routes(Ctx { api: state, stop })
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops accepting, ends event
-/// streams and commit waits, and returns once open requests are answered.
+/// Serves the API on `listener` with the default [`ApiLimits`] until `shutdown` completes
+/// (see [`serve_with`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, state, ApiLimits::default(), shutdown).await
+}
+
+/// Serves the API on `listener` with `limits` until `shutdown` completes, then stops
+/// accepting, ends event streams and commit waits, and returns once open requests are
+/// answered.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: ApiState,
+    limits: ApiLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop) = watch::channel(false);
-    let app = routes(Ctx { api: state, stop });
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "API listening");
+    let metrics = state.metrics.clone();
+    let mut app = routes(Ctx { api: state, stop });
+    let mut forget = None;
+    if let Some(rate) = limit::RateLimit::new(limits, metrics.clone()) {
+        let rate = Arc::new(rate);
+        forget = Some(tokio::spawn(rate.clone().forget_idle()));
+        // Outermost: a request over the rate costs no routing, body reading or store access.
+        app = app.layer(axum::middleware::from_fn_with_state(
+            rate,
+            limit::rate_limit,
+        ));
     }
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, ?limits, "API listening");
+    }
+    let listener = limit::LimitedListener::new(listener, limits, metrics);
     let signal = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    axum::serve(listener, app)
+    let app = app.into_make_service_with_connect_info::<limit::ClientAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(signal)
-        .await
+        .await;
+    if let Some(task) = forget {
+        task.abort();
+    }
+    served
 }
 
 fn routes(ctx: Ctx) -> Router {
@@ -221,6 +257,7 @@ fn routes(ctx: Ctx) -> Router {
         .route("/v1/accounts/{address}", get(query::account))
         .route("/v1/blocks/{height}", get(query::block))
         .route("/v1/status", get(query::status))
+        .route("/v1/evidence", get(query::evidence))
         .route("/v1/health", get(query::health))
         .route("/v1/events", get(sse::events))
         .route("/metrics", get(query::metrics))

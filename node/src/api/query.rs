@@ -1,4 +1,4 @@
-//! Reads: accounts, blocks, status, health, metrics.
+//! Reads: accounts, blocks, status, health, metrics, evidence.
 
 use super::{
     AccountView, ApiCommand, ApiError, BlockView, Ctx, NodeStatus, read_store, shorten, strip_0x,
@@ -114,4 +114,19 @@ pub(super) async fn metrics(State(ctx): State<Ctx>) -> Result<Response, ApiError
         .encode()
         .map_err(|_| ApiError::unavailable("metrics could not be encoded"))?;
     Ok(([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// `GET /v1/evidence`: the equivocation evidence this validator found and stored, as
+/// `{"count": N, "evidence": [record, ...]}` (records as in
+/// [`crate::validator::evidence::Evidence`]; at most [`crate::store::MAX_EVIDENCE`]).
+pub(super) async fn evidence(State(ctx): State<Ctx>) -> Result<Json<serde_json::Value>, ApiError> {
+    let raw = read_store(&ctx.api.store, |s| s.evidence()).await?;
+    let records: Vec<serde_json::Value> = raw
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r).ok())
+        .collect();
+    Ok(Json(serde_json::json!({
+        "count": records.len(),
+        "evidence": records,
+    })))
 }

@@ -37,6 +37,11 @@ pub enum Command {
         /// Node home directory, as written by `cairnd testnet` or `cairnd keygen`
         #[arg(long, value_name = "DIR")]
         home: PathBuf,
+        /// TEST BUILDS ONLY: misbehave on purpose, to test that the other validators stay
+        /// safe and live
+        #[cfg(feature = "byzantine")]
+        #[arg(long, value_name = "BEHAVIOUR")]
+        byzantine: Option<crate::validator::byzantine::Behaviour>,
     },
 }
 
@@ -101,14 +106,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keygen(args) => keygen(&args),
         Command::Testnet(args) => testnet(args),
         Command::Genesis(GenesisCommand::Validate { file }) => validate_genesis(&file),
-        Command::Run { home } => run_validator(&home),
+        #[cfg(not(feature = "byzantine"))]
+        Command::Run { home } => run_validator(&home, crate::validator::RunOptions::default()),
+        #[cfg(feature = "byzantine")]
+        Command::Run { home, byzantine } => {
+            run_validator(&home, crate::validator::RunOptions { byzantine })
+        }
         Command::Localnet(args) => super::localnet::localnet(args),
         Command::Bench(args) => crate::bench::bench(args),
     }
 }
 
 /// Starts the validator and runs it until Ctrl-C or SIGTERM.
-fn run_validator(home: &Path) -> Result<(), CliError> {
+fn run_validator(home: &Path, options: crate::validator::RunOptions) -> Result<(), CliError> {
     // Check the home before starting anything, so that a bad file is an input error (exit 2).
     let loaded = crate::validator::load(home).map_err(|e| CliError::input(format!("{e:#}")))?;
     let filter = tracing_subscriber::filter::EnvFilter::try_new(&loaded.config.log_level)
@@ -123,7 +133,11 @@ fn run_validator(home: &Path) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
     runtime
-        .block_on(crate::validator::run(home, stop_signal()))
+        .block_on(crate::validator::run_with_options(
+            home,
+            options,
+            stop_signal(),
+        ))
         .map_err(|e| CliError::failure(format!("{e:#}")))
 }
 

@@ -18,36 +18,60 @@
 //!   had not yet handed to the stream are resent on the next stream; frames already written
 //!   into a stream that then broke may be lost, and a frame may be delivered twice. The
 //!   consensus layer retransmits and tolerates duplicates, exactly as in the simulator.
-//! * **Bounds.** Each peer has an outgoing queue of `queue_len` frames; when it is full the
-//!   newest frame is dropped and counted ([`NetStats::dropped`]). Frames for a peer that is
-//!   down wait in its queue and are flushed when it connects. Incoming frames go into one
-//!   bounded channel of `queue_len` entries; when the consumer is slow, readers stop reading
-//!   and Yamux flow control pushes back on the senders.
+//! * **Outgoing bounds.** Each peer has an outgoing queue of at most `queue_len` frames and
+//!   `queue_bytes` payload bytes (counting frames taken by its writer but not yet written).
+//!   When either is reached the *newest* frame is dropped and counted
+//!   ([`NetStats::queue_full`], also in [`NetStats::dropped`]): the queue keeps the oldest,
+//!   in order, and consensus recovers what was dropped as it recovers any lost message (view
+//!   timeouts, retransmission, block sync). So a peer that is down or slow costs at most
+//!   `queue_bytes` of memory here. Frames for a peer that is down wait in its queue and are
+//!   flushed when it connects.
+//! * **Inbound rate.** Each peer's reader takes one frame and its length in bytes from the
+//!   peer's token buckets ([`InboundLimit`], [`NetConfig::inbound_limit`]) after reading the
+//!   length prefix and before reading the payload. A peer over its rate is not dropped: its
+//!   reader sleeps until the buckets allow the frame, and meanwhile Yamux and TCP flow control
+//!   slow the sender down (counted in [`NetStats::throttled_frames`] and
+//!   [`NetStats::throttled_micros`]). The buckets belong to the peer, not to a stream.
+//! * **Inbound queues and fairness.** Each peer may have at most `queue_len` frames and
+//!   `queue_bytes` payload bytes received and not yet taken by the consumer; its reader
+//!   reserves both before it reads (and allocates) a payload, and otherwise waits. [`Incoming`]
+//!   takes frames from the peers' queues in turn, so a peer with a backlog (a flood, or a
+//!   burst the consumer cannot keep up with) delays another peer's frame by at most one of its
+//!   own, and never holds room that another peer's reader needs.
 //!
 //! Nothing received from outside panics: bad frames, unknown peers and protocol violations
 //! close the offending stream or connection.
 
 mod behaviour;
 mod dialer;
+mod limit;
 mod stream;
+
+pub use limit::InboundLimit;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, identity, multiaddr::Protocol};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 /// The stream protocol that carries consensus frames.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/cairn/consensus/1");
 /// Default cap on one frame's payload: 16 MiB.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 << 20;
-/// Default length of each per-peer outgoing queue and of the incoming channel.
+/// Default length, in frames, of each peer's outgoing queue and of its inbound queue.
 pub const DEFAULT_QUEUE_LEN: usize = 4096;
+/// Default payload bytes each peer's outgoing queue, and its inbound queue, may hold: 64 MiB
+/// (four frames of the default maximum size; far more than honest traffic queues while a peer
+/// is reachable).
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
 /// How to run the transport.
 #[derive(Clone)]
@@ -62,12 +86,17 @@ pub struct NetConfig {
     pub peers: Vec<PeerInfo>,
     /// Largest payload accepted or sent in one frame.
     pub max_frame_bytes: usize,
-    /// Capacity, in frames, of each peer's outgoing queue and of the incoming channel.
+    /// Capacity, in frames, of each peer's outgoing queue and of its inbound queue.
     pub queue_len: usize,
+    /// Capacity, in payload bytes, of each peer's outgoing queue and of its inbound queue; at
+    /// least `max_frame_bytes`.
+    pub queue_bytes: usize,
+    /// How fast each peer may make this node read frames.
+    pub inbound_limit: InboundLimit,
 }
 
 impl NetConfig {
-    /// A config with the default frame cap and queue length.
+    /// A config with the default frame cap, queue bounds and inbound rate limit.
     pub fn new(listen: impl Into<String>, key_seed: [u8; 32], peers: Vec<PeerInfo>) -> Self {
         NetConfig {
             listen: listen.into(),
@@ -75,6 +104,8 @@ impl NetConfig {
             peers,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             queue_len: DEFAULT_QUEUE_LEN,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            inbound_limit: InboundLimit::DEFAULT,
         }
     }
 }
@@ -87,6 +118,8 @@ impl fmt::Debug for NetConfig {
             .field("peers", &self.peers)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("queue_len", &self.queue_len)
+            .field("queue_bytes", &self.queue_bytes)
+            .field("inbound_limit", &self.inbound_limit)
             .finish()
     }
 }
@@ -125,6 +158,14 @@ pub enum NetError {
     BadFrameCap(usize),
     #[error("queue_len must be at least 1")]
     BadQueueLen,
+    #[error(
+        "queue_bytes ({queue_bytes}) must be at least max_frame_bytes ({max_frame_bytes}), or \
+         frames of the maximum size could never be queued (and at most 2^61)"
+    )]
+    BadQueueBytes {
+        queue_bytes: usize,
+        max_frame_bytes: usize,
+    },
 }
 
 /// Counters since start. Frames and bytes count payloads (without the 4-byte length prefix).
@@ -139,13 +180,25 @@ pub struct NetStats {
     /// Outgoing frames dropped: queue full, larger than `max_frame_bytes`, addressed to an
     /// unknown index or to this node itself.
     pub dropped: u64,
+    /// Of `dropped`: frames dropped because the peer's queue held `queue_len` frames or
+    /// `queue_bytes` bytes (the peer is down or slower than what is sent to it).
+    pub queue_full: u64,
     /// Incoming frames whose length prefix exceeded `max_frame_bytes` (each reset its stream).
     pub oversized: u64,
     /// Inbound connections or streams refused: not a genesis validator, over the connection
     /// limits, or a failed handshake.
     pub rejected_connections: u64,
+    /// Incoming frames that had to wait for their peer's inbound rate limit.
+    pub throttled_frames: u64,
+    /// Total time readers waited for the inbound rate limit, in microseconds.
+    pub throttled_micros: u64,
     /// Frames waiting in outgoing queues now (a gauge, not a counter).
     pub queued: u64,
+    /// Payload bytes in outgoing queues now, including frames taken by a writer and not yet
+    /// written (a gauge).
+    pub queued_bytes: u64,
+    /// Payload bytes received (or being read) and not yet taken from [`Incoming`] (a gauge).
+    pub inbound_queued_bytes: u64,
 }
 
 #[derive(Default)]
@@ -155,8 +208,11 @@ pub(crate) struct Counters {
     pub frames_in: AtomicU64,
     pub bytes_in: AtomicU64,
     pub dropped: AtomicU64,
+    pub queue_full: AtomicU64,
     pub oversized: AtomicU64,
     pub rejected_connections: AtomicU64,
+    pub throttled_frames: AtomicU64,
+    pub throttled_micros: AtomicU64,
 }
 
 impl Counters {
@@ -175,6 +231,13 @@ pub(crate) struct Peer {
     /// Whether at least one connection is established; set by the swarm task.
     pub connected: watch::Sender<bool>,
     queue: mpsc::Sender<Bytes>,
+    /// Payload bytes in `queue` plus those its writer took and has not written yet.
+    pub queued_bytes: AtomicUsize,
+    /// The peer's inbound rate limit (used by whichever reader is current).
+    pub throttle: Mutex<limit::Throttle>,
+    /// Permits for payload bytes received from this peer and not yet taken from [`Incoming`];
+    /// `Shared::queue_bytes` in all.
+    pub inbound_bytes: Arc<Semaphore>,
 }
 
 pub(crate) struct Shared {
@@ -182,6 +245,63 @@ pub(crate) struct Shared {
     pub by_id: HashMap<PeerId, usize>,
     pub counters: Counters,
     pub max_frame_bytes: usize,
+    pub queue_bytes: usize,
+}
+
+/// A received frame in its peer's inbound queue. Its byte permit goes back to the peer's
+/// budget when the consumer takes the frame.
+pub(crate) struct Delivery {
+    pub from: u16,
+    pub payload: Vec<u8>,
+    pub _bytes: OwnedSemaphorePermit,
+}
+
+/// The frames received from all peers, as `(sender index, payload)`. Each peer has its own
+/// bounded queue; [`Incoming::recv`] takes from them in turn (round robin), so one peer's
+/// backlog cannot push another peer's frames back by more than one frame.
+pub struct Incoming {
+    /// One queue per peer (in `Shared::peers` order), then one that never carries a frame
+    /// and closes when the accept loop stops, as the peers' queues do once their readers end.
+    queues: Vec<mpsc::Receiver<Delivery>>,
+    /// Where the next round starts.
+    next: usize,
+}
+
+impl Incoming {
+    /// The next frame; `None` once the transport has stopped. Cancel safe.
+    pub async fn recv(&mut self) -> Option<(u16, Vec<u8>)> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next frame, starting with the peer after the one that gave the last.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u16, Vec<u8>)>> {
+        let n = self.queues.len();
+        let mut closed = 0;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            match self.queues[i].poll_recv(cx) {
+                Poll::Ready(Some(d)) => {
+                    self.next = (i + 1) % n;
+                    return Poll::Ready(Some((d.from, d.payload)));
+                }
+                Poll::Ready(None) => closed += 1,
+                Poll::Pending => {}
+            }
+        }
+        if closed == n {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("queues", &self.queues.len())
+            .finish()
+    }
 }
 
 impl Shared {
@@ -201,15 +321,19 @@ pub struct NetHandle {
 }
 
 /// Starts listening and dialing. Returns once the listener is bound (so a port in use is an
-/// error here), with the handle and the channel of `(sender index, payload)` frames.
-pub async fn start(
-    cfg: NetConfig,
-) -> Result<(NetHandle, mpsc::Receiver<(u16, Vec<u8>)>), NetError> {
+/// error here), with the handle and the [`Incoming`] frames.
+pub async fn start(cfg: NetConfig) -> Result<(NetHandle, Incoming), NetError> {
     if cfg.max_frame_bytes == 0 || u32::try_from(cfg.max_frame_bytes).is_err() {
         return Err(NetError::BadFrameCap(cfg.max_frame_bytes));
     }
     if cfg.queue_len == 0 {
         return Err(NetError::BadQueueLen);
+    }
+    if cfg.queue_bytes < cfg.max_frame_bytes || cfg.queue_bytes > Semaphore::MAX_PERMITS {
+        return Err(NetError::BadQueueBytes {
+            queue_bytes: cfg.queue_bytes,
+            max_frame_bytes: cfg.max_frame_bytes,
+        });
     }
     let listen: Multiaddr = cfg.listen.parse().map_err(|e| NetError::Listen {
         address: cfg.listen.clone(),
@@ -225,6 +349,9 @@ pub async fn start(
     let mut by_id = HashMap::new();
     let mut seen_index = Vec::new();
     let mut writers = Vec::new();
+    let mut inbound_tx = Vec::new();
+    let mut inbound_rx = Vec::new();
+    let now = Instant::now();
     for info in &cfg.peers {
         if seen_index.contains(&info.index) {
             return Err(NetError::DuplicatePeer { index: info.index });
@@ -247,7 +374,13 @@ pub async fn start(
             addr,
             connected: watch::Sender::new(false),
             queue,
+            queued_bytes: AtomicUsize::new(0),
+            throttle: Mutex::new(limit::Throttle::new(cfg.inbound_limit, now)),
+            inbound_bytes: Arc::new(Semaphore::new(cfg.queue_bytes)),
         });
+        let (tx, rx_in) = mpsc::channel(cfg.queue_len);
+        inbound_tx.push(tx);
+        inbound_rx.push(rx_in);
         writers.push((peer.clone(), rx));
         peers.push(peer);
     }
@@ -256,6 +389,7 @@ pub async fn start(
         by_id,
         counters: Counters::default(),
         max_frame_bytes: cfg.max_frame_bytes,
+        queue_bytes: cfg.queue_bytes,
     });
 
     let allowed: Vec<PeerId> = shared.peers.iter().map(|p| p.peer_id).collect();
@@ -266,13 +400,19 @@ pub async fn start(
         .map_err(|e| NetError::Transport(e.to_string()))?;
     let listen_addrs = dialer::listen(&mut swarm, listen, &cfg.listen).await?;
 
-    let (incoming_tx, incoming_rx) = mpsc::channel(cfg.queue_len);
+    let (anchor, anchor_rx) = mpsc::channel(1);
+    inbound_rx.push(anchor_rx);
+    let incoming = Incoming {
+        queues: inbound_rx,
+        next: 0,
+    };
     let mut tasks = JoinSet::new();
     tasks.spawn(dialer::run(swarm, shared.clone()));
     tasks.spawn(stream::accept_loop(
         incoming_streams,
         shared.clone(),
-        incoming_tx,
+        inbound_tx,
+        anchor,
     ));
     for (peer, rx) in writers {
         tasks.spawn(stream::writer(peer, rx, control.clone(), shared.clone()));
@@ -291,13 +431,13 @@ pub async fn start(
         listen_addrs,
         tasks,
     };
-    Ok((handle, incoming_rx))
+    Ok((handle, incoming))
 }
 
 impl NetHandle {
-    /// Queues `frame` for validator `to`. Never blocks: when the queue is full, the frame is
-    /// larger than `max_frame_bytes`, or `to` is unknown or this node, the frame is dropped and
-    /// counted in [`NetStats::dropped`].
+    /// Queues `frame` for validator `to`. Never blocks: when the queue is full (`queue_len`
+    /// frames or `queue_bytes` bytes), the frame is larger than `max_frame_bytes`, or `to` is
+    /// unknown or this node, the frame is dropped and counted in [`NetStats::dropped`].
     pub fn send(&self, to: u16, frame: Vec<u8>) {
         match self.shared.peers.iter().find(|p| p.index == to) {
             Some(peer) => self.enqueue(peer, Bytes::from(frame)),
@@ -327,8 +467,12 @@ impl NetHandle {
             Counters::add(&self.shared.counters.dropped, 1);
             return;
         }
-        if peer.queue.try_send(frame).is_err() {
+        let len = frame.len();
+        let before = peer.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.shared.queue_bytes || peer.queue.try_send(frame).is_err() {
+            peer.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             Counters::add(&self.shared.counters.dropped, 1);
+            Counters::add(&self.shared.counters.queue_full, 1);
         }
     }
 
@@ -349,11 +493,21 @@ impl NetHandle {
     pub fn stats(&self) -> NetStats {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let queued = self
-            .shared
-            .peers
+        let peers = &self.shared.peers;
+        let queued = peers
             .iter()
             .map(|p| (p.queue.max_capacity() - p.queue.capacity()) as u64)
+            .sum();
+        let queued_bytes = peers
+            .iter()
+            .map(|p| p.queued_bytes.load(Ordering::Acquire) as u64)
+            .sum();
+        let inbound_queued_bytes = peers
+            .iter()
+            .map(|p| {
+                let free = p.inbound_bytes.available_permits();
+                self.shared.queue_bytes.saturating_sub(free) as u64
+            })
             .sum();
         NetStats {
             frames_out: get(&c.frames_out),
@@ -361,9 +515,14 @@ impl NetHandle {
             frames_in: get(&c.frames_in),
             bytes_in: get(&c.bytes_in),
             dropped: get(&c.dropped),
+            queue_full: get(&c.queue_full),
             oversized: get(&c.oversized),
             rejected_connections: get(&c.rejected_connections),
+            throttled_frames: get(&c.throttled_frames),
+            throttled_micros: get(&c.throttled_micros),
             queued,
+            queued_bytes,
+            inbound_queued_bytes,
         }
     }
 

@@ -1,10 +1,13 @@
 //! Framed consensus streams: one long-lived outbound stream per peer (the writer task) and one
 //! inbound stream per peer (a reader task). A frame is a u32 big-endian payload length followed
-//! by the payload.
+//! by the payload. A reader checks the length against the frame cap, waits for the peer's
+//! inbound rate limit and for room in the peer's inbound queue (a slot and the payload's
+//! bytes), and only then reads and allocates the payload.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -13,7 +16,7 @@ use libp2p_stream::{Control, IncomingStreams};
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
-use super::{BACKOFF_MAX, BACKOFF_MIN, Counters, PROTOCOL, Peer, Shared, jitter};
+use super::{BACKOFF_MAX, BACKOFF_MIN, Counters, Delivery, PROTOCOL, Peer, Shared, jitter};
 
 /// Opening a stream on an established connection normally takes one round trip.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,7 +69,16 @@ pub(crate) async fn writer(
             }
         };
         tracing::debug!(peer = peer.index, "consensus stream open");
-        match pump(&mut stream, &mut queue, &mut batch, &shared, &mut backoff).await {
+        match pump(
+            &mut stream,
+            &mut queue,
+            &mut batch,
+            &peer,
+            &shared,
+            &mut backoff,
+        )
+        .await
+        {
             PumpEnd::QueueClosed => return,
             PumpEnd::StreamBroken => {
                 tracing::debug!(
@@ -89,6 +101,7 @@ async fn pump(
     stream: &mut Stream,
     queue: &mut mpsc::Receiver<Bytes>,
     batch: &mut VecDeque<Bytes>,
+    peer: &Peer,
     shared: &Shared,
     backoff: &mut Duration,
 ) -> PumpEnd {
@@ -102,6 +115,8 @@ async fn pump(
             let bytes: usize = batch.iter().map(Bytes::len).sum();
             Counters::add(&shared.counters.frames_out, batch.len() as u64);
             Counters::add(&shared.counters.bytes_out, bytes as u64);
+            // Written: no longer held for this peer.
+            peer.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             batch.clear();
             *backoff = BACKOFF_MIN;
         }
@@ -153,25 +168,29 @@ async fn write_batch(
 
 /// Accepts inbound consensus streams and runs one reader per peer. A new stream from a peer
 /// replaces its previous one (a peer opens a new stream only after the old one broke), so a
-/// peer can hold at most one reader.
+/// peer can hold at most one reader. `inbound[i]` is the queue of `shared.peers[i]`; `_anchor`
+/// only keeps [`super::Incoming`] open while this loop runs.
 pub(crate) async fn accept_loop(
     mut incoming: IncomingStreams,
     shared: Arc<Shared>,
-    deliver: mpsc::Sender<(u16, Vec<u8>)>,
+    inbound: Vec<mpsc::Sender<Delivery>>,
+    _anchor: mpsc::Sender<Delivery>,
 ) {
     let mut readers = JoinSet::new();
     let mut current: HashMap<u16, AbortHandle> = HashMap::new();
     while let Some((peer_id, stream)) = incoming.next().await {
         while readers.try_join_next().is_some() {}
-        let Some(peer) = shared.peer(&peer_id) else {
+        let Some(&i) = shared.by_id.get(&peer_id) else {
             // The allow list admits only validators, so this does not happen; be safe anyway.
             Counters::add(&shared.counters.rejected_connections, 1);
             tracing::warn!(%peer_id, "consensus stream from a peer that is not a validator dropped");
             continue;
         };
+        let peer = shared.peers[i].clone();
         tracing::debug!(peer = peer.index, "inbound consensus stream");
-        let task = read_loop(stream, peer.index, shared.clone(), deliver.clone());
-        if let Some(old) = current.insert(peer.index, readers.spawn(task)) {
+        let index = peer.index;
+        let task = read_loop(stream, peer, shared.clone(), inbound[i].clone());
+        if let Some(old) = current.insert(index, readers.spawn(task)) {
             old.abort();
         }
     }
@@ -180,10 +199,11 @@ pub(crate) async fn accept_loop(
 /// Reads frames from one inbound stream until it ends or misbehaves, then drops (resets) it.
 async fn read_loop(
     mut stream: Stream,
-    from: u16,
+    peer: Arc<Peer>,
     shared: Arc<Shared>,
-    deliver: mpsc::Sender<(u16, Vec<u8>)>,
+    deliver: mpsc::Sender<Delivery>,
 ) {
+    let from = peer.index;
     let max = shared.max_frame_bytes;
     loop {
         let mut prefix = [0u8; 4];
@@ -203,6 +223,32 @@ async fn read_loop(
             );
             return;
         }
+        // The peer's rate limit: wait (not reading, so flow control slows the sender) until
+        // its buckets allow this frame.
+        let wait = match peer.throttle.lock() {
+            Ok(mut t) => t.take(len, Instant::now()),
+            Err(poisoned) => poisoned.into_inner().take(len, Instant::now()),
+        };
+        if !wait.is_zero() {
+            let started = Instant::now();
+            tokio::time::sleep(wait).await;
+            Counters::add(&shared.counters.throttled_frames, 1);
+            let waited = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            Counters::add(&shared.counters.throttled_micros, waited);
+        }
+        // Room in the peer's inbound queue, in frames and in bytes, before the payload is
+        // read or allocated. `len <= max <= queue_bytes`, so the permits always exist.
+        let Ok(slot) = deliver.reserve().await else {
+            return;
+        };
+        let Ok(bytes) = peer
+            .inbound_bytes
+            .clone()
+            .acquire_many_owned(len as u32)
+            .await
+        else {
+            return;
+        };
         // Grows with the bytes that actually arrive, not with the claimed length.
         let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
         match (&mut stream)
@@ -215,8 +261,10 @@ async fn read_loop(
         }
         Counters::add(&shared.counters.frames_in, 1);
         Counters::add(&shared.counters.bytes_in, len as u64);
-        if deliver.send((from, payload)).await.is_err() {
-            return;
-        }
+        slot.send(Delivery {
+            from,
+            payload,
+            _bytes: bytes,
+        });
     }
 }

@@ -92,6 +92,11 @@ pub struct DriverStats {
     /// State snapshots installed (Raft's InstallSnapshot) and served, chunk by chunk.
     pub snapshots_installed: u64,
     pub snapshot_chunks_served: u64,
+    /// Equivocations found (two validly signed, conflicting messages from one validator);
+    /// see [`super::evidence`].
+    pub evidence: u64,
+    /// Peer requests (batches, snapshot chunks) ignored because the peer asked too often.
+    pub limited_requests: u64,
     /// Durations of durable writes (safety records and blocks) not yet taken by
     /// [`Driver::take_fsync_seconds`]; bounded.
     fsync_seconds: Vec<f64>,
@@ -131,6 +136,41 @@ pub struct Driver<P: Protocol> {
     vote_log: Option<std::fs::File>,
     sync: SyncState,
     snapshot: SnapshotState,
+    watcher: super::evidence::Watcher,
+    requests: RequestBudget,
+}
+
+/// Batch and snapshot requests one peer may make per second (and at once): enough for a
+/// validator fetching the batches of every proposal under load or pulling a snapshot, while
+/// a peer that asks faster is ignored rather than served without bound.
+const REQUESTS_PER_SECOND: u64 = 200;
+const REQUEST_BURST: u64 = 400;
+
+/// A token bucket per peer for the requests it makes of this validator.
+#[derive(Default)]
+struct RequestBudget {
+    /// Peer → (tokens, last refill ms).
+    buckets: std::collections::BTreeMap<u16, (u64, u64)>,
+}
+
+impl RequestBudget {
+    /// Takes one token from `peer`'s bucket, if it has one.
+    fn take(&mut self, peer: ReplicaId, now: u64) -> bool {
+        let (tokens, at) = self
+            .buckets
+            .entry(peer.0)
+            .or_insert((REQUEST_BURST, now));
+        let refill = now.saturating_sub(*at) * REQUESTS_PER_SECOND / 1000;
+        if refill > 0 {
+            *tokens = (*tokens + refill).min(REQUEST_BURST);
+            *at = now;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
+    }
 }
 
 /// Accounts per snapshot chunk (about 300 KiB encoded).
@@ -258,6 +298,8 @@ impl<P: Protocol> Driver<P> {
             batch_max_bytes: cfg.batch_max_bytes,
             stats: DriverStats::default(),
             vote_log: None,
+            watcher: Default::default(),
+            requests: RequestBudget::default(),
             sync: SyncState::default(),
             snapshot: SnapshotState::default(),
         })
@@ -814,11 +856,18 @@ impl<P: Protocol> Driver<P> {
         };
         match wire {
             Wire::Consensus(msg) => {
+                self.watch(&msg);
                 let offer =
                     P::snapshot_offer(&msg).and_then(|h| self.on_snapshot_offer(now, from, h));
                 let mut out = self.on_message(now, from, msg)?;
                 out.extend(offer);
                 Ok(out)
+            }
+            Wire::SnapshotRequest { .. } | Wire::BatchRequest(_)
+                if !self.requests.take(from, now) =>
+            {
+                self.stats.limited_requests += 1;
+                Ok(Vec::new())
             }
             Wire::SnapshotRequest { height, offset } => {
                 self.answer_snapshot_request(from, height, offset)
@@ -862,6 +911,34 @@ impl<P: Protocol> Driver<P> {
                 }
                 self.after_batches(now)
             }
+        }
+    }
+
+    /// Looks for equivocation in a consensus message as received (see [`super::evidence`]);
+    /// stores what it finds. Never fails: evidence is a by-product, not a reason to stop.
+    fn watch(&mut self, msg: &P::Message) {
+        let height = self.ledger.height();
+        let Some(e) =
+            self.watcher
+                .observe::<P>(msg, &self.committee, &self.params.genesis, height)
+        else {
+            return;
+        };
+        self.stats.evidence += 1;
+        tracing::warn!(
+            signer = e.signer,
+            kind = %e.kind,
+            slot = %e.slot,
+            first = %e.first.digest,
+            second = %e.second.digest,
+            "equivocation: validator {} signed two conflicting messages; evidence recorded",
+            e.signer
+        );
+        let record = serde_json::to_vec(&e).unwrap_or_default();
+        match self.ledger.store().put_evidence(&e.key(), &record) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(key = %e.key(), "evidence already stored or table full"),
+            Err(err) => tracing::warn!(error = %err, "cannot store evidence"),
         }
     }
 
@@ -956,6 +1033,11 @@ impl<P: Protocol> Driver<P> {
                 let started = std::time::Instant::now();
                 self.ledger.store().write_durable(&ops)?;
                 self.stats.fsync(started);
+                super::failpoints::crash_point!("after-persist", 0);
+                #[cfg(feature = "failpoints")]
+                if ops.iter().any(|op| matches!(op, DurableOp::Meta(..))) {
+                    super::failpoints::crash_point!("after-persist-safety", 0);
+                }
                 acts = self.core.handle(now, Input::Persisted(seq));
             } else if let Some((height, state_root)) = self.executed.pop_front() {
                 acts = self

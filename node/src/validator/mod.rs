@@ -12,7 +12,11 @@
 //!   transport and the HTTP API (`run.rs`) build on it.
 
 mod batches;
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 mod driver;
+pub mod evidence;
+pub mod failpoints;
 mod pbft;
 mod protocol;
 mod raft;
@@ -23,7 +27,7 @@ pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out};
 pub use pbft::PbftProtocol;
 pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol};
 pub use raft::RaftProtocol;
-pub use run::{Loaded, load, run};
+pub use run::{Loaded, RunOptions, load, run, run_with_options};
 
 use consensus::{Committed, Committee};
 use crypto::Digest;

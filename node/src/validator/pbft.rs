@@ -1,7 +1,7 @@
 //! [`PbftProtocol`]: the PBFT core (`consensus::pbft`) as the driver sees it.
 
 use super::driver::DriverError;
-use super::protocol::{Certified, CoreParams, Protocol};
+use super::protocol::{Certified, CoreParams, Protocol, Statement};
 use crate::store::RedbStore;
 use consensus::pbft::{self, CommitCertificate, Message, Pbft};
 use consensus::{Committee, ReplicaId};
@@ -131,5 +131,77 @@ impl Protocol for PbftProtocol {
         CommitCertificate::decode(cert)
             .ok()
             .map(|c| pbft_certified(&c))
+    }
+
+    /// A pre-prepare (one per primary, view and sequence number), a prepare or a commit (one
+    /// per replica, view and sequence number).
+    fn statement(msg: &Message, committee: &Committee) -> Option<Statement> {
+        let vote = |kind, v: &pbft::Vote| Statement {
+            signer: v.replica,
+            kind,
+            slot: format!("{}/{}", v.view.0, v.seq),
+            digest: v.digest,
+        };
+        match msg {
+            Message::PrePrepare(p) => Some(Statement {
+                signer: committee.leader(p.view),
+                kind: "pbft-pre-prepare",
+                slot: format!("{}/{}", p.view.0, p.block.seq),
+                digest: p.block.digest(),
+            }),
+            Message::Prepare(v) => Some(vote("pbft-prepare", v)),
+            Message::Commit(v) => Some(vote("pbft-commit", v)),
+            _ => None,
+        }
+    }
+
+    fn verify_statement(msg: &Message, committee: &Committee, genesis: &Digest) -> bool {
+        match msg {
+            Message::PrePrepare(p) => p.verify(committee, genesis, usize::MAX).is_ok(),
+            Message::Prepare(v) => v.verify(pbft::Phase::Prepare, committee, genesis).is_ok(),
+            Message::Commit(v) => v.verify(pbft::Phase::Commit, committee, genesis).is_ok(),
+            _ => false,
+        }
+    }
+
+    #[cfg(feature = "byzantine")]
+    fn twin(msg: &Message, key: &crypto::SecretKey, genesis: &Digest) -> Option<Message> {
+        use super::protocol::other_digest;
+        let vote = |phase, v: &pbft::Vote| {
+            pbft::Vote::new(
+                phase,
+                v.view,
+                v.seq,
+                other_digest(&v.digest),
+                v.replica,
+                genesis,
+                key,
+            )
+        };
+        match msg {
+            Message::PrePrepare(p) => {
+                let mut block = p.block.clone();
+                block.timestamp_ms = block.timestamp_ms.wrapping_add(1);
+                Some(Message::PrePrepare(Box::new(pbft::PrePrepare::new(
+                    p.view, block, genesis, key,
+                ))))
+            }
+            Message::Prepare(v) => Some(Message::Prepare(vote(pbft::Phase::Prepare, v))),
+            Message::Commit(v) => Some(Message::Commit(vote(pbft::Phase::Commit, v))),
+            _ => None,
+        }
+    }
+
+    #[cfg(feature = "byzantine")]
+    fn corrupt(msg: &Message, key: &crypto::SecretKey) -> Option<Message> {
+        let wrong = |bytes: &[u8]| key.sign(crypto::Domain::Test, bytes);
+        let mut m = msg.clone();
+        match &mut m {
+            Message::PrePrepare(p) => p.signature = wrong(&p.block.digest().0),
+            Message::Prepare(v) | Message::Commit(v) => v.signature = wrong(&v.digest.0),
+            Message::Checkpoint(c) => c.signature = wrong(&c.state_root.0),
+            _ => return None,
+        }
+        Some(m)
     }
 }

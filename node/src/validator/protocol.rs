@@ -11,6 +11,8 @@ use consensus::{Committee, ReplicaId, View};
 use crypto::{Digest, SecretKey};
 use ledger::{Ledger, Store};
 
+pub use super::evidence::Statement;
+
 /// What every core is built from (again after a block sync moves the committed root).
 #[derive(Clone)]
 pub struct CoreParams {
@@ -125,6 +127,36 @@ pub trait Protocol: Send + 'static {
     fn snapshot_offer(_msg: &Self::Message) -> Option<u64> {
         None
     }
+    /// If `msg` is a signed statement an honest validator makes at most once per slot (a
+    /// proposal, a vote), what it says, for equivocation evidence (`super::evidence`). Not
+    /// verified: see [`Protocol::verify_statement`]. `None` for crash-fault protocols.
+    fn statement(_msg: &Self::Message, _committee: &Committee) -> Option<Statement> {
+        None
+    }
+    /// Whether the signature of a message [`Protocol::statement`] names verifies.
+    fn verify_statement(_msg: &Self::Message, _committee: &Committee, _genesis: &Digest) -> bool {
+        false
+    }
+    /// Test-only (`byzantine` feature): a message that conflicts with the proposal or vote
+    /// `msg` — same signer and slot, another digest — validly signed with `key`.
+    #[cfg(feature = "byzantine")]
+    fn twin(_msg: &Self::Message, _key: &SecretKey, _genesis: &Digest) -> Option<Self::Message> {
+        None
+    }
+    /// Test-only (`byzantine` feature): `msg` with a signature that does not verify (signed
+    /// for another purpose), if it carries one.
+    #[cfg(feature = "byzantine")]
+    fn corrupt(_msg: &Self::Message, _key: &SecretKey) -> Option<Self::Message> {
+        None
+    }
+}
+
+/// A digest no honest validator signs: what a Byzantine twin votes for.
+#[cfg(feature = "byzantine")]
+pub(crate) fn other_digest(d: &Digest) -> Digest {
+    let mut h = crypto::Hasher::new();
+    h.part(b"cairn/byzantine-twin").part(&d.0);
+    h.finish()
 }
 
 /// Chained HotStuff (`consensus::hotstuff`).
@@ -249,5 +281,75 @@ impl Protocol for HotStuffProtocol {
         CommitCertificate::decode(cert)
             .ok()
             .map(|c| hotstuff_certified(&c))
+    }
+
+    /// A proposal (one per leader and view) or a vote (one per voter and view).
+    fn statement(msg: &Message, _committee: &Committee) -> Option<Statement> {
+        match msg {
+            Message::Propose(p) => Some(Statement {
+                signer: p.block.proposer,
+                kind: "hotstuff-proposal",
+                slot: p.block.view.0.to_string(),
+                digest: p.block.id(),
+            }),
+            Message::Vote(v) => Some(Statement {
+                signer: v.voter,
+                kind: "hotstuff-vote",
+                slot: v.view.0.to_string(),
+                digest: v.block,
+            }),
+            _ => None,
+        }
+    }
+
+    fn verify_statement(msg: &Message, committee: &Committee, _genesis: &Digest) -> bool {
+        match msg {
+            Message::Propose(p) => committee.key(p.block.proposer).is_some_and(|key| {
+                crypto::verify(
+                    crypto::Domain::Proposal,
+                    &p.block.id().0,
+                    key,
+                    &p.signature,
+                )
+                .is_ok()
+            }),
+            Message::Vote(v) => v.verify(committee).is_ok(),
+            _ => false,
+        }
+    }
+
+    #[cfg(feature = "byzantine")]
+    fn twin(msg: &Message, key: &SecretKey, _genesis: &Digest) -> Option<Message> {
+        match msg {
+            Message::Propose(p) => {
+                let mut block = p.block.clone();
+                block.timestamp_ms = block.timestamp_ms.wrapping_add(1);
+                Some(Message::Propose(Box::new(hotstuff::Proposal::new(
+                    block,
+                    p.tc.clone(),
+                    key,
+                ))))
+            }
+            Message::Vote(v) => Some(Message::Vote(hotstuff::Vote::new(
+                other_digest(&v.block),
+                v.view,
+                v.voter,
+                key,
+            ))),
+            _ => None,
+        }
+    }
+
+    #[cfg(feature = "byzantine")]
+    fn corrupt(msg: &Message, key: &SecretKey) -> Option<Message> {
+        let wrong = |bytes: &[u8]| key.sign(crypto::Domain::Test, bytes);
+        let mut m = msg.clone();
+        match &mut m {
+            Message::Propose(p) => p.signature = wrong(&p.block.id().0),
+            Message::Vote(v) => v.signature = wrong(&v.block.0),
+            Message::Timeout(t) => t.signature = wrong(&t.view.0.to_le_bytes()),
+            _ => return None,
+        }
+        Some(m)
     }
 }

@@ -39,7 +39,72 @@ pub struct Loaded {
     pub genesis: Genesis,
     pub driver: DriverConfig,
     pub net: NetConfig,
+    pub options: RunOptions,
 }
+
+/// Switches of `cairnd run` beyond its home. Only test builds have any.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Misbehave on purpose (the `byzantine` feature; see [`super::byzantine`]).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<super::byzantine::Behaviour>,
+}
+
+/// What a Byzantine test build does to the frames of an honest validator; nothing otherwise.
+struct Misbehaviour<P: Protocol> {
+    #[cfg(feature = "byzantine")]
+    inner: Option<super::byzantine::Byzantine<P>>,
+    _p: std::marker::PhantomData<P>,
+}
+
+impl<P: Protocol> Misbehaviour<P> {
+    #[cfg_attr(not(feature = "byzantine"), allow(unused_variables))]
+    fn new(options: &RunOptions, cfg: &DriverConfig) -> Self {
+        Misbehaviour {
+            #[cfg(feature = "byzantine")]
+            inner: options.byzantine.map(|b| {
+                super::byzantine::Byzantine::new(
+                    b,
+                    cfg.me,
+                    cfg.key.clone(),
+                    cfg.committee.clone(),
+                    cfg.chain.genesis_hash,
+                )
+            }),
+            _p: std::marker::PhantomData,
+        }
+    }
+
+    fn filter(&mut self, out: Vec<Out>) -> Vec<Out> {
+        #[cfg(feature = "byzantine")]
+        if let Some(b) = &mut self.inner {
+            return b.filter(out);
+        }
+        out
+    }
+
+    fn floods(&self) -> bool {
+        #[cfg(feature = "byzantine")]
+        if let Some(b) = &self.inner {
+            return b.floods();
+        }
+        false
+    }
+
+    fn flood(&mut self) -> Vec<Out> {
+        #[cfg(feature = "byzantine")]
+        if let Some(b) = &mut self.inner {
+            return b.flood();
+        }
+        Vec::new()
+    }
+}
+
+/// How often a flooding Byzantine validator sends its garbage.
+#[cfg(feature = "byzantine")]
+const FLOOD_INTERVAL: Duration = Duration::from_millis(super::byzantine::FLOOD_INTERVAL_MS);
+#[cfg(not(feature = "byzantine"))]
+const FLOOD_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Loads config, genesis and keys from `home` and checks that they belong together. Every
 /// failure names the file and what to do.
@@ -122,6 +187,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
         genesis,
         driver,
         net,
+        options: RunOptions::default(),
     })
 }
 
@@ -153,7 +219,19 @@ fn run_loop<'a, P: Protocol>(
 
 /// Runs the validator in `home` until `shutdown` resolves.
 pub async fn run(home: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let loaded = load(home)?;
+    run_with_options(home, RunOptions::default(), shutdown).await
+}
+
+/// As [`run`], with test-only switches.
+pub async fn run_with_options(
+    home: &Path,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    #[cfg(feature = "failpoints")]
+    let _failpoints = super::failpoints::setup();
+    let mut loaded = load(home)?;
+    loaded.options = options;
     let run_loop = protocol_loop(loaded.genesis.protocol);
     run_loop(home, loaded, Box::pin(shutdown)).await
 }
@@ -166,6 +244,7 @@ async fn run_with<P: Protocol>(
     let data = loaded.config.data_dir_path(home);
     let store = RedbStore::open(&data.join("store.redb"))
         .with_context(|| format!("opening the store in {}", data.display()))?;
+    let mut misbehaviour = Misbehaviour::<P>::new(&loaded.options, &loaded.driver);
     let mut driver = Driver::<P>::open(loaded.driver, store)?;
     if let Some(path) = std::env::var_os(VOTE_LOG_ENV) {
         let path = std::path::PathBuf::from(path);
@@ -210,7 +289,8 @@ async fn run_with<P: Protocol>(
         commit_wait: COMMIT_WAIT,
     };
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api_task = tokio::spawn(api::serve(listener, state, async move {
+    let api_limits = api::ApiLimits::from(&loaded.config);
+    let api_task = tokio::spawn(api::serve_with(listener, state, api_limits, async move {
         let _ = api_stopped.await;
     }));
     let mut report = Reporter {
@@ -235,10 +315,12 @@ async fn run_with<P: Protocol>(
     let mut timers: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
     let mut batch_tick = tokio::time::interval(BATCH_INTERVAL);
     let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+    let mut flood_tick = tokio::time::interval(FLOOD_INTERVAL);
+    let floods = misbehaviour.floods();
     tokio::pin!(shutdown);
 
     let out = driver.start(now_ms())?;
-    dispatch(&net, &mut timers, &mut report, out);
+    dispatch(&net, &mut timers, &mut report, misbehaviour.filter(out));
     loop {
         let next_timer = timers
             .iter()
@@ -270,8 +352,9 @@ async fn run_with<P: Protocol>(
                 report.status(&mut driver, &net);
                 Vec::new()
             }
+            _ = flood_tick.tick(), if floods => misbehaviour.flood(),
         };
-        dispatch(&net, &mut timers, &mut report, out);
+        dispatch(&net, &mut timers, &mut report, misbehaviour.filter(out));
     }
     let _ = api_stop.send(());
     let _ = api_task.await;
@@ -366,7 +449,10 @@ impl Reporter {
         m.peers.set(peers.len() as u64);
         m.mempool_size.set(driver.mempool().len() as u64);
         m.rejected_connections.set(net.stats().rejected_connections);
+        m.set_net(&net.stats());
         m.bad_frames.set(driver.stats.bad_frames);
+        m.evidence.set(driver.stats.evidence);
+        m.limited_requests.set(driver.stats.limited_requests);
         if self.leader.replace(leader).is_some_and(|l| l != leader) {
             m.leader_changes.inc();
             match leader {
@@ -432,11 +518,13 @@ fn dispatch(
         match o {
             Out::Send(to, bytes) => {
                 report.sent(1, bytes.len());
-                net.send(to.0, bytes)
+                net.send(to.0, bytes);
+                super::failpoints::crash_point!("after-send", 100);
             }
             Out::Broadcast(bytes) => {
                 report.sent(report.fanout, bytes.len());
-                net.broadcast(bytes)
+                net.broadcast(bytes);
+                super::failpoints::crash_point!("after-send", 100);
             }
             Out::Timer { id, after_ms } => {
                 let at = tokio::time::Instant::now() + Duration::from_millis(after_ms);

@@ -1,0 +1,277 @@
+//! Equivocation evidence: two messages, both validly signed by one validator, of which an
+//! honest validator signs at most one — two proposals for one view, two votes for one slot
+//! (see [`Protocol::statement`]). Each is proof on its own: anyone holding the genesis can
+//! decode both messages and check both signatures.
+//!
+//! The [`Watcher`] remembers the digest of the last [`WATCH_SLOTS`] statements it saw (one per
+//! signer, kind and slot). Signatures are checked only when two statements conflict, so
+//! watching costs a map lookup per consensus message. Found evidence is stored durably (redb
+//! table `evidence`, at most [`crate::store::MAX_EVIDENCE`] records), counted in
+//! `cairn_evidence_total` and served at `GET /v1/evidence`.
+
+use super::Protocol;
+use consensus::{Committee, ReplicaId};
+use crypto::Digest;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+
+/// Statements remembered, at most (the oldest are forgotten first).
+pub const WATCH_SLOTS: usize = 16_384;
+
+/// A signed claim an honest validator makes at most once per `(kind, slot)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub signer: ReplicaId,
+    /// What was signed, e.g. `hotstuff-vote`, `pbft-pre-prepare`.
+    pub kind: &'static str,
+    /// Where, e.g. the view (HotStuff) or `view/seq` (PBFT).
+    pub slot: String,
+    /// What for: the block id or digest.
+    pub digest: Digest,
+}
+
+/// One of the two conflicting messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMessage {
+    /// The digest the message signs (hex).
+    pub digest: String,
+    /// The whole consensus message in Cairn's canonical encoding (hex), as received.
+    pub message: String,
+}
+
+/// Proof that `signer` signed two different digests for one `(kind, slot)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The consensus protocol the messages belong to (decode them as its messages).
+    pub protocol: String,
+    pub kind: String,
+    /// The signer's index in the genesis validator list.
+    pub signer: u16,
+    pub slot: String,
+    pub first: SignedMessage,
+    pub second: SignedMessage,
+    /// The detecting validator's ledger height when it found the conflict.
+    pub detected_at_height: u64,
+}
+
+impl Evidence {
+    /// The store key: one record per signer, kind and slot.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.signer, self.kind, self.slot)
+    }
+}
+
+type Key = (ReplicaId, &'static str, String);
+
+/// Remembers recent statements and reports conflicting ones (see the module documentation).
+#[derive(Default)]
+pub struct Watcher {
+    seen: HashMap<Key, (Digest, Vec<u8>)>,
+    order: VecDeque<Key>,
+}
+
+impl Watcher {
+    /// Looks at a consensus message as received. Returns evidence when `msg` and an earlier
+    /// message sign different digests for one signer, kind and slot, and both signatures
+    /// verify. A message whose signature does not verify never displaces a valid one.
+    pub fn observe<P: Protocol>(
+        &mut self,
+        msg: &P::Message,
+        committee: &Committee,
+        genesis: &Digest,
+        height: u64,
+    ) -> Option<Evidence> {
+        let st = P::statement(msg, committee)?;
+        let key = (st.signer, st.kind, st.slot.clone());
+        let Some((digest, first)) = self.seen.get(&key) else {
+            if self.order.len() >= WATCH_SLOTS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.seen.remove(&old);
+            }
+            self.order.push_back(key.clone());
+            self.seen
+                .insert(key, (st.digest, crypto::codec::encode(msg)));
+            return None;
+        };
+        if *digest == st.digest || !P::verify_statement(msg, committee, genesis) {
+            return None;
+        }
+        let first_ok = crypto::codec::decode::<P::Message>(
+            first,
+            super::MAX_WIRE_BYTES,
+            "remembered consensus message",
+        )
+        .is_ok_and(|m| P::verify_statement(&m, committee, genesis));
+        let second = crypto::codec::encode(msg);
+        if !first_ok {
+            // The remembered one was forged (the core dropped it); remember the valid one.
+            self.seen.insert(key, (st.digest, second));
+            return None;
+        }
+        Some(Evidence {
+            protocol: P::NAME.to_string(),
+            kind: st.kind.to_string(),
+            signer: st.signer.0,
+            slot: st.slot,
+            first: SignedMessage {
+                digest: digest.to_string(),
+                message: hex::encode(first),
+            },
+            second: SignedMessage {
+                digest: st.digest.to_string(),
+                message: hex::encode(&second),
+            },
+            detected_at_height: height,
+        })
+    }
+}
+
+/// Checks `e` on its own: both messages decode as `P`'s, name the evidence's signer, kind and
+/// slot with different digests, and carry valid signatures. What a third party does with
+/// evidence it was handed.
+pub fn verify<P: Protocol>(e: &Evidence, committee: &Committee, genesis: &Digest) -> bool {
+    let decode = |hex_msg: &str| {
+        let bytes = hex::decode(hex_msg).ok()?;
+        crypto::codec::decode::<P::Message>(&bytes, super::MAX_WIRE_BYTES, "evidence message").ok()
+    };
+    let (Some(a), Some(b)) = (decode(&e.first.message), decode(&e.second.message)) else {
+        return false;
+    };
+    let (Some(sa), Some(sb)) = (P::statement(&a, committee), P::statement(&b, committee)) else {
+        return false;
+    };
+    e.protocol == P::NAME
+        && sa.signer == sb.signer
+        && sa.signer.0 == e.signer
+        && sa.kind == sb.kind
+        && sa.kind == e.kind
+        && sa.slot == sb.slot
+        && sa.slot == e.slot
+        && sa.digest != sb.digest
+        && P::verify_statement(&a, committee, genesis)
+        && P::verify_statement(&b, committee, genesis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validator::{HotStuffProtocol, PbftProtocol};
+    use consensus::View;
+    use consensus::hotstuff::{Message, Vote};
+    use crypto::{Domain, SecretKey};
+
+    fn keys() -> Vec<SecretKey> {
+        (0..4u8)
+            .map(|i| SecretKey::from_seed([i + 1; 32]))
+            .collect()
+    }
+
+    fn committee(keys: &[SecretKey]) -> Committee {
+        Committee::new_bft(keys.iter().map(SecretKey::public).collect(), 1, 3).unwrap()
+    }
+
+    fn vote(keys: &[SecretKey], voter: u16, view: u64, block: &[u8]) -> Message {
+        Message::Vote(Vote::new(
+            crypto::hash(block),
+            View(view),
+            ReplicaId(voter),
+            &keys[voter as usize],
+        ))
+    }
+
+    const G: Digest = Digest([7; 32]);
+
+    #[test]
+    fn two_signed_votes_for_one_view_are_evidence_that_verifies_on_its_own() {
+        let ks = keys();
+        let c = committee(&ks);
+        let mut w = Watcher::default();
+        let a = vote(&ks, 2, 5, b"a");
+        assert!(w.observe::<HotStuffProtocol>(&a, &c, &G, 1).is_none());
+        // The same vote again, or a vote in another view, is not a conflict.
+        assert!(w.observe::<HotStuffProtocol>(&a, &c, &G, 1).is_none());
+        assert!(
+            w.observe::<HotStuffProtocol>(&vote(&ks, 2, 6, b"b"), &c, &G, 1)
+                .is_none()
+        );
+        let e = w
+            .observe::<HotStuffProtocol>(&vote(&ks, 2, 5, b"b"), &c, &G, 9)
+            .expect("a double vote");
+        assert_eq!(
+            (e.signer, e.kind.as_str(), e.slot.as_str()),
+            (2, "hotstuff-vote", "5")
+        );
+        assert_eq!(e.detected_at_height, 9);
+        assert!(verify::<HotStuffProtocol>(&e, &c, &G));
+        // Through JSON, as stored and served.
+        let back: Evidence = serde_json::from_slice(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert!(verify::<HotStuffProtocol>(&back, &c, &G));
+        // Negative controls: each broken property makes it fail.
+        let mut same = e.clone();
+        same.second = same.first.clone();
+        assert!(!verify::<HotStuffProtocol>(&same, &c, &G), "same digest");
+        let mut other = e.clone();
+        other.signer = 1;
+        assert!(!verify::<HotStuffProtocol>(&other, &c, &G), "wrong signer");
+        let mut slot = e.clone();
+        slot.second.message = hex::encode(crypto::codec::encode(&vote(&ks, 2, 6, b"b")));
+        assert!(!verify::<HotStuffProtocol>(&slot, &c, &G), "another view");
+        assert!(!verify::<PbftProtocol>(&e, &c, &G), "another protocol");
+    }
+
+    #[test]
+    fn a_forged_signature_frames_no_one() {
+        let ks = keys();
+        let c = committee(&ks);
+        let mut w = Watcher::default();
+        // Validator 3 forges a vote "from" validator 2 (signed with its own key).
+        let forged = Message::Vote(Vote::new(crypto::hash(b"x"), View(5), ReplicaId(2), &ks[3]));
+        let honest = vote(&ks, 2, 5, b"a");
+        assert!(w.observe::<HotStuffProtocol>(&forged, &c, &G, 1).is_none());
+        // The honest vote conflicts with the remembered forgery: no evidence, and the honest
+        // vote replaces it, so the forgery cannot shadow a real double vote either.
+        assert!(w.observe::<HotStuffProtocol>(&honest, &c, &G, 1).is_none());
+        assert!(w.observe::<HotStuffProtocol>(&forged, &c, &G, 1).is_none());
+        assert!(
+            w.observe::<HotStuffProtocol>(&vote(&ks, 2, 5, b"b"), &c, &G, 1)
+                .is_some()
+        );
+        // A signature made for another purpose does not count either.
+        let Message::Vote(mut v) = vote(&ks, 1, 8, b"a") else {
+            unreachable!()
+        };
+        v.signature = ks[1].sign(Domain::Proposal, &v.block.0);
+        let mut w = Watcher::default();
+        assert!(
+            w.observe::<HotStuffProtocol>(&vote(&ks, 1, 8, b"b"), &c, &G, 1)
+                .is_none()
+        );
+        assert!(
+            w.observe::<HotStuffProtocol>(&Message::Vote(v), &c, &G, 1)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn the_watcher_forgets_the_oldest_slots_and_stays_bounded() {
+        let ks = keys();
+        let c = committee(&ks);
+        let mut w = Watcher::default();
+        for view in 0..(WATCH_SLOTS as u64 + 10) {
+            w.observe::<HotStuffProtocol>(&vote(&ks, 0, view, b"a"), &c, &G, 1);
+        }
+        assert_eq!(w.seen.len(), WATCH_SLOTS);
+        assert_eq!(w.order.len(), WATCH_SLOTS);
+        // View 0 is forgotten (no evidence), the newest is remembered.
+        assert!(
+            w.observe::<HotStuffProtocol>(&vote(&ks, 0, 0, b"b"), &c, &G, 1)
+                .is_none()
+        );
+        let newest = WATCH_SLOTS as u64 + 9;
+        assert!(
+            w.observe::<HotStuffProtocol>(&vote(&ks, 0, newest, b"b"), &c, &G, 1)
+                .is_some()
+        );
+    }
+}
