@@ -55,7 +55,10 @@ impl<P: Protocol> Byzantine<P> {
         committee: Committee,
         genesis: Digest,
     ) -> Self {
-        tracing::warn!(?behaviour, "this validator is BYZANTINE on purpose (test build)");
+        tracing::warn!(
+            ?behaviour,
+            "this validator is BYZANTINE on purpose (test build)"
+        );
         Byzantine {
             behaviour,
             me,

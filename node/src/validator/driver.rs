@@ -156,10 +156,7 @@ struct RequestBudget {
 impl RequestBudget {
     /// Takes one token from `peer`'s bucket, if it has one.
     fn take(&mut self, peer: ReplicaId, now: u64) -> bool {
-        let (tokens, at) = self
-            .buckets
-            .entry(peer.0)
-            .or_insert((REQUEST_BURST, now));
+        let (tokens, at) = self.buckets.entry(peer.0).or_insert((REQUEST_BURST, now));
         let refill = now.saturating_sub(*at) * REQUESTS_PER_SECOND / 1000;
         if refill > 0 {
             *tokens = (*tokens + refill).min(REQUEST_BURST);
@@ -918,9 +915,9 @@ impl<P: Protocol> Driver<P> {
     /// stores what it finds. Never fails: evidence is a by-product, not a reason to stop.
     fn watch(&mut self, msg: &P::Message) {
         let height = self.ledger.height();
-        let Some(e) =
-            self.watcher
-                .observe::<P>(msg, &self.committee, &self.params.genesis, height)
+        let Some(e) = self
+            .watcher
+            .observe::<P>(msg, &self.committee, &self.params.genesis, height)
         else {
             return;
         };

@@ -305,13 +305,7 @@ impl Protocol for HotStuffProtocol {
     fn verify_statement(msg: &Message, committee: &Committee, _genesis: &Digest) -> bool {
         match msg {
             Message::Propose(p) => committee.key(p.block.proposer).is_some_and(|key| {
-                crypto::verify(
-                    crypto::Domain::Proposal,
-                    &p.block.id().0,
-                    key,
-                    &p.signature,
-                )
-                .is_ok()
+                crypto::verify(crypto::Domain::Proposal, &p.block.id().0, key, &p.signature).is_ok()
             }),
             Message::Vote(v) => v.verify(committee).is_ok(),
             _ => false,
