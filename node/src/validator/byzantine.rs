@@ -192,7 +192,7 @@ impl<P: Protocol> Byzantine<P> {
                 };
                 out.push(Out::Send(p, frame));
             }
-            if self.ticks % (1000 / FLOOD_INTERVAL_MS) == 0 {
+            if self.ticks.is_multiple_of(1000 / FLOOD_INTERVAL_MS) {
                 let big = self.garbage(FLOOD_BIG_BYTES);
                 out.push(Out::Send(p, big));
             }
