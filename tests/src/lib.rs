@@ -1,5 +1,6 @@
 //! Test support shared by Cairn's integration tests, the simulator and the crash tests.
 
+pub mod cluster;
 pub mod sim;
 pub mod workload;
 

@@ -30,15 +30,19 @@ fn hotstuff_random_faults_seeds_0_to_99() {
     seeds(0..100);
 }
 
+/// More seeds, outside the default run (which keeps its budget for the real-process fault
+/// tests): `cargo test --release -p tests --test sim_hotstuff -- --ignored`, or the `sim` binary
+/// for thousands.
 #[test]
+#[ignore]
 fn hotstuff_random_faults_seeds_100_to_199() {
     seeds(100..200);
 }
 
 #[test]
-fn hotstuff_twins_sample_of_1000_scenarios() {
-    let cases: Vec<u64> = twins::sample(1000).collect();
-    assert_eq!(cases.len(), 1000);
+fn hotstuff_twins_sample_of_500_scenarios() {
+    let cases: Vec<u64> = twins::sample(500).collect();
+    assert_eq!(cases.len(), 500);
     let s = run_many::<HotStuffSim>(&cases, twins::case, |c| c.to_string(), || {});
     s.assert_clean("twins");
 }

@@ -338,8 +338,9 @@ impl<P: Protocol> Driver<P> {
         let Some(file) = &mut self.vote_log else {
             return;
         };
+        // One `write` per record, so that a process killed at any moment leaves whole lines.
         if let Some((slot, digest)) = P::vote_slot(msg, to)
-            && let Err(e) = writeln!(file, "vote {slot} {digest}")
+            && let Err(e) = file.write_all(format!("vote {slot} {digest}\n").as_bytes())
         {
             tracing::warn!(error = %e, "cannot write the vote log; no longer recording votes");
             self.vote_log = None;
@@ -584,6 +585,20 @@ impl<P: Protocol> Driver<P> {
         self.commits.clear();
         let acts = self.core.start(now);
         let mut out = self.run(now, acts)?;
+        // A batch whose every transfer is below its sender's nonce was committed in blocks
+        // this validator skipped (block sync, a Raft snapshot): proposing it again would
+        // only fill a block with refused duplicates.
+        let state = self.ledger.state();
+        let stale = |txs: &Vec<ledger::Transaction>| {
+            !txs.is_empty()
+                && txs
+                    .iter()
+                    .all(|t| !t.is_raw() && t.body.nonce < state.account(&t.sender_address()).nonce)
+        };
+        let pending: Vec<Digest> = pending
+            .into_iter()
+            .filter(|d| !self.batches.get(d).is_some_and(stale))
+            .collect();
         for d in pending {
             out.extend(self.feed(now, Input::Payload(d))?);
         }
