@@ -15,129 +15,13 @@ use proptest::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::sync::LazyLock;
 
-// ---- The hostile-input kit (the same in every crate's tests/hostile.rs) ----
+// ---- The hostile-input kit (shared; see crypto/tests/kit/hostile.rs) ----
 
-#[global_allocator]
-static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Every test in this binary holds this for its whole run, so that the allocation counts
-/// below see the decoder under test and nothing else.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `f`'s result and the bytes allocated while it ran, freed or not: an upper bound on how far
-/// it raised the heap.
-fn measured<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = ALLOC.total_allocated();
-    let out = f();
-    (out, ALLOC.total_allocated().saturating_sub(before))
-}
-
-/// What decoding `len` hostile bytes may allocate: serde preallocates at most 1 MiB for a
-/// sequence whatever its length prefix claims, a few such sequences nest, and everything else
-/// is proportional to the input.
-fn budget(len: usize) -> usize {
-    (8 << 20) + 64 * len
-}
-
-/// Length prefixes an attacker would write (bincode's are u64; u32 windows catch the
-/// enum tags and the API's batch framing).
-fn huge_prefixes() -> Vec<Vec<u8>> {
-    let wide = [
-        u64::MAX,
-        1 << 63,
-        i64::MAX as u64,
-        1 << 40,
-        1 << 32,
-        u32::MAX as u64,
-        64 << 20,
-        16 << 20,
-        8 << 20,
-        1 << 20,
-    ];
-    let narrow = [u32::MAX, 1 << 31, 1 << 24];
-    let mut v: Vec<Vec<u8>> = wide.iter().map(|n| n.to_le_bytes().to_vec()).collect();
-    v.extend(narrow.iter().map(|n| n.to_le_bytes().to_vec()));
-    v
-}
-
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-    Truncate(usize),
-    HugePrefix(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Set(i, v)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Insert(i, v)),
-        any::<usize>().prop_map(Mutation::Delete),
-        any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), any::<usize>()).prop_map(|(i, k)| Mutation::HugePrefix(i, k)),
-    ]
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    prop::collection::vec(mutation(), 1..5)
-}
-
-fn mutate(mut b: Vec<u8>, ms: &[Mutation]) -> Vec<u8> {
-    for m in ms {
-        let n = b.len();
-        match *m {
-            Mutation::Flip(i, bit) if n > 0 => b[i % n] ^= 1 << bit,
-            Mutation::Set(i, v) if n > 0 => b[i % n] = v,
-            Mutation::Insert(i, v) => b.insert(i % (n + 1), v),
-            Mutation::Delete(i) if n > 0 => {
-                b.remove(i % n);
-            }
-            Mutation::Truncate(i) => b.truncate(i % (n + 1)),
-            Mutation::HugePrefix(i, k) => {
-                let all = huge_prefixes();
-                let p = &all[k % all.len()];
-                if n >= p.len() {
-                    let i = i % (n - p.len() + 1);
-                    b[i..i + p.len()].copy_from_slice(p);
-                }
-            }
-            _ => {}
-        }
-    }
-    b
-}
-
-/// Calls `check` on `valid` with each window overwritten by each huge prefix, in turn.
-fn every_prefix_attack(valid: &[u8], mut check: impl FnMut(&[u8])) {
-    let mut b = valid.to_vec();
-    for p in huge_prefixes() {
-        for i in 0..=valid.len().saturating_sub(p.len()) {
-            if i + p.len() > valid.len() {
-                break;
-            }
-            b[i..i + p.len()].copy_from_slice(&p);
-            check(&b);
-            b[i..i + p.len()].copy_from_slice(&valid[i..i + p.len()]);
-        }
-    }
-}
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+#[path = "../../crypto/tests/kit/hostile.rs"]
+mod kit;
+use kit::*;
 
 // ---- Committees and keys (as in the cores' unit tests) ----
 

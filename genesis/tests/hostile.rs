@@ -12,115 +12,12 @@ use serde_json::{Value, json};
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-// ---- The hostile-input kit (as in every crate's tests/hostile.rs; text formats have no
-// ---- length prefixes to attack) ----
+// ---- The hostile-input kit (shared; see crypto/tests/kit/hostile.rs) ----
 
-#[global_allocator]
-static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Every test in this binary holds this for its whole run, so that the allocation counts
-/// below see the decoder under test and nothing else.
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// `f`'s result and the bytes allocated while it ran, freed or not: an upper bound on how far
-/// it raised the heap.
-fn measured<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = ALLOC.total_allocated();
-    let out = f();
-    (out, ALLOC.total_allocated().saturating_sub(before))
-}
-
-/// What decoding `len` hostile bytes may allocate: serde preallocates at most 1 MiB for a
-/// sequence whatever its length prefix claims, a few such sequences nest, and everything else
-/// is proportional to the input.
-fn budget(len: usize) -> usize {
-    (8 << 20) + 64 * len
-}
-
-/// Length prefixes an attacker would write (bincode's are u64; u32 windows catch the
-/// enum tags and the API's batch framing).
-fn huge_prefixes() -> Vec<Vec<u8>> {
-    let wide = [
-        u64::MAX,
-        1 << 63,
-        i64::MAX as u64,
-        1 << 40,
-        1 << 32,
-        u32::MAX as u64,
-        64 << 20,
-        16 << 20,
-        8 << 20,
-        1 << 20,
-    ];
-    let narrow = [u32::MAX, 1 << 31, 1 << 24];
-    let mut v: Vec<Vec<u8>> = wide.iter().map(|n| n.to_le_bytes().to_vec()).collect();
-    v.extend(narrow.iter().map(|n| n.to_le_bytes().to_vec()));
-    v
-}
-
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip(usize, u8),
-    Set(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-    Truncate(usize),
-    HugePrefix(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::Flip(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Set(i, v)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, v)| Mutation::Insert(i, v)),
-        any::<usize>().prop_map(Mutation::Delete),
-        any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), any::<usize>()).prop_map(|(i, k)| Mutation::HugePrefix(i, k)),
-    ]
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    prop::collection::vec(mutation(), 1..5)
-}
-
-fn mutate(mut b: Vec<u8>, ms: &[Mutation]) -> Vec<u8> {
-    for m in ms {
-        let n = b.len();
-        match *m {
-            Mutation::Flip(i, bit) if n > 0 => b[i % n] ^= 1 << bit,
-            Mutation::Set(i, v) if n > 0 => b[i % n] = v,
-            Mutation::Insert(i, v) => b.insert(i % (n + 1), v),
-            Mutation::Delete(i) if n > 0 => {
-                b.remove(i % n);
-            }
-            Mutation::Truncate(i) => b.truncate(i % (n + 1)),
-            Mutation::HugePrefix(i, k) => {
-                let all = huge_prefixes();
-                let p = &all[k % all.len()];
-                if n >= p.len() {
-                    let i = i % (n - p.len() + 1);
-                    b[i..i + p.len()].copy_from_slice(p);
-                }
-            }
-            _ => {}
-        }
-    }
-    b
-}
-
-fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+#[path = "../../crypto/tests/kit/hostile.rs"]
+mod kit;
+use kit::*;
 
 // ---- Genesis ----
 
