@@ -20,26 +20,14 @@
 //! message, and for arbitrary messages.
 
 use consensus::hotstuff::{self as hs, Verify as _};
-use consensus::{Committee, ReplicaId, View, pbft, raft};
+use consensus::{ReplicaId, View, pbft, raft};
 use crypto::{Digest, Domain, PublicKey, SecretKey, Signature, codec};
 use ledger::{Address, ChainBinding, Payload, RejectReason, State, Transaction};
 use proptest::prelude::*;
 
-fn key(i: u16) -> SecretKey {
-    SecretKey::from_seed([i as u8 + 1; 32])
-}
-fn genesis() -> Digest {
-    crypto::hash(b"genesis")
-}
-fn d(i: u8) -> Digest {
-    crypto::hash(&[i])
-}
-fn bft() -> Committee {
-    Committee::bft((0..4).map(|i| key(i).public()).collect()).unwrap()
-}
-fn cft() -> Committee {
-    Committee::new_cft((0..3).map(|i| key(i).public()).collect(), 1, 2).unwrap()
-}
+#[path = "kit/fixtures.rs"]
+mod fixtures;
+use fixtures::*;
 const MAX_PAYLOAD: usize = 10;
 const WINDOW: u64 = 32;
 

@@ -9,8 +9,8 @@
 //! Byzantine member of the committee).
 
 use consensus::hotstuff::{self as hs, Verify as _};
-use consensus::{Committee, Core, Input, ReplicaId, View, pbft, raft};
-use crypto::{Digest, SecretKey, codec};
+use consensus::{Core, Input, ReplicaId, View, pbft, raft};
+use crypto::{Digest, codec};
 use proptest::prelude::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -25,28 +25,9 @@ use kit::*;
 
 // ---- Committees and keys (as in the cores' unit tests) ----
 
-fn key(i: u16) -> SecretKey {
-    SecretKey::from_seed([i as u8 + 1; 32])
-}
-fn genesis() -> Digest {
-    crypto::hash(b"genesis")
-}
-fn d(i: u8) -> Digest {
-    crypto::hash(&[i])
-}
-/// n = 4, f = 1, quorum 3.
-fn bft() -> &'static Committee {
-    static C: LazyLock<Committee> =
-        LazyLock::new(|| Committee::bft((0..4).map(|i| key(i).public()).collect()).unwrap());
-    &C
-}
-/// n = 3, majority 2.
-fn cft() -> &'static Committee {
-    static C: LazyLock<Committee> = LazyLock::new(|| {
-        Committee::new_cft((0..3).map(|i| key(i).public()).collect(), 1, 2).unwrap()
-    });
-    &C
-}
+#[path = "kit/fixtures.rs"]
+mod fixtures;
+use fixtures::*;
 const MAX_PAYLOAD: usize = 10;
 const CHECKPOINT_INTERVAL: u64 = 16;
 const WINDOW: u64 = 2 * CHECKPOINT_INTERVAL;

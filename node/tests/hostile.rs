@@ -8,7 +8,7 @@
 
 use consensus::hotstuff as hs;
 use consensus::{Committee, ReplicaId, View, pbft, raft};
-use crypto::{Digest, SecretKey, codec};
+use crypto::{SecretKey, codec};
 use ledger::{
     Account, Address, Block, BlockInput, ChainBinding, Ledger, MemStore, Payload, Transaction,
 };
@@ -30,26 +30,9 @@ use kit::*;
 
 // ---- Keys, committees, transactions ----
 
-fn key(i: u16) -> SecretKey {
-    SecretKey::from_seed([i as u8 + 1; 32])
-}
-fn genesis() -> Digest {
-    crypto::hash(b"genesis")
-}
-fn d(i: u8) -> Digest {
-    crypto::hash(&[i])
-}
-fn bft() -> &'static Committee {
-    static C: LazyLock<Committee> =
-        LazyLock::new(|| Committee::bft((0..4).map(|i| key(i).public()).collect()).unwrap());
-    &C
-}
-fn cft() -> &'static Committee {
-    static C: LazyLock<Committee> = LazyLock::new(|| {
-        Committee::new_cft((0..3).map(|i| key(i).public()).collect(), 1, 2).unwrap()
-    });
-    &C
-}
+#[path = "../../consensus/tests/kit/fixtures.rs"]
+mod fixtures;
+use fixtures::*;
 fn chain() -> ChainBinding {
     ChainBinding {
         chain_id: "hostile-node".into(),
