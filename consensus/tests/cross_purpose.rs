@@ -138,15 +138,12 @@ fn a_hotstuff_vote_is_not_a_proposal() {
         tc: None,
         signature: vote.signature,
     };
-    assert_eq!(
-        forged.verify(&c, &g),
-        Err(hs::Invalid::BadSignature(leader))
-    );
+    assert_eq!(forged.verify(c, &g), Err(hs::Invalid::BadSignature(leader)));
     // Control: the same block with the leader's proposal signature is accepted.
     let real = hs::Proposal::new(b1.clone(), None, &key(leader.0));
-    assert_eq!(real.verify(&c, &g), Ok(()));
+    assert_eq!(real.verify(c, &g), Ok(()));
     // And the vote is a valid vote: only its purpose is wrong.
-    assert_eq!(vote.verify(&c), Ok(()));
+    assert_eq!(vote.verify(c), Ok(()));
 }
 
 #[test]
@@ -155,14 +152,14 @@ fn a_hotstuff_proposal_is_not_a_vote() {
     let (b1, qc1, _) = hs_chain();
     let leader = b1.proposer;
     let proposal = hs::Proposal::new(b1.clone(), None, &key(leader.0));
-    assert_eq!(proposal.verify(&c, &g), Ok(()));
+    assert_eq!(proposal.verify(c, &g), Ok(()));
     let forged = hs::Vote {
         block: b1.id(),
         view: b1.view,
         voter: leader,
         signature: proposal.signature,
     };
-    assert_eq!(forged.verify(&c), Err(hs::Invalid::BadSignature(leader)));
+    assert_eq!(forged.verify(c), Err(hs::Invalid::BadSignature(leader)));
     // Nor does it count towards a QC in place of the leader's vote.
     let mut qc = qc1.clone();
     for (id, sig) in &mut qc.votes {
@@ -171,8 +168,8 @@ fn a_hotstuff_proposal_is_not_a_vote() {
         }
     }
     assert!(qc.votes.iter().any(|(id, _)| *id == leader));
-    assert_eq!(qc.verify(&c, &g), Err(hs::Invalid::BadSignature(leader)));
-    assert_eq!(qc1.verify(&c, &g), Ok(()), "control: the genuine QC");
+    assert_eq!(qc.verify(c, &g), Err(hs::Invalid::BadSignature(leader)));
+    assert_eq!(qc1.verify(c, &g), Ok(()), "control: the genuine QC");
 }
 
 #[test]
@@ -182,21 +179,21 @@ fn a_hotstuff_timeout_is_not_a_vote_and_a_vote_is_not_a_timeout() {
     let me = ReplicaId(3);
     // A timeout of view 2 carrying qc1 (view 1), and a vote in view 2.
     let timeout = hs::Timeout::new(View(2), qc1.clone(), me, &key(3));
-    assert_eq!(timeout.verify(&c, &g), Ok(()));
+    assert_eq!(timeout.verify(c, &g), Ok(()));
     let vote = hs::Vote::new(b2.id(), View(2), me, &key(3));
-    assert_eq!(vote.verify(&c), Ok(()));
+    assert_eq!(vote.verify(c), Ok(()));
 
     let forged_vote = hs::Vote {
         signature: timeout.signature,
         ..vote.clone()
     };
-    assert_eq!(forged_vote.verify(&c), Err(hs::Invalid::BadSignature(me)));
+    assert_eq!(forged_vote.verify(c), Err(hs::Invalid::BadSignature(me)));
     let forged_timeout = hs::Timeout {
         signature: vote.signature,
         ..timeout.clone()
     };
     assert_eq!(
-        forged_timeout.verify(&c, &g),
+        forged_timeout.verify(c, &g),
         Err(hs::Invalid::BadSignature(me))
     );
     // Votes do not make a timeout certificate either.
@@ -207,12 +204,12 @@ fn a_hotstuff_timeout_is_not_a_vote_and_a_vote_is_not_a_timeout() {
     };
     let from_votes = tc(&|i| hs::Vote::new(b2.id(), View(2), ReplicaId(i), &key(i)).signature);
     assert!(matches!(
-        from_votes.verify(&c, &g),
+        from_votes.verify(c, &g),
         Err(hs::Invalid::BadSignature(_))
     ));
     let from_timeouts =
         tc(&|i| hs::Timeout::new(View(2), qc1.clone(), ReplicaId(i), &key(i)).signature);
-    assert_eq!(from_timeouts.verify(&c, &g), Ok(()), "control");
+    assert_eq!(from_timeouts.verify(c, &g), Ok(()), "control");
     let _ = b1;
 }
 
@@ -234,7 +231,7 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
                 tc: None,
                 signature,
             };
-            p.verify(&c, &g).is_ok()
+            p.verify(c, &g).is_ok()
         },
     );
     // Vote: (block id, view).
@@ -250,7 +247,7 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
                 voter: ReplicaId(3),
                 signature,
             };
-            v.verify(&c).is_ok()
+            v.verify(c).is_ok()
         },
     );
     // A vote inside a QC.
@@ -262,7 +259,7 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
         |signature| {
             let mut qc = qc1.clone();
             qc.votes[2] = (ReplicaId(2), signature);
-            qc.verify(&c, &g).is_ok()
+            qc.verify(c, &g).is_ok()
         },
     );
     // Timeout: (view, high QC view).
@@ -276,7 +273,7 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
                 signature,
                 ..hs::Timeout::new(View(2), qc1.clone(), ReplicaId(3), &key(3))
             };
-            t.verify(&c, &g).is_ok()
+            t.verify(c, &g).is_ok()
         },
     );
     // A timeout inside a TC.
@@ -300,7 +297,7 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
                     .collect(),
                 high_qc: qc1.clone(),
             };
-            tc.verify(&c, &g).is_ok()
+            tc.verify(c, &g).is_ok()
         },
     );
 }
@@ -352,11 +349,11 @@ fn a_pbft_prepare_is_not_a_commit_and_a_commit_is_not_a_prepare() {
         (commit.view, commit.seq, commit.digest, commit.replica)
     );
     assert_ne!(prepare.signature, commit.signature);
-    assert_eq!(prepare.verify(Prepare, &c, &g), Ok(()));
-    assert_eq!(commit.verify(Commit, &c, &g), Ok(()));
+    assert_eq!(prepare.verify(Prepare, c, &g), Ok(()));
+    assert_eq!(commit.verify(Commit, c, &g), Ok(()));
     let bad = Err(pbft::Invalid::BadSignature(ReplicaId(2)));
-    assert_eq!(prepare.verify(Commit, &c, &g), bad);
-    assert_eq!(commit.verify(Prepare, &c, &g), bad);
+    assert_eq!(prepare.verify(Commit, c, &g), bad);
+    assert_eq!(commit.verify(Prepare, c, &g), bad);
 
     // Certificates: prepares do not make a commit certificate, nor commits a prepared one.
     let cert = |phase| pbft::CommitCertificate {
@@ -366,9 +363,9 @@ fn a_pbft_prepare_is_not_a_commit_and_a_commit_is_not_a_prepare() {
             .map(|i| (ReplicaId(i), pbft_vote(&s, phase, i).signature))
             .collect(),
     };
-    assert_eq!(cert(Commit).verify(&c, &g), Ok(()), "control");
+    assert_eq!(cert(Commit).verify(c, &g), Ok(()), "control");
     assert!(matches!(
-        cert(Prepare).verify(&c, &g),
+        cert(Prepare).verify(c, &g),
         Err(pbft::Invalid::BadSignature(_))
     ));
     let pp = pbft::PrePrepare::new(s.view, s.block.clone(), &g, &key(s.primary.0));
@@ -380,12 +377,12 @@ fn a_pbft_prepare_is_not_a_commit_and_a_commit_is_not_a_prepare() {
             .collect(),
     };
     assert_eq!(
-        prepared(Prepare).verify(&c, &g, MAX_PAYLOAD),
+        prepared(Prepare).verify(c, &g, MAX_PAYLOAD),
         Ok(()),
         "control"
     );
     assert!(matches!(
-        prepared(Commit).verify(&c, &g, MAX_PAYLOAD),
+        prepared(Commit).verify(c, &g, MAX_PAYLOAD),
         Err(pbft::Invalid::BadSignature(_))
     ));
 }
@@ -395,7 +392,7 @@ fn a_pbft_pre_prepare_is_not_a_prepare_or_commit_and_back() {
     use pbft::Phase::{Commit, Prepare};
     let (c, g, s) = (bft(), genesis(), slot());
     let pp = pbft::PrePrepare::new(s.view, s.block.clone(), &g, &key(s.primary.0));
-    assert_eq!(pp.verify(&c, &g, MAX_PAYLOAD), Ok(()));
+    assert_eq!(pp.verify(c, &g, MAX_PAYLOAD), Ok(()));
     // The primary's pre-prepare signature as the primary's prepare or commit.
     let as_vote = pbft::Vote {
         view: s.view,
@@ -405,17 +402,17 @@ fn a_pbft_pre_prepare_is_not_a_prepare_or_commit_and_back() {
         signature: pp.signature,
     };
     let bad = Err(pbft::Invalid::BadSignature(s.primary));
-    assert_eq!(as_vote.verify(Prepare, &c, &g), bad);
-    assert_eq!(as_vote.verify(Commit, &c, &g), bad);
+    assert_eq!(as_vote.verify(Prepare, c, &g), bad);
+    assert_eq!(as_vote.verify(Commit, c, &g), bad);
     // The primary's prepare or commit as its pre-prepare.
     for phase in [Prepare, Commit] {
         let vote = pbft_vote(&s, phase, s.primary.0);
-        assert_eq!(vote.verify(phase, &c, &g), Ok(()), "control");
+        assert_eq!(vote.verify(phase, c, &g), Ok(()), "control");
         let forged = pbft::PrePrepare {
             signature: vote.signature,
             ..pp.clone()
         };
-        assert_eq!(forged.verify(&c, &g, MAX_PAYLOAD), bad);
+        assert_eq!(forged.verify(c, &g, MAX_PAYLOAD), bad);
     }
 }
 
@@ -425,7 +422,7 @@ fn pbft_checkpoints_view_changes_and_new_views_are_not_interchangeable() {
     let (c, g, s) = (bft(), genesis(), slot());
     let root = crypto::hash(b"root");
     let checkpoint = pbft::Checkpoint::new(1, root, ReplicaId(2), &g, &key(2));
-    assert_eq!(checkpoint.verify(&c, &g), Ok(()));
+    assert_eq!(checkpoint.verify(c, &g), Ok(()));
     let vc = pbft::ViewChange::new(
         View(2),
         pbft::CheckpointCert::genesis(),
@@ -434,7 +431,7 @@ fn pbft_checkpoints_view_changes_and_new_views_are_not_interchangeable() {
         &g,
         &key(2),
     );
-    assert_eq!(vc.verify(&c, &g, MAX_PAYLOAD, WINDOW), Ok(()));
+    assert_eq!(vc.verify(c, &g, MAX_PAYLOAD, WINDOW), Ok(()));
     let commit = pbft_vote(&s, Commit, 2);
     let bad = pbft::Invalid::BadSignature(ReplicaId(2));
 
@@ -451,23 +448,23 @@ fn pbft_checkpoints_view_changes_and_new_views_are_not_interchangeable() {
         signature,
         ..commit.clone()
     };
-    assert_eq!(cp_with(vc.signature).verify(&c, &g), Err(bad.clone()));
-    assert_eq!(cp_with(commit.signature).verify(&c, &g), Err(bad.clone()));
+    assert_eq!(cp_with(vc.signature).verify(c, &g), Err(bad.clone()));
+    assert_eq!(cp_with(commit.signature).verify(c, &g), Err(bad.clone()));
     assert_eq!(
-        vc_with(checkpoint.signature).verify(&c, &g, MAX_PAYLOAD, WINDOW),
+        vc_with(checkpoint.signature).verify(c, &g, MAX_PAYLOAD, WINDOW),
         Err(bad.clone())
     );
     assert_eq!(
-        vc_with(commit.signature).verify(&c, &g, MAX_PAYLOAD, WINDOW),
+        vc_with(commit.signature).verify(c, &g, MAX_PAYLOAD, WINDOW),
         Err(bad.clone())
     );
     for phase in [Prepare, Commit] {
         assert_eq!(
-            vote_with(checkpoint.signature).verify(phase, &c, &g),
+            vote_with(checkpoint.signature).verify(phase, c, &g),
             Err(bad.clone())
         );
         assert_eq!(
-            vote_with(vc.signature).verify(phase, &c, &g),
+            vote_with(vc.signature).verify(phase, c, &g),
             Err(bad.clone())
         );
     }
@@ -489,7 +486,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 signature,
                 ..pp.clone()
             };
-            p.verify(&c, &g, MAX_PAYLOAD).is_ok()
+            p.verify(c, &g, MAX_PAYLOAD).is_ok()
         },
     );
     for (phase, own) in [
@@ -506,7 +503,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                     signature,
                     ..pbft_vote(&s, phase, 3)
                 };
-                v.verify(phase, &c, &g).is_ok()
+                v.verify(phase, c, &g).is_ok()
             },
         );
     }
@@ -529,7 +526,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 block: s.block.clone(),
                 commits,
             };
-            cert.verify(&c, &g).is_ok()
+            cert.verify(c, &g).is_ok()
         },
     );
     only_its_own_domain(
@@ -543,7 +540,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 pre_prepare: pp.clone(),
                 prepares: vec![(ReplicaId(0), signature), (ReplicaId(2), v2.signature)],
             };
-            cert.verify(&c, &g, MAX_PAYLOAD).is_ok()
+            cert.verify(c, &g, MAX_PAYLOAD).is_ok()
         },
     );
 
@@ -559,7 +556,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 signature,
                 ..pbft::Checkpoint::new(2, root, ReplicaId(1), &g, &key(1))
             };
-            cp.verify(&c, &g).is_ok()
+            cp.verify(c, &g).is_ok()
         },
     );
     only_its_own_domain(
@@ -580,7 +577,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 state_root: root,
                 signatures,
             };
-            cert.verify(&c, &g).is_ok()
+            cert.verify(c, &g).is_ok()
         },
     );
 
@@ -616,11 +613,11 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 signature,
                 ..vcs[0].clone()
             };
-            vc.verify(&c, &g, MAX_PAYLOAD, WINDOW).is_ok()
+            vc.verify(c, &g, MAX_PAYLOAD, WINDOW).is_ok()
         },
     );
     let primary2 = c.leader(View(2));
-    let nv = pbft::NewView::new(View(2), vcs.clone(), &c, &g, &key(primary2.0));
+    let nv = pbft::NewView::new(View(2), vcs.clone(), c, &g, &key(primary2.0));
     assert_eq!(
         nv.pre_prepares.len(),
         1,
@@ -636,7 +633,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 signature,
                 ..nv.clone()
             };
-            forged.verify(&c, &g, MAX_PAYLOAD, WINDOW).is_ok()
+            forged.verify(c, &g, MAX_PAYLOAD, WINDOW).is_ok()
         },
     );
 }
@@ -648,7 +645,7 @@ fn a_raft_block_signature_is_not_a_hotstuff_vote_or_proposal() {
     let (g, hc) = (genesis(), bft());
     let leader = ReplicaId(1);
     let entry = raft::Entry::new(&key(1), &g, 1, 1, leader, 10, vec![d(1)]);
-    assert_eq!(entry.verify(&cft(), &g), Ok(()));
+    assert_eq!(entry.verify(cft(), &g), Ok(()));
     // As the same validator's HotStuff vote for a block whose id is the entry's id, in the
     // entry's term as the view.
     let vote = hs::Vote {
@@ -657,7 +654,7 @@ fn a_raft_block_signature_is_not_a_hotstuff_vote_or_proposal() {
         voter: leader,
         signature: entry.signature,
     };
-    assert_eq!(vote.verify(&hc), Err(hs::Invalid::BadSignature(leader)));
+    assert_eq!(vote.verify(hc), Err(hs::Invalid::BadSignature(leader)));
     // As its proposal signature: both sign 32 bytes of an id, under different domains.
     let (b1, _, _) = hs_chain();
     assert_eq!(b1.proposer, leader);
@@ -671,7 +668,7 @@ fn a_raft_block_signature_is_not_a_hotstuff_vote_or_proposal() {
         signature: raft_signed_block_id.signature,
     };
     assert_eq!(
-        forged.verify(&hc, &g),
+        forged.verify(hc, &g),
         Err(hs::Invalid::BadSignature(leader))
     );
     // And the other way: a HotStuff proposal signature over the entry's id is no entry
@@ -681,7 +678,7 @@ fn a_raft_block_signature_is_not_a_hotstuff_vote_or_proposal() {
         ..entry.clone()
     };
     assert_eq!(
-        proposal_signed_entry.verify(&cft(), &g),
+        proposal_signed_entry.verify(cft(), &g),
         Err(raft::Invalid::BadSignature(leader))
     );
     only_its_own_domain(
@@ -694,7 +691,7 @@ fn a_raft_block_signature_is_not_a_hotstuff_vote_or_proposal() {
                 signature,
                 ..entry.clone()
             };
-            e.verify(&cft(), &g).is_ok()
+            e.verify(cft(), &g).is_ok()
         },
     );
 }
@@ -838,17 +835,17 @@ fn a_transaction_signature_is_no_consensus_signature() {
             voter: me,
             signature,
         };
-        assert_eq!(vote.verify(&hc), Err(hs::Invalid::BadSignature(me)));
+        assert_eq!(vote.verify(hc), Err(hs::Invalid::BadSignature(me)));
         let mut qc = qc1.clone();
         qc.votes[0] = (me, signature);
-        assert_eq!(qc.verify(&hc, &g), Err(hs::Invalid::BadSignature(me)));
+        assert_eq!(qc.verify(hc, &g), Err(hs::Invalid::BadSignature(me)));
         for phase in [pbft::Phase::Prepare, pbft::Phase::Commit] {
             let v = pbft::Vote {
                 signature,
                 ..pbft_vote(&s, phase, 0)
             };
             assert_eq!(
-                v.verify(phase, &hc, &g),
+                v.verify(phase, hc, &g),
                 Err(pbft::Invalid::BadSignature(me))
             );
         }
@@ -857,7 +854,7 @@ fn a_transaction_signature_is_no_consensus_signature() {
             ..raft::Entry::new(&k, &g, 1, 1, me, 0, vec![])
         };
         assert_eq!(
-            entry.verify(&cft(), &g),
+            entry.verify(cft(), &g),
             Err(raft::Invalid::BadSignature(me))
         );
     }
@@ -868,7 +865,7 @@ fn a_transaction_signature_is_no_consensus_signature() {
         voter: me,
         signature: k.sign(Domain::Vote, &vote_bytes),
     };
-    assert_eq!(vote.verify(&hc), Ok(()));
+    assert_eq!(vote.verify(hc), Ok(()));
 }
 
 // ---- The domains themselves, through the batch verifier and against splicing ----
