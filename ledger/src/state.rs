@@ -44,6 +44,23 @@ pub enum RejectReason {
     ZeroAmount,
 }
 
+impl RejectReason {
+    /// A stable machine-readable name for the reason (the API's receipt `code`), so clients
+    /// need not parse the sentence. `nonce_too_low` means the nonce was used by another
+    /// transaction: this one can never apply.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::WrongChain { .. } => "wrong_chain",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::NonceTooLow { .. } => "nonce_too_low",
+            RejectReason::NonceTooHigh { .. } => "nonce_too_high",
+            RejectReason::InsufficientBalance { .. } => "insufficient_balance",
+            RejectReason::Overflow => "overflow",
+            RejectReason::ZeroAmount => "zero_amount",
+        }
+    }
+}
+
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

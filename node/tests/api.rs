@@ -50,6 +50,12 @@ fn committed(tx: &Transaction, height: &str, index: u32, receipt: Value) -> Valu
     json!({"status": "committed", "hash": tx.hash().to_string(), "height": height,
            "index": index, "receipt": receipt})
 }
+/// A submission's answer: the status plus `known` (the node had the transaction before).
+fn submitted(mut status: Value, known: bool) -> Value {
+    status["known"] = json!(known);
+    status
+}
+
 fn pending(tx: &Transaction) -> Value {
     json!({"status": "pending", "hash": tx.hash().to_string()})
 }
@@ -286,16 +292,17 @@ async fn submit_sync_admits_and_resubmission_answers_the_same() {
     let tx = transfer(&chain(), 2, 50);
     assert_eq!(
         node.post("/v1/transactions?mode=sync", body(&tx)).await,
-        (200, pending(&tx))
+        (200, submitted(pending(&tx), false))
     );
-    // The hash is the idempotency key: the same body again is the same answer, not an error.
+    // The hash is the idempotency key: the same body again is the same answer, not an error,
+    // and says the node already had it (a second sender made no new payment).
     assert_eq!(
         node.post("/v1/transactions", body(&tx)).await,
-        (200, pending(&tx))
+        (200, submitted(pending(&tx), true))
     );
     assert_eq!(
         node.post("/v1/transactions?mode=async", body(&tx)).await,
-        (202, pending(&tx))
+        (202, submitted(pending(&tx), true))
     );
     let path = format!("/v1/transactions/{}", tx.hash());
     assert_eq!(node.get(&path).await, (200, pending(&tx)));
@@ -314,6 +321,8 @@ async fn refused_transactions_are_422_with_the_reason() {
     assert_eq!(v["status"], "rejected");
     assert_eq!(v["hash"], tx.hash().to_string());
     assert_eq!(v["retryable"], false);
+    assert_eq!(v["code"], "wrong_chain_id");
+    assert_eq!(v["known"], false);
     let reason = v["reason"].as_str().unwrap();
     assert!(
         reason.starts_with(
@@ -327,6 +336,7 @@ async fn refused_transactions_are_422_with_the_reason() {
         .post("/v1/transactions", body(&transfer(&chain(), 0, 7)))
         .await;
     assert_eq!(status, 422);
+    assert_eq!(v["code"], "nonce_used");
     let reason = v["reason"].as_str().unwrap();
     assert!(
         reason.starts_with("nonce 0 already used (next nonce is 2)"),
@@ -342,7 +352,7 @@ async fn replay_of_a_committed_transaction_answers_committed_in_every_mode() {
         let path = format!("/v1/transactions?mode={mode}");
         assert_eq!(
             node.post(&path, body(&node.t0)).await,
-            (200, want.clone()),
+            (200, submitted(want.clone(), true)),
             "{mode}"
         );
     }
@@ -350,7 +360,11 @@ async fn replay_of_a_committed_transaction_answers_committed_in_every_mode() {
     assert_eq!(node.get(&path).await, (200, want));
     // Ordered but skipped: committed, with the reason in the receipt.
     let path = format!("/v1/transactions/{}", node.ahead.hash());
-    let receipt = json!({"ok": false, "reason": "nonce 5 is ahead of the next nonce 2"});
+    let receipt = json!({
+        "ok": false,
+        "reason": "nonce 5 is ahead of the next nonce 2",
+        "code": "nonce_too_high",
+    });
     assert_eq!(
         node.get(&path).await,
         (200, committed(&node.ahead, "2", 1, receipt))
@@ -388,6 +402,40 @@ async fn malformed_submissions_are_400_and_oversized_413() {
         let error = v["error"].as_str().unwrap();
         assert!(error.starts_with(want), "{error}");
     }
+    // A decode error names the field and the byte, for a short input and for a length
+    // prefix of 2^63 (the chain id's).
+    let (_, v) = node
+        .post_raw("/v1/transactions", b"{\"tx\": \"abcd\"}".to_vec())
+        .await;
+    assert_eq!(
+        v["error"],
+        "field \"tx\": cannot decode transaction: field body.chain_id (from byte 0): the input \
+         ends inside its 8-byte length prefix at byte 0 (only 2 bytes remain)"
+    );
+    let mut huge = node.t0.encode();
+    huge[..8].copy_from_slice(&(1u64 << 63).to_le_bytes());
+    let (status, v) = node
+        .post("/v1/transactions", json!({"tx": hex::encode(&huge)}))
+        .await;
+    assert_eq!(status, 400);
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(
+            "field \"tx\": cannot decode transaction: field body.chain_id (from byte 0): its \
+             length prefix at byte 0 says 9223372036854775808 bytes, but only"
+        ),
+        "{error}"
+    );
+    let cut = &node.t0.encode()[..100];
+    let (_, v) = node
+        .post("/v1/transactions", json!({"tx": hex::encode(cut)}))
+        .await;
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.contains("cannot decode transaction: field "),
+        "{error}"
+    );
+    assert!(error.contains("but the input ends there"), "{error}");
     let mut trailing = node.t0.encode();
     trailing.push(0);
     let (status, v) = node
@@ -441,7 +489,10 @@ async fn mode_commit_waits_for_the_block() {
     let tx = transfer(&chain(), 2, 50);
     assert_eq!(
         node.post("/v1/transactions?mode=commit", body(&tx)).await,
-        (200, committed(&tx, "4", 0, json!({"ok": true})))
+        (
+            200,
+            submitted(committed(&tx, "4", 0, json!({"ok": true})), false)
+        )
     );
     let (status, v) = node.get("/v1/blocks/latest").await;
     assert_eq!((status, &v["height"]), (200, &json!("4")));
@@ -454,23 +505,40 @@ async fn mode_commit_waits_for_the_block() {
 }
 
 #[tokio::test]
-async fn mode_commit_answers_unknown_after_the_wait() {
+async fn mode_commit_answers_the_status_it_has_after_the_wait() {
     let node = start(Loop::NeverCommits).await;
     let tx = transfer(&chain(), 2, 50);
     let started = Instant::now();
     let (status, v) = node.post("/v1/transactions?mode=commit", body(&tx)).await;
     assert!(started.elapsed() >= COMMIT_WAIT);
+    // Not committed in time, but pooled: it says `pending` (what GET says), not `unknown`.
     assert_eq!(status, 202);
-    assert_eq!(v["status"], "unknown");
+    assert_eq!(v["status"], "pending", "{v}");
     assert_eq!(v["hash"], tx.hash().to_string());
-    let hint = format!(
-        "not committed within 300 ms; check GET /v1/transactions/{} later",
+    assert_eq!(v["known"], false);
+    let note = format!(
+        "still pending in this validator's pool after 300 ms; check GET /v1/transactions/{} \
+         later",
         tx.hash()
     );
-    assert!(v["hint"].as_str().unwrap().starts_with(&hint), "{v}");
-    // Still pooled, so the lookup says so.
+    assert!(v["note"].as_str().unwrap().starts_with(&note), "{v}");
     let path = format!("/v1/transactions/{}", tx.hash());
     assert_eq!(node.get(&path).await, (200, pending(&tx)));
+
+    // A nonce gap: nonce 4 while the account's next is 2 and only 2 is pooled, so 3 is
+    // missing. The note names the missing nonce.
+    let gap = transfer(&chain(), 4, 5);
+    let (status, v) = node.post("/v1/transactions?mode=commit", body(&gap)).await;
+    assert_eq!(status, 202);
+    assert_eq!(v["status"], "pending", "{v}");
+    let note = v["note"].as_str().unwrap();
+    assert!(
+        note.starts_with(&format!(
+            "pending: its nonce 4 waits for nonce 3 of {} (the account's next nonce is 2)",
+            alice_addr()
+        )),
+        "{note}"
+    );
 }
 
 /// `pending_nonce` counts the sender's consecutive pooled transactions, so a wallet can send
@@ -556,12 +624,18 @@ async fn blocks_latest_and_by_height() {
         "no block at height 4: heights run from 1 to the latest, 3"
     );
     assert_eq!(node.get("/v1/blocks/0").await.0, 404);
-    let (status, v) = node.get("/v1/blocks/-1").await;
-    assert_eq!(status, 400);
-    assert_eq!(
-        v["error"],
-        "expected a block height (decimal digits) or \"latest\", got \"-1\""
-    );
+    // Exactly what the message promises: no sign, no leading zeros.
+    for bad in ["-1", "+1", "00001", "01", "1.0", "18446744073709551616"] {
+        let (status, v) = node.get(&format!("/v1/blocks/{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {v}");
+        assert_eq!(
+            v["error"],
+            format!(
+                "expected a block height (decimal digits without sign or leading zeros, at \
+                 most 18446744073709551615) or \"latest\", got \"{bad}\""
+            )
+        );
+    }
 }
 
 #[tokio::test]

@@ -43,6 +43,19 @@ pub(super) async fn account(
     }))
 }
 
+/// A height exactly as the error message promises: decimal digits, no sign, no leading
+/// zero (`0` itself is allowed), within u64. `u64::from_str` alone would take `+1` and
+/// `00001`.
+fn parse_height(s: &str) -> Option<u64> {
+    let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let canonical = s == "0" || !s.starts_with('0');
+    if digits && canonical {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
 pub(super) async fn block(
     State(ctx): State<Ctx>,
     path: Result<Path<String>, PathRejection>,
@@ -50,9 +63,11 @@ pub(super) async fn block(
     let raw = path?.0;
     let wanted = match raw.as_str() {
         "latest" => None,
-        s => Some(s.parse::<u64>().map_err(|_| {
+        s => Some(parse_height(s).ok_or_else(|| {
             ApiError::bad_request(format!(
-                "expected a block height (decimal digits) or \"latest\", got {:?}",
+                "expected a block height (decimal digits without sign or leading zeros, at \
+                 most {}) or \"latest\", got {:?}",
+                u64::MAX,
                 shorten(s)
             ))
         })?),
@@ -129,4 +144,32 @@ pub(super) async fn evidence(State(ctx): State<Ctx>) -> Result<Json<serde_json::
         "count": records.len(),
         "evidence": records,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_height;
+
+    #[test]
+    fn heights_are_plain_decimal() {
+        assert_eq!(parse_height("0"), Some(0));
+        assert_eq!(parse_height("1"), Some(1));
+        assert_eq!(parse_height("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "+1",
+            "-1",
+            "00001",
+            "01",
+            "00",
+            " 1",
+            "1 ",
+            "1e3",
+            "0x10",
+            "١",
+            "18446744073709551616",
+        ] {
+            assert_eq!(parse_height(bad), None, "{bad:?} must be refused");
+        }
+    }
 }

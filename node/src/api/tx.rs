@@ -1,6 +1,6 @@
 //! `POST /v1/transactions` and `GET /v1/transactions/{hash}`.
 
-use super::{ApiCommand, ApiError, Ctx, TxStatus, ask, read_store, shorten, strip_0x};
+use super::{ApiCommand, ApiError, Ctx, Submitted, TxStatus, ask, read_store, shorten, strip_0x};
 use crate::mempool::{Admitted, PoolStatus, Rejected};
 use axum::Json;
 use axum::body::Bytes;
@@ -39,34 +39,62 @@ fn answer(status: StatusCode, body: TxStatus) -> Answer {
     Ok((status, Json(body)))
 }
 
+type SubmitAnswer = Result<(StatusCode, Json<Submitted>), ApiError>;
+
+/// A submission's answer; `known`: the node had this exact transaction before the request.
+fn submitted(status: StatusCode, body: TxStatus, known: bool) -> SubmitAnswer {
+    Ok((
+        status,
+        Json(Submitted {
+            status: body,
+            known,
+            note: None,
+        }),
+    ))
+}
+
 pub(super) async fn submit(
     State(ctx): State<Ctx>,
     query: Result<Query<SubmitQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
-) -> Answer {
+) -> SubmitAnswer {
     let mode = query?.0.mode;
     let tx = parse_tx(&body?)?;
     let hash = tx.hash();
+    let origin = Origin {
+        sender: tx.sender_address(),
+        nonce: tx.body.nonce,
+        raw: tx.is_raw(),
+    };
     // Subscribe before anything else, so no commit after this point can be missed.
     let events = (mode == Mode::Commit).then(|| ctx.api.events.subscribe());
 
     if let Some(rec) = committed(&ctx, hash).await? {
-        return answer(StatusCode::OK, TxStatus::committed(hash, &rec));
+        return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
     }
     let verdict = ask(&ctx.api, |reply| ApiCommand::Submit { tx, reply }).await?;
     let admitted = match verdict {
         Ok(a) => a,
         Err(rejected) => return rejection(&ctx, hash, rejected).await,
     };
+    let known = !matches!(admitted, Admitted::Added(_));
     let pooled = match admitted {
         Admitted::Added(_) | Admitted::AlreadyPending(_) => TxStatus::Pending { hash },
         Admitted::InFlight(_) => TxStatus::InFlight { hash },
     };
     match (mode, events) {
-        (Mode::Commit, Some(events)) => wait_for_commit(&ctx, hash, events).await,
-        (Mode::Async, _) => answer(StatusCode::ACCEPTED, pooled),
-        _ => answer(StatusCode::OK, pooled),
+        (Mode::Commit, Some(events)) => wait_for_commit(&ctx, hash, origin, known, events).await,
+        (Mode::Async, _) => submitted(StatusCode::ACCEPTED, pooled, known),
+        _ => submitted(StatusCode::OK, pooled, known),
     }
+}
+
+/// Who sent a submitted transaction and with which nonce, to explain a wait.
+#[derive(Clone, Copy)]
+struct Origin {
+    sender: ledger::Address,
+    nonce: u64,
+    raw: bool,
 }
 
 fn parse_tx(body: &[u8]) -> Result<Transaction, ApiError> {
@@ -85,28 +113,32 @@ fn parse_tx(body: &[u8]) -> Result<Transaction, ApiError> {
 
 /// The 422 answer, unless the transaction committed while the pool was being asked (then
 /// the pool says its nonce is used, but the truth is `committed`).
-async fn rejection(ctx: &Ctx, hash: Digest, rejected: Rejected) -> Answer {
+async fn rejection(ctx: &Ctx, hash: Digest, rejected: Rejected) -> SubmitAnswer {
     if matches!(rejected, Rejected::NonceUsed { .. })
         && let Some(rec) = committed(ctx, hash).await?
     {
-        return answer(StatusCode::OK, TxStatus::committed(hash, &rec));
+        return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
     }
     tracing::debug!(%hash, reason = %rejected, "API submission rejected");
     let body = TxStatus::Rejected {
         hash,
         reason: rejected.to_string(),
         retryable: rejected.is_retryable(),
+        code: Some(rejected.code().to_string()),
     };
-    answer(StatusCode::UNPROCESSABLE_ENTITY, body)
+    submitted(StatusCode::UNPROCESSABLE_ENTITY, body, false)
 }
 
 /// Waits up to `commit_wait` for a committed event naming `hash`, then answers from the
-/// store: `committed`, or 202 `unknown` with the hash to check later.
+/// store: `committed`, or 202 with the status the transaction has now (`pending` — with the
+/// missing nonce when a lower one holds it back —, `in_flight`, or `unknown`) and a note.
 async fn wait_for_commit(
     ctx: &Ctx,
     hash: Digest,
+    origin: Origin,
+    known: bool,
     mut events: broadcast::Receiver<super::CommittedEvent>,
-) -> Answer {
+) -> SubmitAnswer {
     let wait = ctx.api.commit_wait;
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -121,24 +153,85 @@ async fn wait_for_commit(
             },
         };
         if check_store && let Some(rec) = committed(ctx, hash).await? {
-            return answer(StatusCode::OK, TxStatus::committed(hash, &rec));
+            return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), known);
         }
     }
     if let Some(rec) = committed(ctx, hash).await? {
-        return answer(StatusCode::OK, TxStatus::committed(hash, &rec));
+        return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), known);
     }
-    let hint = format!(
-        "not committed within {} ms; check GET /v1/transactions/{hash} later (resubmitting \
-         the same transaction is safe: it is never applied twice)",
-        wait.as_millis()
+    let ms = wait.as_millis();
+    let later = format!(
+        "check GET /v1/transactions/{hash} later (resubmitting the same transaction is safe: \
+         it is never applied twice)"
     );
-    answer(
+    let pool = ask(&ctx.api, |reply| ApiCommand::PoolStatus { hash, reply }).await?;
+    let (status, note) = match pool {
+        Some(PoolStatus::Pending) => (
+            TxStatus::Pending { hash },
+            format!("{}; {later}", pending_note(ctx, origin, ms).await),
+        ),
+        Some(PoolStatus::InFlight) => (
+            TxStatus::InFlight { hash },
+            format!("in a batch being ordered, not committed within {ms} ms; {later}"),
+        ),
+        None => {
+            // It may have committed (and left the pool) between the two looks.
+            if let Some(rec) = committed(ctx, hash).await? {
+                return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), known);
+            }
+            let hint = format!(
+                "not committed within {ms} ms and no longer in this validator's pool; {later}"
+            );
+            (
+                TxStatus::Unknown {
+                    hash,
+                    hint: Some(hint.clone()),
+                },
+                hint,
+            )
+        }
+    };
+    Ok((
         StatusCode::ACCEPTED,
-        TxStatus::Unknown {
-            hash,
-            hint: Some(hint),
-        },
-    )
+        Json(Submitted {
+            status,
+            known,
+            note: Some(note),
+        }),
+    ))
+}
+
+/// Why a pooled transaction is still pending: a missing lower nonce, or simply not batched
+/// yet.
+async fn pending_note(ctx: &Ctx, origin: Origin, ms: u128) -> String {
+    let plain = format!("still pending in this validator's pool after {ms} ms");
+    if origin.raw {
+        return plain;
+    }
+    let sender = origin.sender;
+    let Ok(account) = read_store(&ctx.api.store, move |s| s.account(&sender)).await else {
+        return plain;
+    };
+    let committed = account.unwrap_or_default().nonce;
+    let Ok(ready_to) = ask(&ctx.api, |reply| ApiCommand::NextNonce {
+        address: sender,
+        committed,
+        reply,
+    })
+    .await
+    else {
+        return plain;
+    };
+    if origin.nonce > ready_to {
+        format!(
+            "pending: its nonce {} waits for nonce {ready_to} of {sender} (the account's next \
+             nonce is {committed}), which this validator's pool does not hold; send the missing \
+             nonce, or wait if it was sent to another validator",
+            origin.nonce
+        )
+    } else {
+        plain
+    }
 }
 
 async fn committed(ctx: &Ctx, hash: Digest) -> Result<Option<TxRecord>, ApiError> {

@@ -26,20 +26,27 @@ pub(crate) mod dec {
     }
 }
 
-/// The outcome of a committed transaction: `{"ok":true}` or `{"ok":false,"reason":"..."}`
-/// (the transaction was ordered in a block but skipped, and changed nothing).
+/// The outcome of a committed transaction: `{"ok":true}` or
+/// `{"ok":false,"reason":"...","code":"..."}` (the transaction was ordered in a block but
+/// skipped, and changed nothing). `code` is [`ledger::RejectReason::code`]: `nonce_too_low`
+/// (its nonce was used by another transaction, so it can never apply), `nonce_too_high`,
+/// `insufficient_balance`, `bad_signature`, `wrong_chain`, `overflow`, `zero_amount`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxReceipt {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl From<&Receipt> for TxReceipt {
     fn from(r: &Receipt) -> TxReceipt {
+        let err = r.outcome.as_ref().err();
         TxReceipt {
             ok: r.outcome.is_ok(),
-            reason: r.outcome.as_ref().err().map(ToString::to_string),
+            reason: err.map(ToString::to_string),
+            code: err.map(|e| e.code().to_string()),
         }
     }
 }
@@ -62,10 +69,13 @@ pub enum TxStatus {
         receipt: TxReceipt,
     },
     /// Refused by the mempool; `retryable` means the same transaction may succeed later.
+    /// `code` is [`crate::mempool::Rejected::code`] (`nonce_used`, `nonce_conflict`, ...).
     Rejected {
         hash: Digest,
         reason: String,
         retryable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<String>,
     },
     /// Neither committed nor in this validator's pool (or not committed within the wait).
     Unknown {
@@ -84,6 +94,22 @@ impl TxStatus {
             receipt: TxReceipt::from(&rec.receipt),
         }
     }
+}
+
+/// The answer to `POST /v1/transactions`: where the transaction is, plus whether this
+/// submission was news to the node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    #[serde(flatten)]
+    pub status: TxStatus,
+    /// The node already had this exact transaction (same hash) before this request: pooled,
+    /// in flight or committed. The submission added nothing: whoever sent it first (another
+    /// process, another machine, or an earlier try) made the payment.
+    #[serde(default)]
+    pub known: bool,
+    /// Why a `mode=commit` answer is not `committed` yet (e.g. a lower nonce is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// `GET /v1/accounts/{address}`: the committed account.

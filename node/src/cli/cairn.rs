@@ -15,33 +15,53 @@
 //! one JSON object on stdout for every command (64-bit integers as decimal strings, as in the
 //! API); when the command fails the object also has `error` and `exit_code`.
 //!
-//! `transfer` takes the chain binding (chain id, genesis hash) from `GET /v1/status` and the
-//! nonce from the account's `pending_nonce`, which counts the transactions already waiting in
-//! that validator's pool, so transfers sent back to back do not collide. When the node still
-//! answers that the nonce is used or taken (another client sent one meanwhile), the wallet
-//! reads the nonce again and signs again, at most [`MAX_ATTEMPTS`] times; each attempt is only
-//! made after the previous one was refused, so a transfer is never sent twice. `--wait` asks
-//! the node to wait for the block (`mode=commit`) and then polls `GET /v1/transactions/{hash}`
-//! until the transaction commits or `--timeout` runs out (if the node forgets it, e.g. after
-//! a restart, it is resubmitted: the hash is the idempotency key, it never applies twice).
-//! One limit: signatures are deterministic, so two *identical* transfers (same recipient and
-//! amount) started at the same instant from one wallet can read the same nonce and then be
-//! the same transaction; the API answers `pending` to both (it does not say whether a
-//! submission was new), so both commands succeed and one transfer applies.
+//! `transfer` takes the chain binding (chain id, genesis hash) from `GET /v1/status`. It signs
+//! under the key's signing lock ([`super::nonces`]: `KEY.lock` beside the key file), with
+//! nonce `max(the node's pending_nonce, the local record KEY.nonce)`, submits (`sync`) and
+//! records the nonce as taken before it lets the next process sign: several `cairn`
+//! processes using one key on one machine each sign their own nonce, through any validator.
 //!
-//! Exit codes ([`EXIT_OK`] .. [`EXIT_UNREACHABLE`]):
+//! **Re-signing.** A transfer whose nonce turns out to be taken is signed again with the next
+//! nonce, at most [`MAX_ATTEMPTS`] signatures in all, but only when the earlier signature is
+//! known to have changed nothing and never to apply later:
+//! - refused at admission with `nonce_used` (the account's nonce is already past it) or
+//!   `nonce_conflict` (another transaction holds that nonce in the validator's pool; ours was
+//!   never pooled anywhere);
+//! - while waiting, committed with a failed receipt `nonce_too_low` (another transaction used
+//!   the nonce first), or refused on resubmission with `nonce_used` after the validator
+//!   dropped it from its pool (the node checks its store first, so that refusal means another
+//!   transaction took the nonce).
+//!
+//! A transaction whose fate is open (no answer, pending at the timeout) is never replaced.
+//!
+//! **Duplicates.** Signatures are deterministic: the same key, nonce, recipient and amount
+//! give the same transaction. When the node answers that it already had the exact
+//! transaction (`known`: submitted before by another process or machine with this key),
+//! `transfer` says so and exits [`EXIT_DUPLICATE`]: this command made no new payment. Run it
+//! again to pay again (the nonce after it is then used). `--nonce N` pins the nonce: the user
+//! asks for that exact transaction, so a known one is simply resent (exit by its status) and
+//! nothing is re-signed.
+//!
+//! `--wait` asks the node to wait for the block (`mode=commit`) and then polls
+//! `GET /v1/transactions/{hash}` until the transaction commits or `--timeout` runs out (if the
+//! node forgets it, e.g. after a restart, it is resubmitted: the hash is the idempotency key,
+//! it never applies twice).
+//!
+//! Exit codes ([`EXIT_OK`] .. [`EXIT_DUPLICATE`]):
 //!
 //! | Code | Meaning |
 //! |---|---|
 //! | 0 | done; the transaction committed (`transfer --wait`, `tx`) or was accepted (`transfer`) |
-//! | 1 | rejected: the node refused the transaction, or it committed with a failed receipt |
-//! | 2 | usage or input error: bad flag, address, hash, amount, node URL or key file |
+//! | 1 | not done: the node refused the transaction, it committed with a failed receipt, the re-signing attempts ran out, or another process held the key's signing lock too long; nothing was paid by this command |
+//! | 2 | usage or input error: bad flag, address, hash, amount, node URL (or a path the node has no endpoint for) or key file |
 //! | 3 | outcome unknown: `--wait` timed out, or the transaction is pending or unknown to the node; the hash is printed, check later with `cairn tx HASH` |
 //! | 4 | node unreachable: no connection, no answer, HTTP 5xx (503), or not a Cairn API answer |
+//! | 5 | duplicate: the node already had this exact transaction (another process or machine sent it); this command made no new payment |
 
 use super::CliError;
 use super::client::{self, ClientError, DEFAULT_NODE, Mode, NodeClient, REQUEST_TIMEOUT};
-use crate::api::{AccountView, TxReceipt, TxStatus};
+use super::nonces::{self, SigningLock};
+use crate::api::{AccountView, Submitted, TxReceipt, TxStatus};
 use clap::{Parser, Subcommand};
 use crypto::{Digest, SecretKey};
 use genesis::keyfile::{replace_key_file, try_generate_key};
@@ -64,8 +84,10 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNKNOWN: u8 = 3;
 /// The node could not be reached or gave no usable answer.
 pub const EXIT_UNREACHABLE: u8 = 4;
+/// The node already had this exact transaction: this command made no new payment.
+pub const EXIT_DUPLICATE: u8 = 5;
 
-/// How many times `transfer` signs with a fresh nonce when the node says the nonce was taken.
+/// How many signatures `transfer` makes at most when nonces turn out to be taken.
 pub const MAX_ATTEMPTS: u32 = 5;
 /// Interval of `transfer --wait`'s status polls.
 const POLL: Duration = Duration::from_millis(200);
@@ -80,13 +102,21 @@ The node is --node URL, else $CAIRN_NODE, else http://127.0.0.1:27600 (validator
 object on stdout for every command (64-bit integers as decimal strings, as in the API; on \
 failure it also has \"error\" and \"exit_code\"). Errors go to stderr as `error: ...`.
 
+Concurrent use: processes using one key file on one machine take turns to sign (the lock \
+KEY.lock, the record KEY.nonce beside the key), so each signs its own nonce; a transfer whose \
+nonce was taken and that changed nothing is signed again with the next nonce (at most 5 \
+signatures).
+
 Exit codes:
   0  ok: done; the transaction committed (transfer --wait, tx) or was accepted (transfer)
-  1  rejected: the node refused the transaction, or it committed with a failed receipt
+  1  not done: the node refused the transaction, it committed with a failed receipt, the
+     re-signing attempts ran out, or the key's signing lock stayed busy; nothing was paid
   2  usage or input error: bad flag, address, hash, amount, node URL or key file
   3  outcome unknown: --wait timed out, or the transaction is pending or unknown to the
      node; the hash is printed, check later with `cairn tx HASH`
-  4  node unreachable: no connection, no answer, HTTP 5xx (503), or not a Cairn API answer";
+  4  node unreachable: no connection, no answer, HTTP 5xx (503), or not a Cairn API answer
+  5  duplicate: the node already had this exact transaction (sent by another process or
+     machine with this key); this command made no new payment";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -142,8 +172,12 @@ pub enum Command {
         #[arg(value_name = "ADDR", value_parser = parse_address)]
         address: Option<Address>,
     },
-    /// Show the wallet's committed nonce and the nonce its next transaction will use
-    Nonce,
+    /// Show the wallet's committed nonce, the node's next nonce and the local nonce record
+    Nonce {
+        /// Forget the local nonce record (KEY.nonce), e.g. after transactions were lost
+        #[arg(long)]
+        reset: bool,
+    },
     /// Sign and send a transfer; prints its hash
     Transfer {
         /// Recipient address, 40 hex characters
@@ -163,6 +197,11 @@ pub enum Command {
             value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
         )]
         timeout: u64,
+        /// Sign with exactly this nonce (to resend a transfer whose outcome is unknown: the
+        /// same recipient, amount and nonce give the same transaction, which never applies
+        /// twice). Never re-signed with another nonce.
+        #[arg(long, value_name = "N")]
+        nonce: Option<u64>,
     },
     /// Show where a transaction is: pending, in_flight, committed (with its receipt), unknown
     Tx {
@@ -238,9 +277,12 @@ impl From<genesis::KeyFileError> for Fail {
     }
 }
 
-/// A failed query: the node gave no usable answer.
+/// A failed query: the node gave no usable answer (or the node URL's path is wrong).
 fn query_fail(e: ClientError) -> Fail {
-    Fail::new(EXIT_UNREACHABLE, e)
+    match e {
+        ClientError::WrongPath(m) => Fail::new(EXIT_USAGE, m),
+        e => Fail::new(EXIT_UNREACHABLE, e),
+    }
 }
 
 /// Entry point of the `cairn` binary.
@@ -269,17 +311,21 @@ pub fn run(cli: &Cli) -> Result<(), Fail> {
         Command::Keygen { out, force } => keygen(cli, out.as_ref().unwrap_or(&cli.key), *force),
         Command::Address => address(cli),
         Command::Balance { address } => balance(cli, address.as_ref()),
-        Command::Nonce => nonce(cli),
+        Command::Nonce { reset } => nonce(cli, *reset),
         Command::Transfer {
             to,
             amount,
             wait,
             timeout,
+            nonce,
         } => transfer(
             cli,
-            *to,
-            *amount,
-            wait.then_some(Duration::from_secs(*timeout)),
+            Order {
+                to: *to,
+                amount: *amount,
+                wait: wait.then_some(Duration::from_secs(*timeout)),
+                pinned: *nonce,
+            },
         ),
         Command::Tx { hash } => tx(cli, hash),
         Command::Status => status(cli),
@@ -375,22 +421,60 @@ fn balance(cli: &Cli, address: Option<&Address>) -> Result<(), Fail> {
     Ok(())
 }
 
-fn nonce(cli: &Cli) -> Result<(), Fail> {
+fn nonce(cli: &Cli, reset: bool) -> Result<(), Fail> {
     let address = Address::of(&load_key(cli)?.public());
+    if reset {
+        let lock = SigningLock::acquire(&cli.key, warn).map_err(|e| Fail::new(EXIT_REJECTED, e))?;
+        let had = lock.reset().map_err(|e| Fail::new(EXIT_REJECTED, e))?;
+        if cli.json {
+            print_json(&json!({ "address": address.to_string(), "reset": had }));
+        } else if had {
+            println!("removed {}", nonces::record_path(&cli.key).display());
+        } else {
+            println!(
+                "no nonce record at {}",
+                nonces::record_path(&cli.key).display()
+            );
+        }
+        return Ok(());
+    }
     let node = node(cli)?;
     let account = node.account(&address).map_err(query_fail)?;
+    let record = nonces::read_record(&cli.key).filter(|r| r.address == address);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let local = record.as_ref().map(|r| {
+        let age = r.age(now_ms);
+        let fresh = age <= nonces::RECORD_FRESH;
+        (r.next_nonce, age.as_secs(), fresh)
+    });
     if cli.json {
-        print_json(&json!({
+        let mut v = json!({
             "address": account.address.to_string(),
             "nonce": account.nonce.to_string(),
             "pending_nonce": account.pending_nonce.to_string(),
-        }));
+        });
+        if let Some((next, age, fresh)) = local {
+            v["local_next_nonce"] = json!(next.to_string());
+            v["local_age_secs"] = json!(age.to_string());
+            v["local_fresh"] = json!(fresh);
+        }
+        print_json(&v);
     } else {
-        print_fields(&[
+        let mut f = vec![
             ("address", account.address.to_string()),
             ("nonce", account.nonce.to_string()),
             ("pending_nonce", account.pending_nonce.to_string()),
-        ]);
+        ];
+        if let Some((next, age, fresh)) = local {
+            let state = if fresh { "used" } else { "stale, ignored" };
+            f.push((
+                "local_next_nonce",
+                format!("{next} (recorded {age}s ago; {state})"),
+            ));
+        }
+        print_fields(&f);
     }
     Ok(())
 }
@@ -538,13 +622,16 @@ fn tx(cli: &Cli, hash: &Digest) -> Result<(), Fail> {
     }
 }
 
-/// Whether a rejection reason says the nonce was used or taken meanwhile (the mempool's
-/// `NonceUsed` and `NonceConflict`), so signing again with a fresh nonce may succeed.
-fn nonce_clash(reason: &str) -> bool {
-    reason.contains("already used (next nonce is") || reason.contains("is taken by pending")
+/// A transfer as the user asked for it.
+struct Order {
+    to: Address,
+    amount: u64,
+    wait: Option<Duration>,
+    /// `--nonce N`: this exact transaction, never re-signed.
+    pinned: Option<u64>,
 }
 
-/// The transfer, for output: who, what, which nonce and hash.
+/// One signed transfer, for output: who, what, which nonce and hash.
 struct Sent {
     tx: Transaction,
     from: Address,
@@ -583,57 +670,208 @@ impl Sent {
     }
 }
 
-fn transfer(cli: &Cli, to: Address, amount: u64, wait: Option<Duration>) -> Result<(), Fail> {
+fn warn(message: &str) {
+    eprintln!("warning: {message}");
+}
+
+/// What `transfer` does after an answer about its transaction.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Report this status (success or failure).
+    Report,
+    /// The node already had this exact transaction and the user did not pin the nonce:
+    /// report a duplicate, not a new payment.
+    Duplicate,
+    /// The signature changed nothing and never will (its nonce is taken): sign again with
+    /// the next nonce. The text says why, for the note.
+    Resign(String),
+}
+
+/// The code of a refusal or of a failed receipt.
+fn code_of(s: &TxStatus) -> Option<&str> {
+    match s {
+        TxStatus::Rejected { code, .. } => code.as_deref(),
+        TxStatus::Committed { receipt, .. } if !receipt.ok => receipt.code.as_deref(),
+        _ => None,
+    }
+}
+
+/// After the first (`sync`) submission. A refusal at admission means the transaction was
+/// not pooled: with `nonce_used` its nonce is behind the account's, with `nonce_conflict`
+/// another transaction holds it, and ours was sent nowhere else, so it changed nothing.
+fn after_admission(answer: &Submitted, pinned: bool) -> Next {
+    if pinned {
+        return Next::Report;
+    }
+    if answer.known {
+        return Next::Duplicate;
+    }
+    match code_of(&answer.status) {
+        Some("nonce_used") => Next::Resign("was already used by another transaction".into()),
+        Some("nonce_conflict") => {
+            Next::Resign("is held by another pending transaction in the node's pool".into())
+        }
+        _ => Next::Report,
+    }
+}
+
+/// After waiting. Only outcomes that prove the transaction can never apply lead to a new
+/// signature: committed with `nonce_too_low` (its nonce was used by another transaction),
+/// or refused with `nonce_used` on a resubmission (the node checked its store first: the
+/// nonce went to another transaction). `nonce_conflict` here is not proof (ours may still be
+/// in a batch), and `nonce_too_high` leaves the nonce free, so neither is re-signed.
+fn after_wait(status: &TxStatus, pinned: bool) -> Next {
+    if pinned {
+        return Next::Report;
+    }
+    match (status, code_of(status)) {
+        (TxStatus::Committed { height, .. }, Some("nonce_too_low")) => Next::Resign(format!(
+            "was used by another transaction first: it was committed in block {height} with a \
+             failed receipt and changed nothing"
+        )),
+        (TxStatus::Rejected { .. }, Some("nonce_used")) => Next::Resign(
+            "was used by another transaction while this one waited: the node dropped it from \
+             its pool and refuses it now; it changed nothing"
+                .into(),
+        ),
+        _ => Next::Report,
+    }
+}
+
+fn transfer(cli: &Cli, order: Order) -> Result<(), Fail> {
     let key = load_key(cli)?;
-    let from = Address::of(&key.public());
     let node = node(cli)?;
     let chain = node.status().map_err(query_fail)?.chain();
-
-    // Sign with the node's next nonce; if the node says it was taken meanwhile, read it again.
+    // Nonces below `floor` are known to be taken (this process saw them refused or failed).
+    let mut floor = 0u64;
     let mut attempt = 1;
-    let (sent, verdict) = loop {
-        let nonce = node.account(&from).map_err(query_fail)?.pending_nonce;
-        let tx = Transaction::sign(&key, &chain, nonce, Payload::Transfer { to, amount });
-        let sent = Sent {
-            tx,
-            from,
-            to,
-            amount,
-            nonce,
-        };
-        match node.submit(&sent.tx, Mode::Sync, REQUEST_TIMEOUT) {
-            Ok(TxStatus::Rejected { reason, .. })
-                if nonce_clash(&reason) && attempt < MAX_ATTEMPTS =>
-            {
+    loop {
+        let (sent, first) = sign_and_submit(cli, &node, &key, &chain, &order, floor)?;
+        let pinned = order.pinned.is_some();
+        let last = match after_admission(&first, pinned) {
+            Next::Duplicate => return Err(duplicate(cli, &node, &sent, &first.status)),
+            Next::Resign(why) if attempt < MAX_ATTEMPTS => {
                 eprintln!(
-                    "note: nonce {nonce} was taken meanwhile by another transaction; signing \
-                     again with the next free nonce"
+                    "note: nonce {} {why}; signing again with the next nonce",
+                    sent.nonce
                 );
                 std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                floor = sent.nonce + 1;
                 attempt += 1;
+                continue;
             }
-            Ok(s) => break (sent, s),
-            Err(e) => return Err(submit_fail(cli, &sent, e)),
+            _ => match (order.wait, is_final(&first.status)) {
+                (Some(timeout), false) => {
+                    wait_for_commit(&node, &sent.tx, first.status.clone(), timeout)
+                }
+                _ => Waited {
+                    status: first.status,
+                    error: None,
+                },
+            },
+        };
+        match after_wait(&last.status, pinned) {
+            Next::Resign(why) if attempt < MAX_ATTEMPTS => {
+                eprintln!(
+                    "note: transaction {} (nonce {}) {why}; signing again with the next nonce",
+                    sent.hash(),
+                    sent.nonce
+                );
+                floor = sent.nonce + 1;
+                attempt += 1;
+                continue;
+            }
+            _ => return report(cli, &node, &sent, &last, order.wait, attempt),
+        }
+    }
+}
+
+/// Under the key's signing lock: picks the nonce, signs, submits (`sync`) and records the
+/// nonce as taken if the node took the transaction.
+fn sign_and_submit(
+    cli: &Cli,
+    node: &NodeClient,
+    key: &SecretKey,
+    chain: &ledger::ChainBinding,
+    order: &Order,
+    floor: u64,
+) -> Result<(Sent, Submitted), Fail> {
+    let from = Address::of(&key.public());
+    let lock = SigningLock::acquire(&cli.key, warn).map_err(|e| Fail::new(EXIT_REJECTED, e))?;
+    let nonce = match order.pinned {
+        Some(n) => n,
+        None => {
+            let pending = node.account(&from).map_err(query_fail)?.pending_nonce;
+            let recorded = lock.recorded_next(chain, &from).unwrap_or(0);
+            pending.max(recorded).max(floor)
         }
     };
+    let payload = Payload::Transfer {
+        to: order.to,
+        amount: order.amount,
+    };
+    let sent = Sent {
+        tx: Transaction::sign(key, chain, nonce, payload),
+        from,
+        to: order.to,
+        amount: order.amount,
+        nonce,
+    };
+    let answer = node.submit_full(&sent.tx, Mode::Sync, REQUEST_TIMEOUT);
+    if let Ok(a) = &answer
+        && !matches!(
+            a.status,
+            TxStatus::Rejected { .. } | TxStatus::Unknown { .. }
+        )
+    {
+        lock.record(chain, &from, nonce.saturating_add(1), warn);
+    }
+    drop(lock);
+    match answer {
+        Ok(a) => Ok((sent, a)),
+        Err(e) => Err(submit_fail(cli, &sent, e)),
+    }
+}
+
+/// The node already had this exact transaction: not a new payment.
+fn duplicate(cli: &Cli, node: &NodeClient, sent: &Sent, status: &TxStatus) -> Fail {
+    let hash = sent.hash();
     if !cli.json {
         print_fields(&sent.fields());
+        print_fields(&status_fields(status));
     }
+    let mut json = sent.json(Some(status));
+    json["known"] = json!(true);
+    Fail::new(
+        EXIT_DUPLICATE,
+        format!(
+            "node {} already had transaction {hash} (nonce {}, the same recipient and amount): \
+             another process or machine using this key sent it first, so this command made no \
+             new payment (its status: {}); to pay again, run the command again (it signs with \
+             the next nonce), or use `cairn tx {hash}` to follow this one",
+            node.base(),
+            sent.nonce,
+            status_fields(status)[0].1
+        ),
+    )
+    .with_json(json)
+}
 
-    let last = match (wait, &verdict) {
-        (
-            Some(timeout),
-            TxStatus::Pending { .. } | TxStatus::InFlight { .. } | TxStatus::Unknown { .. },
-        ) => wait_for_commit(&node, &sent.tx, verdict.clone(), timeout),
-        _ => Waited {
-            status: verdict,
-            error: None,
-        },
-    };
+/// Prints the final transfer and status and turns it into the exit code.
+fn report(
+    cli: &Cli,
+    node: &NodeClient,
+    sent: &Sent,
+    last: &Waited,
+    wait: Option<Duration>,
+    attempts: u32,
+) -> Result<(), Fail> {
     if !cli.json {
+        print_fields(&sent.fields());
         print_fields(&status_fields(&last.status));
     }
-    let json = sent.json(Some(&last.status));
+    let mut json = sent.json(Some(&last.status));
+    json["attempts"] = json!(attempts);
     let fail = match (&last.status, wait) {
         // Without --wait, accepted into the pool is success.
         (TxStatus::Pending { .. } | TxStatus::InFlight { .. }, None) => None,
@@ -653,11 +891,20 @@ fn transfer(cli: &Cli, to: Address, amount: u64, wait: Option<Duration>) -> Resu
             }
             msg.push_str(&format!(
                 "; check later with `cairn tx {hash}` (do not send it again as a new transfer: \
-                 it may still commit)"
+                 it may still commit; `--nonce {}` resends this exact one)",
+                sent.nonce
             ));
             Some(Fail::new(EXIT_UNKNOWN, msg))
         }
-        (s, _) => outcome(s, node.base()),
+        (s, _) => outcome(s, node.base()).map(|mut f| {
+            if attempts > 1 {
+                f.error.message.push_str(&format!(
+                    " (signature {attempts} of at most {MAX_ATTEMPTS}: the earlier ones lost \
+                     their nonce to other transactions and changed nothing)"
+                ));
+            }
+            f
+        }),
     };
     match fail {
         None => {
@@ -694,6 +941,10 @@ fn submit_fail(cli: &Cli, sent: &Sent, e: ClientError) -> Fail {
                 "{m}; transaction {hash} may or may not have been accepted: check with `cairn \
                  tx {hash}`"
             ),
+        ),
+        ClientError::WrongPath(m) => (
+            EXIT_USAGE,
+            format!("{m} (transaction {hash} was not accepted)"),
         ),
         ClientError::Refused { message, .. } => {
             (EXIT_REJECTED, format!("{message} (transaction {hash})"))
@@ -780,6 +1031,7 @@ mod tests {
             EXIT_USAGE,
             EXIT_UNKNOWN,
             EXIT_UNREACHABLE,
+            EXIT_DUPLICATE,
         ];
         for (i, a) in codes.iter().enumerate() {
             for b in &codes[i + 1..] {
@@ -789,24 +1041,124 @@ mod tests {
         assert_eq!(EXIT_USAGE, 2, "clap's usage errors exit 2");
     }
 
-    #[test]
-    fn nonce_clashes_are_recognised() {
-        let used = Rejected::NonceUsed { nonce: 3, next: 4 }.to_string();
-        let taken = Rejected::NonceConflict {
-            nonce: 3,
-            pending: Digest([7; 32]),
+    fn h() -> Digest {
+        Digest([7; 32])
+    }
+
+    fn answer(status: TxStatus, known: bool) -> Submitted {
+        Submitted {
+            status,
+            known,
+            note: None,
         }
-        .to_string();
-        assert!(nonce_clash(&used), "{used}");
-        assert!(nonce_clash(&taken), "{taken}");
-        let ahead = Rejected::NonceTooFarAhead {
+    }
+
+    fn refused(r: &Rejected) -> TxStatus {
+        TxStatus::Rejected {
+            hash: h(),
+            reason: r.to_string(),
+            retryable: r.is_retryable(),
+            code: Some(r.code().to_string()),
+        }
+    }
+
+    fn committed_failed(reason: &ledger::RejectReason) -> TxStatus {
+        TxStatus::Committed {
+            hash: h(),
+            height: 9,
+            index: 0,
+            receipt: TxReceipt {
+                ok: false,
+                reason: Some(reason.to_string()),
+                code: Some(reason.code().to_string()),
+            },
+        }
+    }
+
+    #[test]
+    fn admission_refusals_of_a_taken_nonce_are_signed_again() {
+        let used = refused(&Rejected::NonceUsed { nonce: 3, next: 4 });
+        let taken = refused(&Rejected::NonceConflict {
+            nonce: 3,
+            pending: Digest([8; 32]),
+        });
+        for s in [&used, &taken] {
+            assert!(matches!(
+                after_admission(&answer(s.clone(), false), false),
+                Next::Resign(_)
+            ));
+            // A pinned nonce is the user's exact transaction: never re-signed.
+            assert_eq!(
+                after_admission(&answer(s.clone(), false), true),
+                Next::Report
+            );
+        }
+        let ahead = refused(&Rejected::NonceTooFarAhead {
             nonce: 9,
             next: 1,
             max_per_sender: 4,
+        });
+        assert_eq!(after_admission(&answer(ahead, false), false), Next::Report);
+        let zero = refused(&Rejected::ZeroAmount);
+        assert_eq!(after_admission(&answer(zero, false), false), Next::Report);
+        let pending = TxStatus::Pending { hash: h() };
+        assert_eq!(
+            after_admission(&answer(pending.clone(), false), false),
+            Next::Report
+        );
+    }
+
+    #[test]
+    fn a_known_transaction_is_a_duplicate_unless_pinned() {
+        for s in [
+            TxStatus::Pending { hash: h() },
+            TxStatus::InFlight { hash: h() },
+            committed_failed(&ledger::RejectReason::ZeroAmount),
+        ] {
+            assert_eq!(
+                after_admission(&answer(s.clone(), true), false),
+                Next::Duplicate
+            );
+            assert_eq!(after_admission(&answer(s, true), true), Next::Report);
         }
-        .to_string();
-        assert!(!nonce_clash(&ahead));
-        assert!(!nonce_clash(&Rejected::ZeroAmount.to_string()));
+    }
+
+    #[test]
+    fn only_proof_that_nothing_can_apply_leads_to_a_new_signature() {
+        let low = committed_failed(&ledger::RejectReason::NonceTooLow {
+            expected: 5,
+            got: 4,
+        });
+        assert!(matches!(after_wait(&low, false), Next::Resign(_)));
+        assert_eq!(after_wait(&low, true), Next::Report);
+        let used = refused(&Rejected::NonceUsed { nonce: 3, next: 4 });
+        assert!(matches!(after_wait(&used, false), Next::Resign(_)));
+        // Not proof: ours may still be in a batch, or its nonce is still free.
+        let conflict = refused(&Rejected::NonceConflict {
+            nonce: 3,
+            pending: Digest([8; 32]),
+        });
+        assert_eq!(after_wait(&conflict, false), Next::Report);
+        let high = committed_failed(&ledger::RejectReason::NonceTooHigh {
+            expected: 4,
+            got: 5,
+        });
+        assert_eq!(after_wait(&high, false), Next::Report);
+        let poor = committed_failed(&ledger::RejectReason::InsufficientBalance {
+            balance: 1,
+            needed: 2,
+        });
+        assert_eq!(after_wait(&poor, false), Next::Report);
+        for open in [
+            TxStatus::Pending { hash: h() },
+            TxStatus::InFlight { hash: h() },
+            TxStatus::Unknown {
+                hash: h(),
+                hint: None,
+            },
+        ] {
+            assert_eq!(after_wait(&open, false), Next::Report, "{open:?}");
+        }
     }
 
     #[test]

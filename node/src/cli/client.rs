@@ -6,7 +6,7 @@
 //! sends: bodies are read up to [`MAX_ANSWER_BYTES`] and anything that is not the expected JSON
 //! becomes [`ClientError::BadAnswer`].
 
-use crate::api::{AccountView, NodeStatus, TxStatus};
+use crate::api::{AccountView, NodeStatus, Submitted, TxStatus};
 use crypto::Digest;
 use ledger::{Address, ChainBinding, Transaction};
 use reqwest::blocking::{Client, Response};
@@ -78,6 +78,9 @@ pub enum ClientError {
     BadAnswer(String),
     /// The node refused the request (4xx) with this message.
     Refused { status: u16, message: String },
+    /// The server is a Cairn API but has no such route: the node URL's path is wrong (a
+    /// usage error, nothing was done).
+    WrongPath(String),
 }
 
 impl ClientError {
@@ -87,6 +90,7 @@ impl ClientError {
             | ClientError::Unavailable(m)
             | ClientError::NoAnswer(m)
             | ClientError::BadAnswer(m)
+            | ClientError::WrongPath(m)
             | ClientError::Refused { message: m, .. } => m,
         }
     }
@@ -101,6 +105,11 @@ impl fmt::Display for ClientError {
 /// Checks and normalises a node address, `http://host:port[/prefix]`; a missing scheme means
 /// `http://`. `source` names where it came from in errors (`--node`, `CAIRN_NODE`). Returns
 /// the base URL without a trailing slash.
+///
+/// A path is accepted as the API's base (a validator behind a reverse proxy at
+/// `http://host/cairn`), and a trailing `/v1` is the API root itself:
+/// `http://127.0.0.1:27600/v1` is the same node as `http://127.0.0.1:27600` (requests go to
+/// `/v1/...`, never `/v1/v1/...`).
 pub fn parse_node_url(source: &str, raw: &str) -> Result<String, String> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -140,7 +149,8 @@ pub fn parse_node_url(source: &str, raw: &str) -> Result<String, String> {
             "{source} {raw:?}: the API address takes no query or fragment"
         ));
     }
-    Ok(url.as_str().trim_end_matches('/').to_string())
+    let base = url.as_str().trim_end_matches('/');
+    Ok(base.strip_suffix("/v1").unwrap_or(base).to_string())
 }
 
 /// A client of one node's API.
@@ -214,14 +224,25 @@ impl NodeClient {
     }
 
     /// `POST /v1/transactions?mode=...`: 200 (`pending`, `in_flight`, `committed`), 202
-    /// (`unknown`: not committed within the node's wait) or 422 (`rejected`). `timeout` bounds
-    /// the whole request.
+    /// (not committed within the node's wait: the status it has, with a note) or 422
+    /// (`rejected`). `timeout` bounds the whole request.
     pub fn submit(
         &self,
         tx: &Transaction,
         mode: Mode,
         timeout: Duration,
     ) -> Result<TxStatus, ClientError> {
+        self.submit_full(tx, mode, timeout).map(|s| s.status)
+    }
+
+    /// [`NodeClient::submit`] with the whole answer: also whether the node already had the
+    /// transaction (`known`) and its note.
+    pub fn submit_full(
+        &self,
+        tx: &Transaction,
+        mode: Mode,
+        timeout: Duration,
+    ) -> Result<Submitted, ClientError> {
         let what = format!("POST /v1/transactions?mode={}", mode.as_str());
         let body = serde_json::json!({ "tx": hex::encode(tx.encode()) });
         let req = self
@@ -232,7 +253,11 @@ impl NodeClient {
         let resp = self.send(&what, req)?;
         let (status, body) = self.read(&what, resp)?;
         match status {
-            200 | 202 | 422 => self.decode_status(&what, status, &body, &tx.hash()),
+            200 | 202 | 422 => {
+                let answer: Submitted = self.decode(&what, status, &body)?;
+                self.check_hash(&what, &answer.status, &tx.hash())?;
+                Ok(answer)
+            }
             _ => Err(self.error_status(&what, status, &body)),
         }
     }
@@ -292,14 +317,20 @@ impl NodeClient {
         hash: &Digest,
     ) -> Result<TxStatus, ClientError> {
         let s: TxStatus = self.decode(what, status, body)?;
-        let got = status_hash(&s);
+        self.check_hash(what, &s, hash)?;
+        Ok(s)
+    }
+
+    /// An answer must be about the transaction asked for.
+    fn check_hash(&self, what: &str, s: &TxStatus, hash: &Digest) -> Result<(), ClientError> {
+        let got = status_hash(s);
         if got != *hash {
             return Err(ClientError::BadAnswer(format!(
                 "node {} answered {what} about transaction {got}, not {hash}",
                 self.base
             )));
         }
-        Ok(s)
+        Ok(())
     }
 
     /// An answer with an unexpected status: 5xx is [`ClientError::Unavailable`], other codes
@@ -309,6 +340,13 @@ impl NodeClient {
             .ok()
             .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
             .unwrap_or_else(|| excerpt(body));
+        if status == 404 && message.starts_with("no such endpoint") {
+            return ClientError::WrongPath(format!(
+                "node {} has no endpoint for {what} ({message}); check the path of --node: \
+                 it is the API's base, e.g. http://127.0.0.1:27600",
+                self.base
+            ));
+        }
         if status >= 500 {
             ClientError::Unavailable(format!(
                 "node {} is unavailable: {what} answered HTTP {status}: {message}",
@@ -448,6 +486,27 @@ mod tests {
         assert!(parse_node_url("--node", "http://").is_err());
         assert!(parse_node_url("--node", "http://h:1/?x=1").is_err());
         assert!(parse_node_url("--node", "http://h:99999").is_err());
+        // The API root itself is the same node: never /v1/v1/...
+        for same in [
+            "http://127.0.0.1:27600/v1",
+            "http://127.0.0.1:27600/v1/",
+            "127.0.0.1:27600/v1",
+        ] {
+            assert_eq!(
+                parse_node_url("--node", same).unwrap(),
+                "http://127.0.0.1:27600",
+                "{same}"
+            );
+        }
+        assert_eq!(
+            parse_node_url("--node", "http://h:1/cairn/v1").unwrap(),
+            "http://h:1/cairn"
+        );
+        // Only a whole last segment: /v10 and /xv1 are prefixes of their own.
+        assert_eq!(
+            parse_node_url("--node", "http://h:1/v10").unwrap(),
+            "http://h:1/v10"
+        );
     }
 
     #[test]

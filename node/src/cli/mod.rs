@@ -8,6 +8,7 @@ pub mod cairn;
 pub mod cairnd;
 pub mod client;
 pub mod localnet;
+pub mod nonces;
 
 use std::process::ExitCode;
 

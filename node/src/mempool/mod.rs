@@ -161,6 +161,25 @@ pub enum Rejected {
 }
 
 impl Rejected {
+    /// A stable machine-readable name (the API's `code`), so clients need not parse the
+    /// sentence: `nonce_used` and `nonce_conflict` tell a wallet to sign again with another
+    /// nonce.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejected::TooLarge { .. } => "too_large",
+            Rejected::WrongChainId { .. } => "wrong_chain_id",
+            Rejected::WrongGenesis { .. } => "wrong_genesis",
+            Rejected::RawDisabled => "raw_disabled",
+            Rejected::BadSignature(_) => "bad_signature",
+            Rejected::NonceUsed { .. } => "nonce_used",
+            Rejected::NonceTooFarAhead { .. } => "nonce_too_far_ahead",
+            Rejected::NonceConflict { .. } => "nonce_conflict",
+            Rejected::ZeroAmount => "zero_amount",
+            Rejected::InsufficientBalance { .. } => "insufficient_balance",
+            Rejected::PoolFull { .. } => "pool_full",
+        }
+    }
+
     /// Whether the same transaction may succeed later without change (the pool was full).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Rejected::PoolFull { .. })

@@ -5,7 +5,10 @@
 //! sequences and strings, enum variants as u32 tags. Golden tests in `ledger` pin the output.
 //!
 //! Decoding always takes a size limit (no input can make us allocate more than it) and
-//! rejects trailing bytes (one value has exactly one encoding we accept).
+//! rejects trailing bytes (one value has exactly one encoding we accept). A failure names the
+//! field and the byte where decoding stopped (`explain.rs`).
+
+mod explain;
 
 use bincode::Options;
 use serde::Serialize;
@@ -64,7 +67,8 @@ pub fn decode<T: DeserializeOwned>(
         .deserialize(bytes)
         .map_err(|e| DecodeError {
             what,
-            reason: e.to_string(),
+            // The slow second pass runs only on failure; it names the field and the byte.
+            reason: explain::explain::<T>(bytes).unwrap_or_else(|| e.to_string()),
         })
 }
 
@@ -155,6 +159,116 @@ mod tests {
         b.push(0);
         let e = decode::<u32>(&b, 64, "n").unwrap_err();
         assert!(e.to_string().contains("cannot decode n"), "{e}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Inner {
+        tag: u32,
+        name: String,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    enum Kind {
+        Plain { n: u64 },
+        Data { data: Vec<u8> },
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+        key: [u8; 4],
+        kind: Kind,
+    }
+
+    fn outer_bytes() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(7u32.to_le_bytes()); // inner.tag, bytes 0..4
+        b.extend(2u64.to_le_bytes()); // inner.name length, 4..12
+        b.extend(b"ab"); // 12..14
+        b.extend([1, 2, 3, 4]); // key, 14..18
+        b.extend(1u32.to_le_bytes()); // kind tag: Data, 18..22
+        b.extend(3u64.to_le_bytes()); // data length, 22..30
+        b.extend([9, 9, 9]); // 30..33
+        b
+    }
+
+    fn reason(bytes: &[u8]) -> String {
+        let e = decode::<Outer>(bytes, 1024, "outer").unwrap_err();
+        assert!(e.to_string().starts_with("cannot decode outer: "), "{e}");
+        e.reason
+    }
+
+    #[test]
+    fn the_explanation_decodes_what_the_fast_path_decodes() {
+        assert!(decode::<Outer>(&outer_bytes(), 1024, "outer").is_ok());
+        assert_eq!(explain::explain::<Outer>(&outer_bytes()), None);
+    }
+
+    #[test]
+    fn errors_name_the_field_and_the_byte() {
+        let full = outer_bytes();
+        // Cut inside the fixed-size tag.
+        assert_eq!(
+            reason(&full[..2]),
+            "field inner.tag (from byte 0): it needs 4 bytes at byte 0, but the input ends \
+             there (2 remain of 2)"
+        );
+        // A length prefix far larger than the input (2^63), as in a hostile request.
+        let mut huge = full.clone();
+        huge[4..12].copy_from_slice(&(1u64 << 63).to_le_bytes());
+        assert_eq!(
+            reason(&huge),
+            "field inner.name (from byte 4): its length prefix at byte 4 says \
+             9223372036854775808 bytes, but only 21 bytes remain after it"
+        );
+        // The length prefix itself cut off.
+        assert_eq!(
+            reason(&full[..7]),
+            "field inner.name (from byte 4): the input ends inside its 8-byte length prefix \
+             at byte 4 (only 3 bytes remain)"
+        );
+        // Not UTF-8.
+        let mut bad = full.clone();
+        bad[12] = 0xff;
+        assert!(
+            reason(&bad).starts_with("field inner.name (from byte 4): it is not valid UTF-8"),
+            "{}",
+            reason(&bad)
+        );
+        // Inside a fixed array.
+        assert_eq!(
+            reason(&full[..16]),
+            "field key[2] (from byte 16, one of 4 declared elements): it needs 1 byte at byte \
+             16, but the input ends there (0 remain of 16)"
+        );
+        // An unknown enum tag.
+        let mut tag = full.clone();
+        tag[18..22].copy_from_slice(&7u32.to_le_bytes());
+        let r = reason(&tag);
+        assert!(r.starts_with("field kind (from byte 18): "), "{r}");
+        assert!(r.contains('7'), "{r}");
+        // Inside a variant's sequence.
+        assert_eq!(
+            reason(&full[..31]),
+            "field kind.Data.data[1] (from byte 31, one of 3 declared elements): it needs 1 \
+             byte at byte 31, but the input ends there (0 remain of 31)"
+        );
+        // Trailing bytes.
+        let mut long = full.clone();
+        long.extend([0, 0]);
+        assert_eq!(
+            reason(&long),
+            "2 trailing bytes after the end of the value (it ends at byte 33 of 35)"
+        );
+        // Empty input.
+        assert_eq!(
+            reason(&[]),
+            "field inner.tag (from byte 0): it needs 4 bytes at byte 0, but the input ends \
+             there (0 remain of 0)"
+        );
     }
 
     #[test]
