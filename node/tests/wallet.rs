@@ -606,6 +606,23 @@ fn wallet_errors_without_a_network() {
         .unwrap();
     assert_exit(&o, 2);
 
+    // A node URL ending in the API root /v1 is the same node, never /v1/v1/...
+    let o = cairn(Some("http://127.0.0.1:1/v1"), Some(&key), &["status"]);
+    assert_exit(&o, 4);
+    assert_stderr(
+        &o,
+        "cannot reach node http://127.0.0.1:1: connection refused",
+    );
+    // A Cairn API that has no such endpoint (a wrong path prefix in --node) is a usage
+    // error: 2, saying to check the path.
+    let no_route = stub_server(
+        "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 51\r\n\
+         Connection: close\r\n\r\n{\"error\":\"no such endpoint: GET /x/v1/status; ...\"}",
+    );
+    let o = cairn(Some(&format!("{no_route}/x")), Some(&key), &["status"]);
+    assert_exit(&o, 2);
+    assert_stderr(&o, "check the path of --node");
+
     // A server that is not a Cairn API, or one that is unavailable: 4, no panic.
     let html = stub_server(
         "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\nConnection: \
@@ -635,10 +652,11 @@ fn wallet_errors_without_a_network() {
     for line in [
         "Exit codes:",
         "0  ok:",
-        "1  rejected:",
+        "1  not done:",
         "2  usage or input error",
         "3  outcome unknown:",
         "4  node unreachable:",
+        "5  duplicate:",
         "CAIRN_NODE",
     ] {
         assert!(help.contains(line), "{line:?} missing from --help:\n{help}");
