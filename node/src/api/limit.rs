@@ -17,6 +17,11 @@
 //!   further connections from it are closed as soon as they are accepted (counted in
 //!   `cairn_api_refused_connections_total`), so that one client cannot take every slot.
 //!
+//! * **hyper's own answers.** hyper answers a request whose URI is over its limit (414) or
+//!   whose head is too large or has too many headers (431) itself, with an empty body, before
+//!   the router sees it. [`Conn`] (`conn.rs`) sends those answers with the API's JSON error body instead
+//!   ([`json_error_for`]).
+//!
 //! A limit of 0 is off. Behind a reverse proxy every request comes from the proxy's address:
 //! turn the per-address limits off (or raise them) and limit at the proxy.
 
@@ -25,9 +30,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
@@ -38,10 +41,10 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
+use super::conn::Conn;
 use super::{ApiError, Metrics};
 
 /// How often client addresses with a full bucket are dropped from the rate limiter's table.
@@ -274,6 +277,7 @@ impl Listener for LimitedListener {
                 _permit: permit,
                 _slot: slot,
                 metrics: self.metrics.clone(),
+                replacement: None,
             };
             return (conn, addr);
         }
@@ -285,7 +289,7 @@ impl Listener for LimitedListener {
 }
 
 /// One open connection counted against its client address.
-struct IpSlot {
+pub(super) struct IpSlot {
     counts: PerIp,
     key: ClientKey,
 }
@@ -314,60 +318,6 @@ impl Drop for IpSlot {
                 map.remove(&self.key);
             }
         }
-    }
-}
-
-/// An accepted connection; closing it frees its slots.
-pub(super) struct Conn {
-    io: TcpStream,
-    _permit: Option<OwnedSemaphorePermit>,
-    _slot: Option<IpSlot>,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.metrics.api_connections.dec();
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

@@ -25,7 +25,9 @@
 //! `{"error": "..."}` saying what was wrong: 400 for malformed input, 404 for nothing there,
 //! 413 for bodies over [`MAX_BODY_BYTES`], 422 for a transaction the mempool refuses, 429 with
 //! `Retry-After` for a client address over its request rate, 503 when the store or the loop
-//! cannot answer (retry). No client input produces a 500.
+//! cannot answer (retry); hyper's own 414 (URI over 65,534 bytes) and 431 (head over its
+//! buffer, or more than 100 headers) carry the same JSON body (`conn.rs`). No client input
+//! produces a 500.
 //!
 //! Limits per client ([`ApiLimits`], `config.toml`; see `limit.rs`): requests started per
 //! second per client address (default 1,000, bursts of 2,000), open connections in all (512)
@@ -42,6 +44,7 @@
 //!
 //! Not done yet: TLS and CORS, resuming the event stream from `Last-Event-ID`.
 
+mod conn;
 mod limit;
 mod metrics;
 mod query;
