@@ -55,8 +55,8 @@ mod types;
 pub use limit::ApiLimits;
 pub use metrics::Metrics;
 pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
-pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};
 pub(crate) use types::dec;
+pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};
 
 use crate::mempool::{Admitted, PoolStatus, Rejected};
 use crate::store::RedbStore;
