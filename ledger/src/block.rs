@@ -36,6 +36,7 @@ pub struct Block {
     /// The consensus proof that this block was committed, encoded by the protocol that
     /// produced it (a quorum certificate, 2f+1 PBFT commits, or a Raft leader signature).
     /// Not covered by the block hash: the proof signs the block, not the other way round.
+    #[serde(with = "serde_bytes")]
     pub certificate: Vec<u8>,
     /// How `txs` split into the consensus batches the certificate names, in order (empty if
     /// not recorded). Not covered by the hash; lets a validator serve the block to one that

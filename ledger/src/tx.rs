@@ -38,7 +38,10 @@ pub enum Payload {
     /// - **No effect on any account**: execution checks only the chain binding, then records
     ///   the transaction as applied without reading or changing any account (no nonce, no
     ///   balance, no signature).
-    Raw { data: Vec<u8> },
+    Raw {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// The signed part of a transaction.

@@ -92,3 +92,24 @@ const GOLDEN_HEADER_BYTES: &str = "2a00000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 const GOLDEN_TX_HASH: &str = "be29e88bafad7dd24b8c3f60e85694e6b7289a98cb2e49e2eb588791c7af33de";
 const GOLDEN_RAW_TX_BYTES: &str = "0600000000000000676f6c64656ef268c47b202ba36e725dbe89c486bccfa3aed2ab8696e31d8a4afea09112cf7200000000000000000000000000000000000000000000000000000000000000000700000000000000010000000400000000000000deadbeef00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
 const GOLDEN_RAW_TX_HASH: &str = "0bb16d843d08a7b05020a06e2f78d38ccc7eb748a1063fede68f2bac3d07fb8b";
+
+/// `Block::certificate` and `Payload::Raw::data` are written as byte strings (serde_bytes),
+/// which in the canonical codec are exactly a plain `Vec<u8>`'s bytes (a u64 length, then
+/// the bytes): a block's encoding is its fields' plain encodings, one after the other.
+#[test]
+fn byte_fields_encode_as_plain_byte_vectors() {
+    use crypto::codec;
+    let certificate: Vec<u8> = (0..=255u8).collect();
+    let block = ledger::Block {
+        header: fixed_header(),
+        txs: vec![fixed_tx(), fixed_raw_tx()],
+        certificate: certificate.clone(),
+        batch_sizes: vec![1, 1],
+    };
+    let mut plain = codec::encode(&block.header);
+    plain.extend(codec::encode(&block.txs));
+    plain.extend(codec::encode(&certificate)); // a Vec<u8> as serde's sequence of u8
+    plain.extend(codec::encode(&block.batch_sizes));
+    assert_eq!(block.encode(), plain);
+    assert_eq!(ledger::Block::decode(&plain).unwrap(), block);
+}
