@@ -1,7 +1,7 @@
 //! [`Ledger`]: state plus store, turning ordered batches into committed, hash-linked blocks.
 
 use crate::Address;
-use crate::block::{Block, BlockHeader, tx_root};
+use crate::block::{Block, BlockHeader};
 use crate::state::{Account, Receipt, State};
 use crate::store::{Store, StoreError};
 use crate::tx::{ChainBinding, Transaction};
@@ -110,10 +110,13 @@ impl<S: Store> Ledger<S> {
             return Err(LedgerError::Poisoned);
         }
         let exec = self.state.execute_checked(&self.chain, &input.txs, checked);
+        // Receipts carry each transaction's hash, in order: the root reuses them rather than
+        // hashing every transaction a second time.
+        let hashes: Vec<Digest> = exec.receipts.iter().map(|r| r.tx_hash).collect();
         let header = BlockHeader {
             height: self.height + 1,
             parent: self.tip,
-            tx_root: tx_root(&input.txs),
+            tx_root: crate::merkle_root(&hashes),
             state_root: self.state.root(),
             proposer: input.proposer,
             view: input.view,

@@ -139,15 +139,19 @@ impl Store for RedbStore {
                 .insert(block.hash().0, height)?;
             let mut txs = tx.open_table(TXS)?;
             for (i, r) in receipts.iter().enumerate() {
-                if txs.get(r.tx_hash.0)?.is_some() {
-                    continue; // first inclusion wins
-                }
                 let rec = TxRecord {
                     height,
                     index: i as u32,
                     receipt: r.clone(),
                 };
-                txs.insert(r.tx_hash.0, codec::encode(&rec).as_slice())?;
+                // One B-tree walk in the common case; the first inclusion wins, so a
+                // transaction included a second time gets its first record back.
+                let earlier = txs
+                    .insert(r.tx_hash.0, codec::encode(&rec).as_slice())?
+                    .map(|old| old.value().to_vec());
+                if let Some(first) = earlier {
+                    txs.insert(r.tx_hash.0, first.as_slice())?;
+                }
             }
             let mut accts = tx.open_table(ACCOUNTS)?;
             for (a, acc) in changed {
@@ -379,4 +383,45 @@ fn decode_row(index: u64, bytes: &[u8]) -> Result<LogRow, codec::DecodeError> {
         entry,
         batches,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crypto::SecretKey;
+    use ledger::{BlockInput, ChainBinding, Ledger, Payload, Transaction};
+
+    /// The transaction index keeps a transaction's first inclusion: a second inclusion
+    /// (skipped as a replay) never overwrites the record of the one that applied.
+    #[test]
+    fn the_index_keeps_the_first_inclusion() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
+        let key = SecretKey::from_seed([5; 32]);
+        let chain = ChainBinding {
+            chain_id: "t".into(),
+            genesis_hash: crypto::hash(b"g"),
+        };
+        let from = Address::of(&key.public());
+        let mut l = Ledger::open(store, chain.clone(), &[(from, 100)]).unwrap();
+        let to = Address([9; 20]);
+        let tx = Transaction::sign(&key, &chain, 0, Payload::Transfer { to, amount: 5 });
+        let other = Transaction::sign(&key, &chain, 1, Payload::Transfer { to, amount: 6 });
+        let input = |txs: Vec<Transaction>| BlockInput {
+            proposer: key.public(),
+            view: 1,
+            timestamp_ms: 0,
+            txs,
+            certificate: Vec::new(),
+            batch_sizes: Vec::new(),
+        };
+        l.commit(input(vec![tx.clone()])).unwrap();
+        let (_, again) = l.commit(input(vec![other.clone(), tx.clone()])).unwrap();
+        assert!(again[1].outcome.is_err(), "the replay is skipped");
+        let rec = l.store().tx(&tx.hash()).unwrap().unwrap();
+        assert_eq!((rec.height, rec.index), (1, 0));
+        assert!(rec.receipt.outcome.is_ok());
+        let rec = l.store().tx(&other.hash()).unwrap().unwrap();
+        assert_eq!((rec.height, rec.index), (2, 0));
+    }
 }

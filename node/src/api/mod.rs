@@ -151,11 +151,19 @@ pub struct CommittedEvent {
 impl CommittedEvent {
     /// The event for a committed block (what the loop sends on `Out::Committed`).
     pub fn of(block: &Block) -> CommittedEvent {
+        let hashes = block.txs.iter().map(ledger::Transaction::hash).collect();
+        CommittedEvent::with_hashes(block, hashes)
+    }
+
+    /// [`CommittedEvent::of`] with the transactions' hashes already known (from the
+    /// block's receipts, in order), so nothing is hashed again.
+    pub fn with_hashes(block: &Block, tx_hashes: Vec<Digest>) -> CommittedEvent {
+        assert_eq!(tx_hashes.len(), block.txs.len(), "one hash per transaction");
         CommittedEvent {
             height: block.header.height,
             hash: block.hash(),
             txs: block.txs.len(),
-            tx_hashes: block.txs.iter().map(ledger::Transaction::hash).collect(),
+            tx_hashes,
             timestamp_ms: block.header.timestamp_ms,
         }
     }

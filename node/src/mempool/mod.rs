@@ -591,9 +591,26 @@ impl Mempool {
     /// nonce (`accounts` gives committed accounts; it is asked only about senders of signed
     /// transactions in `txs` that still have pooled transactions).
     pub fn committed(&mut self, txs: &[Transaction], accounts: impl Fn(&Address) -> Account) {
+        let hashes: Vec<Digest> = txs.iter().map(Transaction::hash).collect();
+        self.committed_hashed(txs, &hashes, accounts);
+    }
+
+    /// [`Mempool::committed`] with the transactions' hashes already known (`hashes[i]` is
+    /// `txs[i]`'s, e.g. from the block's receipts), so nothing is hashed again.
+    pub fn committed_hashed(
+        &mut self,
+        txs: &[Transaction],
+        hashes: &[Digest],
+        accounts: impl Fn(&Address) -> Account,
+    ) {
+        assert_eq!(
+            txs.len(),
+            hashes.len(),
+            "one hash per committed transaction"
+        );
         let mut senders = BTreeSet::new();
-        for tx in txs {
-            self.remove(&tx.hash());
+        for (tx, hash) in txs.iter().zip(hashes) {
+            self.remove(hash);
             if !tx.is_raw() {
                 senders.insert(tx.sender_address());
             }

@@ -552,7 +552,9 @@ impl<P: Protocol> Driver<P> {
                 );
             }
             let state = self.ledger.state();
-            self.mempool.committed(&block.txs, |a| state.account(a));
+            let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
+            self.mempool
+                .committed_hashed(&block.txs, &hashes, |a| state.account(a));
             self.executed
                 .push_back((block.header.height, block.header.state_root));
             out.push(Out::Committed {
@@ -1144,7 +1146,9 @@ impl<P: Protocol> Driver<P> {
             let (block, receipts) = self.ledger.commit_checked(input, &checked)?;
             self.stats.fsync(started);
             let state = self.ledger.state();
-            self.mempool.committed(&block.txs, |a| state.account(a));
+            let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
+            self.mempool
+                .committed_hashed(&block.txs, &hashes, |a| state.account(a));
             self.executed
                 .push_back((block.header.height, block.header.state_root));
             out.push(Out::Committed {

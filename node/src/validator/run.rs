@@ -422,10 +422,11 @@ impl Reporter {
         self.metrics.sent_bytes.inc_by(copies * len as u64);
     }
 
-    fn committed(&mut self, block: &ledger::Block) {
+    fn committed(&mut self, block: &ledger::Block, receipts: &[ledger::Receipt]) {
         self.summary.blocks += 1;
         self.summary.txs += block.txs.len() as u64;
-        let _ = self.events.send(CommittedEvent::of(block));
+        let hashes = receipts.iter().map(|r| r.tx_hash).collect();
+        let _ = self.events.send(CommittedEvent::with_hashes(block, hashes));
         self.metrics.height.set(block.header.height);
         self.metrics.committed_txs.inc_by(block.txs.len() as u64);
         let now = std::time::Instant::now();
@@ -531,7 +532,7 @@ fn dispatch(
                 timers.insert(id, at);
             }
             Out::Committed { block, receipts } => {
-                report.committed(&block);
+                report.committed(&block, &receipts);
                 let valid = receipts.iter().filter(|r| r.outcome.is_ok()).count();
                 tracing::info!(
                     height = block.header.height,
