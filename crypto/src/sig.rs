@@ -11,14 +11,15 @@
 //! 1. the public key must decode to a curve point that is **not of small order** (a
 //!    small-order key lets anyone forge signatures for it); then
 //! 2. the **ZIP-215** verification equation (cofactored, canonical `s`, non-canonical point
-//!    encodings allowed), as implemented by `ed25519-consensus`, whose single and batch
-//!    verifiers are specified to agree.
+//!    encodings allowed), as implemented by `ed25519-zebra` 4 (the same rule as
+//!    `ed25519-consensus`, on curve25519-dalek 4, whose AVX2 backend is picked at run time),
+//!    whose single and batch verifiers are specified to agree.
 //!
 //! [`verify`] and [`verify_batch`] both apply exactly that; tests run every speccheck case
 //! through both and through a batch among valid signatures.
 //!
 //! Signing uses ed25519-dalek (deterministic RFC 8032 signatures, identical to what
-//! ed25519-consensus would produce).
+//! ed25519-zebra would produce).
 //!
 //! # Domains
 //!
@@ -233,8 +234,8 @@ pub fn verify(
 pub fn verify_raw(msg: &[u8], key: &PublicKey, sig: &Signature) -> Result<(), SignatureError> {
     key.validate()?;
     let vk =
-        ed25519_consensus::VerificationKey::try_from(key.0).map_err(|_| KeyError::NotAPoint)?;
-    vk.verify(&ed25519_consensus::Signature::from(sig.0), msg)
+        ed25519_zebra::VerificationKey::try_from(key.0).map_err(|_| KeyError::NotAPoint)?;
+    vk.verify(&ed25519_zebra::Signature::from(sig.0), msg)
         .map_err(|_| SignatureError::Invalid)
 }
 
@@ -264,7 +265,7 @@ pub fn verify_batch_raw(items: &[(Vec<u8>, PublicKey, Signature)]) -> Vec<bool> 
             .collect();
     }
     let mut verdicts = vec![true; items.len()];
-    let mut batch = ed25519_consensus::batch::Verifier::new();
+    let mut batch = ed25519_zebra::batch::Verifier::new();
     let mut seed = crate::Hasher::new();
     let mut queued = 0usize;
     for (i, (bytes, key, sig)) in items.iter().enumerate() {
@@ -274,8 +275,8 @@ pub fn verify_batch_raw(items: &[(Vec<u8>, PublicKey, Signature)]) -> Vec<bool> 
         }
         seed.part(&key.0).part(&sig.0).part(bytes);
         batch.queue((
-            ed25519_consensus::VerificationKeyBytes::from(key.0),
-            ed25519_consensus::Signature::from(sig.0),
+            ed25519_zebra::VerificationKeyBytes::from(key.0),
+            ed25519_zebra::Signature::from(sig.0),
             bytes,
         ));
         queued += 1;
