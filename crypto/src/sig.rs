@@ -233,8 +233,7 @@ pub fn verify(
 /// third-party test vectors; protocol code always goes through [`verify`].
 pub fn verify_raw(msg: &[u8], key: &PublicKey, sig: &Signature) -> Result<(), SignatureError> {
     key.validate()?;
-    let vk =
-        ed25519_zebra::VerificationKey::try_from(key.0).map_err(|_| KeyError::NotAPoint)?;
+    let vk = ed25519_zebra::VerificationKey::try_from(key.0).map_err(|_| KeyError::NotAPoint)?;
     vk.verify(&ed25519_zebra::Signature::from(sig.0), msg)
         .map_err(|_| SignatureError::Invalid)
 }

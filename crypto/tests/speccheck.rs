@@ -30,8 +30,8 @@ fn cases() -> Vec<(Vec<u8>, PublicKey, Signature)> {
 }
 
 /// The verdicts of Cairn's rule (small-order keys rejected, then ZIP-215 as implemented by
-/// ed25519-consensus 2.1), as measured on first adoption. Pinned so that a dependency upgrade
-/// that changes the rule is caught, not silently adopted. Cases 0-3 use a small-order public
+/// ed25519-consensus 2.1, and unchanged with ed25519-zebra 4.2), as measured on adoption.
+/// Pinned so that a dependency upgrade that changes the rule is caught, not silently adopted. Cases 0-3 use a small-order public
 /// key and are rejected by rule 1; 4-8 and 12 are accepted by ZIP-215's cofactored equation
 /// (mixed-order points, non-canonical point encodings); 9-11, 13, 14 fail it (non-canonical
 /// `s`, or the equation itself).
