@@ -444,9 +444,7 @@ fn nonce(cli: &Cli, reset: bool) -> Result<(), Fail> {
     let node = node(cli)?;
     let account = node.account(&address).map_err(query_fail)?;
     let record = nonces::read_record(&cli.key).filter(|r| r.address == address);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = nonces::now_ms();
     let local = record.as_ref().map(|r| {
         let age = r.age(now_ms);
         let fresh = age <= nonces::RECORD_FRESH;

@@ -507,6 +507,10 @@ mod tests {
             parse_node_url("--node", "http://h:1/v10").unwrap(),
             "http://h:1/v10"
         );
+        assert_eq!(
+            parse_node_url("--node", "http://h:1/xv1").unwrap(),
+            "http://h:1/xv1"
+        );
     }
 
     #[test]
