@@ -108,6 +108,10 @@ fn run(protocol: &str, byzantine: usize, behaviour: &str) -> Outcome {
     }
     let acked = load.stop();
     let elapsed = started.elapsed();
+    if let Err(e) = c.converge(&honest, Duration::from_secs(30)) {
+        c.dump_logs(30);
+        panic!("{protocol} with a {behaviour} validator: the honest did not converge: {e}");
+    }
     c.stop_all();
     let verdict = check(&c, &honest, &honest, &acked);
     let g = c.genesis();

@@ -98,8 +98,12 @@ fn finish(
     strict: bool,
 ) {
     let acked = load.stop();
-    c.stop_all();
     let all: Vec<usize> = (0..c.n).collect();
+    if let Err(e) = c.converge(&all, Duration::from_secs(60)) {
+        c.dump_logs(30);
+        panic!("{failpoint}: the validators did not converge after the restart: {e}");
+    }
+    c.stop_all();
     let verdict = check(&c, &all, &all, &acked);
     let votes_now = vote_count(&c, victim);
     println!(

@@ -586,6 +586,21 @@ impl Cluster {
         self.wait_targets(&targets, timeout)
     }
 
+    /// Waits until every validator in `nodes` reaches the highest height any of them reports
+    /// now, and returns that height. Call it after stopping the load and before `stop_all`
+    /// and [`check`](crate::cluster::check::check): an acknowledged transaction is then at or
+    /// below every store's top, so a validator stopped one block behind is not taken for one
+    /// that lost it.
+    pub fn converge(&self, nodes: &[usize], timeout: Duration) -> Result<u64, String> {
+        let top = nodes
+            .iter()
+            .filter_map(|&i| self.height(i))
+            .max()
+            .unwrap_or(0);
+        self.wait_height(nodes, top, timeout)?;
+        Ok(top)
+    }
+
     /// Waits until each validator in `nodes` has committed `blocks` more blocks than it has
     /// now; one that does not answer now (starting, paused) must reach `blocks` above the
     /// highest height the others in `nodes` report now.
