@@ -31,6 +31,16 @@ pub struct BlockInput {
     pub batch_sizes: Vec<u32>,
 }
 
+/// A block executed in memory by [`Ledger::execute_checked`], with what its durable write
+/// needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Executed {
+    pub block: Block,
+    pub receipts: Vec<Receipt>,
+    /// The accounts the block changed, with their new values.
+    pub changed: Vec<(Address, Account)>,
+}
+
 /// The ledger of one replica. Every replica that commits the same inputs in the same order
 /// builds the same blocks (same hashes) and the same state root.
 pub struct Ledger<S: Store> {
@@ -106,6 +116,27 @@ impl<S: Store> Ledger<S> {
         input: BlockInput,
         checked: &[bool],
     ) -> Result<(Block, Vec<Receipt>), LedgerError> {
+        let executed = self.execute_checked(input, checked)?;
+        if let Err(e) =
+            self.store
+                .commit_block(&executed.block, &executed.receipts, &executed.changed)
+        {
+            self.poisoned = true;
+            return Err(e.into());
+        }
+        Ok((executed.block, executed.receipts))
+    }
+
+    /// Executes `input` and builds the next block in memory only: the state, height and tip
+    /// move on, the store does not. The caller must make the returned block durable (with
+    /// [`Store::commit_block`], in height order) before it tells anyone the block is
+    /// committed; a crash before that loses only what consensus can deliver again. Used by
+    /// the validator's pipeline, whose store stage writes blocks while the next executes.
+    pub fn execute_checked(
+        &mut self,
+        input: BlockInput,
+        checked: &[bool],
+    ) -> Result<Executed, LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
@@ -128,16 +159,19 @@ impl<S: Store> Ledger<S> {
             certificate: input.certificate,
             batch_sizes: input.batch_sizes,
         };
-        if let Err(e) = self
-            .store
-            .commit_block(&block, &exec.receipts, &exec.changed)
-        {
-            self.poisoned = true;
-            return Err(e.into());
-        }
         self.height += 1;
         self.tip = block.hash();
-        Ok((block, exec.receipts))
+        Ok(Executed {
+            block,
+            receipts: exec.receipts,
+            changed: exec.changed,
+        })
+    }
+
+    /// Marks the ledger unusable after its caller failed to store a block it executed: the
+    /// state is ahead of the store until it is reopened.
+    pub fn poison(&mut self) {
+        self.poisoned = true;
     }
 
     /// Replaces the state with a snapshot of another replica's ledger at `block`'s height

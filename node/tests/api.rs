@@ -202,6 +202,7 @@ async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimi
         metrics: metrics.clone(),
         chain,
         commit_wait: COMMIT_WAIT,
+        busy: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

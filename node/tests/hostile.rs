@@ -505,6 +505,7 @@ fn server() -> &'static Server {
                 metrics: Arc::new(Metrics::new()),
                 chain: chain(),
                 commit_wait: Duration::from_millis(10),
+                busy: Default::default(),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}/v1/transactions", listener.local_addr().unwrap());

@@ -41,6 +41,7 @@ async fn start() -> Server {
         metrics: Arc::new(Metrics::new()),
         chain,
         commit_wait: Duration::from_millis(100),
+        busy: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -181,6 +181,16 @@ pub struct ApiState {
     pub chain: ChainBinding,
     /// How long `mode=commit` waits for the block before answering `unknown`.
     pub commit_wait: Duration,
+    /// Set by the validator loop while it is backlogged (execution or storage behind
+    /// consensus): submissions are answered 503 with `Retry-After` before any work is done
+    /// on them.
+    pub busy: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ApiState {
+    fn is_busy(&self) -> bool {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// The router's state: the API state plus the shutdown signal that ends event streams and

@@ -6,7 +6,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use crypto::Digest;
 use ledger::{Store, Transaction, TxRecord};
 use serde::Deserialize;
@@ -39,7 +40,10 @@ fn answer(status: StatusCode, body: TxStatus) -> Answer {
     Ok((status, Json(body)))
 }
 
-type SubmitAnswer = Result<(StatusCode, Json<Submitted>), ApiError>;
+type SubmitAnswer = Result<Response, ApiError>;
+
+/// Seconds an overloaded validator asks a client to wait (`Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// A submission's answer; `known`: the node had this exact transaction before the request.
 fn submitted(status: StatusCode, body: TxStatus, known: bool) -> SubmitAnswer {
@@ -50,7 +54,18 @@ fn submitted(status: StatusCode, body: TxStatus, known: bool) -> SubmitAnswer {
             known,
             note: None,
         }),
-    ))
+    )
+        .into_response())
+}
+
+/// 503 with `Retry-After` around `body`: the validator is overloaded, not the request wrong.
+fn overloaded(body: impl IntoResponse) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())],
+        body,
+    )
+        .into_response()
 }
 
 pub(super) async fn submit(
@@ -61,6 +76,13 @@ pub(super) async fn submit(
     let mode = query?.0.mode;
     let tx = parse_tx(&body?)?;
     let hash = tx.hash();
+    if ctx.api.is_busy() {
+        // A committed transaction is still answered as such.
+        if let Some(rec) = committed(&ctx, hash).await? {
+            return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
+        }
+        return rejection(&ctx, hash, Rejected::Busy(BEHIND)).await;
+    }
     let origin = Origin {
         sender: tx.sender_address(),
         nonce: tx.body.nonce,
@@ -126,6 +148,13 @@ async fn rejection(ctx: &Ctx, hash: Digest, rejected: Rejected) -> SubmitAnswer 
         retryable: rejected.is_retryable(),
         code: Some(rejected.code().to_string()),
     };
+    if rejected.is_overload() {
+        return Ok(overloaded(Json(Submitted {
+            status: body,
+            known: false,
+            note: None,
+        })));
+    }
     submitted(StatusCode::UNPROCESSABLE_ENTITY, body, false)
 }
 
@@ -198,7 +227,8 @@ async fn wait_for_commit(
             known,
             note: Some(note),
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// Why a pooled transaction is still pending: a missing lower nonce, or simply not batched
@@ -298,6 +328,15 @@ pub struct BatchRejection {
     pub hash: Digest,
     pub reason: String,
     pub retryable: bool,
+    /// [`Rejected::code`]: `busy` and `pool_full` mean the validator is overloaded.
+    #[serde(default)]
+    pub code: String,
+}
+
+impl BatchRejection {
+    fn is_overload(&self) -> bool {
+        matches!(self.code.as_str(), "busy" | "pool_full")
+    }
 }
 
 /// The body of `POST /v1/transactions/batch`: each transaction as a 4-byte little-endian
@@ -321,9 +360,23 @@ pub fn encode_batch<'a>(txs: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
 pub(super) async fn submit_batch(
     State(ctx): State<Ctx>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<BatchVerdict>, ApiError> {
+) -> Result<Response, ApiError> {
     let txs = parse_batch(&body?)?;
     let total = txs.len();
+    if ctx.api.is_busy() {
+        // Refused before the signatures are checked: an overloaded validator spends nothing
+        // on work it would throw away.
+        let busy = Rejected::Busy(BEHIND);
+        let rejected = txs
+            .iter()
+            .enumerate()
+            .map(|(i, tx)| rejection_of(i, tx.hash(), &busy))
+            .collect();
+        return Ok(overloaded(Json(BatchVerdict {
+            accepted: 0,
+            rejected,
+        })));
+    }
     let (checked, mut rejected) = tokio::task::spawn_blocking(move || check_signatures(txs))
         .await
         .map_err(|e| ApiError::unavailable(format!("signature check failed: {e}")))?;
@@ -338,11 +391,22 @@ pub(super) async fn submit_batch(
         }
     }
     rejected.sort_by_key(|r| r.index);
-    Ok(Json(BatchVerdict {
+    let verdict = Json(BatchVerdict {
         accepted: total - rejected.len(),
         rejected,
-    }))
+    });
+    // Nothing admitted because the validator is overloaded (busy, pool full): 503.
+    if verdict.accepted == 0
+        && total > 0
+        && verdict.rejected.iter().all(BatchRejection::is_overload)
+    {
+        return Ok(overloaded(verdict));
+    }
+    Ok(verdict.into_response())
 }
+
+/// Why a busy validator refuses (see `Driver::backlogged`).
+const BEHIND: &str = "execution and storage are behind consensus";
 
 fn rejection_of(index: usize, hash: Digest, r: &Rejected) -> BatchRejection {
     BatchRejection {
@@ -350,6 +414,7 @@ fn rejection_of(index: usize, hash: Digest, r: &Rejected) -> BatchRejection {
         hash,
         reason: r.to_string(),
         retryable: r.is_retryable(),
+        code: r.code().to_string(),
     }
 }
 

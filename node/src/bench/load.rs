@@ -196,6 +196,8 @@ struct Track {
     settled: AtomicUsize,
     commits_seen: AtomicUsize,
     lagged: AtomicUsize,
+    /// Batches a validator answered 503 (asked again after its Retry-After).
+    overloaded: AtomicUsize,
     reasons: std::sync::Mutex<HashMap<String, u64>>,
 }
 
@@ -219,6 +221,8 @@ pub struct Outcome {
     pub reasons: Vec<(String, u64)>,
     /// The event streams fell behind and skipped this many blocks.
     pub lagged: usize,
+    /// Batches answered 503 and sent again after the validator's Retry-After.
+    pub overloaded: usize,
     /// The prepared transactions ran out before the window ended.
     pub exhausted: bool,
     pub cpu_s: f64,
@@ -244,6 +248,7 @@ pub async fn drive(
         settled: AtomicUsize::new(0),
         commits_seen: AtomicUsize::new(0),
         lagged: AtomicUsize::new(0),
+        overloaded: AtomicUsize::new(0),
         reasons: std::sync::Mutex::new(HashMap::new()),
     });
     let start = Instant::now();
@@ -379,6 +384,7 @@ pub async fn drive(
         window_s: timing.window.as_secs_f64(),
         reasons,
         lagged: track.lagged.load(Ordering::Relaxed),
+        overloaded: track.overloaded.load(Ordering::Relaxed),
         exhausted,
         cpu_s: cpu_after - cpu_before,
         before: before.unwrap_or_default(),
@@ -458,7 +464,19 @@ async fn send_all(
         let prepared = prepared.clone();
         tokio::spawn(async move {
             let chunk = &prepared.chunks[k];
-            let answer = post_batch(&http, &url, chunk.body.clone()).await;
+            // An overloaded validator (503) is asked again after its Retry-After, holding
+            // the slot meanwhile: that is the backpressure the load generator obeys.
+            let answer = loop {
+                match post_batch(&http, &url, chunk.body.clone()).await {
+                    Err(Refusal::Overloaded { retry_after, .. })
+                        if Instant::now() + retry_after < window_end =>
+                    {
+                        track.overloaded.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(retry_after).await;
+                    }
+                    other => break other.map_err(|e| e.to_string()),
+                }
+            };
             drop(permit);
             let refused: Vec<(usize, String)> = match answer {
                 Ok(v) => v
@@ -482,11 +500,29 @@ async fn send_all(
     true
 }
 
+/// Why a batch got no verdict.
+enum Refusal {
+    /// 503: the validator is overloaded and asks to be asked again later.
+    Overloaded {
+        retry_after: Duration,
+    },
+    Other(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Overloaded { .. } => f.write_str("HTTP 503 (overloaded)"),
+            Refusal::Other(s) => f.write_str(s),
+        }
+    }
+}
+
 async fn post_batch(
     http: &reqwest::Client,
     url: &str,
     body: Bytes,
-) -> Result<BatchVerdict, String> {
+) -> Result<BatchVerdict, Refusal> {
     let resp = http
         .post(url)
         .header("content-type", "application/octet-stream")
@@ -494,13 +530,29 @@ async fn post_batch(
         .timeout(Duration::from_secs(30))
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| Refusal::Other(format!("request failed: {e}")))?;
     let status = resp.status();
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        let secs = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(1);
+        return Err(Refusal::Overloaded {
+            retry_after: Duration::from_secs(secs.clamp(1, 10)),
+        });
+    }
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();
-        return Err(format!("HTTP {status}: {}", short_reason(&text)));
+        return Err(Refusal::Other(format!(
+            "HTTP {status}: {}",
+            short_reason(&text)
+        )));
     }
-    resp.json().await.map_err(|e| format!("bad answer: {e}"))
+    resp.json()
+        .await
+        .map_err(|e| Refusal::Other(format!("bad answer: {e}")))
 }
 
 /// The first clause of a refusal, so equal causes group together.

@@ -382,6 +382,13 @@ async fn one_run(
             o.lagged
         );
     }
+    if o.overloaded > 0 {
+        eprintln!(
+            "   note: validators answered 503 (overloaded) to {} batches, sent again after \
+             their Retry-After",
+            o.overloaded
+        );
+    }
     for (reason, k) in o.reasons.iter().take(3) {
         eprintln!("   refused {k}×: {reason}");
     }

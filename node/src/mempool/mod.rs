@@ -158,6 +158,13 @@ pub enum Rejected {
         max_txs: usize,
         max_bytes: usize,
     },
+    /// The validator's execution or store has fallen behind consensus (see
+    /// `Driver::backlogged`): nothing new is admitted until it catches up.
+    #[error(
+        "the validator is busy: {0}; retry after the Retry-After delay (resubmitting the same \
+         transaction is safe)"
+    )]
+    Busy(&'static str),
 }
 
 impl Rejected {
@@ -177,12 +184,20 @@ impl Rejected {
             Rejected::ZeroAmount => "zero_amount",
             Rejected::InsufficientBalance { .. } => "insufficient_balance",
             Rejected::PoolFull { .. } => "pool_full",
+            Rejected::Busy(_) => "busy",
         }
     }
 
-    /// Whether the same transaction may succeed later without change (the pool was full).
+    /// Whether the same transaction may succeed later without change (the pool was full,
+    /// the validator was behind).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Rejected::PoolFull { .. })
+        self.is_overload()
+    }
+
+    /// Whether the refusal is the validator's overload, not the transaction's fault: the API
+    /// answers 503 with `Retry-After`.
+    pub fn is_overload(&self) -> bool {
+        matches!(self, Rejected::PoolFull { .. } | Rejected::Busy(_))
     }
 }
 

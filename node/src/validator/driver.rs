@@ -16,6 +16,7 @@
 
 use super::batches::BatchStore;
 use super::protocol::{CoreParams, Protocol};
+use super::store_stage::{MAX_UNSTORED, StoreWriter, StoredBlock};
 use super::wire::{
     MAX_BATCHES_PER_MESSAGE, MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire, batch_digest,
 };
@@ -28,6 +29,9 @@ use std::collections::{BTreeSet, VecDeque};
 
 const MAX_HELD_PROPOSALS: usize = 16;
 const MAX_STORED_BATCHES: usize = 100_000;
+/// Committed blocks queued for execution (waiting for batches or for room in the store
+/// stage) beyond which the validator counts as backlogged ([`Driver::backlogged`]).
+const MAX_QUEUED_COMMITS: usize = 4;
 /// Most batches [`Driver::make_batch`] cuts at once.
 const MAX_BATCHES_PER_TICK: usize = 8;
 
@@ -77,6 +81,8 @@ pub enum DriverError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Store(#[from] ledger::StoreError),
+    #[error("{0}")]
+    Stage(String),
     #[error(
         "the stored safety record is unreadable ({0}); refusing to start, as voting without it could sign twice"
     )]
@@ -107,9 +113,13 @@ const MAX_FSYNC_SAMPLES: usize = 4096;
 
 impl DriverStats {
     fn fsync(&mut self, started: std::time::Instant) {
+        self.fsync_seconds(started.elapsed().as_secs_f64());
+    }
+
+    fn fsync_seconds(&mut self, secs: f64) {
         self.fsyncs += 1;
         if self.fsync_seconds.len() < MAX_FSYNC_SAMPLES {
-            self.fsync_seconds.push(started.elapsed().as_secs_f64());
+            self.fsync_seconds.push(secs);
         }
     }
 }
@@ -138,6 +148,11 @@ pub struct Driver<P: Protocol> {
     snapshot: SnapshotState,
     watcher: super::evidence::Watcher,
     requests: RequestBudget,
+    /// The store stage, when blocks are written off this thread ([`Driver::use_store_stage`]);
+    /// without it, each block is written before `apply_commits` goes on (tests).
+    writer: Option<StoreWriter>,
+    /// Blocks handed to the store stage and not yet reported durable ([`Driver::on_stored`]).
+    unstored: usize,
 }
 
 /// Batch and snapshot requests one peer may make per second (and at once): enough for a
@@ -299,7 +314,50 @@ impl<P: Protocol> Driver<P> {
             requests: RequestBudget::default(),
             sync: SyncState::default(),
             snapshot: SnapshotState::default(),
+            writer: None,
+            unstored: 0,
         })
+    }
+
+    /// From now on, committed blocks are executed here and written by the store stage
+    /// (see [`super::store_stage`]); the caller passes its reports to [`Driver::on_stored`].
+    pub fn use_store_stage(&mut self, writer: StoreWriter) {
+        self.writer = Some(writer);
+    }
+
+    /// Stops handing blocks to the store stage (returns its writer: dropping it lets the
+    /// stage finish what is queued and end).
+    pub fn take_store_stage(&mut self) -> Option<StoreWriter> {
+        self.writer.take()
+    }
+
+    /// The height of the last block known durable (the ledger's height, less the blocks the
+    /// store stage has not written yet).
+    pub fn stored_height(&self) -> u64 {
+        self.ledger.height() - self.unstored as u64
+    }
+
+    /// Whether execution or the store has fallen behind consensus: commits are queued, or
+    /// the store stage holds as many blocks as it may. Admission refuses new transactions
+    /// while this holds (the API answers 503), and no new batch is cut.
+    pub fn backlogged(&self) -> bool {
+        self.commits.len() > MAX_QUEUED_COMMITS
+            || (self.writer.is_some() && self.unstored >= MAX_UNSTORED)
+    }
+
+    /// Blocks the store stage made durable, in height order: the mempool forgets their
+    /// transactions, the core hears that they executed, and commits waiting for room in
+    /// the store stage go on.
+    pub fn on_stored(&mut self, now: u64, blocks: Vec<StoredBlock>) -> Res {
+        for b in blocks {
+            self.unstored = self.unstored.saturating_sub(1);
+            self.stats.fsync_seconds(b.write_seconds);
+            let state = self.ledger.state();
+            self.mempool
+                .committed_hashed(&b.txs, &b.hashes, |a| state.account(a));
+            self.executed.push_back((b.height, b.state_root));
+        }
+        self.run(now, Vec::new())
     }
 
     pub fn ledger(&self) -> &Ledger<RedbStore> {
@@ -480,9 +538,10 @@ impl<P: Protocol> Driver<P> {
     /// core restarts from the new committed block, as after a crash (its safety record is
     /// untouched), and is then told of the blocks executed.
     fn on_blocks(&mut self, now: u64, from: ReplicaId, blocks: Vec<Block>, tip: u64) -> Res {
-        if !P::LEDGER_SYNC || !self.commits.is_empty() {
-            // The core is ahead of the ledger (commits wait for batches): not behind by much,
-            // and the ledger tip is not the core's root. Let consensus finish.
+        if !P::LEDGER_SYNC || !self.commits.is_empty() || self.unstored > 0 {
+            // The core is ahead of the ledger (commits wait for batches, or blocks for the
+            // store stage): not behind by much, and the ledger tip is not the core's root
+            // or not stored yet. Let consensus finish; the next sync request comes later.
             return Ok(Vec::new());
         }
         let height = self.ledger.height();
@@ -732,6 +791,11 @@ impl<P: Protocol> Driver<P> {
         let Some(p) = self.snapshot.pulling.as_mut() else {
             return Ok(Vec::new());
         };
+        if self.unstored > 0 {
+            // Installing replaces the store's state: not while blocks are still being
+            // written. The pull asks for this chunk again (`retry_snapshot_pull`).
+            return Ok(Vec::new());
+        }
         if p.from != from {
             return Ok(Vec::new());
         }
@@ -813,6 +877,7 @@ impl<P: Protocol> Driver<P> {
 
     /// Admission check of a client transaction against the committed state and the pool.
     pub fn submit(&mut self, tx: ledger::Transaction) -> Result<Admitted, Rejected> {
+        self.check_room()?;
         let account = self.ledger.state().account(&tx.sender_address());
         self.mempool.admit(tx, self.ledger.chain(), account)
     }
@@ -820,9 +885,18 @@ impl<P: Protocol> Driver<P> {
     /// [`Driver::submit`] for a transaction whose signature the caller has checked (the API
     /// checks batches of submissions off the loop).
     pub fn submit_verified(&mut self, tx: ledger::Transaction) -> Result<Admitted, Rejected> {
+        self.check_room()?;
         let account = self.ledger.state().account(&tx.sender_address());
         self.mempool
             .admit_verified(tx, self.ledger.chain(), account)
+    }
+
+    /// Refuses new transactions while the validator is backlogged ([`Driver::backlogged`]).
+    fn check_room(&self) -> Result<(), Rejected> {
+        if !self.backlogged() {
+            return Ok(());
+        }
+        Err(Rejected::Busy("execution and storage are behind consensus"))
     }
 
     /// Turns pending transactions into batches, shares them and offers them to consensus:
@@ -831,7 +905,14 @@ impl<P: Protocol> Driver<P> {
     /// Also the driver's periodic tick: checks whether to ask peers for missed blocks.
     pub fn make_batch(&mut self, now: u64) -> Res {
         let mut out: Vec<Out> = self.maybe_sync(now).into_iter().collect();
-        for _ in 0..MAX_BATCHES_PER_TICK {
+        // Behind: no new batches until execution and the store catch up (the pool holds
+        // what was admitted; admission refuses more).
+        let batches = if self.backlogged() {
+            0
+        } else {
+            MAX_BATCHES_PER_TICK
+        };
+        for _ in 0..batches {
             let txs = self
                 .mempool
                 .next_batch(self.batch_max_txs, self.batch_max_bytes);
@@ -1114,6 +1195,10 @@ impl<P: Protocol> Driver<P> {
     /// each in [`Driver::run`]).
     fn apply_commits(&mut self, out: &mut Vec<Out>) -> Result<(), DriverError> {
         while let Some(c) = self.commits.front() {
+            if self.writer.is_some() && self.unstored >= MAX_UNSTORED {
+                // The store stage is full: execution waits for `on_stored`.
+                return Ok(());
+            }
             let missing = self.batches.missing(&c.payload);
             if !missing.is_empty() {
                 let new: Vec<Digest> = missing
@@ -1142,6 +1227,17 @@ impl<P: Protocol> Driver<P> {
                 })
                 .collect();
             let input = super::block_input(c, &self.committee, |d| batches.get(d).cloned());
+            if let Some(writer) = &self.writer {
+                // Executed here, written and announced by the store stage, reported back
+                // through `on_stored`.
+                let executed = self.ledger.execute_checked(input, &checked)?;
+                self.unstored += 1;
+                if let Err(e) = writer.send(executed) {
+                    self.ledger.poison();
+                    return Err(DriverError::Stage(e));
+                }
+                continue;
+            }
             let started = std::time::Instant::now();
             let (block, receipts) = self.ledger.commit_checked(input, &checked)?;
             self.stats.fsync(started);

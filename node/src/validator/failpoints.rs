@@ -10,6 +10,8 @@
 //!   (HotStuff/PBFT: what the next vote depends on; Raft: term and vote).
 //! - `after-send`: a consensus frame was handed to the network (and given 100 ms to leave);
 //!   the next persist has not happened.
+//! - `before-block-write` / `after-block-write`: the store stage is about to write a group of
+//!   executed blocks / has written them and not yet announced or reported them.
 //!
 //! The exit code is [`CRASH_EXIT_CODE`]; no destructor runs, so nothing is flushed or
 //! closed that a SIGKILL would not have left as it is.

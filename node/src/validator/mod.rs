@@ -10,6 +10,8 @@
 //! - `driver.rs`: [`Driver`], the event-loop-free validator, generic over the protocol
 //!   (tested in-process in `node/tests/validator.rs`); the tokio loop over the libp2p
 //!   transport and the HTTP API (`run.rs`) build on it.
+//! - `store_stage.rs`: the store stage, the thread that writes executed blocks (several per
+//!   fsync under load) and announces them, behind consensus.
 
 mod batches;
 #[cfg(feature = "byzantine")]
@@ -21,6 +23,7 @@ mod pbft;
 mod protocol;
 mod raft;
 mod run;
+pub mod store_stage;
 mod wire;
 
 pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out};

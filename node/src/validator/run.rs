@@ -2,6 +2,7 @@
 //! opens its store, starts the libp2p transport and drives a [`Driver`] from one tokio task,
 //! with the genesis protocol's core (see [`protocol_loop`]).
 
+use super::store_stage::{Announce, FromStore, StoredBlock};
 use super::{Driver, DriverConfig, HotStuffProtocol, Out, PbftProtocol, Protocol, RaftProtocol};
 use crate::api::{self, ApiCommand, ApiState, CommittedEvent, Metrics, NodeStatus};
 use crate::mempool::Limits;
@@ -279,6 +280,7 @@ async fn run_with<P: Protocol>(
         mempool_size: 0,
     }));
     let metrics = Arc::new(Metrics::new());
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let state = ApiState {
         store: driver.ledger().store().clone(),
         commands,
@@ -287,17 +289,26 @@ async fn run_with<P: Protocol>(
         metrics: metrics.clone(),
         chain: driver.ledger().chain().clone(),
         commit_wait: COMMIT_WAIT,
+        busy: busy.clone(),
     };
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = api::ApiLimits::from(&loaded.config);
     let api_task = tokio::spawn(api::serve_with(listener, state, api_limits, async move {
         let _ = api_stopped.await;
     }));
-    let mut report = Reporter {
+    let announcer = Announcer {
         events,
+        status: status.clone(),
+        metrics: metrics.clone(),
+        last_commit: None,
+    };
+    let (writer, store_thread, mut stored_rx) =
+        super::store_stage::start(driver.ledger().store().clone(), announcer.clone());
+    driver.use_store_stage(writer);
+    let mut report = Reporter {
+        announce: announcer,
         status,
         metrics,
-        last_commit: None,
         leader: None,
         fanout: loaded.genesis.validators.len().saturating_sub(1) as u64,
         view_changes: 0,
@@ -353,11 +364,23 @@ async fn run_with<P: Protocol>(
                 Vec::new()
             }
             _ = flood_tick.tick(), if floods => misbehaviour.flood(),
+            stored = stored_rx.recv() => match stored {
+                Some(FromStore::Stored(blocks)) => {
+                    report_stored(&mut report, &blocks);
+                    driver.on_stored(now_ms(), blocks)?
+                }
+                Some(FromStore::Failed(e)) => bail!("the store stage failed: {e}"),
+                None => bail!("the store stage stopped"),
+            },
         };
         dispatch(&net, &mut timers, &mut report, misbehaviour.filter(out));
+        busy.store(driver.backlogged(), std::sync::atomic::Ordering::Relaxed);
     }
     let _ = api_stop.send(());
     let _ = api_task.await;
+    // The store stage writes what it holds, then ends.
+    drop(driver.take_store_stage());
+    let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     tracing::info!(height = driver.ledger().height(), "validator stopping");
     net.shutdown().await;
     Ok(())
@@ -388,13 +411,60 @@ fn answer<P: Protocol>(driver: &mut Driver<P>, cmd: ApiCommand) {
     }
 }
 
-/// Keeps the API's view of the node (events, status, metrics) current and logs a summary
-/// every [`SUMMARY_INTERVAL`].
-struct Reporter {
+/// Announces durable blocks for the store stage: the API's events, status and metrics, and
+/// the log line.
+#[derive(Clone)]
+struct Announcer {
     events: tokio::sync::broadcast::Sender<CommittedEvent>,
     status: Arc<RwLock<NodeStatus>>,
     metrics: Arc<Metrics>,
     last_commit: Option<std::time::Instant>,
+}
+
+impl Announce for Announcer {
+    fn committed(&mut self, block: &ledger::Block, receipts: &[ledger::Receipt]) {
+        let hashes = receipts.iter().map(|r| r.tx_hash).collect();
+        let _ = self.events.send(CommittedEvent::with_hashes(block, hashes));
+        self.metrics.height.set(block.header.height);
+        self.metrics.committed_txs.inc_by(block.txs.len() as u64);
+        let now = std::time::Instant::now();
+        if let Some(prev) = self.last_commit.replace(now) {
+            self.metrics
+                .block_interval
+                .observe(now.duration_since(prev).as_secs_f64());
+        }
+        if let Ok(mut s) = self.status.write() {
+            s.height = block.header.height;
+            s.latest_hash = block.hash();
+        }
+        let valid = receipts.iter().filter(|r| r.outcome.is_ok()).count();
+        tracing::info!(
+            height = block.header.height,
+            txs = block.txs.len(),
+            valid,
+            invalid = block.txs.len() - valid,
+            hash = %block.hash().short(),
+            view = block.header.view,
+            "committed block"
+        );
+    }
+}
+
+/// Counts blocks the store stage reported for the summary line.
+fn report_stored(report: &mut Reporter, blocks: &[StoredBlock]) {
+    for b in blocks {
+        report.summary.blocks += 1;
+        report.summary.txs += b.hashes.len() as u64;
+    }
+}
+
+/// Keeps the API's view of the node (status, metrics) current and logs a summary every
+/// [`SUMMARY_INTERVAL`]; committed blocks are announced by the store stage ([`Announcer`]).
+struct Reporter {
+    /// For blocks written on the loop's thread (a block sync).
+    announce: Announcer,
+    status: Arc<RwLock<NodeStatus>>,
+    metrics: Arc<Metrics>,
     /// The leader of the view seen at the last status update.
     leader: Option<Option<u16>>,
     /// Recipients of a broadcast: the other validators.
@@ -420,25 +490,6 @@ impl Reporter {
     fn sent(&self, copies: u64, len: usize) {
         self.metrics.sent_frames.inc_by(copies);
         self.metrics.sent_bytes.inc_by(copies * len as u64);
-    }
-
-    fn committed(&mut self, block: &ledger::Block, receipts: &[ledger::Receipt]) {
-        self.summary.blocks += 1;
-        self.summary.txs += block.txs.len() as u64;
-        let hashes = receipts.iter().map(|r| r.tx_hash).collect();
-        let _ = self.events.send(CommittedEvent::with_hashes(block, hashes));
-        self.metrics.height.set(block.header.height);
-        self.metrics.committed_txs.inc_by(block.txs.len() as u64);
-        let now = std::time::Instant::now();
-        if let Some(prev) = self.last_commit.replace(now) {
-            self.metrics
-                .block_interval
-                .observe(now.duration_since(prev).as_secs_f64());
-        }
-        if let Ok(mut s) = self.status.write() {
-            s.height = block.header.height;
-            s.latest_hash = block.hash();
-        }
     }
 
     fn status<P: Protocol>(&mut self, driver: &mut Driver<P>, net: &NetHandle) {
@@ -471,11 +522,15 @@ impl Reporter {
             self.summary.fsyncs += 1;
             self.summary.fsync_seconds += secs;
         }
-        // The ledger can also move without a commit event (a state snapshot installed).
-        m.height.set(driver.ledger().height());
+        // The ledger can also move without a commit event (a block sync, a state snapshot
+        // installed). Only what is durable is shown: the store stage may hold the tip.
+        let stored = driver.stored_height();
+        m.height.set(stored);
         if let Ok(mut s) = self.status.write() {
-            s.height = driver.ledger().height();
-            s.latest_hash = driver.ledger().tip();
+            if stored == driver.ledger().height() {
+                s.height = stored;
+                s.latest_hash = driver.ledger().tip();
+            }
             s.view = view;
             s.leader = leader;
             s.peers = peers.iter().map(|p| format!("validator-{p}")).collect();
@@ -531,18 +586,12 @@ fn dispatch(
                 let at = tokio::time::Instant::now() + Duration::from_millis(after_ms);
                 timers.insert(id, at);
             }
+            // Blocks synced from peers (written on this thread); the store stage announces
+            // the others.
             Out::Committed { block, receipts } => {
-                report.committed(&block, &receipts);
-                let valid = receipts.iter().filter(|r| r.outcome.is_ok()).count();
-                tracing::info!(
-                    height = block.header.height,
-                    txs = block.txs.len(),
-                    valid,
-                    invalid = block.txs.len() - valid,
-                    hash = %block.hash().short(),
-                    view = block.header.view,
-                    "committed block"
-                );
+                report.summary.blocks += 1;
+                report.summary.txs += block.txs.len() as u64;
+                report.announce.committed(&block, &receipts);
             }
         }
     }
