@@ -305,6 +305,12 @@ async fn run_with<P: Protocol>(
     let (writer, store_thread, mut stored_rx) =
         super::store_stage::start(driver.ledger().store().clone(), announcer.clone());
     driver.use_store_stage(writer);
+    let index_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let indexer = driver
+        .ledger()
+        .store()
+        .tx_index()
+        .start_indexer(index_stop.clone());
     let mut report = Reporter {
         announce: announcer,
         status,
@@ -381,6 +387,8 @@ async fn run_with<P: Protocol>(
     // The store stage writes what it holds, then ends.
     drop(driver.take_store_stage());
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
+    index_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || indexer.join()).await;
     tracing::info!(height = driver.ledger().height(), "validator stopping");
     net.shutdown().await;
     Ok(())

@@ -54,6 +54,9 @@ pub struct ClusterOpts {
     pub env: Vec<Vec<(String, String)>>,
     /// Extra `cairnd-test testnet` arguments (e.g. `--accounts 8`, `--snapshot-interval 64`).
     pub testnet_args: Vec<String>,
+    /// Turn on genesis `params.raw_transactions` (unsigned opaque transactions, the
+    /// benchmark workload) in every genesis copy.
+    pub raw_transactions: bool,
 }
 
 /// A testnet on disk and its validator processes. See the module documentation.
@@ -166,6 +169,9 @@ impl Cluster {
             None
         };
         let homes: Vec<PathBuf> = (0..n).map(|i| out.join(format!("validator-{i}"))).collect();
+        if opts.raw_transactions {
+            rewrite_genesis(&out, &homes, |g| g.params.raw_transactions = true);
+        }
         if let Some(ns) = &netns {
             rewrite_addresses(&out, &homes, ns);
         }
@@ -681,6 +687,21 @@ fn json_u64(v: &serde_json::Value) -> Option<u64> {
     match v {
         serde_json::Value::String(s) => s.parse().ok(),
         v => v.as_u64(),
+    }
+}
+
+/// Changes every genesis copy the same way.
+fn rewrite_genesis(out: &Path, homes: &[PathBuf], change: impl Fn(&mut genesis::Genesis)) {
+    let path = out.join("genesis.json");
+    let mut g = genesis::Genesis::load(&path).expect("genesis.json");
+    change(&mut g);
+    let text = g.to_json_pretty();
+    genesis::Genesis::from_json(&text).expect("rewritten genesis is valid");
+    std::fs::write(&path, &text).expect("write genesis.json");
+    for home in homes {
+        let c = genesis::NodeConfig::load(home).expect("config.toml");
+        let gp = c.genesis_path(home);
+        std::fs::write(&gp, &text).unwrap_or_else(|e| panic!("{}: {e}", gp.display()));
     }
 }
 

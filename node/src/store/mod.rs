@@ -6,11 +6,13 @@
 //! index, its receipts and the changed accounts together: a crash leaves all or nothing.
 //! Values are Cairn's canonical encoding ([`crypto::codec`]), decoded with size limits.
 //!
-//! A store is two redb files, so that their writes never wait for each other (redb allows
+//! A store is three redb files, so that their writes never wait for each other (redb allows
 //! one write transaction per file at a time):
-//! - the chain file (`store.redb`): blocks, the transaction index, accounts, the genesis hash
+//! - the chain file (`store.redb`): blocks, accounts, the receipts journal, the genesis hash
 //!   and evidence, written by the store stage ([`RedbStore::commit_executed`], several blocks
 //!   per fsync under load);
+//! - the index file (`store-index.redb`): transaction hash → record, written in sorted
+//!   batches by the indexer thread ([`index`]);
 //! - the consensus file (`store-consensus.redb` beside it): safety records and Raft's log,
 //!   written by the consensus loop before the votes that depend on them leave
 //!   ([`RedbStore::write_durable`]). A store from before the split has its safety records and
@@ -21,13 +23,15 @@ use ledger::{
     Account, Address, Block, Receipt, Store, StoreError, TxRecord, check_genesis, check_next_height,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use std::collections::HashMap;
+
+pub mod index;
+pub use index::TxIndex;
+use index::{RECEIPTS, TXS};
 use std::path::Path;
 use std::sync::Arc;
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_HEIGHTS: TableDefinition<[u8; 32], u64> = TableDefinition::new("block_heights");
-const TXS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("txs");
 const ACCOUNTS: TableDefinition<[u8; 20], (u64, u64)> = TableDefinition::new("accounts");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Raft's durable log: index → (term, entry, batches), see [`LogRow`].
@@ -43,13 +47,7 @@ const EVIDENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("evidence");
 pub const MAX_EVIDENCE: u64 = 1024;
 
 const GENESIS_KEY: &str = "genesis_hash";
-/// The receipts of each block whose transactions are not in the durable index ([`TXS`])
-/// yet: height → encoded `Vec<Receipt>`. Written with the block (one sequential row), read
-/// back only when the store is opened, dropped once the index holds them.
-const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts_journal");
-/// Receipts kept in memory before they are written into the durable index in one sorted
-/// pass (see [`RedbStore::commit_executed`]).
-pub const INDEX_FLUSH_TXS: usize = 65_536;
+
 const MAX_RECORD_BYTES: u64 = 1 << 20;
 
 /// Clones share the two databases: any number of concurrent readers (each read is its own
@@ -58,20 +56,22 @@ const MAX_RECORD_BYTES: u64 = 1 << 20;
 pub struct RedbStore {
     db: Arc<Database>,
     consensus: Arc<Database>,
-    /// Transaction records of durable blocks that the durable index does not hold yet (their
-    /// receipts are in the [`RECEIPTS`] journal); see [`RedbStore::commit_executed`].
-    recent: Arc<std::sync::RwLock<HashMap<Digest, TxRecord>>>,
-    /// Records kept in memory before a flush into the durable index ([`INDEX_FLUSH_TXS`]).
-    index_flush: usize,
+    /// The transaction index, in its own file and partly in memory ([`index`]).
+    index: TxIndex,
 }
 
 /// The consensus file of the store at `path`: `NAME-consensus.redb` beside it.
 pub fn consensus_path(path: &Path) -> std::path::PathBuf {
+    sibling(path, "consensus")
+}
+
+/// `NAME-part.redb` beside the store file `path` (`NAME.redb`).
+fn sibling(path: &Path, part: &str) -> std::path::PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "store".into());
-    path.with_file_name(format!("{stem}-consensus.redb"))
+    path.with_file_name(format!("{stem}-{part}.redb"))
 }
 
 fn err(context: &'static str) -> impl Fn(redb::Error) -> StoreError {
@@ -92,13 +92,10 @@ impl RedbStore {
                 .map(Arc::new)
                 .map_err(|e| StoreError::new(&format!("opening database {}", p.display()), e))
         };
-        let store = RedbStore {
-            db: open(path)?,
-            consensus: open(&consensus_path(path))?,
-            recent: Default::default(),
-            index_flush: INDEX_FLUSH_TXS,
-        };
-        store.write(|tx| {
+        let db = open(path)?;
+        let consensus = open(&consensus_path(path))?;
+        // The chain file's tables first: the index reads the journal when it opens.
+        let tables = |tx: &redb::WriteTransaction| -> Result<(), redb::Error> {
             tx.open_table(RECEIPTS)?;
             tx.open_table(BLOCKS)?;
             tx.open_table(BLOCK_HEIGHTS)?;
@@ -108,58 +105,36 @@ impl RedbStore {
             tx.open_table(RAFT_LOG)?;
             tx.open_table(EVIDENCE)?;
             Ok(())
-        })?;
+        };
+        let tx = db
+            .begin_write()
+            .map_err(|e| StoreError::new("begin write", e))?;
+        tables(&tx).map_err(err("write"))?;
+        tx.commit().map_err(|e| StoreError::new("commit", e))?;
+        let index = TxIndex::open(&index::index_path(path), &db)?;
+        let store = RedbStore {
+            db,
+            consensus,
+            index,
+        };
         store.write_consensus(|tx| {
             tx.open_table(META)?;
             tx.open_table(RAFT_LOG)?;
             Ok(())
         })?;
         store.move_consensus_state()?;
-        store.load_recent()?;
         Ok(store)
     }
 
-    /// Flushes the in-memory part of the transaction index once it holds `txs` records (for
-    /// tests; [`INDEX_FLUSH_TXS`] by default). Applies to this handle only.
-    pub fn set_index_flush_txs(&mut self, txs: usize) {
-        self.index_flush = txs.max(1);
-    }
-
-    /// Transaction records held in memory, not yet in the durable index.
-    pub fn unflushed_txs(&self) -> usize {
-        self.recent.read().map_or(0, |r| r.len())
-    }
-
-    /// Rebuilds the in-memory part of the transaction index from the receipts journal.
-    fn load_recent(&self) -> Result<(), StoreError> {
-        let rows: Vec<(u64, Vec<u8>)> = self.read(|tx| {
-            let mut out = Vec::new();
-            for row in tx.open_table(RECEIPTS)?.iter()? {
-                let (k, v) = row?;
-                out.push((k.value(), v.value().to_vec()));
-            }
-            Ok(out)
-        })?;
-        let mut recent = self.recent.write().map_err(|_| poisoned())?;
-        for (height, bytes) in rows {
-            let receipts: Vec<Receipt> = codec::decode(&bytes, MAX_LOG_ROW_BYTES, "receipts")
-                .map_err(|e| StoreError::new("stored receipts journal row", e))?;
-            remember(&mut recent, height, &receipts);
-        }
-        Ok(())
+    /// The transaction index (its indexer thread is started by the validator).
+    pub fn tx_index(&self) -> &TxIndex {
+        &self.index
     }
 
     /// Durably stores executed blocks, in height order, in one write transaction (one fsync
     /// for all of them): the store stage's group commit. The first must follow the stored
-    /// height; each the one before.
-    ///
-    /// The transaction index costs a random B-tree insert per transaction, which per block
-    /// would dirty most of the index's pages at every commit (the profile of issue 18 found
-    /// it to be the validator's wall under load). So a block's receipts are journaled with
-    /// it (one sequential row) and kept in memory, where lookups find them at once; every
-    /// [`INDEX_FLUSH_TXS`] transactions they go into the durable index in one sorted pass,
-    /// in the same write transaction as a block, and the journal is emptied. A crash loses
-    /// nothing: opening the store rebuilds the memory part from the journal.
+    /// height; each the one before. Each block's receipts go into the journal row of the
+    /// transaction index ([`index`]), which the indexer moves into the index file later.
     pub fn commit_executed(&self, blocks: &[ledger::Executed]) -> Result<(), StoreError> {
         let parts: Vec<Parts> = blocks
             .iter()
@@ -169,17 +144,19 @@ impl RedbStore {
     }
 
     fn commit_parts(&self, blocks: &[Parts]) -> Result<(), StoreError> {
+        if self.index.unflushed() > index::MAX_UNFLUSHED {
+            // The indexer fell far behind (or is not running): move the records now, so
+            // memory stays bounded.
+            self.index.flush()?;
+        }
         let mut height = self.height()?;
         let mut encoded = Vec::with_capacity(blocks.len());
-        let mut new_txs = 0;
         for (block, receipts, _) in blocks {
             check_next_height(height, block)?;
             height += 1;
-            new_txs += receipts.len();
             encoded.push((block.encode(), codec::encode(receipts)));
         }
-        let pending = self.recent.read().map_err(|_| poisoned())?.len();
-        let flush = pending + new_txs >= self.index_flush;
+        let indexed = self.index.indexed_height();
         self.write(|tx| {
             let mut table = tx.open_table(BLOCKS)?;
             let mut heights = tx.open_table(BLOCK_HEIGHTS)?;
@@ -189,42 +166,17 @@ impl RedbStore {
                 let h = block.header.height;
                 table.insert(h, bytes.as_slice())?;
                 heights.insert(block.hash().0, h)?;
-                if !flush {
-                    journal.insert(h, receipts.as_slice())?;
-                }
+                journal.insert(h, receipts.as_slice())?;
                 for (a, acc) in *changed {
                     accts.insert(a.0, (acc.balance, acc.nonce))?;
                 }
             }
-            if flush {
-                let mut all = self
-                    .recent
-                    .read()
-                    .map_err(|_| redb::Error::Corrupted("transaction index lock".into()))?
-                    .clone();
-                for (block, receipts, _) in blocks {
-                    remember(&mut all, block.header.height, receipts);
-                }
-                let mut sorted: Vec<(Digest, TxRecord)> = all.into_iter().collect();
-                sorted.sort_unstable_by_key(|(h, _)| *h);
-                let mut txs = tx.open_table(TXS)?;
-                for (hash, rec) in &sorted {
-                    // The first inclusion wins: an earlier record in the index stays.
-                    if txs.get(hash.0)?.is_none() {
-                        txs.insert(hash.0, codec::encode(rec).as_slice())?;
-                    }
-                }
-                journal.retain(|_, _| false)?;
-            }
+            // Rows the index file now holds.
+            journal.retain_in(..=indexed, |_, _| false)?;
             Ok(())
         })?;
-        let mut recent = self.recent.write().map_err(|_| poisoned())?;
-        if flush {
-            recent.clear();
-        } else {
-            for (block, receipts, _) in blocks {
-                remember(&mut recent, block.header.height, receipts);
-            }
+        for (block, receipts, _) in blocks {
+            self.index.remember(block.header.height, receipts)?;
         }
         Ok(())
     }
@@ -393,22 +345,16 @@ impl Store for RedbStore {
         })
     }
 
-    /// The durable index first (it holds the first inclusion of anything flushed), then
-    /// the records not flushed yet.
+    /// The chain file's index of a store from before the index file, then the index
+    /// ([`TxIndex::get`]).
     fn tx(&self, tx_hash: &Digest) -> Result<Option<TxRecord>, StoreError> {
-        let raw = self.read(|tx| {
+        let legacy = self.read(|tx| {
             Ok(tx
                 .open_table(TXS)?
                 .get(tx_hash.0)?
                 .map(|v| v.value().to_vec()))
         })?;
-        if let Some(b) = raw {
-            return codec::decode(&b, MAX_RECORD_BYTES, "tx record")
-                .map(Some)
-                .map_err(|e| StoreError::new("stored tx record", e));
-        }
-        let recent = self.recent.read().map_err(|_| poisoned())?;
-        Ok(recent.get(tx_hash).cloned())
+        self.index.get(legacy, tx_hash)
     }
 
     fn account(&self, addr: &Address) -> Result<Option<Account>, StoreError> {
@@ -600,21 +546,6 @@ impl RedbStore {
 /// A block, its receipts and the accounts it changed, as [`RedbStore::commit_parts`] writes.
 type Parts<'a> = (&'a Block, &'a [Receipt], &'a [(Address, Account)]);
 
-fn poisoned() -> StoreError {
-    StoreError("the in-memory transaction index lock is poisoned (a thread panicked)".into())
-}
-
-/// Adds a block's receipts to `records`; the first inclusion of a hash wins.
-fn remember(records: &mut HashMap<Digest, TxRecord>, height: u64, receipts: &[Receipt]) {
-    for (i, r) in receipts.iter().enumerate() {
-        records.entry(r.tx_hash).or_insert_with(|| TxRecord {
-            height,
-            index: i as u32,
-            receipt: r.clone(),
-        });
-    }
-}
-
 fn decode_row(index: u64, bytes: &[u8]) -> Result<LogRow, codec::DecodeError> {
     let (term, entry, batches): (u64, Vec<u8>, Vec<Vec<ledger::Transaction>>) =
         codec::decode(bytes, MAX_LOG_ROW_BYTES, "raft log row")?;
@@ -652,15 +583,16 @@ mod tests {
 
     /// The transaction index keeps a transaction's first inclusion: a second inclusion
     /// (skipped as a replay) never overwrites the record of the one that applied — whether
-    /// the first is still in memory, flushed into the durable index, or rebuilt from the
-    /// journal after a reopen.
+    /// the first is still in memory, flushed into the index file between or after the two
+    /// blocks, or rebuilt from the journal after a reopen.
     #[test]
     fn the_index_keeps_the_first_inclusion() {
-        for flush_after in [usize::MAX, 1, 2] {
+        for (flush_between, flush_after) in
+            [(false, false), (true, false), (true, true), (false, true)]
+        {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("s.redb");
-            let mut store = RedbStore::open(&path).unwrap();
-            store.set_index_flush_txs(flush_after);
+            let store = RedbStore::open(&path).unwrap();
             let key = SecretKey::from_seed([5; 32]);
             let chain = chain();
             let from = Address::of(&key.public());
@@ -669,16 +601,24 @@ mod tests {
             let tx = Transaction::sign(&key, &chain, 0, Payload::Transfer { to, amount: 5 });
             let other = Transaction::sign(&key, &chain, 1, Payload::Transfer { to, amount: 6 });
             l.commit(input(&key, vec![tx.clone()])).unwrap();
+            if flush_between {
+                assert_eq!(l.store().tx_index().flush().unwrap(), 1);
+            }
             let (_, again) = l
                 .commit(input(&key, vec![other.clone(), tx.clone()]))
                 .unwrap();
             assert!(again[1].outcome.is_err(), "the replay is skipped");
+            if flush_after {
+                l.store().tx_index().flush().unwrap();
+                assert_eq!(l.store().tx_index().unflushed(), 0);
+            }
+            let case = format!("flush between {flush_between}, after {flush_after}");
             let check = |s: &RedbStore| {
                 let rec = s.tx(&tx.hash()).unwrap().unwrap();
-                assert_eq!((rec.height, rec.index), (1, 0), "flush after {flush_after}");
-                assert!(rec.receipt.outcome.is_ok());
+                assert_eq!((rec.height, rec.index), (1, 0), "{case}");
+                assert!(rec.receipt.outcome.is_ok(), "{case}");
                 let rec = s.tx(&other.hash()).unwrap().unwrap();
-                assert_eq!((rec.height, rec.index), (2, 0));
+                assert_eq!((rec.height, rec.index), (2, 0), "{case}");
             };
             check(l.store());
             drop(l);
@@ -686,41 +626,47 @@ mod tests {
         }
     }
 
-    /// Receipts not flushed into the durable index survive a reopen (rebuilt from the
-    /// journal); once flushed, memory and journal are empty and the index answers.
+    /// Records not flushed into the index file survive a reopen (rebuilt from the journal);
+    /// after a flush, the next block write drops the journal rows the index file holds, and
+    /// a reopen rebuilds only what is above them.
     #[test]
-    fn unflushed_receipts_survive_a_reopen_and_flush_empties_the_journal() {
+    fn unflushed_receipts_survive_a_reopen_and_flushed_rows_leave_the_journal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        let mut store = RedbStore::open(&path).unwrap();
-        store.set_index_flush_txs(5);
+        let store = RedbStore::open(&path).unwrap();
         let key = SecretKey::from_seed([6; 32]);
         let chain = chain();
         let from = Address::of(&key.public());
         let mut l = Ledger::open(store, chain.clone(), &[(from, 1000)]).unwrap();
         let to = Address([1; 20]);
         let mut hashes = Vec::new();
-        for n in 0..4 {
+        let mut commit = |l: &mut Ledger<RedbStore>, n: u64| {
             let t = Transaction::sign(&key, &chain, n, Payload::Transfer { to, amount: 1 });
             hashes.push(t.hash());
             l.commit(input(&key, vec![t])).unwrap();
+        };
+        for n in 0..4 {
+            commit(&mut l, n);
         }
-        assert_eq!(l.store().unflushed_txs(), 4);
-        drop(l);
-        let mut store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.unflushed_txs(), 4, "rebuilt from the journal");
-        for (i, h) in hashes.iter().enumerate() {
-            assert_eq!(store.tx(h).unwrap().unwrap().height, i as u64 + 1);
-        }
-        store.set_index_flush_txs(5);
-        let mut l = Ledger::open(store, chain.clone(), &[(from, 1000)]).unwrap();
-        let t = Transaction::sign(&key, &chain, 4, Payload::Transfer { to, amount: 1 });
-        hashes.push(t.hash());
-        l.commit(input(&key, vec![t])).unwrap();
-        assert_eq!(l.store().unflushed_txs(), 0, "the fifth record flushes");
+        assert_eq!(l.store().tx_index().unflushed(), 4);
         drop(l);
         let store = RedbStore::open(&path).unwrap();
-        assert_eq!(store.unflushed_txs(), 0, "the journal was emptied");
+        assert_eq!(store.tx_index().unflushed(), 4, "rebuilt from the journal");
+        let journal = |s: &RedbStore| s.read(|tx| Ok(tx.open_table(RECEIPTS)?.len()?)).unwrap();
+        assert_eq!(journal(&store), 4);
+        assert_eq!(store.tx_index().flush().unwrap(), 4);
+        assert_eq!(store.tx_index().indexed_height(), 4);
+        let mut l = Ledger::open(store, chain.clone(), &[(from, 1000)]).unwrap();
+        commit(&mut l, 4);
+        assert_eq!(journal(l.store()), 1, "rows 1-4 dropped, row 5 written");
+        assert_eq!(l.store().tx_index().unflushed(), 1);
+        drop(l);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            store.tx_index().unflushed(),
+            1,
+            "only the row above the index"
+        );
         for (i, h) in hashes.iter().enumerate() {
             assert_eq!(store.tx(h).unwrap().unwrap().height, i as u64 + 1);
         }

@@ -1,0 +1,235 @@
+//! [`TxIndex`]: transaction hash → where it was committed, off the block-commit path.
+//!
+//! A hash-keyed B-tree takes one random insert per transaction; written with each block it
+//! dirtied most of the index's pages at every commit, and the profile of issue 18 found that
+//! to be the validator's wall under load (a block commit cost more than consensus). So:
+//! - the store stage writes each block's receipts as one sequential row of the *journal*
+//!   (`receipts_journal` in the chain file), in the block's own write transaction, and keeps
+//!   the records in memory, where lookups find them at once;
+//! - the *indexer* thread (`cairn-index`) moves them, sorted, into the durable index in its
+//!   own file (`NAME-index.redb`, so its writes never wait for block writes), every
+//!   [`FLUSH_TXS`] records or [`FLUSH_INTERVAL`], and records the height they cover;
+//! - the store stage then drops the journal rows at or below that height; opening the store
+//!   rebuilds the memory part from the rows above it. A crash loses nothing.
+//!
+//! # To ensure correctness
+//! - The first inclusion of a hash wins everywhere: in memory (`or_insert`), in the durable
+//!   index (an existing row is never overwritten), and in lookups, which read the older
+//!   places first (a store from before this index kept rows in the chain file, then the
+//!   index file, then memory).
+//! - A record leaves memory only after the index write that holds it is durable, so a
+//!   lookup always finds it in one place or the other.
+
+use super::{MAX_RECORD_BYTES, err};
+use crypto::{Digest, codec};
+use ledger::{Receipt, StoreError, TxRecord};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Hash → [`TxRecord`]. In the index file; stores from before it have one in the chain file.
+pub(super) const TXS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("txs");
+/// Height → the encoded receipts of a block not yet in the durable index. In the chain file.
+pub(super) const RECEIPTS: TableDefinition<u64, &[u8]> = TableDefinition::new("receipts_journal");
+/// `indexed_height`: every block up to it is in the durable index. In the index file.
+const INDEX_META: TableDefinition<&str, u64> = TableDefinition::new("index_meta");
+const INDEXED_HEIGHT: &str = "indexed_height";
+/// A journal row holds one block's receipts: at most a block's worth.
+const MAX_JOURNAL_ROW_BYTES: u64 = 32 << 20;
+
+/// Records in memory that make the indexer flush at once.
+pub const FLUSH_TXS: usize = 65_536;
+/// How long records wait in memory at most (when fewer than [`FLUSH_TXS`] arrive).
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
+/// Records in memory beyond which the store stage waits for the indexer before writing more
+/// blocks (so memory stays bounded if the index falls behind).
+pub const MAX_UNFLUSHED: usize = 1 << 20;
+
+#[derive(Default)]
+struct Recent {
+    records: HashMap<Digest, TxRecord>,
+    /// Every block up to this height is in the durable index.
+    indexed: u64,
+}
+
+/// The transaction index (see the module documentation). Clones share it.
+#[derive(Clone)]
+pub struct TxIndex {
+    db: Arc<Database>,
+    recent: Arc<RwLock<Recent>>,
+}
+
+fn poisoned() -> StoreError {
+    StoreError("the in-memory transaction index lock is poisoned (a thread panicked)".into())
+}
+
+/// The index file of the store at `path`: `NAME-index.redb` beside it.
+pub fn index_path(path: &Path) -> std::path::PathBuf {
+    super::sibling(path, "index")
+}
+
+impl TxIndex {
+    /// Opens the index file at `path` and rebuilds the memory part from `chain`'s journal.
+    pub(super) fn open(path: &Path, chain: &Database) -> Result<TxIndex, StoreError> {
+        let db = Database::create(path)
+            .map_err(|e| StoreError::new(&format!("opening database {}", path.display()), e))?;
+        let tx = db
+            .begin_write()
+            .map_err(|e| StoreError::new("begin write", e))?;
+        let indexed = (|| -> Result<u64, redb::Error> {
+            tx.open_table(TXS)?;
+            let meta = tx.open_table(INDEX_META)?;
+            Ok(meta.get(INDEXED_HEIGHT)?.map_or(0, |v| v.value()))
+        })()
+        .map_err(err("index file"))?;
+        tx.commit().map_err(|e| StoreError::new("commit", e))?;
+        let rows: Vec<(u64, Vec<u8>)> = (|| -> Result<_, redb::Error> {
+            let tx = chain.begin_read()?;
+            let mut out = Vec::new();
+            for row in tx.open_table(RECEIPTS)?.range((indexed + 1)..)? {
+                let (k, v) = row?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })()
+        .map_err(err("receipts journal"))?;
+        let mut recent = Recent {
+            records: HashMap::new(),
+            indexed,
+        };
+        for (height, bytes) in rows {
+            let receipts: Vec<Receipt> =
+                codec::decode(&bytes, MAX_JOURNAL_ROW_BYTES, "receipts")
+                    .map_err(|e| StoreError::new("stored receipts journal row", e))?;
+            remember(&mut recent.records, height, &receipts);
+        }
+        Ok(TxIndex {
+            db: Arc::new(db),
+            recent: Arc::new(RwLock::new(recent)),
+        })
+    }
+
+    /// Every block up to this height is in the durable index (journal rows at or below it
+    /// may go).
+    pub fn indexed_height(&self) -> u64 {
+        self.recent.read().map_or(0, |r| r.indexed)
+    }
+
+    /// Records held in memory, not yet in the durable index.
+    pub fn unflushed(&self) -> usize {
+        self.recent.read().map_or(0, |r| r.records.len())
+    }
+
+    /// Adds a durable block's receipts (call after its write returned).
+    pub(super) fn remember(&self, height: u64, receipts: &[Receipt]) -> Result<(), StoreError> {
+        let mut recent = self.recent.write().map_err(|_| poisoned())?;
+        remember(&mut recent.records, height, receipts);
+        Ok(())
+    }
+
+    /// The record of `hash`, if any: `legacy` (the chain file's old index), the durable
+    /// index, then memory; the first inclusion wins.
+    pub(super) fn get(
+        &self,
+        legacy: Option<Vec<u8>>,
+        hash: &Digest,
+    ) -> Result<Option<TxRecord>, StoreError> {
+        let raw = match legacy {
+            Some(raw) => Some(raw),
+            None => (|| -> Result<_, redb::Error> {
+                let tx = self.db.begin_read()?;
+                Ok(tx.open_table(TXS)?.get(hash.0)?.map(|v| v.value().to_vec()))
+            })()
+            .map_err(err("read index"))?,
+        };
+        if let Some(b) = raw {
+            return codec::decode(&b, MAX_RECORD_BYTES, "tx record")
+                .map(Some)
+                .map_err(|e| StoreError::new("stored tx record", e));
+        }
+        let recent = self.recent.read().map_err(|_| poisoned())?;
+        Ok(recent.records.get(hash).cloned())
+    }
+
+    /// Moves every record in memory into the durable index in one sorted, fsynced write,
+    /// then forgets them. Returns how many moved. The indexer thread calls it.
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        let (records, top) = {
+            let recent = self.recent.read().map_err(|_| poisoned())?;
+            if recent.records.is_empty() {
+                return Ok(0);
+            }
+            let top = recent.records.values().map(|r| r.height).max().unwrap_or(0);
+            let mut records: Vec<(Digest, TxRecord)> = recent
+                .records
+                .iter()
+                .map(|(h, r)| (*h, r.clone()))
+                .collect();
+            records.sort_unstable_by_key(|(h, _)| *h);
+            (records, top)
+        };
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::new("begin write (index file)", e))?;
+        (|| -> Result<(), redb::Error> {
+            let mut t = tx.open_table(TXS)?;
+            for (hash, rec) in &records {
+                if t.get(hash.0)?.is_none() {
+                    t.insert(hash.0, codec::encode(rec).as_slice())?;
+                }
+            }
+            let mut meta = tx.open_table(INDEX_META)?;
+            let before = meta.get(INDEXED_HEIGHT)?.map_or(0, |v| v.value());
+            meta.insert(INDEXED_HEIGHT, top.max(before))?;
+            Ok(())
+        })()
+        .map_err(err("write (index file)"))?;
+        tx.commit()
+            .map_err(|e| StoreError::new("commit (index file)", e))?;
+        let mut recent = self.recent.write().map_err(|_| poisoned())?;
+        recent.records.retain(|_, r| r.height > top);
+        recent.indexed = recent.indexed.max(top);
+        Ok(records.len())
+    }
+
+    /// Starts the indexer thread: flushes every [`FLUSH_TXS`] records or [`FLUSH_INTERVAL`]
+    /// until `stop` is set (what is left stays in the journal for the next start). A failed
+    /// flush is logged and retried: lookups still find the records in memory.
+    pub fn start_indexer(
+        &self,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        let index = self.clone();
+        std::thread::Builder::new()
+            .name("cairn-index".into())
+            .spawn(move || {
+                let mut last = std::time::Instant::now();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let n = index.unflushed();
+                    if n == 0 || (n < FLUSH_TXS && last.elapsed() < FLUSH_INTERVAL) {
+                        continue;
+                    }
+                    last = std::time::Instant::now();
+                    if let Err(e) = index.flush() {
+                        tracing::warn!(error = %e, "transaction index flush failed; retrying");
+                    }
+                }
+            })
+            .expect("spawning the indexer thread")
+    }
+}
+
+/// Adds a block's receipts to `records`; the first inclusion of a hash wins.
+fn remember(records: &mut HashMap<Digest, TxRecord>, height: u64, receipts: &[Receipt]) {
+    for (i, r) in receipts.iter().enumerate() {
+        records.entry(r.tx_hash).or_insert_with(|| TxRecord {
+            height,
+            index: i as u32,
+            receipt: r.clone(),
+        });
+    }
+}
