@@ -149,11 +149,9 @@ impl RedbStore {
             // memory stays bounded.
             self.index.flush()?;
         }
-        let mut height = self.height()?;
         let mut encoded = Vec::with_capacity(blocks.len());
-        for (block, receipts, _) in blocks {
+        for (height, (block, receipts, _)) in (self.height()?..).zip(blocks) {
             check_next_height(height, block)?;
-            height += 1;
             encoded.push((block.encode(), codec::encode(receipts)));
         }
         let indexed = self.index.indexed_height();

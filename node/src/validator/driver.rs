@@ -31,7 +31,7 @@ const MAX_HELD_PROPOSALS: usize = 16;
 const MAX_STORED_BATCHES: usize = 100_000;
 /// Committed blocks queued for execution (waiting for batches or for room in the store
 /// stage) beyond which the validator counts as backlogged ([`Driver::backlogged`]).
-const MAX_QUEUED_COMMITS: usize = 4;
+const MAX_QUEUED_COMMITS: usize = 16;
 /// Most batches [`Driver::make_batch`] cuts at once.
 const MAX_BATCHES_PER_TICK: usize = 8;
 
