@@ -726,6 +726,39 @@ async fn events_stream_one_committed_event_per_block() {
     assert_eq!(data, want);
 }
 
+/// The compact stream carries the same block as the SSE stream: height, timestamp and the
+/// transaction hashes as raw 32-byte values; a lagging reader gets an `L` frame.
+#[tokio::test]
+async fn compact_event_stream_carries_each_block_s_hashes() {
+    let node = start(Loop::Commits).await;
+    let mut resp = node
+        .http
+        .get(format!("{}/v1/events/hashes", node.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    let tx = transfer(&chain(), 2, 50);
+    assert_eq!(node.post("/v1/transactions", body(&tx)).await.0, 200);
+    let mut frames = node::api::compact::Decoder::default();
+    let frame = loop {
+        if let Some(f) = frames.next_frame().unwrap() {
+            break f;
+        }
+        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk());
+        frames.push(&chunk.await.expect("a frame within 5 s").unwrap().unwrap());
+    };
+    assert_eq!(
+        frame,
+        node::api::compact::Frame::Committed {
+            height: 4,
+            timestamp_ms: T0_MS + 4000,
+            hashes: vec![tx.hash()],
+        }
+    );
+}
+
 #[tokio::test]
 async fn a_lagging_event_reader_skips_ahead() {
     let node = start_with(Loop::NeverCommits, 2).await;

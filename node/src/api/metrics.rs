@@ -73,6 +73,55 @@ pub struct Metrics {
     pub api_refused_connections: Counter,
     /// `cairn_api_connections`: open HTTP connections.
     pub api_connections: Gauge,
+    /// `cairn_stage_*_seconds`: where a transaction waits, stage by stage (see
+    /// [`StageHistograms`]).
+    pub stages: StageHistograms,
+}
+
+/// Time spent in each stage of the validator's pipeline (`cairnd bench` reports their means):
+/// - `admission`: an API submission waiting for the validator loop's verdict;
+/// - `batching`: a transaction pending in the pool until it is cut into a batch (mean per
+///   batch);
+/// - `consensus`: one of this validator's batches, from being cut to being committed by
+///   consensus;
+/// - `execution`: executing one committed block in memory;
+/// - `store`: a block from its hand-over to the store stage until it is durable and announced
+///   (queueing, the group commit, events).
+#[derive(Debug, Clone)]
+pub struct StageHistograms {
+    pub admission: Histogram,
+    pub batching: Histogram,
+    pub consensus: Histogram,
+    pub execution: Histogram,
+    pub store: Histogram,
+}
+
+impl StageHistograms {
+    /// The stages in pipeline order, with their metric names (`cairn_stage_NAME_seconds`).
+    pub const NAMES: [&'static str; 5] =
+        ["admission", "batching", "consensus", "execution", "store"];
+
+    fn new() -> StageHistograms {
+        // 20 µs .. ~10 s
+        let h = || Histogram::new(exponential_buckets(0.00002, 2.0, 20));
+        StageHistograms {
+            admission: h(),
+            batching: h(),
+            consensus: h(),
+            execution: h(),
+            store: h(),
+        }
+    }
+
+    fn all(&self) -> [&Histogram; 5] {
+        [
+            &self.admission,
+            &self.batching,
+            &self.consensus,
+            &self.execution,
+            &self.store,
+        ]
+    }
 }
 
 impl Default for Metrics {
@@ -109,8 +158,17 @@ impl Metrics {
             api_rate_limited: Counter::default(),
             api_refused_connections: Counter::default(),
             api_connections: Gauge::default(),
+            stages: StageHistograms::new(),
             registry: Registry::default(),
         };
+        for (name, h) in StageHistograms::NAMES.iter().zip(m.stages.all()) {
+            registry.register_with_unit(
+                format!("stage_{name}"),
+                format!("Time a transaction or block spends in the {name} stage"),
+                Unit::Seconds,
+                h.clone(),
+            );
+        }
         registry.register(
             "height",
             "Height of the last committed block",

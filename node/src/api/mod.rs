@@ -17,6 +17,7 @@
 //! | `GET /v1/status` | [`NodeStatus`] plus the genesis hash |
 //! | `GET /v1/health` | `{"ok":true}`; 503 once the loop has stopped |
 //! | `GET /v1/events` | Server-Sent Events, one `committed` event per block |
+//! | `GET /v1/events/hashes` | the same, compact: binary frames of height, timestamp and 32-byte hashes ([`compact`]) |
 //! | `GET /metrics` | Prometheus ([`Metrics`], OpenMetrics text) |
 //!
 //! Conventions: 64-bit integers are JSON strings of decimal digits (JavaScript loses precision
@@ -24,8 +25,10 @@
 //! certificate are lowercase hex (an `0x` prefix is accepted on input). Every error is JSON
 //! `{"error": "..."}` saying what was wrong: 400 for malformed input, 404 for nothing there,
 //! 413 for bodies over [`MAX_BODY_BYTES`], 422 for a transaction the mempool refuses, 429 with
-//! `Retry-After` for a client address over its request rate, 503 when the store or the loop
-//! cannot answer (retry); hyper's own 414 (URI over 65,534 bytes) and 431 (head over its
+//! `Retry-After` for a client address over its request rate, 503 with `Retry-After` for a
+//! submission while the validator is overloaded (its pool is full, or execution and storage
+//! are behind consensus: code `pool_full` or `busy`), 503 when the store or the loop cannot
+//! answer (retry); hyper's own 414 (URI over 65,534 bytes) and 431 (head over its
 //! buffer, or more than 100 headers) carry the same JSON body (`conn.rs`). No client input
 //! produces a 500.
 //!
@@ -44,6 +47,7 @@
 //!
 //! Not done yet: TLS and CORS, resuming the event stream from `Last-Event-ID`.
 
+pub mod compact;
 mod conn;
 mod limit;
 mod metrics;
@@ -53,7 +57,7 @@ mod tx;
 mod types;
 
 pub use limit::ApiLimits;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, StageHistograms};
 pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
 pub(crate) use types::dec;
 pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};
@@ -282,6 +286,7 @@ fn routes(ctx: Ctx) -> Router {
         .route("/v1/evidence", get(query::evidence))
         .route("/v1/health", get(query::health))
         .route("/v1/events", get(sse::events))
+        .route("/v1/events/hashes", get(compact::hashes))
         .route("/metrics", get(query::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -94,7 +94,13 @@ pub(super) async fn submit(
     if let Some(rec) = committed(&ctx, hash).await? {
         return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
     }
+    let asked = std::time::Instant::now();
     let verdict = ask(&ctx.api, |reply| ApiCommand::Submit { tx, reply }).await?;
+    ctx.api
+        .metrics
+        .stages
+        .admission
+        .observe(asked.elapsed().as_secs_f64());
     let admitted = match verdict {
         Ok(a) => a,
         Err(rejected) => return rejection(&ctx, hash, rejected).await,
@@ -383,7 +389,13 @@ pub(super) async fn submit_batch(
     if !checked.is_empty() {
         let (index, txs): (Vec<usize>, Vec<Transaction>) = checked.into_iter().unzip();
         let hashes: Vec<Digest> = txs.iter().map(Transaction::hash).collect();
+        let asked = std::time::Instant::now();
         let answers = ask(&ctx.api, |reply| ApiCommand::SubmitBatch { txs, reply }).await?;
+        ctx.api
+            .metrics
+            .stages
+            .admission
+            .observe(asked.elapsed().as_secs_f64());
         for ((i, hash), answer) in index.into_iter().zip(hashes).zip(answers) {
             if let Err(r) = answer {
                 rejected.push(rejection_of(i, hash, &r));

@@ -45,6 +45,9 @@ pub struct Counters {
     pub sent_frames: u64,
     pub sent_bytes: u64,
     pub fsyncs: u64,
+    /// `(sum of seconds, count)` of each `cairn_stage_*_seconds` histogram, in
+    /// [`crate::api::StageHistograms::NAMES`] order.
+    pub stages: [(f64, u64); 5],
 }
 
 impl Cluster {
@@ -228,7 +231,20 @@ async fn counters(http: &reqwest::Client, api: &str) -> Option<Counters> {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map_or(0, |v| v as u64)
     };
+    let float = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stages = crate::api::StageHistograms::NAMES.map(|n| {
+        (
+            float(&format!("cairn_stage_{n}_seconds_sum")),
+            get(&format!("cairn_stage_{n}_seconds_count")),
+        )
+    });
     Some(Counters {
+        stages,
         height: get("cairn_height"),
         view_changes: get("cairn_view_changes_total"),
         sent_frames: get("cairn_sent_frames_total"),

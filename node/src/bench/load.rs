@@ -7,6 +7,7 @@
 //! submitters and the event readers never take a lock.
 
 use super::cluster::Cluster;
+use crate::api::compact::Frame;
 use crate::api::{BatchVerdict, encode_batch};
 use bytes::Bytes;
 use crypto::{Digest, SecretKey};
@@ -469,7 +470,7 @@ async fn send_all(
             let answer = loop {
                 match post_batch(&http, &url, chunk.body.clone()).await {
                     Err(Refusal::Overloaded { retry_after, .. })
-                        if Instant::now() + retry_after < window_end =>
+                        if Instant::now() + retry_after < window_end + RETRY_GRACE =>
                     {
                         track.overloaded.fetch_add(1, Ordering::Relaxed);
                         tokio::time::sleep(retry_after).await;
@@ -499,6 +500,10 @@ async fn send_all(
     }
     true
 }
+
+/// How long after the window a batch answered 503 is still sent again: a transfer dropped
+/// for good leaves a nonce gap that fails every later transfer of its account.
+const RETRY_GRACE: Duration = Duration::from_secs(10);
 
 /// Why a batch got no verdict.
 enum Refusal {
@@ -561,12 +566,8 @@ fn short_reason(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-#[derive(serde::Deserialize)]
-struct EventHashes {
-    tx_hashes: Vec<Digest>,
-}
-
-/// Reads validator `v`'s event stream and marks the commits of the transactions sent to it.
+/// Reads validator `v`'s compact commit stream (`GET /v1/events/hashes`) and marks the
+/// commits of the transactions sent to it.
 #[allow(clippy::too_many_arguments)]
 async fn read_events(
     http: reqwest::Client,
@@ -578,41 +579,44 @@ async fn read_events(
     notify: Arc<tokio::sync::Notify>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let Ok(mut resp) = http.get(format!("{api}/v1/events")).send().await else {
+    let Ok(mut resp) = http.get(format!("{api}/v1/events/hashes")).send().await else {
         return;
     };
-    let mut buf: Vec<u8> = Vec::new();
+    let mut frames = crate::api::compact::Decoder::default();
     loop {
         let chunk = tokio::select! {
             _ = stop.changed() => return,
             c = resp.chunk() => c,
         };
         let Ok(Some(chunk)) = chunk else { return };
-        buf.extend_from_slice(&chunk);
+        frames.push(&chunk);
         let now = micros(start, Instant::now());
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            if let Some(data) = line.strip_prefix(b"data: ") {
-                let Ok(ev) = serde_json::from_slice::<EventHashes>(data) else {
-                    continue;
-                };
-                let mut mine = 0;
-                for h in &ev.tx_hashes {
-                    if let Some(&j) = prepared.index.get(h)
-                        && prepared.target[j as usize] == v
-                        && track.committed[j as usize]
-                            .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
-                            .is_ok()
-                    {
-                        mine += 1;
-                    }
+        loop {
+            match frames.next_frame() {
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("   warning: validator {v}'s commit stream: {e}");
+                    return;
                 }
-                track.commits_seen.fetch_add(mine, Ordering::Relaxed);
-                track.settled.fetch_add(mine, Ordering::Relaxed);
-                notify.notify_waiters();
-            } else if line.starts_with(b": lagged") {
-                track.lagged.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(Frame::Lagged { .. })) => {
+                    track.lagged.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Some(Frame::Committed { hashes, .. })) => {
+                    let mut mine = 0;
+                    for h in &hashes {
+                        if let Some(&j) = prepared.index.get(h)
+                            && prepared.target[j as usize] == v
+                            && track.committed[j as usize]
+                                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+                                .is_ok()
+                        {
+                            mine += 1;
+                        }
+                    }
+                    track.commits_seen.fetch_add(mine, Ordering::Relaxed);
+                    track.settled.fetch_add(mine, Ordering::Relaxed);
+                    notify.notify_waiters();
+                }
             }
         }
     }

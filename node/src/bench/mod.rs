@@ -397,7 +397,34 @@ async fn one_run(
         "   committed {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {} failed, {} view changes",
         row.committed_tps, row.latency_ms.p50, row.latency_ms.p99, row.failed, row.view_changes
     );
+    let stages: Vec<String> = row
+        .stages_ms
+        .iter()
+        .map(|(name, ms)| format!("{name} {ms:.1}"))
+        .collect();
+    eprintln!("   mean ms per stage: {}", stages.join(", "));
     Ok(row)
+}
+
+/// The mean milliseconds of each pipeline stage over the window, across validators.
+fn stage_means(o: &load::Outcome) -> Vec<(String, f64)> {
+    crate::api::StageHistograms::NAMES
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let (mut secs, mut count) = (0.0, 0u64);
+            for (a, b) in o.after.iter().zip(&o.before) {
+                secs += (a.stages[k].0 - b.stages[k].0).max(0.0);
+                count += a.stages[k].1.saturating_sub(b.stages[k].1);
+            }
+            let ms = if count == 0 {
+                0.0
+            } else {
+                1000.0 * secs / count as f64
+            };
+            (name.to_string(), ms)
+        })
+        .collect()
 }
 
 fn row_of(
@@ -478,6 +505,7 @@ fn row_of(
         fsyncs_per_block: per_block(fsyncs) / n as f64,
         efficiency: (workload == Workload::Transfer && ceiling_tps > 0.0)
             .then(|| committed_tps / ceiling_tps),
+        stages_ms: stage_means(o),
     }
 }
 

@@ -65,6 +65,11 @@ pub struct Row {
     pub fsyncs_per_block: f64,
     /// `committed_tps / ceiling.tps_for(validators)` (transfer workload only).
     pub efficiency: Option<f64>,
+    /// Where a transaction waits: the mean milliseconds of each pipeline stage over the
+    /// window, across validators (`cairn_stage_*_seconds`: admission, batching, consensus,
+    /// execution, store), in pipeline order. Empty in reports from before it existed.
+    #[serde(default)]
+    pub stages_ms: Vec<(String, f64)>,
 }
 
 impl Ceiling {
@@ -496,6 +501,7 @@ pub(crate) mod tests {
             bytes_per_block: 123_456.0,
             fsyncs_per_block: 1.25,
             efficiency: (workload == "transfer").then_some(committed as f64 / 10.0 / 40_000.0),
+            stages_ms: vec![("consensus".into(), 12.5)],
         }
     }
 

@@ -207,6 +207,8 @@ struct Entry {
     hash: Digest,
     size: usize,
     in_flight: bool,
+    /// When it was admitted (for the batching stage time only: no rule depends on it).
+    since: std::time::Instant,
 }
 
 /// Where [`Mempool::by_hash`] finds a pooled transaction.
@@ -322,6 +324,8 @@ pub struct Mempool {
     bytes: usize,
     /// The sender served last by `next_batch`; the next batch starts after it.
     last_served: Option<Address>,
+    /// Seconds the transactions of the last batch waited in the pool, summed.
+    batch_wait: f64,
 }
 
 impl Mempool {
@@ -333,6 +337,7 @@ impl Mempool {
             by_hash: BTreeMap::new(),
             bytes: 0,
             last_served: None,
+            batch_wait: 0.0,
         }
     }
 
@@ -429,6 +434,7 @@ impl Mempool {
             hash,
             size,
             in_flight: false,
+            since: std::time::Instant::now(),
         });
         self.by_hash.insert(hash, Slot::Raw(seq));
         self.bytes += size;
@@ -494,6 +500,7 @@ impl Mempool {
             hash,
             size,
             in_flight: false,
+            since: std::time::Instant::now(),
         };
         self.senders
             .entry(from)
@@ -540,15 +547,27 @@ impl Mempool {
     /// later arrivals), stopping at the first that does not fit the remaining bytes.
     pub fn next_batch(&mut self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {
         let mut batch = Vec::new();
+        self.batch_wait = 0.0;
         let mut bytes = self.take_accounts(&mut batch, max_txs, max_bytes);
         while batch.len() < max_txs {
             let Some(entry) = self.raw.take_first(max_bytes.saturating_sub(bytes)) else {
                 break;
             };
             bytes += entry.size;
+            self.batch_wait += entry.since.elapsed().as_secs_f64();
             batch.push(entry.tx.clone());
         }
         batch
+    }
+
+    /// The mean time the transactions of the last [`Mempool::next_batch`] waited in the pool
+    /// (seconds; 0 for an empty batch): the batching stage's time.
+    pub fn last_batch_wait(&self, batch_len: usize) -> f64 {
+        if batch_len == 0 {
+            0.0
+        } else {
+            self.batch_wait / batch_len as f64
+        }
     }
 
     /// The account part of [`Mempool::next_batch`]: appends to `batch`, returns its bytes.
@@ -559,6 +578,7 @@ impl Mempool {
         max_bytes: usize,
     ) -> usize {
         let mut bytes = 0usize;
+        let mut wait = 0.0;
         let after = match self.last_served {
             Some(last) => (Bound::Excluded(last), Bound::Unbounded),
             None => (Bound::Unbounded, Bound::Unbounded),
@@ -577,6 +597,7 @@ impl Mempool {
             let mut again = Vec::with_capacity(turn.len());
             for (addr, nonce) in turn {
                 if batch.len() >= max_txs {
+                    self.batch_wait += wait;
                     return bytes;
                 }
                 let Some(sender) = self.senders.get_mut(&addr) else {
@@ -590,6 +611,7 @@ impl Mempool {
                     _ => continue,
                 }
                 entry.in_flight = true;
+                wait += entry.since.elapsed().as_secs_f64();
                 batch.push(entry.tx.clone());
                 self.last_served = Some(addr);
                 if let Some(n) = nonce.checked_add(1).and_then(|n| sender.ready_from(n)) {
@@ -598,6 +620,7 @@ impl Mempool {
             }
             turn = again;
         }
+        self.batch_wait += wait;
         bytes
     }
 

@@ -29,6 +29,9 @@ use std::collections::{BTreeSet, VecDeque};
 
 const MAX_HELD_PROPOSALS: usize = 16;
 const MAX_STORED_BATCHES: usize = 100_000;
+/// Transactions in blocks the store stage holds beyond which the validator counts as
+/// backlogged (about half a second of the store's throughput on the reference machine).
+const MAX_UNSTORED_TXS: usize = 16_384;
 /// Committed blocks queued for execution (waiting for batches or for room in the store
 /// stage) beyond which the validator counts as backlogged ([`Driver::backlogged`]).
 const MAX_QUEUED_COMMITS: usize = 16;
@@ -106,6 +109,25 @@ pub struct DriverStats {
     /// Durations of durable writes (safety records and blocks) not yet taken by
     /// [`Driver::take_fsync_seconds`]; bounded.
     fsync_seconds: Vec<f64>,
+    /// Stage durations not yet taken by [`Driver::take_stage_samples`].
+    stages: StageSamples,
+}
+
+/// Durations (seconds) of the pipeline stages the driver sees, for the
+/// `cairn_stage_*_seconds` histograms (see `crate::api::StageHistograms`); each list
+/// keeps at most 4,096 samples between takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageSamples {
+    pub batching: Vec<f64>,
+    pub consensus: Vec<f64>,
+    pub execution: Vec<f64>,
+    pub store: Vec<f64>,
+}
+
+fn sample(list: &mut Vec<f64>, secs: f64) {
+    if list.len() < MAX_FSYNC_SAMPLES {
+        list.push(secs);
+    }
 }
 
 /// Durations kept for [`Driver::take_fsync_seconds`] at most (older ones are dropped).
@@ -153,6 +175,11 @@ pub struct Driver<P: Protocol> {
     writer: Option<StoreWriter>,
     /// Blocks handed to the store stage and not yet reported durable ([`Driver::on_stored`]).
     unstored: usize,
+    /// Their transactions.
+    unstored_txs: usize,
+    /// When each of this validator's batches not committed yet was cut (the consensus stage
+    /// time); cleared when it grows past [`MAX_STORED_BATCHES`].
+    cut_at: std::collections::HashMap<Digest, std::time::Instant>,
 }
 
 /// Batch and snapshot requests one peer may make per second (and at once): enough for a
@@ -316,6 +343,8 @@ impl<P: Protocol> Driver<P> {
             snapshot: SnapshotState::default(),
             writer: None,
             unstored: 0,
+            unstored_txs: 0,
+            cut_at: Default::default(),
         })
     }
 
@@ -338,11 +367,13 @@ impl<P: Protocol> Driver<P> {
     }
 
     /// Whether execution or the store has fallen behind consensus: commits are queued, or
-    /// the store stage holds as many blocks as it may. Admission refuses new transactions
-    /// while this holds (the API answers 503), and no new batch is cut.
+    /// the store stage holds as many blocks as it may or [`MAX_UNSTORED_TXS`] transactions.
+    /// Admission refuses new transactions while this holds (the API answers 503), and no new
+    /// batch is cut.
     pub fn backlogged(&self) -> bool {
         self.commits.len() > MAX_QUEUED_COMMITS
-            || (self.writer.is_some() && self.unstored >= MAX_UNSTORED)
+            || (self.writer.is_some()
+                && (self.unstored >= MAX_UNSTORED || self.unstored_txs >= MAX_UNSTORED_TXS))
     }
 
     /// Blocks the store stage made durable, in height order: the mempool forgets their
@@ -351,6 +382,8 @@ impl<P: Protocol> Driver<P> {
     pub fn on_stored(&mut self, now: u64, blocks: Vec<StoredBlock>) -> Res {
         for b in blocks {
             self.unstored = self.unstored.saturating_sub(1);
+            self.unstored_txs = self.unstored_txs.saturating_sub(b.hashes.len());
+            sample(&mut self.stats.stages.store, b.stage_seconds);
             self.stats.fsync_seconds(b.write_seconds);
             let state = self.ledger.state();
             self.mempool
@@ -374,6 +407,11 @@ impl<P: Protocol> Driver<P> {
     /// histogram). Writes are not timed against a wall clock anywhere else.
     pub fn take_fsync_seconds(&mut self) -> Vec<f64> {
         std::mem::take(&mut self.stats.fsync_seconds)
+    }
+
+    /// Stage durations since the last call (for the stage histograms).
+    pub fn take_stage_samples(&mut self) -> StageSamples {
+        std::mem::take(&mut self.stats.stages)
     }
 
     /// Appends one line per vote this validator sends to `path`: `vote SLOT DIGEST` (see
@@ -919,10 +957,18 @@ impl<P: Protocol> Driver<P> {
             if txs.is_empty() {
                 break;
             }
+            sample(
+                &mut self.stats.stages.batching,
+                self.mempool.last_batch_wait(txs.len()),
+            );
             let full = txs.len() >= self.batch_max_txs;
             let frame = Wire::<P::Message>::Batch(txs.clone()).encode();
             let full = full || frame.len() * 2 >= self.batch_max_bytes;
             let d = self.batches.insert_checked(txs);
+            if self.cut_at.len() >= MAX_STORED_BATCHES {
+                self.cut_at.clear();
+            }
+            self.cut_at.insert(d, std::time::Instant::now());
             out.push(Out::Broadcast(frame));
             out.extend(self.feed(now, Input::Payload(d))?);
             if !full {
@@ -1119,7 +1165,17 @@ impl<P: Protocol> Driver<P> {
                         top_seq = Some(seq);
                         ops.push(self.durable_op(what)?);
                     }
-                    Action::Commit(c) => self.commits.push_back(c),
+                    Action::Commit(c) => {
+                        for d in &c.payload {
+                            if let Some(at) = self.cut_at.remove(d) {
+                                sample(
+                                    &mut self.stats.stages.consensus,
+                                    at.elapsed().as_secs_f64(),
+                                );
+                            }
+                        }
+                        self.commits.push_back(c)
+                    }
                     Action::SetTimer { id, after_ms } => out.push(Out::Timer { id, after_ms }),
                 }
             }
@@ -1230,8 +1286,14 @@ impl<P: Protocol> Driver<P> {
             if let Some(writer) = &self.writer {
                 // Executed here, written and announced by the store stage, reported back
                 // through `on_stored`.
+                let started = std::time::Instant::now();
                 let executed = self.ledger.execute_checked(input, &checked)?;
+                sample(
+                    &mut self.stats.stages.execution,
+                    started.elapsed().as_secs_f64(),
+                );
                 self.unstored += 1;
+                self.unstored_txs += executed.block.txs.len();
                 if let Err(e) = writer.send(executed) {
                     self.ledger.poison();
                     return Err(DriverError::Stage(e));

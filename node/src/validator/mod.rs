@@ -26,7 +26,7 @@ mod run;
 pub mod store_stage;
 mod wire;
 
-pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out};
+pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, StageSamples};
 pub use pbft::PbftProtocol;
 pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol};
 pub use raft::RaftProtocol;

@@ -525,6 +525,17 @@ impl Reporter {
         self.view_changes = view_changes;
         m.view_changes.inc_by(new);
         self.summary.view_changes += new;
+        let stages = driver.take_stage_samples();
+        for (list, h) in [
+            (&stages.batching, &m.stages.batching),
+            (&stages.consensus, &m.stages.consensus),
+            (&stages.execution, &m.stages.execution),
+            (&stages.store, &m.stages.store),
+        ] {
+            for secs in list {
+                h.observe(*secs);
+            }
+        }
         for secs in driver.take_fsync_seconds() {
             m.fsync.observe(secs);
             self.summary.fsyncs += 1;

@@ -25,14 +25,14 @@ use ledger::{Block, Executed, Receipt, Transaction};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 /// Executed blocks the consensus loop may have handed over and not heard back about.
-pub const MAX_UNSTORED: usize = 8;
+pub const MAX_UNSTORED: usize = 32;
 /// Blocks one group commit writes, at most.
 const MAX_GROUP: usize = 32;
 
 /// Into the store stage.
 pub enum ToStore {
-    /// Write this block (after those sent before it).
-    Block(Box<Executed>),
+    /// Write this block (after those sent before it); handed over at this instant.
+    Block(Box<Executed>, std::time::Instant),
 }
 
 /// Back from the store stage to the consensus loop.
@@ -54,6 +54,8 @@ pub struct StoredBlock {
     pub hashes: Vec<Digest>,
     /// Seconds the write that covered this block took (shared by its group).
     pub write_seconds: f64,
+    /// Seconds from its hand-over to the store stage until it was durable and announced.
+    pub stage_seconds: f64,
 }
 
 /// What the store stage tells the world about a durable block (events, metrics, logs).
@@ -71,7 +73,7 @@ impl StoreWriter {
     /// [`MAX_UNSTORED`] blocks in flight.
     pub fn send(&self, block: Executed) -> Result<(), String> {
         self.jobs
-            .send(ToStore::Block(Box::new(block)))
+            .send(ToStore::Block(Box::new(block), std::time::Instant::now()))
             .map_err(|_| "the store stage stopped".to_string())
     }
 }
@@ -110,7 +112,10 @@ fn run(
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let blocks: Vec<Executed> = group.into_iter().map(|ToStore::Block(b)| *b).collect();
+        let (blocks, handed): (Vec<Executed>, Vec<std::time::Instant>) = group
+            .into_iter()
+            .map(|ToStore::Block(b, at)| (*b, at))
+            .unzip();
         super::failpoints::crash_point!("before-block-write", 0);
         let started = std::time::Instant::now();
         if let Err(e) = store.commit_executed(&blocks) {
@@ -120,9 +125,10 @@ fn run(
         let write_seconds = started.elapsed().as_secs_f64();
         super::failpoints::crash_point!("after-block-write", 0);
         let mut stored = Vec::with_capacity(blocks.len());
-        for b in blocks {
+        for (b, at) in blocks.into_iter().zip(handed) {
             announce.committed(&b.block, &b.receipts);
             stored.push(StoredBlock {
+                stage_seconds: at.elapsed().as_secs_f64(),
                 height: b.block.header.height,
                 state_root: b.block.header.state_root,
                 hashes: b.receipts.iter().map(|r| r.tx_hash).collect(),
