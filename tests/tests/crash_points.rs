@@ -5,6 +5,8 @@
 //! - after a durable write of any kind (`after-persist`; for Raft: log entries, before the
 //!   acknowledgement leaves),
 //! - after handing a frame to the network, before the next persist (`after-send`);
+//! - in the store stage, with executed blocks not yet written (`before-block-write`), or
+//!   written but not yet announced or reported to the consensus loop (`after-block-write`);
 //!
 //! then restarts without the failpoint. Afterwards no validator has two different votes for
 //! one slot in its vote log (the crashed one voted again after restarting, so the check
@@ -154,6 +156,21 @@ fn pbft_crash_after_sending_before_the_next_persist() {
 #[test]
 fn raft_crash_after_persisting_log_entries_before_acknowledging() {
     crash_point("raft", 3, 1, "after-persist=40*off->return");
+}
+
+#[test]
+fn hotstuff_crash_with_executed_blocks_not_yet_written() {
+    crash_point("hotstuff", 4, 3, "before-block-write=30*off->return");
+}
+
+#[test]
+fn pbft_crash_after_a_block_write_before_it_is_announced() {
+    crash_point("pbft", 4, 1, "after-block-write=30*off->return");
+}
+
+#[test]
+fn raft_crash_with_executed_blocks_not_yet_written() {
+    crash_point("raft", 3, 2, "before-block-write=30*off->return");
 }
 
 #[test]
