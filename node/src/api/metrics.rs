@@ -10,6 +10,13 @@ use std::sync::atomic::AtomicU64;
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The value of the sample `name` (no labels) in a `/metrics` text, if it is there.
+pub fn sample_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+}
+
 /// A gauge holding a `u64`.
 pub type U64Gauge = Gauge<u64, AtomicU64>;
 /// A gauge holding an `f64`.

@@ -225,18 +225,8 @@ async fn counters(http: &reqwest::Client, api: &str) -> Option<Counters> {
         .text()
         .await
         .ok()?;
-    let get = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
-    };
-    let float = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let float = |name: &str| crate::api::sample_value(&text, name).unwrap_or(0.0);
+    let get = |name: &str| float(name) as u64;
     let stages = crate::api::StageHistograms::NAMES.map(|n| {
         (
             float(&format!("cairn_stage_{n}_seconds_sum")),

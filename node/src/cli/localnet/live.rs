@@ -121,9 +121,7 @@ async fn committed_txs_of(http: &reqwest::Client, api: &str) -> Option<u64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("cairn_committed_txs_total "))
-        .and_then(|v| v.trim().parse().ok())
+    crate::api::sample_value(&text, "cairn_committed_txs_total").map(|v| v as u64)
 }
 
 #[cfg(test)]
