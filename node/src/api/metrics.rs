@@ -17,6 +17,19 @@ pub fn sample_value(text: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse::<f64>().ok())
 }
 
+/// A validator's `/metrics` text (`api` is its base URL), within 5 s; `None` if it does not
+/// answer. For readers such as `cairnd bench` and the localnet live line.
+pub async fn fetch(http: &reqwest::Client, api: &str) -> Option<String> {
+    http.get(format!("{api}/metrics"))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 /// A gauge holding a `u64`.
 pub type U64Gauge = Gauge<u64, AtomicU64>;
 /// A gauge holding an `f64`.

@@ -57,7 +57,7 @@ mod tx;
 mod types;
 
 pub use limit::ApiLimits;
-pub use metrics::{Metrics, StageHistograms, sample_value};
+pub use metrics::{Metrics, StageHistograms, fetch as fetch_metrics, sample_value};
 pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
 pub(crate) use types::dec;
 pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};

@@ -216,15 +216,7 @@ async fn status(http: &reqwest::Client, api: &str) -> Option<crate::api::NodeSta
 }
 
 async fn counters(http: &reqwest::Client, api: &str) -> Option<Counters> {
-    let text = http
-        .get(format!("{api}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = crate::api::fetch_metrics(http, api).await?;
     let float = |name: &str| crate::api::sample_value(&text, name).unwrap_or(0.0);
     let get = |name: &str| float(name) as u64;
     let stages = crate::api::StageHistograms::NAMES.map(|n| {

@@ -20,10 +20,10 @@
 //! - A record leaves memory only after the index write that holds it is durable, so a
 //!   lookup always finds it in one place or the other.
 
-use super::{MAX_RECORD_BYTES, err};
+use super::{MAX_RECORD_BYTES, read_in, write_in};
 use crypto::{Digest, codec};
 use ledger::{Receipt, StoreError, TxRecord};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -75,26 +75,21 @@ impl TxIndex {
     pub(super) fn open(path: &Path, chain: &Database) -> Result<TxIndex, StoreError> {
         let db = Database::create(path)
             .map_err(|e| StoreError::new(&format!("opening database {}", path.display()), e))?;
-        let tx = db
-            .begin_write()
-            .map_err(|e| StoreError::new("begin write", e))?;
-        let indexed = (|| -> Result<u64, redb::Error> {
+        let mut indexed = 0;
+        write_in(&db, "index file", |tx| {
             tx.open_table(TXS)?;
             let meta = tx.open_table(INDEX_META)?;
-            Ok(meta.get(INDEXED_HEIGHT)?.map_or(0, |v| v.value()))
-        })()
-        .map_err(err("index file"))?;
-        tx.commit().map_err(|e| StoreError::new("commit", e))?;
-        let rows: Vec<(u64, Vec<u8>)> = (|| -> Result<_, redb::Error> {
-            let tx = chain.begin_read()?;
+            indexed = meta.get(INDEXED_HEIGHT)?.map_or(0, |v| v.value());
+            Ok(())
+        })?;
+        let rows: Vec<(u64, Vec<u8>)> = read_in(chain, "chain file", |tx| {
             let mut out = Vec::new();
             for row in tx.open_table(RECEIPTS)?.range((indexed + 1)..)? {
                 let (k, v) = row?;
                 out.push((k.value(), v.value().to_vec()));
             }
             Ok(out)
-        })()
-        .map_err(err("receipts journal"))?;
+        })?;
         let mut recent = Recent {
             records: HashMap::new(),
             indexed,
@@ -141,11 +136,9 @@ impl TxIndex {
                 .map(Some)
                 .map_err(|e| StoreError::new("stored tx record", e));
         }
-        let raw = (|| -> Result<_, redb::Error> {
-            let tx = self.db.begin_read()?;
+        let raw = read_in(&self.db, "index file", |tx| {
             Ok(tx.open_table(TXS)?.get(hash.0)?.map(|v| v.value().to_vec()))
-        })()
-        .map_err(err("read index"))?;
+        })?;
         if let Some(b) = raw {
             return decode_entry(*hash, &b).map(Some);
         }
@@ -170,11 +163,7 @@ impl TxIndex {
             records.sort_unstable_by_key(|(h, _)| *h);
             (records, top)
         };
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::new("begin write (index file)", e))?;
-        (|| -> Result<(), redb::Error> {
+        write_in(&self.db, "index file", |tx| {
             let mut t = tx.open_table(TXS)?;
             let mut value = Vec::with_capacity(32);
             for (hash, rec) in &records {
@@ -192,10 +181,7 @@ impl TxIndex {
             let before = meta.get(INDEXED_HEIGHT)?.map_or(0, |v| v.value());
             meta.insert(INDEXED_HEIGHT, top.max(before))?;
             Ok(())
-        })()
-        .map_err(err("write (index file)"))?;
-        tx.commit()
-            .map_err(|e| StoreError::new("commit (index file)", e))?;
+        })?;
         let mut recent = self.recent.write().map_err(|_| poisoned())?;
         recent.records.retain(|_, r| r.height > top);
         recent.indexed = recent.indexed.max(top);

@@ -74,10 +74,6 @@ fn sibling(path: &Path, part: &str) -> std::path::PathBuf {
     path.with_file_name(format!("{stem}-{part}.redb"))
 }
 
-fn err(context: &'static str) -> impl Fn(redb::Error) -> StoreError {
-    move |e| StoreError::new(context, e)
-}
-
 impl RedbStore {
     /// Opens (or creates) the store at `path` (and its consensus file beside it, see
     /// [`consensus_path`]), creating parent folders.
@@ -106,11 +102,7 @@ impl RedbStore {
             tx.open_table(EVIDENCE)?;
             Ok(())
         };
-        let tx = db
-            .begin_write()
-            .map_err(|e| StoreError::new("begin write", e))?;
-        tables(&tx).map_err(err("write"))?;
-        tx.commit().map_err(|e| StoreError::new("commit", e))?;
+        write_in(&db, "chain file", tables)?;
         let index = TxIndex::open(&index::index_path(path), &db)?;
         let store = RedbStore {
             db,
@@ -232,49 +224,57 @@ impl RedbStore {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .consensus
-            .begin_write()
-            .map_err(|e| StoreError::new("begin write (consensus file)", e))?;
-        f(&tx).map_err(err("write (consensus file)"))?;
-        tx.commit()
-            .map_err(|e| StoreError::new("commit (consensus file)", e))
+        write_in(&self.consensus, "consensus file", f)
     }
 
     fn read_consensus<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .consensus
-            .begin_read()
-            .map_err(|e| StoreError::new("begin read (consensus file)", e))?;
-        f(&tx).map_err(err("read (consensus file)"))
+        read_in(&self.consensus, "consensus file", f)
     }
 
-    /// Runs `f` in one write transaction and commits it durably.
+    /// Runs `f` in one write transaction on the chain file and commits it durably.
     fn write(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), StoreError> {
-        let tx = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::new("begin write", e))?;
-        f(&tx).map_err(err("write"))?;
-        tx.commit().map_err(|e| StoreError::new("commit", e))
+        write_in(&self.db, "chain file", f)
     }
 
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| StoreError::new("begin read", e))?;
-        f(&tx).map_err(err("read"))
+        read_in(&self.db, "chain file", f)
     }
+}
+
+/// Runs `f` in one write transaction on `db` (named `file` in errors) and commits it
+/// durably (fsynced before it returns).
+fn write_in(
+    db: &Database,
+    file: &str,
+    f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+) -> Result<(), StoreError> {
+    let tx = db
+        .begin_write()
+        .map_err(|e| StoreError::new(&format!("begin write ({file})"), e))?;
+    f(&tx).map_err(|e| StoreError::new(&format!("write ({file})"), e))?;
+    tx.commit()
+        .map_err(|e| StoreError::new(&format!("commit ({file})"), e))
+}
+
+/// Runs `f` in one read transaction on `db`.
+fn read_in<T>(
+    db: &Database,
+    file: &str,
+    f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
+) -> Result<T, StoreError> {
+    let tx = db
+        .begin_read()
+        .map_err(|e| StoreError::new(&format!("begin read ({file})"), e))?;
+    f(&tx).map_err(|e| StoreError::new(&format!("read ({file})"), e))
 }
 
 impl Store for RedbStore {

@@ -432,7 +432,9 @@ struct Announcer {
 impl Announce for Announcer {
     fn committed(&mut self, block: &ledger::Block, receipts: &[ledger::Receipt]) {
         let hashes = receipts.iter().map(|r| r.tx_hash).collect();
-        let _ = self.events.send(CommittedEvent::with_hashes(block, hashes));
+        let event = CommittedEvent::with_hashes(block, hashes);
+        let hash = event.hash;
+        let _ = self.events.send(event);
         self.metrics.height.set(block.header.height);
         self.metrics.committed_txs.inc_by(block.txs.len() as u64);
         let now = std::time::Instant::now();
@@ -443,7 +445,7 @@ impl Announce for Announcer {
         }
         if let Ok(mut s) = self.status.write() {
             s.height = block.header.height;
-            s.latest_hash = block.hash();
+            s.latest_hash = hash;
         }
         let valid = receipts.iter().filter(|r| r.outcome.is_ok()).count();
         tracing::info!(
@@ -451,7 +453,7 @@ impl Announce for Announcer {
             txs = block.txs.len(),
             valid,
             invalid = block.txs.len() - valid,
-            hash = %block.hash().short(),
+            hash = %hash.short(),
             view = block.header.view,
             "committed block"
         );

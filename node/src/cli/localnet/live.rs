@@ -113,14 +113,7 @@ fn name_of(names: &[&str], i: usize) -> String {
 
 /// `cairn_committed_txs_total` from a validator's `/metrics`.
 async fn committed_txs_of(http: &reqwest::Client, api: &str) -> Option<u64> {
-    let text = http
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = crate::api::fetch_metrics(http, api).await?;
     crate::api::sample_value(&text, "cairn_committed_txs_total").map(|v| v as u64)
 }
 
