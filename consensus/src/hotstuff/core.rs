@@ -1,10 +1,10 @@
-//! The HotStuff replica: handlers for each message, the view logic, proposing and committing.
+//! The HotStuff replica: its state, the view logic, proposing and committing. The message
+//! handlers are in `handlers.rs`, block sync in `sync.rs`.
 
 use super::aggregator::Aggregator;
 use super::election::{Activity, Election};
 use super::messages::{
-    Block, CommitCertificate, Message, Proposal, QcCache, QuorumCert, Timeout, TimeoutCert, Verify,
-    Vote,
+    Block, CommitCertificate, Message, Proposal, QcCache, QuorumCert, TimeoutCert,
 };
 use super::pacemaker::Pacemaker;
 use super::safety::{SafetyData, SafetyRules};
@@ -16,15 +16,15 @@ use crypto::{Digest, SecretKey, codec};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// The view timer's id.
-const VIEW_TIMER: u64 = 0;
+pub(super) const VIEW_TIMER: u64 = 0;
 /// The idle-proposal timer's id (see [`Config::idle_block_ms`]).
 const IDLE_TIMER: u64 = 1;
 /// Proposals waiting for a missing ancestor, at most.
-const MAX_BUFFERED: usize = 32;
+pub(super) const MAX_BUFFERED: usize = 32;
 /// Certified blocks received by sync that do not connect yet, at most.
-const MAX_ORPHANS: usize = 4096;
+pub(super) const MAX_ORPHANS: usize = 4096;
 /// Blocks per sync response.
-const SYNC_BATCH: usize = 64;
+pub(super) const SYNC_BATCH: usize = 64;
 /// Batch digests waiting to be proposed, at most.
 const MAX_PENDING_PAYLOAD: usize = 100_000;
 /// Uncommitted blocks written with the safety record, at most.
@@ -88,37 +88,37 @@ pub struct Stats {
 }
 
 pub struct HotStuff {
-    cfg: Config,
-    safety: SafetyRules,
-    gate: PersistGate<Message>,
-    view: View,
-    high_qc: QuorumCert,
-    high_tc: Option<TimeoutCert>,
-    pacemaker: Pacemaker,
-    tree: BlockTree,
-    agg: Aggregator,
-    buffered: VecDeque<Proposal>,
-    orphans: BTreeMap<Digest, Block>,
+    pub(super) cfg: Config,
+    pub(super) safety: SafetyRules,
+    pub(super) gate: PersistGate<Message>,
+    pub(super) view: View,
+    pub(super) high_qc: QuorumCert,
+    pub(super) high_tc: Option<TimeoutCert>,
+    pub(super) pacemaker: Pacemaker,
+    pub(super) tree: BlockTree,
+    pub(super) agg: Aggregator,
+    pub(super) buffered: VecDeque<Proposal>,
+    pub(super) orphans: BTreeMap<Digest, Block>,
     /// Block ids we asked peers for (bounded).
-    wanted: BTreeSet<Digest>,
-    pending: VecDeque<Digest>,
-    pending_set: BTreeSet<Digest>,
-    stats: Stats,
-    now: u64,
+    pub(super) wanted: BTreeSet<Digest>,
+    pub(super) pending: VecDeque<Digest>,
+    pub(super) pending_set: BTreeSet<Digest>,
+    pub(super) stats: Stats,
+    pub(super) now: u64,
     /// Last block fetched for proposing, and in which view (one request per view).
-    sync_requested: Option<(Digest, View)>,
+    pub(super) sync_requested: Option<(Digest, View)>,
     /// Sequence number of the last safety persist (0: the record loaded at start).
-    last_safety_seq: u64,
-    qc_cache: QcCache,
+    pub(super) last_safety_seq: u64,
+    pub(super) qc_cache: QcCache,
     /// The view whose empty proposal waits for the idle timer, and whether it has fired.
-    idle: Option<(View, bool)>,
+    pub(super) idle: Option<(View, bool)>,
     /// A commit happened that our next proposal announces (its QC proves it): propose
     /// without the idle wait.
-    commit_to_announce: bool,
-    election: Election,
+    pub(super) commit_to_announce: bool,
+    pub(super) election: Election,
 }
 
-type Out = Vec<Action<Message>>;
+pub(super) type Out = Vec<Action<Message>>;
 
 impl HotStuff {
     /// Builds a replica from recovered state. Fails only if the safety record is corrupt,
@@ -204,7 +204,7 @@ impl HotStuff {
 
     /// Persists the safety record, with the uncommitted blocks it depends on (the chains
     /// under our high QC and under our last vote).
-    fn persist_safety(&mut self, out: &mut Out) -> u64 {
+    pub(super) fn persist_safety(&mut self, out: &mut Out) -> u64 {
         let mut ids = vec![self.high_qc.block];
         if let Some(v) = &self.safety.data.last_vote {
             ids.push(v.block);
@@ -217,7 +217,7 @@ impl HotStuff {
     }
 
     /// Holds `msg` until `seq` is durable; releases at once if it already is.
-    fn send_after(
+    pub(super) fn send_after(
         &mut self,
         seq: u64,
         route: Route,
@@ -248,7 +248,7 @@ impl HotStuff {
         }
     }
 
-    fn invalid(&mut self) {
+    pub(super) fn invalid(&mut self) {
         self.stats.invalid_messages += 1;
     }
 
@@ -271,7 +271,7 @@ impl HotStuff {
         self.try_propose(out);
     }
 
-    fn process_qc(&mut self, qc: &QuorumCert, out: &mut Out) {
+    pub(super) fn process_qc(&mut self, qc: &QuorumCert, out: &mut Out) {
         self.tree.record_qc(qc);
         if qc.view > self.high_qc.view {
             self.high_qc = qc.clone();
@@ -288,7 +288,7 @@ impl HotStuff {
         self.enter_view(qc.view.next(), false, out);
     }
 
-    fn process_tc(&mut self, tc: &TimeoutCert, out: &mut Out) {
+    pub(super) fn process_tc(&mut self, tc: &TimeoutCert, out: &mut Out) {
         // The TC carries the highest QC its signers hold; a leader needs it to propose.
         self.process_qc(&tc.high_qc, out);
         if self.high_tc.as_ref().is_none_or(|h| h.view < tc.view) {
@@ -333,7 +333,7 @@ impl HotStuff {
 
     // ---- proposing ---------------------------------------------------------------------
 
-    fn try_propose(&mut self, out: &mut Out) {
+    pub(super) fn try_propose(&mut self, out: &mut Out) {
         if self.leader(self.view) != self.cfg.me || self.safety.data.last_proposed_view >= self.view
         {
             return;
@@ -406,295 +406,6 @@ impl HotStuff {
             proposal.map(|p| Message::Propose(Box::new(p))),
             out,
         );
-    }
-
-    // ---- handlers ----------------------------------------------------------------------
-
-    fn on_message(&mut self, from: ReplicaId, msg: Message, out: &mut Out) {
-        match msg {
-            Message::Propose(p) => self.on_proposal(from, *p, out),
-            Message::Vote(v) => self.on_vote(v, out),
-            Message::Timeout(t) => self.on_timeout(from, *t, out),
-            Message::Tc(tc) => self.on_tc(tc, out),
-            Message::SyncRequest { block, above } => self.on_sync_request(from, block, above, out),
-            Message::SyncResponse { blocks } => self.on_sync_response(from, blocks, out),
-        }
-    }
-
-    fn on_proposal(&mut self, from: ReplicaId, p: Proposal, out: &mut Out) {
-        if p.block.view <= self.tree.root().1 {
-            return; // below the committed root: nothing to learn
-        }
-        let payload = &p.block.payload;
-        if payload.len() > self.cfg.max_payload
-            || payload.iter().collect::<BTreeSet<_>>().len() != payload.len()
-            || p.verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
-                .is_err()
-        {
-            return self.invalid();
-        }
-        if let Some(tc) = &p.tc {
-            self.process_tc(tc, out);
-        }
-        self.process_qc(&p.block.justify, out);
-        if p.block.proposer != self.leader(p.block.view) {
-            // Its certificates are verified and were used; the block itself is not ours to
-            // vote for (or we lag and disagree on the leader, and will sync).
-            return self.invalid();
-        }
-        if !self.tree.knows(&p.block.parent()) {
-            self.request_sync(from, p.block.parent(), out);
-            if p.block.view >= self.view {
-                if self.buffered.len() >= MAX_BUFFERED {
-                    self.buffered.pop_front();
-                }
-                self.buffered.push_back(p);
-            }
-            return;
-        }
-        self.accept_proposal(p, out);
-    }
-
-    /// A verified proposal whose parent is known. Stored even when its view has passed (a
-    /// leader may have formed this block's QC from votes before seeing the block, and needs
-    /// it to extend it); voted only in the current view.
-    fn accept_proposal(&mut self, p: Proposal, out: &mut Out) {
-        if !self.tree.insert(p.block.clone(), false) {
-            if p.block.view > self.tree.root().1 {
-                self.stats.equivocations += 1;
-            }
-            return;
-        }
-        // The block's own QC may already be known: the 2-chain it heads may now commit.
-        if let Some(qc) = self.tree.qc_for(&p.block.id()).cloned() {
-            self.process_qc(&qc, out);
-        }
-        // A leader waiting for this block (its high QC certifies it) can now propose.
-        self.try_propose(out);
-        if p.block.view != self.view {
-            return;
-        }
-        let Ok((vote, fresh)) = self.safety.vote(&p.block, p.tc.as_ref()) else {
-            return;
-        };
-        // A repeated request gets the same vote, without another fsync (a replayed proposal
-        // must not cost us a disk write).
-        let seq = if fresh {
-            self.persist_safety(out)
-        } else {
-            self.last_safety_seq
-        };
-        let next_leader = self.leader(self.view.next());
-        self.send_after(seq, Route::To(next_leader), vote.map(Message::Vote), out);
-    }
-
-    fn on_vote(&mut self, v: Vote, out: &mut Out) {
-        if v.view.next() < self.view || self.leader(v.view.next()) != self.cfg.me {
-            return;
-        }
-        if v.verify(&self.cfg.committee).is_err() {
-            return self.invalid();
-        }
-        if let Some(qc) = self
-            .agg
-            .add_vote(&v, self.view, self.cfg.committee.quorum())
-        {
-            self.process_qc(&qc, out);
-        }
-    }
-
-    fn on_timeout(&mut self, from: ReplicaId, t: Timeout, out: &mut Out) {
-        if t.view < self.view {
-            // The sender is behind: help it with the certificate that moved us on.
-            if let Some(tc) = self.high_tc.clone().filter(|tc| tc.view >= t.view) {
-                out.push(Action::Send {
-                    to: from,
-                    msg: Message::Tc(tc),
-                });
-            }
-            return;
-        }
-        if t.verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
-            .is_err()
-        {
-            return self.invalid();
-        }
-        self.process_qc(&t.high_qc, out);
-        if let Some(tc) = &t.high_tc {
-            self.process_tc(tc, out);
-        }
-        let view = t.view;
-        if let Some(tc) = self
-            .agg
-            .add_timeout(&t, self.view, self.cfg.committee.quorum())
-        {
-            // Re-broadcast as soon as it forms, so a silent leader cannot stall the view.
-            out.push(Action::Broadcast {
-                msg: Message::Tc(tc.clone()),
-            });
-            self.process_tc(&tc, out);
-        } else if view == self.view
-            && self.agg.timeouts_for(view) > self.cfg.committee.f()
-            && self
-                .safety
-                .data
-                .last_timeout
-                .as_ref()
-                .is_none_or(|t| t.view < view)
-        {
-            // f+1 replicas gave up on our view, so at least one correct one did: join them
-            // rather than wait for our own timer (view synchronisation).
-            self.local_timeout(out);
-        }
-    }
-
-    fn on_tc(&mut self, tc: TimeoutCert, out: &mut Out) {
-        if tc.view < self.view {
-            return;
-        }
-        if tc
-            .verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
-            .is_err()
-        {
-            return self.invalid();
-        }
-        self.process_tc(&tc, out);
-    }
-
-    fn on_timer(&mut self, out: &mut Out) {
-        // Re-arm first: if the TC does not form (lost timeouts), we time out again and
-        // re-send the same timeout — at the base interval, not the backed-off one, since
-        // the view has already been given up.
-        out.push(Action::SetTimer {
-            id: VIEW_TIMER,
-            after_ms: self.cfg.base_timeout_ms,
-        });
-        self.local_timeout(out);
-    }
-
-    /// Signs (or re-sends) our timeout for the current view.
-    fn local_timeout(&mut self, out: &mut Out) {
-        let Ok((t, fresh)) = self
-            .safety
-            .timeout(self.view, &self.high_qc, self.high_tc.as_ref())
-        else {
-            return;
-        };
-        let seq = if fresh {
-            self.persist_safety(out)
-        } else {
-            self.last_safety_seq
-        };
-        let high_tc = self.high_tc.clone().map(Box::new);
-        let msg = t.map(|mut t| {
-            t.high_tc = high_tc;
-            Message::Timeout(Box::new(t))
-        });
-        self.send_after(seq, Route::All, msg, out);
-    }
-
-    // ---- sync --------------------------------------------------------------------------
-
-    fn request_sync(&mut self, from: ReplicaId, block: Digest, out: &mut Out) {
-        if from == self.cfg.me {
-            return;
-        }
-        self.stats.sync_requests += 1;
-        if self.wanted.len() >= MAX_ORPHANS {
-            self.wanted.pop_first();
-        }
-        self.wanted.insert(block);
-        out.push(Action::Send {
-            to: from,
-            msg: Message::SyncRequest {
-                block,
-                above: self.tree.root().1,
-            },
-        });
-    }
-
-    fn on_sync_request(&mut self, from: ReplicaId, block: Digest, above: View, out: &mut Out) {
-        let blocks = self.tree.chain_for_sync(block, above, SYNC_BATCH);
-        if !blocks.is_empty() {
-            out.push(Action::Send {
-                to: from,
-                msg: Message::SyncResponse { blocks },
-            });
-        }
-    }
-
-    fn on_sync_response(&mut self, from: ReplicaId, blocks: Vec<Block>, out: &mut Out) {
-        if blocks.len() > SYNC_BATCH {
-            return self.invalid();
-        }
-        // Accept a block only if we asked for its id, or it is the parent named by the
-        // block before it (ids are hashes, so a matching block is the certified one).
-        let mut expected: Option<Digest> = None;
-        let mut oldest_parent = None;
-        for b in blocks {
-            let id = b.id();
-            if !(self.wanted.contains(&id) || expected == Some(id)) {
-                return self.invalid();
-            }
-            if b.justify
-                .verify_with(&self.cfg.committee, &self.cfg.genesis, &mut self.qc_cache)
-                .is_err()
-            {
-                return self.invalid();
-            }
-            self.wanted.remove(&id);
-            expected = Some(b.parent());
-            oldest_parent = Some(b.parent());
-            if b.view > self.tree.root().1 && self.orphans.len() < MAX_ORPHANS {
-                self.orphans.insert(id, b);
-            }
-        }
-        self.connect_orphans(out);
-        if let Some(parent) = oldest_parent
-            && !self.tree.knows(&parent)
-        {
-            self.request_sync(from, parent, out);
-        }
-        self.retry_buffered(out);
-    }
-
-    /// Moves every orphan whose parent is now known into the tree, oldest first.
-    fn connect_orphans(&mut self, out: &mut Out) {
-        loop {
-            let ready: Vec<Digest> = self
-                .orphans
-                .iter()
-                .filter(|(_, b)| self.tree.knows(&b.parent()))
-                .map(|(id, _)| *id)
-                .collect();
-            if ready.is_empty() {
-                break;
-            }
-            for id in ready {
-                let b = self.orphans.remove(&id).expect("listed");
-                let justify = b.justify.clone();
-                if self.tree.insert(b, true) {
-                    self.process_qc(&justify, out);
-                    if let Some(qc) = self.tree.qc_for(&id).cloned() {
-                        self.process_qc(&qc, out);
-                    }
-                }
-            }
-        }
-        let root = self.tree.root().1;
-        self.orphans.retain(|_, b| b.view > root);
-        self.try_propose(out);
-    }
-
-    fn retry_buffered(&mut self, out: &mut Out) {
-        let waiting: Vec<Proposal> = self.buffered.drain(..).collect();
-        for p in waiting {
-            if self.tree.knows(&p.block.parent()) {
-                self.accept_proposal(p, out);
-            } else if p.block.view >= self.view {
-                self.buffered.push_back(p);
-            }
-        }
     }
 
     fn add_payload(&mut self, d: Digest) {

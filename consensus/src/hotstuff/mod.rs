@@ -8,14 +8,18 @@
 //!
 //! Files: `messages.rs` (wire types and their verification), `safety.rs` (voting rules and
 //! the durable safety record), `aggregator.rs` (votes → QC, timeouts → TC), `tree.rs` (block
-//! tree, commit rule, sync window), `core.rs` (the handlers), `pacemaker.rs` (timeouts).
+//! tree, commit rule, sync window), `core.rs` (the replica: views, commits, proposing),
+//! `handlers.rs` (proposals, votes, timeouts), `sync.rs` (fetching missing blocks),
+//! `pacemaker.rs` (timeouts).
 
 mod aggregator;
 mod core;
 pub mod election;
+mod handlers;
 mod messages;
 mod pacemaker;
 mod safety;
+mod sync;
 mod tree;
 
 #[cfg(test)]

@@ -4,14 +4,20 @@
 //!   NEW-VIEW, the certificates built from them and how each is verified.
 //! - `core.rs`: [`Pbft`], the replica: normal case, checkpoints and garbage collection,
 //!   view change with proofs, catch-up by commit certificates; the durable [`SafetyData`].
+//!   Its handlers: `normal.rs` (pre-prepare, prepare, commit, proposing), `checkpoints.rs`
+//!   (checkpoints, garbage collection, catch-up), `view_change.rs` (view change, NEW-VIEW,
+//!   the view timer).
 //! - `tests.rs`: exact-action unit tests.
 //!
 //! Sequence number n is ledger height n; null requests commit empty blocks.
 
+mod checkpoints;
 mod core;
 mod messages;
+mod normal;
 #[cfg(test)]
 mod tests;
+mod view_change;
 
 pub use core::{
     Config, DEFAULT_CHECKPOINT_INTERVAL, Pbft, RECENT_CERTIFICATES, RecoverError, Recovered,

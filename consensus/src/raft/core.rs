@@ -1,8 +1,9 @@
-//! [`Raft`]: one replica's Raft state machine — its state, recovery, the input loop and the
+//! [`Raft`]: one replica's Raft state machine — its state, the input loop and the
 //! persist-then-send plumbing. The handlers live next door: `election.rs` (timers, pre-vote,
 //! votes, role changes), `replication.rs` (the leader's side: proposing, Appends,
 //! commit), `follower.rs` (Append and InstallSnapshot on the receiving side), `log.rs` (the
-//! in-memory log).
+//! in-memory log), `commit.rs` (committed entries, pending payload, compaction),
+//! `recovery.rs` (rebuilding a replica after a restart).
 //!
 //! # Durability (Raft Fig. 2: "respond to RPCs only after updating stable storage")
 //!
@@ -15,7 +16,7 @@
 
 use super::log::Log;
 use super::messages::{Entry, MAX_PAYLOAD, Message};
-use crate::core::{Action, Committed, Core, Durable, Input};
+use crate::core::{Action, Core, Durable, Input};
 use crate::durable::{PersistGate, Route, Unreleased};
 use crate::types::{Committee, ReplicaId, View};
 use crypto::{Digest, SecretKey, codec};
@@ -212,61 +213,6 @@ pub struct Raft {
 }
 
 impl Raft {
-    /// Rebuilds a replica from what its node found on disk (see [`Recovered`]). Fails if the
-    /// stored data is undecodable: the node must not start, or it could vote twice.
-    pub fn new(cfg: Config, rec: Recovered) -> Result<Raft, RecoverError> {
-        let hard = match &rec.hard_state {
-            Some(bytes) => HardState::decode(bytes)?,
-            None => HardState::default(),
-        };
-        let entries = rec
-            .entries
-            .iter()
-            .map(|b| Entry::decode(b).map_err(|e| RecoverError(format!("stored entry: {e}"))))
-            .collect::<Result<Vec<Entry>, RecoverError>>()?;
-        let applied_term = applied_term(&rec, &entries)?;
-        let log = recover_log(rec.applied, applied_term, entries);
-        let (mut term, mut voted_for) = (hard.term, hard.voted_for);
-        let hard_state_dirty = log.last_term() > term;
-        if hard_state_dirty {
-            // Never run with a term below the log's (a stale hard state next to an installed
-            // snapshot): our own entries would go below theirs.
-            term = log.last_term();
-            voted_for = None;
-        }
-        // Mix in our id: replicas given the same seed (a simulator's run seed) must still draw
-        // different timeouts, or every election splits the vote.
-        let me = u64::from(cfg.me.0);
-        let seed = cfg.seed ^ me.wrapping_add(1).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        let last = log.last_index();
-        Ok(Raft {
-            rng: SplitMix64(seed),
-            gate: PersistGate::default(),
-            role: Role::Follower,
-            term,
-            voted_for,
-            leader: None,
-            hard_seq: 0,
-            hard_state_dirty,
-            log,
-            commit: rec.applied,
-            applied: rec.applied,
-            log_writes: VecDeque::new(),
-            durable_index: last,
-            last_log_seq: 0,
-            pending: VecDeque::new(),
-            pending_set: BTreeSet::new(),
-            votes: BTreeSet::new(),
-            progress: BTreeMap::new(),
-            heard: BTreeSet::new(),
-            leader_contact: false,
-            now: 0,
-            stats: Stats::default(),
-            unsafe_reply_before_persist: false,
-            cfg,
-        })
-    }
-
     pub fn role(&self) -> Role {
         self.role
     }
@@ -404,101 +350,6 @@ impl Raft {
         }
     }
 
-    // ---- commit, payload, compaction ------------------------------------------------------
-
-    /// Commits every entry up to `index` (held in the log), in order, once each.
-    pub(super) fn commit_to(&mut self, index: u64, out: &mut Out) {
-        assert!(index <= self.log.last_index(), "commit beyond the log");
-        while self.commit < index {
-            let i = self.commit + 1;
-            let e = self
-                .log
-                .get(i)
-                .expect("entries above the commit index are held");
-            assert_eq!(e.index, i, "log position and entry index disagree");
-            out.push(Action::Commit(Committed {
-                id: e.id(&self.cfg.genesis),
-                view: View(e.term),
-                proposer: e.leader,
-                timestamp_ms: e.timestamp_ms,
-                payload: e.payload.clone(),
-                certificate: e.encode(),
-            }));
-            self.commit = i;
-        }
-    }
-
-    fn add_payload(&mut self, d: Digest) {
-        if !self.pending_set.insert(d) {
-            return;
-        }
-        self.pending.push_back(d);
-        while self.pending.len() > MAX_PENDING_PAYLOAD {
-            let old = self.pending.pop_front().expect("non-empty");
-            self.pending_set.remove(&old);
-        }
-    }
-
-    /// Digests of entries that left the log (truncated) become pending again, at the front.
-    pub(super) fn requeue_payload(&mut self, removed: &[Entry]) {
-        for d in removed.iter().rev().flat_map(|e| e.payload.iter().rev()) {
-            if self.pending_set.insert(*d) {
-                self.pending.push_front(*d);
-            }
-        }
-        while self.pending.len() > MAX_PENDING_PAYLOAD {
-            let old = self.pending.pop_back().expect("non-empty");
-            self.pending_set.remove(&old);
-        }
-    }
-
-    /// Digests that are now in the log are no longer pending.
-    pub(super) fn forget_payload(&mut self, entries: &[Entry]) {
-        let mut removed = false;
-        for d in entries.iter().flat_map(|e| &e.payload) {
-            removed |= self.pending_set.remove(d);
-        }
-        if removed {
-            let live = &self.pending_set;
-            self.pending.retain(|d| live.contains(d));
-        }
-    }
-
-    /// Takes up to `max` digests off the front of the pending queue.
-    pub(super) fn take_payload(&mut self, max: usize) -> Vec<Digest> {
-        let n = max.min(self.pending.len());
-        let batch: Vec<Digest> = self.pending.drain(..n).collect();
-        for d in &batch {
-            self.pending_set.remove(d);
-        }
-        batch
-    }
-
-    /// Compacts the log once the ledger has executed far enough past the base (§7): the
-    /// new base keeps `log_keep` applied entries for followers that lag a little.
-    fn on_executed(&mut self, height: u64, out: &mut Out) {
-        if height > self.commit {
-            self.stats.ignored += 1;
-            return;
-        }
-        if height <= self.applied {
-            return;
-        }
-        self.applied = height;
-        let (base, _) = self.log.base();
-        let trigger = self.cfg.snapshot_interval.saturating_add(self.cfg.log_keep);
-        if self.applied - base < trigger {
-            return;
-        }
-        let new_base = self.applied.saturating_sub(self.cfg.log_keep);
-        if new_base <= base {
-            return;
-        }
-        self.log.compact(new_base);
-        self.gate
-            .persist(Durable::Compact { before: new_base }, out);
-    }
-
     // ---- config limits, sanitised ----------------------------------------------------------
 
     pub(super) fn max_payload(&self) -> usize {
@@ -579,60 +430,6 @@ fn dispatch(route: Route, msg: Message, out: &mut Out) {
         Route::To(to) => out.push(Action::Send { to, msg }),
         Route::All => out.push(Action::Broadcast { msg }),
     }
-}
-
-/// The term of log index `applied`: from the applied block's certificate, else from the
-/// stored log.
-fn applied_term(rec: &Recovered, entries: &[Entry]) -> Result<u64, RecoverError> {
-    if rec.applied == 0 {
-        return Ok(0);
-    }
-    match &rec.applied_entry {
-        Some(bytes) => {
-            let e =
-                Entry::decode(bytes).map_err(|e| RecoverError(format!("applied entry: {e}")))?;
-            if e.index != rec.applied {
-                return Err(RecoverError(format!(
-                    "applied entry has index {} but the ledger height is {}",
-                    e.index, rec.applied
-                )));
-            }
-            Ok(e.term)
-        }
-        None => entries
-            .iter()
-            .find(|e| e.index == rec.applied)
-            .map(|e| e.term)
-            .ok_or_else(|| RecoverError(format!("no entry for applied height {}", rec.applied))),
-    }
-}
-
-/// The log a restarted replica resumes with (see [`Recovered::entries`]): the stored entries
-/// if they are consecutive, with non-decreasing terms, and hold the applied entry (or start
-/// at index 1 on a fresh ledger); else an empty log based at the applied height. A stored log
-/// that starts at index 1 was never compacted, so its base is genesis; otherwise its first
-/// entry is the base `Compact` kept.
-fn recover_log(applied: u64, applied_term: u64, entries: Vec<Entry>) -> Log {
-    let sound = entries
-        .windows(2)
-        .all(|w| w[0].index.checked_add(1) == Some(w[1].index) && w[0].term <= w[1].term);
-    let first = entries.first().map(|e| e.index);
-    let holds_applied = if applied == 0 {
-        first == Some(1)
-    } else {
-        entries
-            .iter()
-            .any(|e| e.index == applied && e.term == applied_term)
-    };
-    if !sound || !holds_applied || entries[0].term == 0 {
-        return Log::new(applied, applied_term, Vec::new());
-    }
-    if first == Some(1) {
-        return Log::new(0, 0, entries);
-    }
-    let mut entries = entries;
-    let base = entries.remove(0);
-    Log::new(base.index, base.term, entries)
 }
 
 impl Core for Raft {

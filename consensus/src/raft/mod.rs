@@ -9,16 +9,19 @@
 //!   InstallSnapshot offers; the durable [`HardState`].
 //!   Its handlers: `election.rs` (timers, pre-vote, votes, check-quorum, role changes),
 //!   `replication.rs` (the leader: proposing, Appends, commit), `follower.rs` (receiving
-//!   Append and InstallSnapshot), `log.rs` (the in-memory log above its base).
+//!   Append and InstallSnapshot), `log.rs` (the in-memory log above its base),
+//!   `commit.rs` (committed entries, pending payload, compaction), `recovery.rs` (restart).
 //! - `tests.rs`: exact-action unit tests.
 //!
 //! Log index i is ledger height i.
 
+mod commit;
 mod core;
 mod election;
 mod follower;
 mod log;
 mod messages;
+mod recovery;
 mod replication;
 #[cfg(test)]
 mod tests;
