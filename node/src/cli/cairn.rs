@@ -62,17 +62,21 @@ use super::CliError;
 use super::client::{self, ClientError, DEFAULT_NODE, Mode, NodeClient, REQUEST_TIMEOUT};
 use super::nonces::{self, SigningLock};
 use crate::api::{AccountView, TxReceipt, TxStatus};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use crypto::{Digest, SecretKey};
 use genesis::keyfile::{replace_key_file, try_generate_key};
 use genesis::{load_key_file, write_key_file};
 use ledger::{Address, Payload, Transaction};
 use serde_json::{Value, json};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use transfer::{Order, transfer, warn};
+
+mod args;
+
+pub use args::{Cli, Command};
 
 /// Success: done, committed, or (`transfer` without `--wait`) accepted by the node.
 pub const EXIT_OK: u8 = 0;
@@ -92,154 +96,6 @@ pub const EXIT_DUPLICATE: u8 = 5;
 pub const MAX_ATTEMPTS: u32 = 5;
 /// Interval of `transfer --wait`'s status polls.
 const POLL: Duration = Duration::from_millis(200);
-/// Longest `--timeout`.
-const MAX_TIMEOUT_SECS: u64 = 86_400;
-
-const LONG_ABOUT: &str = "\
-Cairn wallet: keys, balances and transfers through a validator's HTTP API.
-
-The node is --node URL, else $CAIRN_NODE, else http://127.0.0.1:27600 (validator-0 of \
-`cairnd testnet` / `cairnd localnet` with the default base port 26600). --json prints one JSON \
-object on stdout for every command (64-bit integers as decimal strings, as in the API; on \
-failure it also has \"error\" and \"exit_code\"). Errors go to stderr as `error: ...`.
-
-Concurrent use: processes using one key file on one machine take turns to sign (the lock \
-KEY.lock, the record KEY.nonce beside the key), so each signs its own nonce; a transfer whose \
-nonce was taken and that changed nothing is signed again with the next nonce (at most 5 \
-signatures).
-
-Exit codes:
-  0  ok: done; the transaction committed (transfer --wait, tx) or was accepted (transfer)
-  1  not done: the node refused the transaction, it committed with a failed receipt, the
-     re-signing attempts ran out, or the key's signing lock stayed busy; nothing was paid
-  2  usage or input error: bad flag, address, hash, amount, node URL or key file
-  3  outcome unknown: --wait timed out, or the transaction is pending or unknown to the
-     node; the hash is printed, check later with `cairn tx HASH`
-  4  node unreachable: no connection, no answer, HTTP 5xx (503), or not a Cairn API answer
-  5  duplicate: the node already had this exact transaction (sent by another process or
-     machine with this key); this command made no new payment";
-
-const EXAMPLES: &str = "\
-Examples:
-  cairn keygen --out wallet.json
-  cairn --key wallet.json balance
-  cairn --key wallet.json transfer --to 5e1f...c0de --amount 100 --wait
-  cairn tx 9a4b...e21f
-  cairn --node http://127.0.0.1:27601 --json status";
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "cairn",
-    version,
-    about = "Cairn wallet: keys, balances and transfers",
-    long_about = LONG_ABOUT,
-    after_long_help = EXAMPLES
-)]
-pub struct Cli {
-    /// Key file of the wallet to use
-    #[arg(
-        long,
-        global = true,
-        value_name = "FILE",
-        default_value = "wallet.json"
-    )]
-    pub key: PathBuf,
-    /// Print machine-readable JSON instead of text
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Validator API to use [env: CAIRN_NODE] [default: http://127.0.0.1:27600]
-    #[arg(long, global = true, value_name = "URL")]
-    pub node: Option<String>,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Create a new wallet key file (mode 0600)
-    Keygen {
-        /// Where to write the key [default: the --key file, wallet.json]
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// Replace an existing key file (its key is lost)
-        #[arg(long)]
-        force: bool,
-    },
-    /// Print the account address of the wallet's key
-    Address,
-    /// Show an account's balance and nonce
-    Balance {
-        /// Account address, 40 hex characters [default: the wallet's own]
-        #[arg(value_name = "ADDR", value_parser = parse_address)]
-        address: Option<Address>,
-    },
-    /// Show the wallet's committed nonce, the node's next nonce and the local nonce record
-    Nonce {
-        /// Forget the local nonce record (KEY.nonce), e.g. after transactions were lost
-        #[arg(long)]
-        reset: bool,
-    },
-    /// Sign and send a transfer; prints its hash
-    Transfer {
-        /// Recipient address, 40 hex characters
-        #[arg(long, value_name = "ADDR", value_parser = parse_address)]
-        to: Address,
-        /// Amount to send (a positive integer)
-        #[arg(long, value_name = "N", value_parser = parse_amount)]
-        amount: u64,
-        /// Wait until the transfer is committed (exit 3 if it is not within --timeout)
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits for the commit, in seconds
-        #[arg(
-            long,
-            value_name = "SECS",
-            default_value_t = 30,
-            value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
-        )]
-        timeout: u64,
-        /// Sign with exactly this nonce (to resend a transfer whose outcome is unknown: the
-        /// same recipient, amount and nonce give the same transaction, which never applies
-        /// twice). Never re-signed with another nonce.
-        #[arg(long, value_name = "N")]
-        nonce: Option<u64>,
-    },
-    /// Show where a transaction is: pending, in_flight, committed (with its receipt), unknown
-    Tx {
-        /// Transaction hash, 64 hex characters
-        #[arg(value_name = "HASH", value_parser = parse_hash)]
-        hash: Digest,
-    },
-    /// Show the node's chain, height, view, leader, peers and whether it is catching up
-    Status,
-}
-
-fn strip_0x(s: &str) -> &str {
-    s.strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .unwrap_or(s)
-}
-
-fn parse_address(s: &str) -> Result<Address, String> {
-    strip_0x(s.trim()).parse().map_err(|e| format!("{e}"))
-}
-
-fn parse_amount(s: &str) -> Result<u64, String> {
-    match s.trim().parse::<u64>() {
-        Ok(0) => Err("the amount must be positive".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!(
-            "expected a whole number of coins from 1 to {}",
-            u64::MAX
-        )),
-    }
-}
-
-fn parse_hash(s: &str) -> Result<Digest, String> {
-    strip_0x(s.trim())
-        .parse()
-        .map_err(|_| format!("expected a transaction hash of 64 hex characters, got {s:?}"))
-}
 
 /// A failed command: the error (exit code and `error:` line) and, for `--json`, the object to
 /// print on stdout (the transaction's status when there is one).
@@ -625,6 +481,7 @@ fn tx(cli: &Cli, hash: &Digest) -> Result<(), Fail> {
 
 #[cfg(test)]
 mod tests {
+    use super::args::{parse_address, parse_hash};
     use super::*;
     use clap::CommandFactory;
 
