@@ -117,6 +117,15 @@ impl<S: Store> Ledger<S> {
         checked: &[bool],
     ) -> Result<(Block, Vec<Receipt>), LedgerError> {
         let executed = self.execute_checked(input, checked)?;
+        self.store_executed(executed)
+    }
+
+    /// Writes a block this ledger just executed ([`Ledger::execute_checked`]) durably, as
+    /// [`Ledger::commit`] does; on failure the ledger refuses further work until reopened.
+    pub fn store_executed(
+        &mut self,
+        executed: Executed,
+    ) -> Result<(Block, Vec<Receipt>), LedgerError> {
         if let Err(e) =
             self.store
                 .commit_block(&executed.block, &executed.receipts, &executed.changed)
@@ -137,10 +146,23 @@ impl<S: Store> Ledger<S> {
         input: BlockInput,
         checked: &[bool],
     ) -> Result<Executed, LedgerError> {
+        self.execute_hashed(input, checked, &[])
+    }
+
+    /// [`Ledger::execute_checked`] with the transactions' hashes already known (see
+    /// [`State::execute_hashed`]): the validator's pipeline hashes each transaction once.
+    pub fn execute_hashed(
+        &mut self,
+        input: BlockInput,
+        checked: &[bool],
+        hashes: &[Digest],
+    ) -> Result<Executed, LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
-        let exec = self.state.execute_checked(&self.chain, &input.txs, checked);
+        let exec = self
+            .state
+            .execute_hashed(&self.chain, &input.txs, checked, hashes);
         // Receipts carry each transaction's hash, in order: the root reuses them rather than
         // hashing every transaction a second time.
         let hashes: Vec<Digest> = exec.receipts.iter().map(|r| r.tx_hash).collect();

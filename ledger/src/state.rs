@@ -175,6 +175,19 @@ impl State {
         txs: &[Transaction],
         checked: &[bool],
     ) -> Execution {
+        self.execute_hashed(chain, txs, checked, &[])
+    }
+
+    /// [`State::execute_checked`] with the transactions' hashes already known: `hashes[i]`
+    /// must be `txs[i].hash()` (the validator computes it once, where the transaction enters);
+    /// missing entries are computed here.
+    pub fn execute_hashed(
+        &mut self,
+        chain: &ChainBinding,
+        txs: &[Transaction],
+        checked: &[bool],
+        hashes: &[Digest],
+    ) -> Execution {
         let signed: Vec<(usize, Vec<u8>)> = txs
             .iter()
             .enumerate()
@@ -204,10 +217,11 @@ impl State {
         let receipts = txs
             .iter()
             .zip(sig_ok)
-            .map(|(tx, sig_ok)| {
+            .enumerate()
+            .map(|(i, (tx, sig_ok))| {
                 let outcome = self.apply(chain, tx, sig_ok, &mut changed);
                 Receipt {
-                    tx_hash: tx.hash(),
+                    tx_hash: hashes.get(i).copied().unwrap_or_else(|| tx.hash()),
                     outcome,
                 }
             })

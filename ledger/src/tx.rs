@@ -63,6 +63,16 @@ pub struct Transaction {
     pub signature: Signature,
 }
 
+/// A transaction's encoding is its body's followed by the signature's fixed 64 bytes.
+const SIGNATURE_ENCODED_LEN: usize = 64;
+
+/// [`Transaction::hash`] from the body's canonical bytes.
+fn hash_signing_bytes(body: &[u8]) -> Digest {
+    let mut h = Hasher::new();
+    h.part(b"cairn/tx/v1").part(body);
+    h.finish()
+}
+
 impl TxBody {
     /// The canonical bytes that are signed and hashed.
     pub fn signing_bytes(&self) -> Vec<u8> {
@@ -115,9 +125,24 @@ impl Transaction {
     /// fixed before signing and a resubmission of the same body is recognised as the same
     /// transaction (the idempotency key for clients).
     pub fn hash(&self) -> Digest {
-        let mut h = Hasher::new();
-        h.part(b"cairn/tx/v1").part(&self.body.signing_bytes());
-        h.finish()
+        hash_signing_bytes(&self.body.signing_bytes())
+    }
+
+    /// The hash and the encoded size ([`Transaction::encode`]'s length) from one encoding of
+    /// the body: what a validator computes once, where a transaction enters it, and carries
+    /// through its pool, batches, blocks and receipts.
+    pub fn hash_and_size(&self) -> (Digest, usize) {
+        let (_, hash, size) = self.signing_bytes_hash_size();
+        (hash, size)
+    }
+
+    /// The body's canonical bytes (what the signature covers), the hash and the encoded size,
+    /// from one encoding: for a stage that both hashes and verifies.
+    pub fn signing_bytes_hash_size(&self) -> (Vec<u8>, Digest, usize) {
+        let body = self.body.signing_bytes();
+        let hash = hash_signing_bytes(&body);
+        let size = body.len() + SIGNATURE_ENCODED_LEN;
+        (body, hash, size)
     }
 
     pub fn sender_address(&self) -> Address {
@@ -141,5 +166,40 @@ impl Transaction {
             &self.body.sender,
             &self.signature,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The carried hash and size are exactly what hashing and encoding the whole transaction
+    /// give, for signed and raw transactions of several sizes (so a validator that computes
+    /// them once never disagrees with one that recomputes them).
+    #[test]
+    fn hash_and_size_match_hash_and_encoding() {
+        let chain = ChainBinding {
+            chain_id: "hash-once".into(),
+            genesis_hash: crypto::hash(b"g"),
+        };
+        let key = SecretKey::from_seed([7; 32]);
+        let mut txs = Vec::new();
+        for n in [0u64, 1, 300, u64::MAX] {
+            txs.push(Transaction::sign(
+                &key,
+                &chain,
+                n,
+                Payload::Transfer {
+                    to: Address::of(&key.public()),
+                    amount: n | 1,
+                },
+            ));
+        }
+        for len in [0usize, 1, 127, 128, 512, 70_000] {
+            txs.push(Transaction::raw(&chain, len as u64, vec![0xab; len]));
+        }
+        for tx in &txs {
+            assert_eq!(tx.hash_and_size(), (tx.hash(), tx.encode().len()));
+        }
     }
 }

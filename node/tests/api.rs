@@ -99,15 +99,15 @@ async fn fake_loop(
             cmd = commands.recv() => match cmd {
                 None => return,
                 Some(ApiCommand::Submit { tx, reply }) => {
-                    let account = ledger.state().account(&tx.sender_address());
-                    let _ = reply.send(pool.admit(tx, ledger.chain(), account));
+                    let account = ledger.state().account(&tx.tx.sender_address());
+                    let _ = reply.send(pool.admit_checked(*tx, ledger.chain(), account));
                 }
                 Some(ApiCommand::SubmitBatch { txs, reply }) => {
                     let verdicts = txs
                         .into_iter()
                         .map(|tx| {
-                            let account = ledger.state().account(&tx.sender_address());
-                            pool.admit_verified(tx, ledger.chain(), account)
+                            let account = ledger.state().account(&tx.tx.sender_address());
+                            pool.admit_checked(tx, ledger.chain(), account)
                         })
                         .collect();
                     let _ = reply.send(verdicts);
@@ -203,6 +203,7 @@ async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimi
         chain,
         commit_wait: COMMIT_WAIT,
         busy: Default::default(),
+        admission: node::validator::admission::Admission::for_clients(2).unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

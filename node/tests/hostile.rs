@@ -13,7 +13,7 @@ use ledger::{
     Account, Address, Block, BlockInput, ChainBinding, Ledger, MemStore, Payload, Transaction,
 };
 use node::api::{self, ApiCommand, ApiState, Metrics, NodeStatus};
-use node::mempool::Admitted;
+use node::mempool::{Admitted, Rejected};
 use node::validator::{HotStuffProtocol, PbftProtocol, Protocol, RaftProtocol, Wire, batch_digest};
 use proptest::prelude::*;
 use serde::Serialize;
@@ -486,11 +486,16 @@ fn server() -> &'static Server {
                 while let Some(cmd) = rx.recv().await {
                     match cmd {
                         ApiCommand::SubmitBatch { txs, reply } => {
-                            let verdicts = txs.iter().map(|t| Ok(Admitted::Added(t.hash())));
+                            // The loop's verdict on a checked transaction: refused when
+                            // the admission workers found its signature bad.
+                            let verdicts = txs.iter().map(|t| match &t.signature {
+                                Ok(()) => Ok(Admitted::Added(t.hash)),
+                                Err(e) => Err(Rejected::BadSignature(e.clone())),
+                            });
                             let _ = reply.send(verdicts.collect());
                         }
                         ApiCommand::Submit { tx, reply } => {
-                            let _ = reply.send(Ok(Admitted::Added(tx.hash())));
+                            let _ = reply.send(Ok(Admitted::Added(tx.hash)));
                         }
                         _ => {}
                     }
@@ -506,6 +511,7 @@ fn server() -> &'static Server {
                 chain: chain(),
                 commit_wait: Duration::from_millis(10),
                 busy: Default::default(),
+                admission: node::validator::admission::Admission::for_clients(2).unwrap(),
             };
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}/v1/transactions", listener.local_addr().unwrap());

@@ -42,6 +42,7 @@ async fn start() -> Server {
         chain,
         commit_wait: Duration::from_millis(100),
         busy: Default::default(),
+        admission: node::validator::admission::Admission::for_clients(2).unwrap(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

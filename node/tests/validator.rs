@@ -13,6 +13,7 @@ use crypto::SecretKey;
 use ledger::{Address, ChainBinding, Payload, Store, Transaction};
 use node::mempool::{Admitted, Limits};
 use node::store::RedbStore;
+use node::validator::admission::{Admission, Verified};
 use node::validator::{
     CoreParams, Driver, DriverConfig, HotStuffProtocol, Out, Protocol, RaftProtocol,
 };
@@ -39,7 +40,16 @@ enum Ev {
     Batch {
         node: usize,
     },
+    /// The admission workers' verdict on a peer batch, delivered late on purpose.
+    Verified {
+        node: usize,
+        v: Verified,
+    },
 }
+
+/// How long (simulated) a worker verdict takes to reach the driver: long enough that
+/// commits whose batches are pending must wait for it.
+const VERIFY_DELAY_MS: u64 = 30;
 
 /// Sees every frame as it is delivered (from, to, bytes): may change it, or drop it by
 /// returning false.
@@ -60,6 +70,11 @@ struct Cluster<P: Protocol = HotStuffProtocol> {
     timers: BTreeMap<(usize, u64), u64>,
     snapshot_interval: u64,
     filter: Option<Filter>,
+    /// Per validator, when peers' batch signatures are checked by admission workers (as in
+    /// `cairnd run`): the workers' verdicts, picked up by the pump.
+    verdicts: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Verified>>>,
+    /// Verdicts delivered to drivers.
+    verdicts_delivered: usize,
 }
 
 fn wallet(i: u8) -> SecretKey {
@@ -134,6 +149,8 @@ impl<P: Protocol> Cluster<P> {
             timers: BTreeMap::new(),
             snapshot_interval,
             filter: None,
+            verdicts: (0..n).map(|_| None).collect(),
+            verdicts_delivered: 0,
         };
         for i in 0..n {
             c.open(i);
@@ -164,6 +181,12 @@ impl<P: Protocol> Cluster<P> {
             mempool: Limits::default(),
         };
         let mut d = Driver::<P>::open(cfg, RedbStore::open(&self.db(i)).unwrap()).unwrap();
+        if self.verdicts[i].is_some() {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (workers, _threads) = Admission::start(1, tx).unwrap();
+            d.use_admission(workers);
+            self.verdicts[i] = Some(rx);
+        }
         let out = d.start(self.now).unwrap();
         self.nodes[i] = Some(d);
         self.apply(i, out);
@@ -258,11 +281,19 @@ impl<P: Protocol> Cluster<P> {
                 }
                 Ev::Batch { node } => {
                     self.schedule(at + BATCH_EVERY_MS, Ev::Batch { node });
+                    self.collect_verdicts();
                     match self.nodes[node].as_mut() {
                         Some(d) => (node, d.make_batch(at).unwrap()),
                         None => continue,
                     }
                 }
+                Ev::Verified { node, v } => match self.nodes[node].as_mut() {
+                    Some(d) => {
+                        self.verdicts_delivered += 1;
+                        (node, d.on_verified(at, v).unwrap())
+                    }
+                    None => continue,
+                },
             };
             self.apply(node, out);
             if done(self) {
@@ -270,6 +301,30 @@ impl<P: Protocol> Cluster<P> {
             }
         }
         false
+    }
+
+    /// Schedules the verdicts the workers have sent so far, [`VERIFY_DELAY_MS`] from now.
+    /// The workers run in real time, the pump in simulated time: a verdict not in yet is
+    /// waited for a little, so that every one is delivered.
+    fn collect_verdicts(&mut self) {
+        for i in 0..self.n {
+            let Some(rx) = self.verdicts[i].as_mut() else {
+                continue;
+            };
+            let mut got = Vec::new();
+            while let Ok(v) = rx.try_recv() {
+                got.push(v);
+            }
+            if got.is_empty() && self.nodes[i].as_ref().is_some_and(|d| d.verifying() > 0) {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                while let Ok(v) = rx.try_recv() {
+                    got.push(v);
+                }
+            }
+            for v in got {
+                self.schedule(self.now + VERIFY_DELAY_MS, Ev::Verified { node: i, v });
+            }
+        }
     }
 
     fn node(&self, i: usize) -> &Driver<P> {
@@ -1013,4 +1068,98 @@ fn raft_forged_snapshot_chunk_is_refused() {
     c.assert_raft_agree();
     c.raft_wave(nonce, &[0, 1, 2]);
     c.assert_raft_agree();
+}
+
+/// Peers' batches checked by admission workers, as `cairnd run` does: a batch whose
+/// signatures are all valid executes without a second check once its verdict is in (commits
+/// wait for it), and a batch carrying a forged signature, injected as if from validator 1,
+/// is found not all valid, so execution checks each transaction and every validator records
+/// the forged one as failed, and they all agree block by block. (Were a "not all valid"
+/// verdict trusted as valid, the forged transfer would apply: the outcome check is the
+/// negative control.)
+#[test]
+fn peer_batches_verified_by_workers_commit_and_a_forged_signature_fails_everywhere() {
+    let mut c = Cluster::new();
+    for i in 0..N {
+        c.verdicts[i] = Some(tokio::sync::mpsc::unbounded_channel().1);
+        c.nodes[i] = None;
+        c.open(i);
+    }
+    let txs = transfers(&c.chain, 0, 20);
+    let mut hashes = Vec::new();
+    for (w, tx) in txs {
+        hashes.push(tx.hash());
+        c.nodes[w].as_mut().unwrap().submit(tx).unwrap();
+    }
+    // Wallet 3's next transfer with a forged signature, in a batch "from validator 1" that
+    // validator 1 never had.
+    let mut forged = Transaction::sign(
+        &wallet(3),
+        &c.chain,
+        20,
+        Payload::Transfer {
+            to: Address::of(&wallet(0).public()),
+            amount: 7,
+        },
+    );
+    forged.signature.0[9] ^= 0x10;
+    let frame = node::validator::Wire::<()>::Batch(vec![forged.clone()]).encode();
+    for to in [0, 2, 3] {
+        c.schedule(
+            40,
+            Ev::Frame {
+                to,
+                from: 1,
+                bytes: frame.clone(),
+            },
+        );
+    }
+    let all = |c: &Cluster| {
+        c.all_committed(&hashes) && c.all_committed(std::slice::from_ref(&forged.hash()))
+    };
+    assert!(c.run_until(30_000, all), "transfers did not commit");
+    assert!(
+        c.verdicts_delivered > 0,
+        "no verdict went through the workers"
+    );
+    for i in 0..N {
+        let store = c.node(i).ledger().store();
+        let rec = store.tx(&forged.hash()).unwrap().unwrap();
+        assert!(
+            matches!(rec.receipt.outcome, Err(ledger::RejectReason::BadSignature)),
+            "validator {i}: forged transfer {:?}",
+            rec.receipt.outcome
+        );
+        for h in &hashes {
+            assert_eq!(store.tx(h).unwrap().unwrap().receipt.outcome, Ok(()));
+        }
+    }
+    let top = (0..N).map(|i| c.node(i).ledger().height()).min().unwrap();
+    for height in 1..=top {
+        let b0 = c
+            .node(0)
+            .ledger()
+            .store()
+            .block(height)
+            .unwrap()
+            .unwrap()
+            .hash();
+        for i in 1..N {
+            let b = c
+                .node(i)
+                .ledger()
+                .store()
+                .block(height)
+                .unwrap()
+                .unwrap()
+                .hash();
+            assert_eq!(b, b0, "validator {i} differs at height {height}");
+        }
+    }
+    let w3 = c
+        .node(0)
+        .ledger()
+        .state()
+        .account(&Address::of(&wallet(3).public()));
+    assert_eq!(w3.nonce, 20, "the forged transfer did not use a nonce");
 }

@@ -62,8 +62,9 @@ pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, 
 pub(crate) use types::dec;
 pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};
 
-use crate::mempool::{Admitted, PoolStatus, Rejected};
+use crate::mempool::{Admitted, Checked, PoolStatus, Rejected};
 use crate::store::RedbStore;
+use crate::validator::admission::Admission;
 use axum::Json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -87,16 +88,15 @@ pub const LOOP_WAIT: Duration = Duration::from_secs(5);
 /// makes the request answer 503.
 #[derive(Debug)]
 pub enum ApiCommand {
-    /// Admission check + pool insert; the loop answers with the mempool's verdict
-    /// (`Driver::submit`).
+    /// Admission of a transaction the admission workers hashed and verified: the loop
+    /// answers with the mempool's verdict (`Driver::submit_checked`).
     Submit {
-        tx: ledger::Transaction,
+        tx: Box<Checked>,
         reply: oneshot::Sender<Result<Admitted, Rejected>>,
     },
-    /// Admission of transactions whose signatures the API has already checked
-    /// (`Driver::submit_verified`, in order); one verdict per transaction.
+    /// The same for many, in order; one verdict per transaction.
     SubmitBatch {
-        txs: Vec<ledger::Transaction>,
+        txs: Vec<Checked>,
         reply: oneshot::Sender<Vec<Result<Admitted, Rejected>>>,
     },
     /// Pool status of a hash (pending / in flight), None if not in the pool
@@ -189,6 +189,9 @@ pub struct ApiState {
     /// consensus): submissions are answered 503 with `Retry-After` before any work is done
     /// on them.
     pub busy: Arc<std::sync::atomic::AtomicBool>,
+    /// The admission stage's workers: every submission is hashed and its signature checked
+    /// there, off the validator loop and off the HTTP threads.
+    pub admission: Admission,
 }
 
 impl ApiState {

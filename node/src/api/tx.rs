@@ -2,6 +2,7 @@
 
 use super::{ApiCommand, ApiError, Ctx, Submitted, TxStatus, ask, read_store, shorten, strip_0x};
 use crate::mempool::{Admitted, PoolStatus, Rejected};
+use crate::validator::admission::AdmissionError;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -75,8 +76,8 @@ pub(super) async fn submit(
 ) -> SubmitAnswer {
     let mode = query?.0.mode;
     let tx = parse_tx(&body?)?;
-    let hash = tx.hash();
-    if ctx.api.is_busy() {
+    if ctx.api.is_busy() || !ctx.api.admission.has_room(1) {
+        let hash = tx.hash();
         // A committed transaction is still answered as such.
         if let Some(rec) = committed(&ctx, hash).await? {
             return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
@@ -88,14 +89,27 @@ pub(super) async fn submit(
         nonce: tx.body.nonce,
         raw: tx.is_raw(),
     };
+    // Hashed once and verified on the admission workers.
+    let asked = std::time::Instant::now();
+    let tx = match ctx.api.admission.check(vec![tx]).await {
+        Ok(mut checked) => checked
+            .pop()
+            .ok_or_else(|| ApiError::unavailable(STOPPED))?,
+        Err(AdmissionError::Busy) => return Err(ApiError::unavailable(WORKERS_BUSY)),
+        Err(AdmissionError::Stopped) => return Err(ApiError::unavailable(STOPPED)),
+    };
+    let hash = tx.hash;
     // Subscribe before anything else, so no commit after this point can be missed.
     let events = (mode == Mode::Commit).then(|| ctx.api.events.subscribe());
 
     if let Some(rec) = committed(&ctx, hash).await? {
         return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
     }
-    let asked = std::time::Instant::now();
-    let verdict = ask(&ctx.api, |reply| ApiCommand::Submit { tx, reply }).await?;
+    let verdict = ask(&ctx.api, |reply| ApiCommand::Submit {
+        tx: Box::new(tx),
+        reply,
+    })
+    .await?;
     ctx.api
         .metrics
         .stages
@@ -357,8 +371,9 @@ pub fn encode_batch<'a>(txs: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
 }
 
 /// `POST /v1/transactions/batch`: many transactions in one binary request, for load
-/// generators and relays (the body format is [`encode_batch`]'s). Signatures are checked
-/// here, as one batch on the blocking pool, so the validator loop only runs the pool checks.
+/// generators and relays (the body format is [`encode_batch`]'s). Transactions are hashed
+/// and their signatures checked on the admission workers, so the validator loop only runs
+/// the pool checks.
 /// The answer is 200 with a [`BatchVerdict`] (every verdict `sync` would give, in one
 /// answer), or 400 naming the first malformed transaction, in which case none is admitted.
 /// Unlike the single submit, a transaction that already committed is not looked up in the
@@ -369,7 +384,7 @@ pub(super) async fn submit_batch(
 ) -> Result<Response, ApiError> {
     let txs = parse_batch(&body?)?;
     let total = txs.len();
-    if ctx.api.is_busy() {
+    if ctx.api.is_busy() || !ctx.api.admission.has_room(total) {
         // Refused before the signatures are checked: an overloaded validator spends nothing
         // on work it would throw away.
         let busy = Rejected::Busy(BEHIND);
@@ -383,26 +398,30 @@ pub(super) async fn submit_batch(
             rejected,
         })));
     }
-    let (checked, mut rejected) = tokio::task::spawn_blocking(move || check_signatures(txs))
-        .await
-        .map_err(|e| ApiError::unavailable(format!("signature check failed: {e}")))?;
-    if !checked.is_empty() {
-        let (index, txs): (Vec<usize>, Vec<Transaction>) = checked.into_iter().unzip();
-        let hashes: Vec<Digest> = txs.iter().map(Transaction::hash).collect();
-        let asked = std::time::Instant::now();
-        let answers = ask(&ctx.api, |reply| ApiCommand::SubmitBatch { txs, reply }).await?;
-        ctx.api
-            .metrics
-            .stages
-            .admission
-            .observe(asked.elapsed().as_secs_f64());
-        for ((i, hash), answer) in index.into_iter().zip(hashes).zip(answers) {
-            if let Err(r) = answer {
-                rejected.push(rejection_of(i, hash, &r));
-            }
-        }
-    }
-    rejected.sort_by_key(|r| r.index);
+    // Hashed once and verified on the admission workers; the loop only inserts.
+    let asked = std::time::Instant::now();
+    let checked = match ctx.api.admission.check(txs).await {
+        Ok(checked) => checked,
+        Err(AdmissionError::Busy) => return Err(ApiError::unavailable(WORKERS_BUSY)),
+        Err(AdmissionError::Stopped) => return Err(ApiError::unavailable(STOPPED)),
+    };
+    let hashes: Vec<Digest> = checked.iter().map(|c| c.hash).collect();
+    let answers = ask(&ctx.api, |reply| ApiCommand::SubmitBatch {
+        txs: checked,
+        reply,
+    })
+    .await?;
+    ctx.api
+        .metrics
+        .stages
+        .admission
+        .observe(asked.elapsed().as_secs_f64());
+    let rejected: Vec<BatchRejection> = hashes
+        .into_iter()
+        .zip(answers)
+        .enumerate()
+        .filter_map(|(i, (hash, answer))| answer.err().map(|r| rejection_of(i, hash, &r)))
+        .collect();
     let verdict = Json(BatchVerdict {
         accepted: total - rejected.len(),
         rejected,
@@ -416,6 +435,11 @@ pub(super) async fn submit_batch(
     }
     Ok(verdict.into_response())
 }
+
+/// The answer when the admission workers' queue filled between the check and the send.
+const WORKERS_BUSY: &str = "the validator's signature workers are busy; retry later";
+/// The answer when the admission workers are gone (the validator is stopping).
+const STOPPED: &str = "the validator is stopping; retry later";
 
 /// Why a busy validator refuses (see `Driver::backlogged`).
 const BEHIND: &str = "execution and storage are behind consensus";
@@ -461,47 +485,4 @@ fn parse_batch(body: &[u8]) -> Result<Vec<Transaction>, ApiError> {
         rest = tail;
     }
     Ok(txs)
-}
-
-/// Checks the signatures of the signed transactions as one batch (raw transactions carry
-/// none). Returns the ones that passed, with their positions, and the refusals.
-fn check_signatures(txs: Vec<Transaction>) -> (Vec<(usize, Transaction)>, Vec<BatchRejection>) {
-    let bodies: Vec<Vec<u8>> = txs
-        .iter()
-        .map(|t| {
-            if t.is_raw() {
-                Vec::new()
-            } else {
-                t.body.signing_bytes()
-            }
-        })
-        .collect();
-    let items: Vec<_> = txs
-        .iter()
-        .zip(&bodies)
-        .filter(|(t, _)| !t.is_raw())
-        .map(|(t, b)| {
-            (
-                crypto::Domain::Transaction,
-                b.as_slice(),
-                t.body.sender,
-                t.signature,
-            )
-        })
-        .collect();
-    let mut verdicts = crypto::verify_batch(&items).into_iter();
-    let mut ok = Vec::with_capacity(txs.len());
-    let mut rejected = Vec::new();
-    for (i, tx) in txs.into_iter().enumerate() {
-        if tx.is_raw() || verdicts.next().unwrap_or(false) {
-            ok.push((i, tx));
-        } else {
-            // The single check names the reason (same rule, same verdict).
-            match tx.verify_signature() {
-                Err(e) => rejected.push(rejection_of(i, tx.hash(), &Rejected::BadSignature(e))),
-                Ok(()) => ok.push((i, tx)),
-            }
-        }
-    }
-    (ok, rejected)
 }

@@ -201,6 +201,23 @@ impl Rejected {
     }
 }
 
+/// A client transaction after the admission workers (`crate::validator::admission`): its
+/// hash and encoded size, computed once from one encoding of its body, and its signature's
+/// verdict under the one rule (raw transactions carry none: always `Ok`).
+#[derive(Debug)]
+pub struct Checked {
+    pub tx: Transaction,
+    pub hash: Digest,
+    pub size: usize,
+    pub signature: Result<(), crypto::SignatureError>,
+}
+
+/// Whether admission verifies a signature or was told the verdict.
+enum Sig {
+    Check,
+    Known(Result<(), crypto::SignatureError>),
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
     tx: Transaction,
@@ -357,7 +374,8 @@ impl Mempool {
         chain: &ChainBinding,
         account: Account,
     ) -> Result<Admitted, Rejected> {
-        self.admit_checking(tx, chain, account, true)
+        let (hash, size) = tx.hash_and_size();
+        self.admit_checking(tx, hash, size, chain, account, Sig::Check)
     }
 
     /// [`Mempool::admit`] without the signature check: the caller has already checked the
@@ -369,35 +387,71 @@ impl Mempool {
         chain: &ChainBinding,
         account: Account,
     ) -> Result<Admitted, Rejected> {
-        self.admit_checking(tx, chain, account, false)
+        let (hash, size) = tx.hash_and_size();
+        self.admit_checking(tx, hash, size, chain, account, Sig::Known(Ok(())))
+    }
+
+    /// [`Mempool::admit_verified`] for a transaction whose hash and encoded size the caller
+    /// computed ([`Transaction::hash_and_size`], once, where it entered the validator).
+    pub fn admit_hashed(
+        &mut self,
+        tx: Transaction,
+        hash: Digest,
+        size: usize,
+        chain: &ChainBinding,
+        account: Account,
+    ) -> Result<Admitted, Rejected> {
+        debug_assert_eq!((hash, size), tx.hash_and_size());
+        self.admit_checking(tx, hash, size, chain, account, Sig::Known(Ok(())))
+    }
+
+    /// Admits a [`Checked`] transaction: refused if its signature failed, otherwise
+    /// [`Mempool::admit_hashed`].
+    pub fn admit_checked(
+        &mut self,
+        c: Checked,
+        chain: &ChainBinding,
+        account: Account,
+    ) -> Result<Admitted, Rejected> {
+        debug_assert_eq!((c.hash, c.size), c.tx.hash_and_size());
+        let sig = Sig::Known(c.signature);
+        self.admit_checking(c.tx, c.hash, c.size, chain, account, sig)
     }
 
     fn admit_checking(
         &mut self,
         tx: Transaction,
+        hash: Digest,
+        size: usize,
         chain: &ChainBinding,
         account: Account,
-        check_signature: bool,
+        sig: Sig,
     ) -> Result<Admitted, Rejected> {
-        let size = self.check_envelope(&tx, chain)?;
+        self.check_envelope(&tx, size, chain)?;
         if tx.is_raw() {
-            return self.admit_raw(tx, size);
+            return self.admit_raw(tx, hash, size);
         }
         // The raw lane's sender is a small-order key: no signed transaction can come from it
         // (checked here too, so `admit_verified` never opens a sender lane for it).
         if tx.body.sender == RAW_SENDER {
             return Err(Rejected::BadSignature(KeyError::SmallOrder.into()));
         }
-        if check_signature {
-            tx.verify_signature().map_err(Rejected::BadSignature)?;
+        match sig {
+            Sig::Check => tx.verify_signature(),
+            Sig::Known(verdict) => verdict,
         }
-        self.admit_signed(tx, size, account)
+        .map_err(Rejected::BadSignature)?;
+        self.admit_signed(tx, hash, size, account)
     }
 
-    /// Size, chain id, genesis hash and (for a raw transaction) whether raw ones are enabled.
-    /// Returns the encoded size.
-    fn check_envelope(&self, tx: &Transaction, chain: &ChainBinding) -> Result<usize, Rejected> {
-        let size = tx.encode().len();
+    /// Size (`size` is the encoded size), chain id, genesis hash and (for a raw transaction)
+    /// whether raw ones are enabled.
+    fn check_envelope(
+        &self,
+        tx: &Transaction,
+        size: usize,
+        chain: &ChainBinding,
+    ) -> Result<(), Rejected> {
         if size > self.limits.max_tx_bytes {
             let max = self.limits.max_tx_bytes;
             return Err(Rejected::TooLarge { size, max });
@@ -419,12 +473,16 @@ impl Mempool {
         if tx.is_raw() && !self.limits.raw_transactions {
             return Err(Rejected::RawDisabled);
         }
-        Ok(size)
+        Ok(())
     }
 
     /// Pools a raw transaction at the back of the raw lane: no signature, nonce or balance.
-    fn admit_raw(&mut self, tx: Transaction, size: usize) -> Result<Admitted, Rejected> {
-        let hash = tx.hash();
+    fn admit_raw(
+        &mut self,
+        tx: Transaction,
+        hash: Digest,
+        size: usize,
+    ) -> Result<Admitted, Rejected> {
         if let Some(pooled) = self.pooled(hash) {
             return Ok(pooled);
         }
@@ -445,11 +503,11 @@ impl Mempool {
     fn admit_signed(
         &mut self,
         tx: Transaction,
+        hash: Digest,
         size: usize,
         account: Account,
     ) -> Result<Admitted, Rejected> {
         let from = tx.sender_address();
-        let hash = tx.hash();
         self.advance(from, account.nonce);
         if let Some(pooled) = self.pooled(hash) {
             return Ok(pooled);
@@ -546,6 +604,15 @@ impl Mempool {
     /// transactions fill the rest, in arrival order (a requeued one keeps its place ahead of
     /// later arrivals), stopping at the first that does not fit the remaining bytes.
     pub fn next_batch(&mut self, max_txs: usize, max_bytes: usize) -> Vec<Transaction> {
+        self.next_batch_hashed(max_txs, max_bytes).0
+    }
+
+    /// [`Mempool::next_batch`] with the transactions' hashes (computed at admission).
+    pub fn next_batch_hashed(
+        &mut self,
+        max_txs: usize,
+        max_bytes: usize,
+    ) -> (Vec<Transaction>, Vec<Digest>) {
         let mut batch = Vec::new();
         self.batch_wait = 0.0;
         let mut bytes = self.take_accounts(&mut batch, max_txs, max_bytes);
@@ -555,9 +622,9 @@ impl Mempool {
             };
             bytes += entry.size;
             self.batch_wait += entry.since.elapsed().as_secs_f64();
-            batch.push(entry.tx.clone());
+            batch.push((entry.tx.clone(), entry.hash));
         }
-        batch
+        batch.into_iter().unzip()
     }
 
     /// The mean time the transactions of the last [`Mempool::next_batch`] waited in the pool
@@ -573,7 +640,7 @@ impl Mempool {
     /// The account part of [`Mempool::next_batch`]: appends to `batch`, returns its bytes.
     fn take_accounts(
         &mut self,
-        batch: &mut Vec<Transaction>,
+        batch: &mut Vec<(Transaction, Digest)>,
         max_txs: usize,
         max_bytes: usize,
     ) -> usize {
@@ -612,7 +679,7 @@ impl Mempool {
                 }
                 entry.in_flight = true;
                 wait += entry.since.elapsed().as_secs_f64();
-                batch.push(entry.tx.clone());
+                batch.push((entry.tx.clone(), entry.hash));
                 self.last_served = Some(addr);
                 if let Some(n) = nonce.checked_add(1).and_then(|n| sender.ready_from(n)) {
                     again.push((addr, n));

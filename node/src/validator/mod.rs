@@ -13,17 +13,23 @@
 //! - `store_stage.rs`: the store stage, the thread that writes executed blocks (several per
 //!   fsync under load) and announces them, behind consensus.
 
+pub mod admission;
 mod batches;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;
+mod dissemination;
 mod driver;
 pub mod evidence;
+mod execution;
 pub mod failpoints;
+pub mod ingress;
+mod notify;
 mod pbft;
 mod protocol;
 mod raft;
 mod run;
 pub mod store_stage;
+mod sync;
 mod wire;
 
 pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, StageSamples};
@@ -63,4 +69,4 @@ pub fn block_input(
         batch_sizes,
     }
 }
-pub use wire::{MAX_BATCHES_PER_MESSAGE, MAX_WIRE_BYTES, Wire, batch_digest};
+pub use wire::{MAX_BATCHES_PER_MESSAGE, MAX_WIRE_BYTES, Wire, batch_digest, batch_digest_hashed};

@@ -2,9 +2,10 @@
 //! opens its store, starts the libp2p transport and drives a [`Driver`] from one tokio task,
 //! with the genesis protocol's core (see [`protocol_loop`]).
 
-use super::store_stage::{Announce, FromStore, StoredBlock};
+use super::notify::{Announcer, Reporter, SUMMARY_INTERVAL, Summary, report_stored};
+use super::store_stage::{Announce, FromStore};
 use super::{Driver, DriverConfig, HotStuffProtocol, Out, PbftProtocol, Protocol, RaftProtocol};
-use crate::api::{self, ApiCommand, ApiState, CommittedEvent, Metrics, NodeStatus};
+use crate::api::{self, ApiCommand, ApiState, Metrics, NodeStatus};
 use crate::mempool::Limits;
 use crate::net::{self, NetConfig, NetHandle, PeerInfo};
 use crate::store::RedbStore;
@@ -26,8 +27,6 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
 /// Batches per block, at most.
 const BLOCK_BATCHES: usize = 64;
-/// How often the loop logs a summary line (blocks, transactions, view changes, peers).
-const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 /// Environment variable naming a file to record every vote sent in
 /// ([`Driver::log_votes_to`]).
 pub const VOTE_LOG_ENV: &str = "CAIRN_VOTE_LOG";
@@ -254,7 +253,18 @@ async fn run_with<P: Protocol>(
             .with_context(|| format!("{VOTE_LOG_ENV}: cannot open {}", path.display()))?;
         tracing::info!(path = %path.display(), "recording every vote sent");
     }
-    let (net, mut incoming) = net::start(loaded.net).await?;
+    let (net, incoming) = net::start(loaded.net).await?;
+    // The ingress stage decodes peers' frames and hashes their batches on its own thread.
+    let (mut inbound, ingress_thread) =
+        super::ingress::start::<P::Message>(incoming).context("starting the ingress thread")?;
+    // The admission stage: signature workers for client submissions and peers' batches.
+    let (verified_tx, mut verified_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (admission, verify_threads) = super::admission::Admission::start(
+        super::admission::Admission::default_workers(),
+        verified_tx,
+    )
+    .context("starting the signature workers")?;
+    driver.use_admission(admission.clone());
 
     // The HTTP API reads committed data from the store and asks this loop for the rest.
     let api_addr = loaded
@@ -290,6 +300,7 @@ async fn run_with<P: Protocol>(
         chain: driver.ledger().chain().clone(),
         commit_wait: COMMIT_WAIT,
         busy: busy.clone(),
+        admission,
     };
     let (api_stop, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_limits = api::ApiLimits::from(&loaded.config);
@@ -351,10 +362,11 @@ async fn run_with<P: Protocol>(
         };
         let out = tokio::select! {
             _ = &mut shutdown => break,
-            frame = incoming.recv() => match frame {
-                Some((from, bytes)) => driver.on_frame(now_ms(), ReplicaId(from), &bytes)?,
+            frame = inbound.recv() => match frame {
+                Some((from, inbound)) => driver.on_inbound(now_ms(), ReplicaId(from), inbound)?,
                 None => bail!("the network stopped"),
             },
+            Some(v) = verified_rx.recv() => driver.on_verified(now_ms(), v)?,
             _ = sleep => {
                 let (id, _) = next_timer.expect("a timer was armed");
                 timers.remove(&id);
@@ -384,25 +396,34 @@ async fn run_with<P: Protocol>(
     }
     let _ = api_stop.send(());
     let _ = api_task.await;
+    // The API's and the driver's handles were the workers' last: they end.
+    drop(driver.take_admission());
+    drop(verified_rx);
+    for t in verify_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     // The store stage writes what it holds, then ends.
     drop(driver.take_store_stage());
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     index_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || indexer.join()).await;
     tracing::info!(height = driver.ledger().height(), "validator stopping");
+    // The ingress thread ends when its output is gone or the transport stops.
+    drop(inbound);
     net.shutdown().await;
+    let _ = tokio::task::spawn_blocking(move || ingress_thread.join()).await;
     Ok(())
 }
 
 fn answer<P: Protocol>(driver: &mut Driver<P>, cmd: ApiCommand) {
     match cmd {
         ApiCommand::Submit { tx, reply } => {
-            let _ = reply.send(driver.submit(tx));
+            let _ = reply.send(driver.submit_checked(*tx));
         }
         ApiCommand::SubmitBatch { txs, reply } => {
             let verdicts = txs
                 .into_iter()
-                .map(|tx| driver.submit_verified(tx))
+                .map(|tx| driver.submit_checked(tx))
                 .collect();
             let _ = reply.send(verdicts);
         }
@@ -415,172 +436,6 @@ fn answer<P: Protocol>(driver: &mut Driver<P>, cmd: ApiCommand) {
             reply,
         } => {
             let _ = reply.send(driver.mempool().next_nonce(&address, committed));
-        }
-    }
-}
-
-/// Announces durable blocks for the store stage: the API's events, status and metrics, and
-/// the log line.
-#[derive(Clone)]
-struct Announcer {
-    events: tokio::sync::broadcast::Sender<CommittedEvent>,
-    status: Arc<RwLock<NodeStatus>>,
-    metrics: Arc<Metrics>,
-    last_commit: Option<std::time::Instant>,
-}
-
-impl Announce for Announcer {
-    fn committed(&mut self, block: &ledger::Block, receipts: &[ledger::Receipt]) {
-        let hashes = receipts.iter().map(|r| r.tx_hash).collect();
-        let event = CommittedEvent::with_hashes(block, hashes);
-        let hash = event.hash;
-        let _ = self.events.send(event);
-        self.metrics.height.set(block.header.height);
-        self.metrics.committed_txs.inc_by(block.txs.len() as u64);
-        let now = std::time::Instant::now();
-        if let Some(prev) = self.last_commit.replace(now) {
-            self.metrics
-                .block_interval
-                .observe(now.duration_since(prev).as_secs_f64());
-        }
-        if let Ok(mut s) = self.status.write() {
-            s.height = block.header.height;
-            s.latest_hash = hash;
-        }
-        let valid = receipts.iter().filter(|r| r.outcome.is_ok()).count();
-        tracing::info!(
-            height = block.header.height,
-            txs = block.txs.len(),
-            valid,
-            invalid = block.txs.len() - valid,
-            hash = %hash.short(),
-            view = block.header.view,
-            "committed block"
-        );
-    }
-}
-
-/// Counts blocks the store stage reported for the summary line.
-fn report_stored(report: &mut Reporter, blocks: &[StoredBlock]) {
-    for b in blocks {
-        report.summary.blocks += 1;
-        report.summary.txs += b.hashes.len() as u64;
-    }
-}
-
-/// Keeps the API's view of the node (status, metrics) current and logs a summary every
-/// [`SUMMARY_INTERVAL`]; committed blocks are announced by the store stage ([`Announcer`]).
-struct Reporter {
-    /// For blocks written on the loop's thread (a block sync).
-    announce: Announcer,
-    status: Arc<RwLock<NodeStatus>>,
-    metrics: Arc<Metrics>,
-    /// The leader of the view seen at the last status update.
-    leader: Option<Option<u16>>,
-    /// Recipients of a broadcast: the other validators.
-    fanout: u64,
-    /// The core's count of view changes ([`Protocol::view_changes`]), as last reported.
-    view_changes: u64,
-    summary: Summary,
-    summary_due: tokio::time::Instant,
-}
-
-/// What happened since the last summary line.
-#[derive(Default)]
-struct Summary {
-    blocks: u64,
-    txs: u64,
-    fsyncs: u64,
-    fsync_seconds: f64,
-    view_changes: u64,
-}
-
-impl Reporter {
-    /// Counts a frame sent to `copies` validators.
-    fn sent(&self, copies: u64, len: usize) {
-        self.metrics.sent_frames.inc_by(copies);
-        self.metrics.sent_bytes.inc_by(copies * len as u64);
-    }
-
-    fn status<P: Protocol>(&mut self, driver: &mut Driver<P>, net: &NetHandle) {
-        let view = consensus::Core::view(driver.core()).0;
-        let leader = P::leader(driver.core()).map(|l| l.0);
-        let peers = net.connected();
-        let m = &self.metrics;
-        m.view.set(view);
-        m.peers.set(peers.len() as u64);
-        m.mempool_size.set(driver.mempool().len() as u64);
-        m.rejected_connections.set(net.stats().rejected_connections);
-        m.set_net(&net.stats());
-        m.bad_frames.set(driver.stats.bad_frames);
-        m.evidence.set(driver.stats.evidence);
-        m.limited_requests.set(driver.stats.limited_requests);
-        if self.leader.replace(leader).is_some_and(|l| l != leader) {
-            m.leader_changes.inc();
-            match leader {
-                Some(l) => tracing::info!(leader = l, view, "following a new leader"),
-                None => tracing::info!(view, "no leader known (election under way)"),
-            }
-        }
-        let view_changes = P::view_changes(driver.core());
-        let new = view_changes.saturating_sub(self.view_changes);
-        self.view_changes = view_changes;
-        m.view_changes.inc_by(new);
-        self.summary.view_changes += new;
-        let stages = driver.take_stage_samples();
-        for (list, h) in [
-            (&stages.batching, &m.stages.batching),
-            (&stages.consensus, &m.stages.consensus),
-            (&stages.execution, &m.stages.execution),
-            (&stages.store, &m.stages.store),
-        ] {
-            for secs in list {
-                h.observe(*secs);
-            }
-        }
-        for secs in driver.take_fsync_seconds() {
-            m.fsync.observe(secs);
-            self.summary.fsyncs += 1;
-            self.summary.fsync_seconds += secs;
-        }
-        // The ledger can also move without a commit event (a block sync, a state snapshot
-        // installed). Only what is durable is shown: the store stage may hold the tip.
-        let stored = driver.stored_height();
-        m.height.set(stored);
-        if let Ok(mut s) = self.status.write() {
-            if stored == driver.ledger().height() {
-                s.height = stored;
-                s.latest_hash = driver.ledger().tip();
-            }
-            s.view = view;
-            s.leader = leader;
-            s.peers = peers.iter().map(|p| format!("validator-{p}")).collect();
-            s.mempool_size = driver.mempool().len();
-            s.catching_up = driver.catching_up();
-        }
-        if tokio::time::Instant::now() >= self.summary_due {
-            self.summary_due += SUMMARY_INTERVAL;
-            let s = std::mem::take(&mut self.summary);
-            let secs = SUMMARY_INTERVAL.as_secs_f64();
-            let fsync_ms = if s.fsyncs == 0 {
-                0.0
-            } else {
-                1000.0 * s.fsync_seconds / s.fsyncs as f64
-            };
-            tracing::info!(
-                height = driver.ledger().height(),
-                view,
-                leader,
-                blocks = s.blocks,
-                txs = s.txs,
-                tx_per_s = format!("{:.1}", s.txs as f64 / secs),
-                view_changes = s.view_changes,
-                peers = peers.len(),
-                mempool = driver.mempool().len(),
-                fsync_avg_ms = format!("{fsync_ms:.2}"),
-                "summary of the last {}s",
-                SUMMARY_INTERVAL.as_secs()
-            );
         }
     }
 }

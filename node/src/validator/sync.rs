@@ -1,0 +1,558 @@
+//! Catch-up, outside the consensus core: a validator whose ledger has not moved for a
+//! round asks a peer for committed blocks and applies those that prove themselves
+//! ([`Driver::on_blocks`]); Raft's InstallSnapshot is moved here too, chunk by chunk, both
+//! ways. Both run on the validator loop, and only while the store stage holds nothing.
+
+use super::Out;
+use super::batches::Batch;
+use super::driver::{Driver, DriverError, Res};
+use super::protocol::Protocol;
+use super::wire::{MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire, batch_digest_hashed};
+use crate::store::DurableOp;
+use consensus::{Committed, Core, Input, ReplicaId};
+use crypto::Digest;
+use ledger::{Account, Address, Block, LedgerError, Store};
+
+/// Accounts per snapshot chunk (about 300 KiB encoded).
+const SNAPSHOT_CHUNK_ACCOUNTS: usize = 8192;
+/// Accounts a snapshot may hold, at most (about 600 MB while it is pulled): a peer claiming
+/// more is refused rather than letting the pull grow without bound.
+const MAX_SNAPSHOT_ACCOUNTS: u64 = 10_000_000;
+/// A snapshot pull that heard nothing for this long asks again from where it stopped.
+const SNAPSHOT_RETRY_MS: u64 = 1000;
+
+/// Raft's state transfer, both ways: the snapshot this validator serves (taken once, so that
+/// a follower pulling it chunk by chunk sees one consistent state) and the one it pulls.
+#[derive(Default)]
+pub(super) struct SnapshotState {
+    serving: Option<Served>,
+    pulling: Option<Pull>,
+}
+
+struct Served {
+    block: Block,
+    accounts: std::sync::Arc<Vec<(Address, Account)>>,
+}
+
+/// A `Wire::SnapshotChunk`'s fields.
+pub(super) struct Chunk {
+    pub(super) height: u64,
+    pub(super) block: Option<Box<Block>>,
+    pub(super) total: u64,
+    pub(super) offset: u64,
+    pub(super) accounts: Vec<(Address, Account)>,
+}
+
+struct Pull {
+    from: ReplicaId,
+    /// The lowest height wanted (from the offer), until the first chunk names the snapshot's.
+    height: u64,
+    block: Option<Block>,
+    total: u64,
+    accounts: Vec<(Address, Account)>,
+    asked_ms: u64,
+}
+
+/// Ledger-level catch-up: a validator that missed more blocks than the consensus core keeps
+/// asks a peer for committed blocks (see [`Driver::on_blocks`]).
+#[derive(Debug, Default)]
+pub(super) struct SyncState {
+    /// Peers are asked in turn; this counts requests.
+    requests: u64,
+    /// Our ledger height when last looked at, and since when (ms) it has not moved.
+    height: u64,
+    since_ms: u64,
+    /// When we last asked (ms).
+    asked_ms: Option<u64>,
+    /// The last peer that answered reported a height above ours.
+    behind: bool,
+    /// When each peer's last request was answered (ms), to bound the work one peer causes.
+    served_ms: std::collections::BTreeMap<u16, u64>,
+}
+
+/// `b`'s transactions cut by its batch sizes and hashed, if every piece's digest is the one
+/// in `payload` at its position.
+fn split_batches(b: &Block, payload: &[Digest]) -> Option<Vec<Batch>> {
+    if b.batch_sizes.len() != payload.len() {
+        return None;
+    }
+    let mut rest = b.txs.as_slice();
+    let mut out = Vec::with_capacity(payload.len());
+    for (size, d) in b.batch_sizes.iter().zip(payload) {
+        let size = *size as usize;
+        if size > rest.len() {
+            return None;
+        }
+        let (batch, tail) = rest.split_at(size);
+        let batch = Batch::new(batch.to_vec());
+        if batch_digest_hashed(&batch.txs, &batch.hashes) != *d {
+            return None;
+        }
+        out.push(batch);
+        rest = tail;
+    }
+    rest.is_empty().then_some(out)
+}
+
+impl<P: Protocol> Driver<P> {
+    /// Whether the last peer asked for blocks was ahead of us.
+    pub fn catching_up(&self) -> bool {
+        self.sync.behind
+    }
+
+    /// Asks a peer (the next one each time) for blocks when our ledger height has not moved
+    /// for a whole base timeout, at most once per base timeout. Cheap when nobody is ahead:
+    /// the answer is empty.
+    pub(super) fn maybe_sync(&mut self, now: u64) -> Option<Out> {
+        if !P::LEDGER_SYNC {
+            return self.retry_snapshot_pull(now);
+        }
+        let height = self.ledger.height();
+        if height != self.sync.height {
+            self.sync.height = height;
+            self.sync.since_ms = now;
+        }
+        let wait = self.params.base_timeout_ms;
+        let stalled = now.saturating_sub(self.sync.since_ms) >= wait;
+        let due = self
+            .sync
+            .asked_ms
+            .is_none_or(|t| now.saturating_sub(t) >= wait);
+        if !(stalled && due) {
+            return None;
+        }
+        self.sync.asked_ms = Some(now);
+        self.request_blocks()
+    }
+
+    pub(super) fn request_blocks(&mut self) -> Option<Out> {
+        let n = self.committee.n() as u64;
+        if n < 2 {
+            return None;
+        }
+        let me = u64::from(self.params.me.0);
+        let peer = (me + 1 + self.sync.requests % (n - 1)) % n;
+        self.sync.requests += 1;
+        let from = self.ledger.height() + 1;
+        Some(Out::Send(
+            ReplicaId(peer as u16),
+            Wire::<P::Message>::BlocksRequest { from }.encode(),
+        ))
+    }
+
+    /// Serves committed blocks from the store, from height `start`: up to
+    /// [`MAX_BLOCKS_PER_MESSAGE`] blocks and [`MAX_BLOCKS_BYTES`], and past those limits (up to
+    /// twice them) to reach a block whose certificate proves the commit (HotStuff: carries the
+    /// 2-chain proof), which the requester needs to know the blocks before it are committed.
+    /// The first block always goes in. At most one answer per peer per 100 ms.
+    pub(super) fn answer_blocks_request(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        start: u64,
+    ) -> Result<Vec<Out>, DriverError> {
+        if self
+            .sync
+            .served_ms
+            .get(&from.0)
+            .is_some_and(|t| now.saturating_sub(*t) < 100)
+        {
+            return Ok(Vec::new());
+        }
+        self.sync.served_ms.insert(from.0, now);
+        let tip = self.ledger.height();
+        let mut blocks = Vec::new();
+        let mut bytes = 0usize;
+        let mut h = start.max(1);
+        while h <= tip {
+            let Some(b) = self.ledger.store().block(h)? else {
+                break;
+            };
+            let size = b.certificate.len() + b.txs.iter().map(|t| t.encode().len()).sum::<usize>();
+            let over = blocks.len() >= MAX_BLOCKS_PER_MESSAGE || bytes + size > MAX_BLOCKS_BYTES;
+            let hard =
+                blocks.len() >= 2 * MAX_BLOCKS_PER_MESSAGE || bytes + size > 2 * MAX_BLOCKS_BYTES;
+            let last_proven = blocks.last().is_some_and(|b: &Block| {
+                P::decode_certified(&b.certificate, &self.params.genesis)
+                    .is_some_and(|c| c.proves_commit)
+            });
+            if !blocks.is_empty() && (hard || (over && last_proven)) {
+                break;
+            }
+            bytes += size;
+            blocks.push(b);
+            h += 1;
+        }
+        Ok(vec![Out::Send(
+            from,
+            Wire::<P::Message>::Blocks { blocks, tip }.encode(),
+        )])
+    }
+
+    /// Applies committed blocks a peer sent, as far as they prove themselves: the last one
+    /// applied carries a certificate that proves the commit (HotStuff: QC and 2-chain proof),
+    /// every certificate verifies against the committee, the blocks follow our last one by
+    /// height and, where the protocol links them (HotStuff), each block's consensus parent is
+    /// the one before it (the first's is our last committed block), and each block's
+    /// transactions, split by its batch sizes, hash to the batch digests its certificate
+    /// names. The ledger then executes them as if consensus had committed them here, and the
+    /// core restarts from the new committed block, as after a crash (its safety record is
+    /// untouched), and is then told of the blocks executed.
+    pub(super) fn on_blocks(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        blocks: Vec<Block>,
+        tip: u64,
+    ) -> Res {
+        if !P::LEDGER_SYNC || !self.commits.is_empty() || self.unstored > 0 {
+            // The core is ahead of the ledger (commits wait for batches, or blocks for the
+            // store stage): not behind by much, and the ledger tip is not the core's root
+            // or not stored yet. Let consensus finish; the next sync request comes later.
+            return Ok(Vec::new());
+        }
+        let height = self.ledger.height();
+        self.sync.behind = tip > height;
+        let mut checked = Vec::new();
+        // The consensus id of the block before the next one (our tip's is read when needed).
+        let mut parent: Option<Digest> = None;
+        let mut last_proven = None;
+        for (i, b) in blocks.into_iter().enumerate() {
+            if b.header.height != height + 1 + i as u64 {
+                break;
+            }
+            // Every certificate verifies, so nothing unverified reaches the store or the core.
+            let Some(cert) = P::certified(&b.certificate, &self.committee, &self.params.genesis)
+            else {
+                break;
+            };
+            if cert.height.is_some_and(|h| h != b.header.height) {
+                break;
+            }
+            if let Some(p) = cert.parent {
+                let previous = match parent {
+                    Some(d) => d,
+                    None => self.ledger_tip_id()?,
+                };
+                if p != previous {
+                    break;
+                }
+            }
+            let Some(batches) = split_batches(&b, &cert.payload) else {
+                break;
+            };
+            parent = Some(cert.id);
+            if cert.proves_commit {
+                last_proven = Some(i);
+            }
+            checked.push((b, cert, batches));
+        }
+        let Some(last) = last_proven else {
+            return Ok(Vec::new());
+        };
+        checked.truncate(last + 1);
+        let mut out = Vec::new();
+        for (b, cert, batches) in checked {
+            let sent = b.hash();
+            let c = Committed {
+                id: cert.id,
+                view: cert.view,
+                proposer: cert.proposer,
+                timestamp_ms: cert.timestamp_ms,
+                payload: cert.payload,
+                certificate: b.certificate,
+            };
+            // A block names each batch once (the core refuses duplicates).
+            let hashes: Vec<Digest> = batches.iter().flat_map(|b| b.hashes.clone()).collect();
+            let by_digest: std::collections::BTreeMap<Digest, Batch> =
+                c.payload.iter().copied().zip(batches).collect();
+            let input = super::block_input(c, &self.committee, |d| {
+                by_digest.get(d).map(|b| b.txs.clone())
+            });
+            let started = std::time::Instant::now();
+            let executed = self.ledger.execute_hashed(input, &[], &hashes)?;
+            let (block, receipts) = self.ledger.store_executed(executed)?;
+            self.stats.fsync(started);
+            if block.hash() != sent {
+                tracing::warn!(
+                    peer = from.0,
+                    height = block.header.height,
+                    "a synced block executed to a different header than the peer sent (its \
+                     state root or timestamp is wrong); keeping ours"
+                );
+            }
+            let state = self.ledger.state();
+            let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
+            self.mempool
+                .committed_hashed(&block.txs, &hashes, |a| state.account(a));
+            self.executed
+                .push_back((block.header.height, block.header.state_root));
+            out.push(Out::Committed {
+                block: Box::new(block),
+                receipts,
+            });
+        }
+        out.extend(self.restart_core(now)?);
+        self.sync.behind = tip > self.ledger.height();
+        if self.sync.behind {
+            // More to fetch: ask the same peer again at once.
+            let next = self.ledger.height() + 1;
+            out.push(Out::Send(
+                from,
+                Wire::<P::Message>::BlocksRequest { from: next }.encode(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Restarts the core from the ledger's new last block (after a block sync or a snapshot),
+    /// with its safety record as it is in memory (the durable one plus certificates seen
+    /// since: every persist completes within the driver call that asks for it), and the
+    /// batches it had not proposed yet. The new core hears of blocks executed before it
+    /// started once it has started (in `run`).
+    pub(super) fn restart_core(&mut self, now: u64) -> Res {
+        let safety = P::safety_bytes(&self.core);
+        let pending = P::pending_payload(&self.core);
+        self.core = P::build(&self.params, &self.ledger, Some(safety))?;
+        self.commits.clear();
+        let acts = self.core.start(now);
+        let mut out = self.run(now, acts)?;
+        // A batch whose every transfer is below its sender's nonce was committed in blocks
+        // this validator skipped (block sync, a Raft snapshot): proposing it again would
+        // only fill a block with refused duplicates.
+        let state = self.ledger.state();
+        let stale = |b: &std::sync::Arc<Batch>| {
+            !b.is_empty()
+                && b.txs
+                    .iter()
+                    .all(|t| !t.is_raw() && t.body.nonce < state.account(&t.sender_address()).nonce)
+        };
+        let pending: Vec<Digest> = pending
+            .into_iter()
+            .filter(|d| !self.batches.get(d).is_some_and(stale))
+            .collect();
+        for d in pending {
+            out.extend(self.feed(now, Input::Payload(d))?);
+        }
+        out.extend(self.after_batches(now)?);
+        Ok(out)
+    }
+
+    /// Serves a chunk of this validator's state snapshot (Raft's InstallSnapshot, moved
+    /// outside the core). A pull starts at offset 0 with the lowest height it needs and gets
+    /// the snapshot's height and last block in the first chunk; later requests name that
+    /// height and resume at their offset. The snapshot is taken at the ledger's height when
+    /// a pull starts and kept while pulls start or resume from it, until a pull needs a
+    /// higher one.
+    pub(super) fn answer_snapshot_request(
+        &mut self,
+        from: ReplicaId,
+        height: u64,
+        offset: u64,
+    ) -> Res {
+        let tip = self.ledger.height();
+        // One snapshot is served to every puller until one needs a higher one, so that
+        // followers pulling at the same time do not reset each other.
+        let fresh = match &self.snapshot.serving {
+            None => true,
+            Some(s) if offset == 0 => s.block.header.height < height,
+            Some(s) => s.block.header.height != height,
+        };
+        if fresh {
+            if tip == 0 || tip < height {
+                return Ok(Vec::new());
+            }
+            let Some(block) = self.ledger.store().block(tip)? else {
+                return Ok(Vec::new());
+            };
+            let accounts = self
+                .ledger
+                .state()
+                .accounts()
+                .map(|(a, b)| (*a, *b))
+                .collect();
+            self.snapshot.serving = Some(Served {
+                block,
+                accounts: std::sync::Arc::new(accounts),
+            });
+        }
+        let s = self.snapshot.serving.as_ref().expect("set above");
+        // A resumed pull of an older snapshot restarts from the beginning of this one.
+        let offset = if fresh { 0 } else { offset };
+        let start = (offset as usize).min(s.accounts.len());
+        let end = (start + SNAPSHOT_CHUNK_ACCOUNTS).min(s.accounts.len());
+        self.stats.snapshot_chunks_served += 1;
+        let chunk = Wire::<P::Message>::SnapshotChunk {
+            height: s.block.header.height,
+            block: (start == 0).then(|| Box::new(s.block.clone())),
+            total: s.accounts.len() as u64,
+            offset: start as u64,
+            accounts: s.accounts[start..end].to_vec(),
+        };
+        Ok(vec![Out::Send(from, chunk.encode())])
+    }
+
+    /// A snapshot offer (Raft's InstallSnapshot) from `from`: starts pulling its state unless
+    /// a pull is already under way and making progress.
+    pub(super) fn on_snapshot_offer(
+        &mut self,
+        now: u64,
+        from: ReplicaId,
+        height: u64,
+    ) -> Option<Out> {
+        if height <= self.ledger.height() {
+            return None;
+        }
+        // A pull from this peer resumes by itself (`retry_snapshot_pull`); an offer from
+        // another peer (a new leader) replaces a pull that stalled.
+        if let Some(p) = &self.snapshot.pulling
+            && (p.from == from || now.saturating_sub(p.asked_ms) < SNAPSHOT_RETRY_MS)
+        {
+            return None;
+        }
+        tracing::info!(
+            peer = from.0,
+            height,
+            ours = self.ledger.height(),
+            "the leader compacted the entries we miss; fetching its state snapshot"
+        );
+        self.snapshot.pulling = Some(Pull {
+            from,
+            height,
+            block: None,
+            total: 0,
+            accounts: Vec::new(),
+            asked_ms: now,
+        });
+        Some(Out::Send(
+            from,
+            Wire::<P::Message>::SnapshotRequest { height, offset: 0 }.encode(),
+        ))
+    }
+
+    /// Asks again, from where it stopped, for a snapshot pull that heard nothing lately.
+    pub(super) fn retry_snapshot_pull(&mut self, now: u64) -> Option<Out> {
+        let height = self.ledger.height();
+        if self
+            .snapshot
+            .pulling
+            .as_ref()
+            .is_some_and(|p| p.block.as_ref().map_or(p.height, |b| b.header.height) <= height)
+        {
+            // Caught up some other way (the leader's log reached us after all).
+            self.snapshot.pulling = None;
+        }
+        let p = self.snapshot.pulling.as_mut()?;
+        if now.saturating_sub(p.asked_ms) < SNAPSHOT_RETRY_MS {
+            return None;
+        }
+        p.asked_ms = now;
+        let (height, offset) = match &p.block {
+            Some(b) => (b.header.height, p.accounts.len() as u64),
+            None => (p.height, 0),
+        };
+        Some(Out::Send(
+            p.from,
+            Wire::<P::Message>::SnapshotRequest { height, offset }.encode(),
+        ))
+    }
+
+    /// One chunk of the snapshot being pulled. When the last one is in, checks the block's
+    /// certificate and that the accounts hash to its state root, installs the state durably,
+    /// drops the log below it (and all of it unless the log extends the snapshot), and
+    /// restarts the core from it.
+    pub(super) fn on_snapshot_chunk(&mut self, now: u64, from: ReplicaId, chunk: Chunk) -> Res {
+        let Chunk {
+            height,
+            block,
+            total,
+            offset,
+            accounts,
+        } = chunk;
+        let Some(p) = self.snapshot.pulling.as_mut() else {
+            return Ok(Vec::new());
+        };
+        if self.unstored > 0 {
+            // Installing replaces the store's state: not while blocks are still being
+            // written. The pull asks for this chunk again (`retry_snapshot_pull`).
+            return Ok(Vec::new());
+        }
+        if p.from != from {
+            return Ok(Vec::new());
+        }
+        if offset == 0 {
+            let Some(block) = block else {
+                self.stats.bad_frames += 1;
+                return Ok(Vec::new());
+            };
+            if height < p.height || block.header.height != height || total > MAX_SNAPSHOT_ACCOUNTS {
+                self.stats.bad_frames += 1;
+                return Ok(Vec::new());
+            }
+            p.block = Some(*block);
+            p.total = total;
+            p.accounts.clear();
+        } else if p.block.as_ref().is_none_or(|b| b.header.height != height)
+            || offset != p.accounts.len() as u64
+        {
+            return Ok(Vec::new());
+        }
+        if p.accounts.len() as u64 + accounts.len() as u64 > p.total {
+            self.stats.bad_frames += 1;
+            self.snapshot.pulling = None;
+            return Ok(Vec::new());
+        }
+        p.accounts.extend(accounts);
+        p.asked_ms = now;
+        if (p.accounts.len() as u64) < p.total {
+            let next = p.accounts.len() as u64;
+            return Ok(vec![Out::Send(
+                from,
+                Wire::<P::Message>::SnapshotRequest {
+                    height,
+                    offset: next,
+                }
+                .encode(),
+            )]);
+        }
+        let p = self.snapshot.pulling.take().expect("checked above");
+        let block = p.block.expect("set by the first chunk");
+        if height <= self.ledger.height() {
+            return Ok(Vec::new());
+        }
+        let Some(cert) = P::certified(&block.certificate, &self.committee, &self.params.genesis)
+            .filter(|c| c.height.is_none_or(|h| h == height))
+        else {
+            tracing::warn!(
+                peer = from.0,
+                height,
+                "snapshot refused: its block's certificate does not verify"
+            );
+            return Ok(Vec::new());
+        };
+        let n = p.accounts.len();
+        let started = std::time::Instant::now();
+        if let Err(e) = self.ledger.install_snapshot(block, p.accounts) {
+            if matches!(e, LedgerError::Snapshot(_)) {
+                tracing::warn!(peer = from.0, height, error = %e, "snapshot refused");
+                return Ok(Vec::new());
+            }
+            return Err(e.into());
+        }
+        self.ledger.store().write_durable(&[DurableOp::Rebase {
+            index: height,
+            term: cert.view.0,
+        }])?;
+        self.stats.fsync(started);
+        self.stats.snapshots_installed += 1;
+        let state = self.ledger.state();
+        self.mempool.resync(|a| state.account(a));
+        tracing::info!(
+            peer = from.0,
+            height,
+            accounts = n,
+            "installed the leader's state snapshot; continuing from it"
+        );
+        self.restart_core(now)
+    }
+}
