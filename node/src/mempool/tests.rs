@@ -1,6 +1,7 @@
 //! Mempool tests.
 
 use super::*;
+use crypto::SignatureError;
 use PoolStatus::{InFlight, Pending};
 use crypto::SecretKey;
 use ledger::RAW_SENDER;
