@@ -1,9 +1,9 @@
 //! Mempool tests.
 
 use super::*;
-use crypto::SignatureError;
 use PoolStatus::{InFlight, Pending};
 use crypto::SecretKey;
+use crypto::SignatureError;
 use ledger::RAW_SENDER;
 
 const RICH: u64 = 1_000_000;

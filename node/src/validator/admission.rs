@@ -56,9 +56,12 @@ pub enum AdmissionError {
 }
 
 /// A handle on the workers; cloning it is cheap. The workers end when every handle is gone.
+/// Peers' batches have their own queue, served first: commits wait for their verdicts,
+/// while a client's answer only waits for its own chunks.
 #[derive(Clone)]
 pub struct Admission {
     jobs: crossbeam_channel::Sender<Job>,
+    peer_jobs: crossbeam_channel::Sender<Job>,
 }
 
 impl Admission {
@@ -68,21 +71,22 @@ impl Admission {
         verified: mpsc::UnboundedSender<Verified>,
     ) -> std::io::Result<(Admission, Vec<std::thread::JoinHandle<()>>)> {
         let (jobs, rx) = crossbeam_channel::bounded::<Job>(JOB_QUEUE);
+        let (peer_jobs, peer_rx) = crossbeam_channel::bounded::<Job>(JOB_QUEUE);
         let mut threads = Vec::new();
         for i in 0..workers.max(1) {
-            let rx = rx.clone();
+            let (rx, peer_rx) = (rx.clone(), peer_rx.clone());
             let verified = verified.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("cairn-verify-{i}"))
                     .spawn(move || {
-                        for job in rx {
+                        while let Some(job) = next_job(&peer_rx, &rx) {
                             run(job, &verified);
                         }
                     })?,
             );
         }
-        Ok((Admission { jobs }, threads))
+        Ok((Admission { jobs, peer_jobs }, threads))
     }
 
     /// Workers for client submissions only (peer batch verdicts are dropped), detached:
@@ -128,8 +132,41 @@ impl Admission {
     /// Queues the signatures of a peer's batch; false if the queue is full (the batch stays
     /// unchecked, and execution checks it).
     pub fn check_peer_batch(&self, digest: Digest, batch: Arc<Batch>) -> bool {
-        self.jobs.try_send(Job::PeerBatch { digest, batch }).is_ok()
+        self.peer_jobs
+            .try_send(Job::PeerBatch { digest, batch })
+            .is_ok()
     }
+}
+
+/// The next job, a peer's batch first if one waits; `None` once both queues are closed
+/// and empty.
+fn next_job(
+    peer: &crossbeam_channel::Receiver<Job>,
+    client: &crossbeam_channel::Receiver<Job>,
+) -> Option<Job> {
+    if let Ok(job) = peer.try_recv() {
+        return Some(job);
+    }
+    let (mut peer_open, mut client_open) = (true, true);
+    while peer_open || client_open {
+        crossbeam_channel::select! {
+            recv(peer) -> job => match job {
+                Ok(job) => return Some(job),
+                Err(_) => peer_open = false,
+            },
+            recv(client) -> job => match job {
+                Ok(job) => return Some(job),
+                Err(_) => client_open = false,
+            },
+        }
+        if !peer_open {
+            return client.recv().ok();
+        }
+        if !client_open {
+            return peer.recv().ok();
+        }
+    }
+    None
 }
 
 fn run(job: Job, verified: &mpsc::UnboundedSender<Verified>) {

@@ -102,6 +102,11 @@ impl BatchStore {
         }
     }
 
+    /// The batch needs no check (it has no signed transaction).
+    pub fn set_checked(&mut self, d: &Digest) {
+        self.set(d, Check::Yes);
+    }
+
     /// The batch's signatures were handed to the admission stage's workers.
     pub fn set_pending(&mut self, d: &Digest) {
         self.set(d, Check::Pending);

@@ -173,9 +173,8 @@ pub struct Driver<P: Protocol> {
     pub(super) unstored: usize,
     /// Their transactions.
     pub(super) unstored_txs: usize,
-    /// When each of this validator's batches not committed yet was cut (the consensus stage
-    /// time); cleared when it grows past [`MAX_STORED_BATCHES`].
-    pub(super) cut_at: std::collections::HashMap<Digest, std::time::Instant>,
+    /// This validator's batches not committed yet (consensus stage time, backpressure).
+    pub(super) own: super::dissemination::OwnBatches,
     /// The admission workers, when peers' batch signatures are checked off this thread
     /// ([`Driver::use_admission`]); without them, execution checks them (tests).
     pub(super) admission: Option<super::admission::Admission>,
@@ -231,7 +230,7 @@ impl<P: Protocol> Driver<P> {
             writer: None,
             unstored: 0,
             unstored_txs: 0,
-            cut_at: Default::default(),
+            own: Default::default(),
             admission: None,
         })
     }
@@ -449,7 +448,7 @@ impl<P: Protocol> Driver<P> {
                     }
                     Action::Commit(c) => {
                         for d in &c.payload {
-                            if let Some(at) = self.cut_at.remove(d) {
+                            if let Some(at) = self.own.committed(d) {
                                 sample(
                                     &mut self.stats.stages.consensus,
                                     at.elapsed().as_secs_f64(),
