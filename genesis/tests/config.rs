@@ -57,6 +57,7 @@ fn minimal_config_gets_defaults() {
         ),
         (1000, 2000, 512, 128)
     );
+    assert_eq!(c.batch_delay_ms, 10);
     assert_eq!(
         c,
         NodeConfig::new("validator-0", "/ip4/0.0.0.0/tcp/26600", "127.0.0.1:27600")
@@ -92,6 +93,19 @@ fn api_limits_zero_turns_them_off() {
     let c = NodeConfig::load(home.path()).unwrap();
     assert_eq!(c.api_rate_limit_per_ip, 0);
     assert_eq!(c.api_max_connections, 0);
+}
+
+#[test]
+fn batch_delay_parses_and_out_of_range_names_the_field() {
+    let home = home_with(&format!("{MINIMAL}batch_delay_ms = 2\n"));
+    assert_eq!(NodeConfig::load(home.path()).unwrap().batch_delay_ms, 2);
+    for bad in ["0", "1001"] {
+        assert_load_error(
+            &format!("{MINIMAL}batch_delay_ms = {bad}\n"),
+            "batch_delay_ms",
+            &format!("must be 1..=1000 milliseconds (it is {bad}); the default is 10"),
+        );
+    }
 }
 
 #[test]

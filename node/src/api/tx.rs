@@ -442,7 +442,7 @@ const WORKERS_BUSY: &str = "the validator's signature workers are busy; retry la
 const STOPPED: &str = "the validator is stopping; retry later";
 
 /// Why a busy validator refuses (see `Driver::backlogged`).
-const BEHIND: &str = "execution and storage are behind consensus";
+const BEHIND: &str = "the validator has more queued than it can order, execute and store promptly";
 
 fn rejection_of(index: usize, hash: Digest, r: &Rejected) -> BatchRejection {
     BatchRejection {

@@ -7,7 +7,7 @@
 //! A block is cut by bytes and time, not by a count alone: a batch closes at
 //! `batch_max_bytes` or `batch_max_txs` (sized from the genesis `max_block_bytes` and
 //! `max_block_txs` divided by the batches a block may carry), or when the batch tick fires
-//! (every `BATCH_INTERVAL`, 10 ms, in `run.rs`); the leader proposes the batches it has as
+//! (`batch_delay_ms` in config.toml, 10 ms by default); the leader proposes the batches it has as
 //! soon as the protocol lets it (never waiting to fill a block), so a block holds at most
 //! `max_block_bytes` and waits at most one batch tick plus one consensus step.
 
@@ -140,7 +140,9 @@ impl<P: Protocol> Driver<P> {
         if !self.backlogged() {
             return Ok(());
         }
-        Err(Rejected::Busy("execution and storage are behind consensus"))
+        Err(Rejected::Busy(
+            "the validator has more queued than it can order, execute and store promptly",
+        ))
     }
 
     /// Turns pending transactions into batches, shares them and offers them to consensus:

@@ -21,8 +21,6 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-/// How often pending transactions are cut into a batch.
-const BATCH_INTERVAL: Duration = Duration::from_millis(10);
 /// How often status and gauges are refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_millis(500);
 /// Batches per block, at most.
@@ -341,7 +339,7 @@ async fn run_with<P: Protocol>(
         "validator started"
     );
     let mut timers: BTreeMap<u64, tokio::time::Instant> = BTreeMap::new();
-    let mut batch_tick = tokio::time::interval(BATCH_INTERVAL);
+    let mut batch_tick = tokio::time::interval(Duration::from_millis(loaded.config.batch_delay_ms));
     let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
     let mut flood_tick = tokio::time::interval(FLOOD_INTERVAL);
     let floods = misbehaviour.floods();
