@@ -13,6 +13,7 @@ mod ledger;
 mod merkle;
 mod state;
 mod store;
+pub mod tree;
 mod tx;
 
 pub use address::{Address, ParseAddressError};
