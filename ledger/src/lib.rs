@@ -24,4 +24,5 @@ pub use state::{Account, Execution, Receipt, RejectReason, State};
 pub use store::{MemStore, Store, StoreError, TxRecord, check_genesis, check_next_height};
 pub use tx::{
     ChainBinding, MAX_CHAIN_ID_LEN, MAX_TX_BYTES, Payload, RAW_SENDER, Transaction, TxBody,
+    verify_bodies,
 };

@@ -2,7 +2,7 @@
 
 use crate::Address;
 use crate::tx::{ChainBinding, Payload, Transaction};
-use crypto::{Digest, Domain, Hasher};
+use crypto::{Digest, Hasher};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -194,22 +194,10 @@ impl State {
             .filter(|(i, t)| !t.is_raw() && !checked.get(*i).copied().unwrap_or(false))
             .map(|(i, t)| (i, t.body.signing_bytes()))
             .collect();
-        let items: Vec<_> = signed
-            .iter()
-            .map(|(i, b)| {
-                let t = &txs[*i];
-                (
-                    Domain::Transaction,
-                    b.as_slice(),
-                    t.body.sender,
-                    t.signature,
-                )
-            })
-            .collect();
         // Raw and already checked transactions keep `true` (`apply` never looks at it for
         // raw ones).
         let mut sig_ok = vec![true; txs.len()];
-        for ((i, _), ok) in signed.iter().zip(crypto::verify_batch(&items)) {
+        for ((i, _), ok) in signed.iter().zip(crate::tx::verify_bodies(txs, &signed)) {
             sig_ok[*i] = ok;
         }
 

@@ -63,6 +63,25 @@ pub struct Transaction {
     pub signature: Signature,
 }
 
+/// Verifies, as one batch under the one rule, the signatures of the transactions named in
+/// `bodies` (index into `txs`, that transaction's [`TxBody::signing_bytes`]); one verdict
+/// per entry of `bodies`, in order.
+pub fn verify_bodies(txs: &[Transaction], bodies: &[(usize, Vec<u8>)]) -> Vec<bool> {
+    let items: Vec<_> = bodies
+        .iter()
+        .map(|(i, b)| {
+            let t = &txs[*i];
+            (
+                Domain::Transaction,
+                b.as_slice(),
+                t.body.sender,
+                t.signature,
+            )
+        })
+        .collect();
+    crypto::verify_batch(&items)
+}
+
 /// A transaction's encoding is its body's followed by the signature's fixed 64 bytes.
 const SIGNATURE_ENCODED_LEN: usize = 64;
 

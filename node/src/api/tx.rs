@@ -1,7 +1,7 @@
 //! `POST /v1/transactions` and `GET /v1/transactions/{hash}`.
 
 use super::{ApiCommand, ApiError, Ctx, Submitted, TxStatus, ask, read_store, shorten, strip_0x};
-use crate::mempool::{Admitted, PoolStatus, Rejected};
+use crate::mempool::{Admitted, Checked, PoolStatus, Rejected};
 use crate::validator::admission::AdmissionError;
 use axum::Json;
 use axum::body::Bytes;
@@ -91,13 +91,10 @@ pub(super) async fn submit(
     };
     // Hashed once and verified on the admission workers.
     let asked = std::time::Instant::now();
-    let tx = match ctx.api.admission.check(vec![tx]).await {
-        Ok(mut checked) => checked
-            .pop()
-            .ok_or_else(|| ApiError::unavailable(STOPPED))?,
-        Err(AdmissionError::Busy) => return Err(ApiError::unavailable(WORKERS_BUSY)),
-        Err(AdmissionError::Stopped) => return Err(ApiError::unavailable(STOPPED)),
-    };
+    let tx = on_workers(&ctx, vec![tx])
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::unavailable(STOPPED))?;
     let hash = tx.hash;
     // Subscribe before anything else, so no commit after this point can be missed.
     let events = (mode == Mode::Commit).then(|| ctx.api.events.subscribe());
@@ -400,11 +397,7 @@ pub(super) async fn submit_batch(
     }
     // Hashed once and verified on the admission workers; the loop only inserts.
     let asked = std::time::Instant::now();
-    let checked = match ctx.api.admission.check(txs).await {
-        Ok(checked) => checked,
-        Err(AdmissionError::Busy) => return Err(ApiError::unavailable(WORKERS_BUSY)),
-        Err(AdmissionError::Stopped) => return Err(ApiError::unavailable(STOPPED)),
-    };
+    let checked = on_workers(&ctx, txs).await?;
     let hashes: Vec<Digest> = checked.iter().map(|c| c.hash).collect();
     let answers = ask(&ctx.api, |reply| ApiCommand::SubmitBatch {
         txs: checked,
@@ -434,6 +427,14 @@ pub(super) async fn submit_batch(
         return Ok(overloaded(verdict));
     }
     Ok(verdict.into_response())
+}
+
+/// Hashes and verifies `txs` on the admission workers.
+async fn on_workers(ctx: &Ctx, txs: Vec<Transaction>) -> Result<Vec<Checked>, ApiError> {
+    ctx.api.admission.check(txs).await.map_err(|e| match e {
+        AdmissionError::Busy => ApiError::unavailable(WORKERS_BUSY),
+        AdmissionError::Stopped => ApiError::unavailable(STOPPED),
+    })
 }
 
 /// The answer when the admission workers' queue filled between the check and the send.

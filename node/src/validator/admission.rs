@@ -17,7 +17,7 @@
 
 use super::batches::Batch;
 pub use crate::mempool::Checked;
-use crypto::{Digest, Domain};
+use crypto::Digest;
 use ledger::Transaction;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -189,23 +189,7 @@ fn check_signed(txs: &[Transaction]) -> Vec<bool> {
         .filter(|(_, t)| !t.is_raw())
         .map(|(i, t)| (i, t.body.signing_bytes()))
         .collect();
-    verify(txs, &bodies)
-}
-
-fn verify(txs: &[Transaction], bodies: &[(usize, Vec<u8>)]) -> Vec<bool> {
-    let items: Vec<_> = bodies
-        .iter()
-        .map(|(i, b)| {
-            let t = &txs[*i];
-            (
-                Domain::Transaction,
-                b.as_slice(),
-                t.body.sender,
-                t.signature,
-            )
-        })
-        .collect();
-    crypto::verify_batch(&items)
+    ledger::verify_bodies(txs, &bodies)
 }
 
 /// Hashes every transaction from one encoding of its body, and verifies the signed ones
@@ -221,7 +205,7 @@ fn check_client(txs: Vec<Transaction>) -> Vec<Checked> {
         }
     }
     let mut verdicts = vec![true; txs.len()];
-    for ((i, _), ok) in bodies.iter().zip(verify(&txs, &bodies)) {
+    for ((i, _), ok) in bodies.iter().zip(ledger::verify_bodies(&txs, &bodies)) {
         verdicts[*i] = ok;
     }
     txs.into_iter()

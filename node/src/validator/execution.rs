@@ -142,17 +142,28 @@ impl<P: Protocol> Driver<P> {
             let executed = self.ledger.execute_hashed(input, &checked, &hashes)?;
             let (block, receipts) = self.ledger.store_executed(executed)?;
             self.stats.fsync(started);
-            let state = self.ledger.state();
-            let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
-            self.mempool
-                .committed_hashed(&block.txs, &hashes, |a| state.account(a));
-            self.executed
-                .push_back((block.header.height, block.header.state_root));
-            out.push(Out::Committed {
-                block: Box::new(block),
-                receipts,
-            });
+            self.written_here(block, receipts, out);
         }
         Ok(())
+    }
+
+    /// A block this thread executed and wrote (no store stage, or a block sync): the mempool
+    /// forgets its transactions, the core will hear it executed, the caller announces it.
+    pub(super) fn written_here(
+        &mut self,
+        block: ledger::Block,
+        receipts: Vec<ledger::Receipt>,
+        out: &mut Vec<Out>,
+    ) {
+        let state = self.ledger.state();
+        let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
+        self.mempool
+            .committed_hashed(&block.txs, &hashes, |a| state.account(a));
+        self.executed
+            .push_back((block.header.height, block.header.state_root));
+        out.push(Out::Committed {
+            block: Box::new(block),
+            receipts,
+        });
     }
 }

@@ -281,16 +281,7 @@ impl<P: Protocol> Driver<P> {
                      state root or timestamp is wrong); keeping ours"
                 );
             }
-            let state = self.ledger.state();
-            let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
-            self.mempool
-                .committed_hashed(&block.txs, &hashes, |a| state.account(a));
-            self.executed
-                .push_back((block.header.height, block.header.state_root));
-            out.push(Out::Committed {
-                block: Box::new(block),
-                receipts,
-            });
+            self.written_here(block, receipts, &mut out);
         }
         out.extend(self.restart_core(now)?);
         self.sync.behind = tip > self.ledger.height();
