@@ -25,6 +25,7 @@ use ledger::{
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub mod index;
+pub mod tree;
 pub use index::TxIndex;
 use index::{RECEIPTS, TXS};
 use std::path::Path;
