@@ -102,16 +102,11 @@ pub(super) async fn submit(
     if let Some(rec) = committed(&ctx, hash).await? {
         return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
     }
-    let verdict = ask(&ctx.api, |reply| ApiCommand::Submit {
+    let verdict = ask_admission(&ctx, asked, |reply| ApiCommand::Submit {
         tx: Box::new(tx),
         reply,
     })
     .await?;
-    ctx.api
-        .metrics
-        .stages
-        .admission
-        .observe(asked.elapsed().as_secs_f64());
     let admitted = match verdict {
         Ok(a) => a,
         Err(rejected) => return rejection(&ctx, hash, rejected).await,
@@ -399,16 +394,11 @@ pub(super) async fn submit_batch(
     let asked = std::time::Instant::now();
     let checked = on_workers(&ctx, txs).await?;
     let hashes: Vec<Digest> = checked.iter().map(|c| c.hash).collect();
-    let answers = ask(&ctx.api, |reply| ApiCommand::SubmitBatch {
+    let answers = ask_admission(&ctx, asked, |reply| ApiCommand::SubmitBatch {
         txs: checked,
         reply,
     })
     .await?;
-    ctx.api
-        .metrics
-        .stages
-        .admission
-        .observe(asked.elapsed().as_secs_f64());
     let rejected: Vec<BatchRejection> = hashes
         .into_iter()
         .zip(answers)
@@ -427,6 +417,22 @@ pub(super) async fn submit_batch(
         return Ok(overloaded(verdict));
     }
     Ok(verdict.into_response())
+}
+
+/// Asks the loop to admit checked transactions, and records the admission stage's time
+/// (from `asked`, before the workers, to the loop's answer).
+async fn ask_admission<T>(
+    ctx: &Ctx,
+    asked: std::time::Instant,
+    command: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> ApiCommand,
+) -> Result<T, ApiError> {
+    let answer = ask(&ctx.api, command).await?;
+    ctx.api
+        .metrics
+        .stages
+        .admission
+        .observe(asked.elapsed().as_secs_f64());
+    Ok(answer)
 }
 
 /// Hashes and verifies `txs` on the admission workers.

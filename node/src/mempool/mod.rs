@@ -102,22 +102,9 @@ impl Mempool {
         self.admit_checking(tx, hash, size, chain, account, Sig::Known(Ok(())))
     }
 
-    /// [`Mempool::admit_verified`] for a transaction whose hash and encoded size the caller
-    /// computed ([`Transaction::hash_and_size`], once, where it entered the validator).
-    pub fn admit_hashed(
-        &mut self,
-        tx: Transaction,
-        hash: Digest,
-        size: usize,
-        chain: &ChainBinding,
-        account: Account,
-    ) -> Result<Admitted, Rejected> {
-        debug_assert_eq!((hash, size), tx.hash_and_size());
-        self.admit_checking(tx, hash, size, chain, account, Sig::Known(Ok(())))
-    }
-
-    /// Admits a [`Checked`] transaction: refused if its signature failed, otherwise
-    /// [`Mempool::admit_hashed`].
+    /// Admits a [`Checked`] transaction (hash and encoded size computed once, where it
+    /// entered the validator): refused if its signature failed, otherwise every other check
+    /// of [`Mempool::admit`] runs, in the same order.
     pub fn admit_checked(
         &mut self,
         c: Checked,

@@ -109,14 +109,6 @@ impl<P: Protocol> Driver<P> {
         self.mempool.admit(tx, self.ledger.chain(), account)
     }
 
-    /// [`Driver::submit`] for a transaction whose signature the caller has checked.
-    pub fn submit_verified(&mut self, tx: ledger::Transaction) -> Result<Admitted, Rejected> {
-        self.check_room()?;
-        let account = self.ledger.state().account(&tx.sender_address());
-        self.mempool
-            .admit_verified(tx, self.ledger.chain(), account)
-    }
-
     /// Admission of a transaction the admission workers hashed and verified: a pool insert.
     pub fn submit_checked(&mut self, c: Checked) -> Result<Admitted, Rejected> {
         self.check_room()?;

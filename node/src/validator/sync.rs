@@ -7,7 +7,7 @@ use super::Out;
 use super::batches::Batch;
 use super::driver::{Driver, DriverError, Res};
 use super::protocol::Protocol;
-use super::wire::{MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire, batch_digest_hashed};
+use super::wire::{MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire};
 use crate::store::DurableOp;
 use consensus::{Committed, Core, Input, ReplicaId};
 use crypto::Digest;
@@ -85,7 +85,7 @@ fn split_batches(b: &Block, payload: &[Digest]) -> Option<Vec<Batch>> {
         }
         let (batch, tail) = rest.split_at(size);
         let batch = Batch::new(batch.to_vec());
-        if batch_digest_hashed(&batch.txs, &batch.hashes) != *d {
+        if batch.digest() != *d {
             return None;
         }
         out.push(batch);
