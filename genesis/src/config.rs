@@ -16,6 +16,8 @@
 //! api_max_connections = 512        # open connections in all; more wait to be accepted
 //! api_max_connections_per_ip = 128 # open connections per client; more are closed at once
 //! batch_delay_ms = 10              # the longest a transaction waits in the pool before a batch
+//! state_cache_mb = 64              # accounts and state-tree nodes kept in memory
+//! db_cache_mb = 64                 # the chain database's page cache
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -75,6 +77,14 @@ pub struct NodeConfig {
     /// 1..=1000.
     #[serde(default = "default_batch_delay_ms")]
     pub batch_delay_ms: u64,
+    /// MiB of accounts and account-tree nodes the validator keeps decoded in memory; the
+    /// rest of the state is read from disk. 1..=65536.
+    #[serde(default = "default_state_cache_mb")]
+    pub state_cache_mb: u64,
+    /// MiB of page cache of the chain database (`store.redb`: blocks, accounts, the tree).
+    /// 1..=65536.
+    #[serde(default = "default_db_cache_mb")]
+    pub db_cache_mb: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -106,6 +116,12 @@ fn default_api_max_connections_per_ip() -> u32 {
 }
 fn default_batch_delay_ms() -> u64 {
     NodeConfig::DEFAULT_BATCH_DELAY_MS
+}
+fn default_state_cache_mb() -> u64 {
+    NodeConfig::DEFAULT_STATE_CACHE_MB
+}
+fn default_db_cache_mb() -> u64 {
+    NodeConfig::DEFAULT_DB_CACHE_MB
 }
 
 /// A config file that cannot be read, parsed or used. Displays as `"{file}: {field}: {message}"`
@@ -144,6 +160,11 @@ impl NodeConfig {
     /// Default `batch_delay_ms`: at low load a transaction is offered to consensus within
     /// 10 ms; under load batches fill before the tick.
     pub const DEFAULT_BATCH_DELAY_MS: u64 = 10;
+    /// Default `state_cache_mb`: the hot accounts and the tree's upper levels of a million
+    /// accounts fit; the memory does not grow with the number of accounts.
+    pub const DEFAULT_STATE_CACHE_MB: u64 = 64;
+    /// Default `db_cache_mb` (redb's own default is 1 GiB).
+    pub const DEFAULT_DB_CACHE_MB: u64 = 64;
 
     /// A config with the default file locations and API limits.
     pub fn new(name: &str, p2p_listen: &str, api_listen: &str) -> NodeConfig {
@@ -161,6 +182,8 @@ impl NodeConfig {
             api_max_connections: Self::DEFAULT_API_MAX_CONNECTIONS,
             api_max_connections_per_ip: Self::DEFAULT_API_MAX_CONNECTIONS_PER_IP,
             batch_delay_ms: Self::DEFAULT_BATCH_DELAY_MS,
+            state_cache_mb: Self::DEFAULT_STATE_CACHE_MB,
+            db_cache_mb: Self::DEFAULT_DB_CACHE_MB,
         }
     }
 
@@ -218,6 +241,21 @@ impl NodeConfig {
                     Self::DEFAULT_BATCH_DELAY_MS
                 ),
             ));
+        }
+        for (field, value, default) in [
+            (
+                "state_cache_mb",
+                self.state_cache_mb,
+                Self::DEFAULT_STATE_CACHE_MB,
+            ),
+            ("db_cache_mb", self.db_cache_mb, Self::DEFAULT_DB_CACHE_MB),
+        ] {
+            if !(1..=65536).contains(&value) {
+                return Err((
+                    field,
+                    format!("must be 1..=65536 MiB (it is {value}); the default is {default}"),
+                ));
+            }
         }
         for (field, p) in [
             ("data_dir", &self.data_dir),

@@ -4,8 +4,12 @@ use crate::Address;
 use crate::block::{Block, BlockHeader};
 use crate::state::{Account, Receipt, State};
 use crate::store::{Store, StoreError};
-use crate::tx::{ChainBinding, Transaction};
+use crate::tree::{self, TreeError};
+use crate::tx::{ChainBinding, Payload, Transaction};
+use crate::view::{FreshTree, StateView, StoreReader};
 use crypto::{Digest, PublicKey};
+use jmt::storage::TreeUpdateBatch;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
@@ -17,6 +21,8 @@ pub enum LedgerError {
     Poisoned,
     #[error("snapshot refused: {0}")]
     Snapshot(String),
+    #[error(transparent)]
+    Tree(#[from] TreeError),
 }
 
 /// What consensus decided: the proposer, view and batch of one block, and its proof.
@@ -39,29 +45,55 @@ pub struct Executed {
     pub receipts: Vec<Receipt>,
     /// The accounts the block changed, with their new values.
     pub changed: Vec<(Address, Account)>,
+    /// The account tree's new nodes and values at this height.
+    pub tree: TreeUpdateBatch,
 }
 
 /// The ledger of one replica. Every replica that commits the same inputs in the same order
 /// builds the same blocks (same hashes) and the same state root.
+///
+/// The state is not held in memory: accounts and tree nodes are read from the store through
+/// a [`StateView`] (the blocks executed but not stored yet, then bounded caches), so memory
+/// does not grow with the number of accounts, and opening a ledger reads one tree root.
 pub struct Ledger<S: Store> {
     store: S,
-    state: State,
+    view: StateView,
     chain: ChainBinding,
     height: u64,
     tip: Digest,
+    /// The account tree's root at `height` (the last header's `state_root`).
+    root: Digest,
     poisoned: bool,
 }
 
 impl<S: Store> Ledger<S> {
-    /// Opens a ledger over `store`: initialises an empty store with the genesis accounts, or
-    /// loads the committed state and checks it against the last block's state root.
+    /// Opens a ledger over `store` with the default cache budget
+    /// ([`crate::view::DEFAULT_CACHE_BYTES`]); see [`Ledger::open_with_cache`].
     pub fn open(
-        mut store: S,
+        store: S,
         chain: ChainBinding,
         genesis_accounts: &[(Address, u64)],
     ) -> Result<Self, LedgerError> {
+        Self::open_with_cache(
+            store,
+            chain,
+            genesis_accounts,
+            crate::view::DEFAULT_CACHE_BYTES,
+        )
+    }
+
+    /// Opens a ledger over `store`: initialises an empty store with the genesis accounts and
+    /// their tree, or checks that the stored tree's root at the stored height is the last
+    /// block's state root (one node read: nothing is loaded or re-hashed). The caches of
+    /// accounts and tree nodes hold about `cache_bytes`.
+    pub fn open_with_cache(
+        mut store: S,
+        chain: ChainBinding,
+        genesis_accounts: &[(Address, u64)],
+        cache_bytes: u64,
+    ) -> Result<Self, LedgerError> {
         if store.genesis_hash()?.is_none() {
-            let accounts: Vec<(Address, Account)> = genesis_accounts
+            let mut accounts: Vec<(Address, Account)> = genesis_accounts
                 .iter()
                 .map(|(a, b)| {
                     (
@@ -73,31 +105,43 @@ impl<S: Store> Ledger<S> {
                     )
                 })
                 .collect();
-            store.init_genesis(chain.genesis_hash, &accounts)?;
+            accounts.sort_by_key(|(a, _)| *a);
+            accounts.dedup_by_key(|(a, _)| *a);
+            let (_, tree) = tree::update(&FreshTree(0), 0, &accounts)?;
+            store.init_genesis(chain.genesis_hash, &accounts, &tree)?;
         } else {
             crate::store::check_genesis(store.genesis_hash()?, chain.genesis_hash)?;
         }
-        let state = State::new(store.accounts()?);
         let height = store.height()?;
+        let root = tree::root(&StoreReader(&store), height).map_err(|e| {
+            LedgerError::Corrupt(format!(
+                "no account tree at height {height} ({e}); a data directory written by a Cairn \
+                 from before the authenticated state tree cannot be opened: start from an empty \
+                 one"
+            ))
+        })?;
         let tip = if height == 0 {
             chain.genesis_hash
         } else {
             let last = store
                 .block(height)?
                 .ok_or_else(|| LedgerError::Corrupt(format!("block {height} missing")))?;
-            if last.header.state_root != state.root() {
+            if last.header.state_root != root {
                 return Err(LedgerError::Corrupt(format!(
-                    "accounts do not match the state root of block {height}"
+                    "the account tree's root {root} at height {height} is not block {height}'s \
+                     state root {}",
+                    last.header.state_root
                 )));
             }
             last.hash()
         };
         Ok(Ledger {
             store,
-            state,
+            view: StateView::new(cache_bytes),
             chain,
             height,
             tip,
+            root,
             poisoned: false,
         })
     }
@@ -126,13 +170,11 @@ impl<S: Store> Ledger<S> {
         &mut self,
         executed: Executed,
     ) -> Result<(Block, Vec<Receipt>), LedgerError> {
-        if let Err(e) =
-            self.store
-                .commit_block(&executed.block, &executed.receipts, &executed.changed)
-        {
+        if let Err(e) = self.store.commit_block(&executed) {
             self.poisoned = true;
             return Err(e.into());
         }
+        self.view.stored(executed.block.header.height);
         Ok((executed.block, executed.receipts))
     }
 
@@ -160,17 +202,21 @@ impl<S: Store> Ledger<S> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
-        let exec = self
-            .state
-            .execute_hashed(&self.chain, &input.txs, checked, hashes);
+        let mut state = self
+            .touched(&input.txs)
+            .inspect_err(|_| self.poisoned = true)?;
+        let exec = state.execute_hashed(&self.chain, &input.txs, checked, hashes);
+        let height = self.height + 1;
+        let (root, tree) = tree::update(&self.view.reader(&self.store), height, &exec.changed)
+            .inspect_err(|_| self.poisoned = true)?;
         // Receipts carry each transaction's hash, in order: the root reuses them rather than
         // hashing every transaction a second time.
         let hashes: Vec<Digest> = exec.receipts.iter().map(|r| r.tx_hash).collect();
         let header = BlockHeader {
-            height: self.height + 1,
+            height,
             parent: self.tip,
             tx_root: crate::merkle_root(&hashes),
-            state_root: self.state.root(),
+            state_root: root,
             proposer: input.proposer,
             view: input.view,
             timestamp_ms: input.timestamp_ms,
@@ -181,13 +227,39 @@ impl<S: Store> Ledger<S> {
             certificate: input.certificate,
             batch_sizes: input.batch_sizes,
         };
-        self.height += 1;
+        self.view.push(height, &exec.changed, &tree);
+        self.height = height;
         self.tip = block.hash();
+        self.root = root;
         Ok(Executed {
             block,
             receipts: exec.receipts,
             changed: exec.changed,
+            tree,
         })
+    }
+
+    /// The accounts `txs` can read, as of the last executed block: each transfer's sender and
+    /// recipient. Execution runs over them alone.
+    fn touched(&self, txs: &[Transaction]) -> Result<State, StoreError> {
+        let mut accounts = BTreeMap::new();
+        for tx in txs {
+            if let Payload::Transfer { to, .. } = &tx.body.payload {
+                for a in [tx.sender_address(), *to] {
+                    if let std::collections::btree_map::Entry::Vacant(e) = accounts.entry(a) {
+                        e.insert(self.view.account(&self.store, &a)?);
+                    }
+                }
+            }
+        }
+        Ok(State::new(accounts))
+    }
+
+    /// The store has made every block up to `height` durable (the validator's store stage
+    /// reports it): they leave the in-memory overlay. Blocks written through
+    /// [`Ledger::store_executed`] need no call.
+    pub fn stored_up_to(&mut self, height: u64) {
+        self.view.stored(height);
     }
 
     /// Marks the ledger unusable after its caller failed to store a block it executed: the
@@ -216,23 +288,81 @@ impl<S: Store> Ledger<S> {
                 self.height
             )));
         }
-        let state = State::new(accounts.iter().copied());
-        if state.root() != block.header.state_root {
+        if self.view.unstored() > 0 {
             return Err(LedgerError::Snapshot(format!(
-                "the snapshot's {} accounts hash to {}, not to block {height}'s state root {}",
+                "{} executed blocks are not stored yet",
+                self.view.unstored()
+            )));
+        }
+        let mut accounts = accounts;
+        accounts.sort_by_key(|(a, _)| *a);
+        accounts.dedup_by_key(|(a, _)| *a);
+        let (root, tree) = tree::update(&FreshTree(height - 1), height, &accounts)?;
+        if root != block.header.state_root {
+            return Err(LedgerError::Snapshot(format!(
+                "the snapshot's {} accounts hash to {root}, not to block {height}'s state root {}",
                 accounts.len(),
-                state.root(),
                 block.header.state_root
             )));
         }
-        if let Err(e) = self.store.install_snapshot(&block, &accounts) {
+        if let Err(e) = self.store.install_snapshot(&block, &accounts, &tree) {
             self.poisoned = true;
             return Err(e.into());
         }
-        self.state = state;
+        self.view.clear();
         self.height = height;
         self.tip = block.hash();
+        self.root = root;
         Ok(())
+    }
+
+    /// Every account at the stored height, with the block at that height (a state snapshot
+    /// for a peer; `None` before the first block). Read by version from the tree, so blocks
+    /// the store writes meanwhile do not change it.
+    pub fn snapshot(&self) -> Result<Option<(Block, Vec<(Address, Account)>)>, LedgerError> {
+        let height = self.store.height()?;
+        if height == 0 {
+            return Ok(None);
+        }
+        let block = self
+            .store
+            .block(height)?
+            .ok_or_else(|| LedgerError::Corrupt(format!("block {height} missing")))?;
+        let accounts = tree::accounts_at(std::sync::Arc::new(StoreReader(&self.store)), height)?;
+        Ok(Some((block, accounts)))
+    }
+
+    /// `addr`'s account after the last executed block.
+    pub fn account(&self, addr: &Address) -> Result<Account, LedgerError> {
+        Ok(self.view.account(&self.store, addr)?)
+    }
+
+    /// [`Ledger::account`] for a hint that may not fail (the mempool's nonce checks): a
+    /// store read error reads as the default account, which only makes the mempool keep a
+    /// transaction execution will judge anyway.
+    pub fn account_hint(&self, addr: &Address) -> Account {
+        self.account(addr).unwrap_or_default()
+    }
+
+    /// The sum of all balances at the stored height (execution never changes it): a full
+    /// scan of the store's accounts, for checkers and tools, not for a validator's hot path.
+    pub fn total_supply(&self) -> Result<u128, LedgerError> {
+        Ok(self
+            .store
+            .accounts()?
+            .iter()
+            .map(|(_, a)| u128::from(a.balance))
+            .sum())
+    }
+
+    /// The account tree's root after the last executed block.
+    pub fn state_root(&self) -> Digest {
+        self.root
+    }
+
+    /// The overlay and caches between this ledger and its store.
+    pub fn view(&self) -> &StateView {
+        &self.view
     }
 
     pub fn height(&self) -> u64 {
@@ -241,9 +371,6 @@ impl<S: Store> Ledger<S> {
     /// Hash of the last block, or the genesis hash before the first.
     pub fn tip(&self) -> Digest {
         self.tip
-    }
-    pub fn state(&self) -> &State {
-        &self.state
     }
     pub fn chain(&self) -> &ChainBinding {
         &self.chain

@@ -6,6 +6,10 @@
 //! - [`Block`] (`block.rs`): hashed [`BlockHeader`] + transactions + consensus certificate.
 //! - [`Store`] (`store.rs`): the durable-storage contract, and [`MemStore`].
 //! - [`Ledger`] (`ledger.rs`): state + store; turns ordered batches into committed blocks.
+//! - [`tree`] (`tree.rs`): the authenticated account tree (a Jellyfish Merkle Tree) whose root
+//!   is every header's state root; proofs of accounts and absences.
+//! - [`view`] (`view.rs`): what the ledger reads the state through: unstored blocks, bounded
+//!   caches, then the store.
 
 mod address;
 mod block;
@@ -15,6 +19,7 @@ mod state;
 mod store;
 pub mod tree;
 mod tx;
+pub mod view;
 
 pub use address::{Address, ParseAddressError};
 pub use block::{Block, BlockHeader, MAX_BLOCK_BYTES, tx_root};

@@ -2,7 +2,7 @@
 
 use crate::Address;
 use crate::tx::{ChainBinding, Payload, Transaction};
-use crypto::{Digest, Hasher};
+use crypto::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -95,7 +95,8 @@ pub struct Receipt {
     pub outcome: Result<(), RejectReason>,
 }
 
-/// All accounts, ordered by address.
+/// Accounts by address: the working set a block executes over (the ledger loads the
+/// accounts a block touches; tests hold whole states).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     accounts: BTreeMap<Address, Account>,
@@ -129,26 +130,6 @@ impl State {
     /// Sum of all balances. Execution never changes it.
     pub fn total_supply(&self) -> u128 {
         self.accounts.values().map(|a| a.balance as u128).sum()
-    }
-
-    /// The state root: sha256 over every account in address order (address, balance, nonce),
-    /// domain-separated. Equal on every replica that applied the same blocks.
-    ///
-    /// Cost is linear in the number of accounts (sha256 runs at ~1.7 GB/s; 10,000 accounts
-    /// are ~0.4 ms); a Merkle structure with cached subtrees can replace it without changing
-    /// any caller.
-    pub fn root(&self) -> Digest {
-        let mut h = Hasher::new();
-        h.part(b"cairn/state/v1");
-        h.part(&(self.accounts.len() as u64).to_le_bytes());
-        for (addr, acc) in &self.accounts {
-            let mut leaf = [0u8; 36];
-            leaf[..20].copy_from_slice(&addr.0);
-            leaf[20..28].copy_from_slice(&acc.balance.to_le_bytes());
-            leaf[28..].copy_from_slice(&acc.nonce.to_le_bytes());
-            h.part(&leaf);
-        }
-        h.finish()
     }
 
     /// Executes `txs` in order. Each transaction either applies entirely or is skipped with a

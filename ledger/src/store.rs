@@ -3,8 +3,11 @@
 //! # To ensure correctness (for every implementation)
 //!
 //! - [`Store::commit_block`] is atomic and durable: when it returns `Ok`, the block, its
-//!   transaction index entries and the changed accounts are all on stable storage, and after
-//!   a crash at any moment either all of them are present or none.
+//!   transaction index entries, the changed accounts and the account tree's new nodes and
+//!   values are all on stable storage, and after a crash at any moment either all of them
+//!   are present or none.
+//! - The account tree holds a root at every height from genesis (version 0) to
+//!   [`Store::height`], and `tree_node` / `tree_value` read it (see [`crate::tree`]).
 //! - [`Store::put_meta`] is durable when it returns `Ok`. Consensus safety state goes through
 //!   it, so a vote that depends on it may only be sent afterwards.
 //! - The transaction index keeps the *first* inclusion of a hash: a later duplicate (which
@@ -14,8 +17,11 @@
 
 use crate::Address;
 use crate::block::Block;
+use crate::ledger::Executed;
 use crate::state::{Account, Receipt};
 use crypto::Digest;
+use jmt::storage::{Node, NodeKey, TreeUpdateBatch};
+use jmt::{KeyHash, OwnedValue, Version};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -39,23 +45,20 @@ pub struct TxRecord {
 
 /// Durable storage for blocks, the transaction index, accounts and metadata.
 pub trait Store {
-    /// Writes the genesis accounts and genesis hash into an empty store. Fails if the store
-    /// already holds a different genesis hash.
+    /// Writes the genesis accounts, their tree (version 0) and the genesis hash into an empty
+    /// store. Fails if the store already holds a different genesis hash.
     fn init_genesis(
         &mut self,
         genesis_hash: Digest,
         accounts: &[(Address, Account)],
+        tree: &TreeUpdateBatch,
     ) -> Result<(), StoreError>;
     /// The genesis hash the store was initialised with, if any.
     fn genesis_hash(&self) -> Result<Option<Digest>, StoreError>;
-    /// Atomically and durably stores `block` at `block.header.height` (which must be
-    /// `height() + 1`), its receipts in the transaction index and the changed accounts.
-    fn commit_block(
-        &mut self,
-        block: &Block,
-        receipts: &[Receipt],
-        changed: &[(Address, Account)],
-    ) -> Result<(), StoreError>;
+    /// Atomically and durably stores an executed block at its height (which must be
+    /// `height() + 1`), its receipts in the transaction index, the changed accounts and the
+    /// tree's update.
+    fn commit_block(&mut self, executed: &Executed) -> Result<(), StoreError>;
     /// Height of the last committed block; 0 when none.
     fn height(&self) -> Result<u64, StoreError>;
     fn block(&self, height: u64) -> Result<Option<Block>, StoreError>;
@@ -63,20 +66,30 @@ pub trait Store {
     fn tx(&self, tx_hash: &Digest) -> Result<Option<TxRecord>, StoreError>;
     fn account(&self, addr: &Address) -> Result<Option<Account>, StoreError>;
     fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError>;
+    /// A node of the account tree.
+    fn tree_node(&self, key: &NodeKey) -> Result<Option<Node>, StoreError>;
+    /// The newest value of a tree key at or below `max_version` (`None`: never written).
+    fn tree_value(
+        &self,
+        max_version: Version,
+        key: KeyHash,
+    ) -> Result<Option<OwnedValue>, StoreError>;
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Durable when it returns.
     fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Atomically and durably replaces the state with a snapshot taken at `block`'s height
-    /// (Raft's InstallSnapshot): every account is replaced by `accounts`, and `block`, which
-    /// must be above [`Store::height`], becomes the last block. Blocks (and transaction
-    /// records) between the old height and the snapshot are not stored here: queries for
-    /// them find nothing. Stores that cannot hold a gap refuse.
+    /// (Raft's InstallSnapshot): every account is replaced by `accounts`, the tree by `tree`
+    /// (a whole tree built at that height), and `block`, which must be above
+    /// [`Store::height`], becomes the last block. Blocks (and transaction records) between
+    /// the old height and the snapshot are not stored here: queries for them find nothing.
+    /// Stores that cannot hold a gap refuse.
     fn install_snapshot(
         &mut self,
         block: &Block,
         accounts: &[(Address, Account)],
+        tree: &TreeUpdateBatch,
     ) -> Result<(), StoreError> {
-        let _ = (block, accounts);
+        let _ = (block, accounts, tree);
         Err(StoreError(
             "this store cannot install a state snapshot".into(),
         ))
@@ -94,6 +107,19 @@ pub struct MemStore {
     txs: BTreeMap<Digest, TxRecord>,
     accounts: BTreeMap<Address, Account>,
     meta: BTreeMap<String, Vec<u8>>,
+    nodes: BTreeMap<NodeKey, Node>,
+    values: BTreeMap<(KeyHash, Version), Option<OwnedValue>>,
+}
+
+impl MemStore {
+    fn put_tree(&mut self, tree: &TreeUpdateBatch) {
+        for (k, n) in tree.node_batch.nodes() {
+            self.nodes.insert(k.clone(), n.clone());
+        }
+        for ((version, key), v) in tree.node_batch.values() {
+            self.values.insert((*key, *version), v.clone());
+        }
+    }
 }
 
 impl MemStore {
@@ -130,11 +156,13 @@ impl Store for MemStore {
         &mut self,
         genesis_hash: Digest,
         accounts: &[(Address, Account)],
+        tree: &TreeUpdateBatch,
     ) -> Result<(), StoreError> {
         if check_genesis(self.genesis_hash()?, genesis_hash)? {
             return Ok(());
         }
         self.accounts.extend(accounts.iter().copied());
+        self.put_tree(tree);
         self.meta
             .insert(GENESIS_KEY.into(), genesis_hash.0.to_vec());
         Ok(())
@@ -148,13 +176,15 @@ impl Store for MemStore {
         }))
     }
 
-    fn commit_block(
-        &mut self,
-        block: &Block,
-        receipts: &[Receipt],
-        changed: &[(Address, Account)],
-    ) -> Result<(), StoreError> {
+    fn commit_block(&mut self, executed: &Executed) -> Result<(), StoreError> {
+        let Executed {
+            block,
+            receipts,
+            changed,
+            tree,
+        } = executed;
         check_next_height(self.blocks.len() as u64, block)?;
+        self.put_tree(tree);
         let height = block.header.height;
         for (i, r) in receipts.iter().enumerate() {
             self.txs.entry(r.tx_hash).or_insert_with(|| TxRecord {
@@ -194,6 +224,22 @@ impl Store for MemStore {
 
     fn accounts(&self) -> Result<Vec<(Address, Account)>, StoreError> {
         Ok(self.accounts.iter().map(|(a, b)| (*a, *b)).collect())
+    }
+
+    fn tree_node(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
+        Ok(self.nodes.get(key).cloned())
+    }
+
+    fn tree_value(
+        &self,
+        max_version: Version,
+        key: KeyHash,
+    ) -> Result<Option<OwnedValue>, StoreError> {
+        Ok(self
+            .values
+            .range((key, 0)..=(key, max_version))
+            .next_back()
+            .and_then(|(_, v)| v.clone()))
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -1,4 +1,4 @@
-//! The authenticated account tree (issue 19, first step; not yet the ledger's state root): a
+//! The authenticated account tree (issue 19), whose root is every header's `state_root`: a
 //! Jellyfish Merkle Tree (`jmt` 0.12 over sha256) with one version per height, keyed by
 //! [`key_hash`] of the address, whose leaves hold [`encode_value`]'s 36 bytes (address,
 //! balance, nonce). Updating it costs O(changed accounts × log n), not O(accounts), and any
@@ -30,7 +30,7 @@ pub const VALUE_BYTES: usize = 36;
 pub const MAX_PROOF_BYTES: usize = 32 * 1024;
 
 /// What went wrong reading or writing the tree.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("account tree: {0}")]
 pub struct TreeError(String);
 
@@ -94,18 +94,41 @@ pub fn decode_value(bytes: &[u8]) -> Result<(Address, Account), ProofError> {
 }
 
 /// Writes `changed` at `version` (the next one after the last written): returns the new root
-/// and the nodes and values to store. Accounts are never deleted.
+/// and the nodes and values to store. Accounts are never deleted. Each touched node is
+/// hashed once however many of `changed` lie under it.
 pub fn update<R: TreeReader>(
     reader: &R,
     version: Version,
     changed: &[(Address, Account)],
 ) -> Result<(Digest, TreeUpdateBatch), TreeError> {
-    let set: Vec<(KeyHash, Option<OwnedValue>)> = changed
+    let tree = Sha256Jmt::new(reader);
+    if changed.is_empty() {
+        // Every version needs its root: an empty update copies the last one.
+        let (root, batch) = tree.put_value_set(Vec::new(), version)?;
+        return Ok((Digest(root.0), batch));
+    }
+    let set: Vec<(KeyHash, OwnedValue)> = changed
         .iter()
-        .map(|(a, acct)| (key_hash(a), Some(encode_value(a, acct).to_vec())))
+        .map(|(a, acct)| (key_hash(a), encode_value(a, acct).to_vec()))
         .collect();
-    let (root, batch) = Sha256Jmt::new(reader).put_value_set(set, version)?;
+    let (roots, batch) = tree.batch_put_value_sets(vec![set], None, version)?;
+    let root = roots
+        .last()
+        .ok_or_else(|| TreeError("jmt returned no root for a non-empty update".into()))?;
     Ok((Digest(root.0), batch))
+}
+
+/// Every account in the tree at `version`, in key-hash order (a state snapshot).
+pub fn accounts_at<R: TreeReader>(
+    reader: std::sync::Arc<R>,
+    version: Version,
+) -> Result<Vec<(Address, Account)>, TreeError> {
+    let mut out = Vec::new();
+    for item in jmt::JellyfishMerkleIterator::new(reader, version, KeyHash([0; 32]))? {
+        let (_, value) = item?;
+        out.push(decode_value(&value).map_err(|e| TreeError(format!("a stored leaf: {e}")))?);
+    }
+    Ok(out)
 }
 
 /// The root at `version`.

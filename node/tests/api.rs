@@ -99,14 +99,14 @@ async fn fake_loop(
             cmd = commands.recv() => match cmd {
                 None => return,
                 Some(ApiCommand::Submit { tx, reply }) => {
-                    let account = ledger.state().account(&tx.tx.sender_address());
+                    let account = ledger.account_hint(&tx.tx.sender_address());
                     let _ = reply.send(pool.admit_checked(*tx, ledger.chain(), account));
                 }
                 Some(ApiCommand::SubmitBatch { txs, reply }) => {
                     let verdicts = txs
                         .into_iter()
                         .map(|tx| {
-                            let account = ledger.state().account(&tx.tx.sender_address());
+                            let account = ledger.account_hint(&tx.tx.sender_address());
                             pool.admit_checked(tx, ledger.chain(), account)
                         })
                         .collect();
@@ -123,8 +123,7 @@ async fn fake_loop(
                 let txs = pool.next_batch(usize::MAX, usize::MAX);
                 if !txs.is_empty() {
                     let block = commit(&mut ledger, txs);
-                    let state = ledger.state();
-                    pool.committed(&block.txs, |a| state.account(a));
+                    pool.committed(&block.txs, |a| ledger.account_hint(a));
                     metrics.height.set(block.header.height);
                     let _ = events.send(CommittedEvent::of(&block));
                 }

@@ -179,6 +179,8 @@ impl<P: Protocol> Cluster<P> {
             batch_max_txs: 64,
             batch_max_bytes: 1 << 20,
             mempool: Limits::default(),
+            // Small, so the tests read accounts and tree nodes back from disk.
+            state_cache_bytes: 256 << 10,
         };
         let mut d = Driver::<P>::open(cfg, RedbStore::open(&self.db(i)).unwrap()).unwrap();
         if self.verdicts[i].is_some() {
@@ -404,8 +406,8 @@ fn four_validators_commit_transfers_and_a_restarted_one_catches_up() {
         let got = c
             .node(1)
             .ledger()
-            .state()
-            .account(&Address::of(&wallet(w as u8).public()));
+            .account(&Address::of(&wallet(w as u8).public()))
+            .unwrap();
         let expected = 1_000_000 - 50 * (1 + w) + 50 * (1 + (w + 3) % 4);
         assert_eq!((got.balance, got.nonce), (expected, 50), "wallet {w}");
     }
@@ -431,12 +433,7 @@ fn four_validators_commit_transfers_and_a_restarted_one_catches_up() {
         "transfers after the restart did not commit on every validator"
     );
     let roots: Vec<_> = (0..N)
-        .map(|i| {
-            (
-                c.node(i).ledger().height(),
-                c.node(i).ledger().state().root(),
-            )
-        })
+        .map(|i| (c.node(i).ledger().height(), c.node(i).ledger().state_root()))
         .collect();
     let top = roots.iter().map(|r| r.0).min().unwrap();
     let hash_at = |i: usize| {
@@ -541,7 +538,7 @@ fn forged_synced_blocks_are_not_applied() {
     .encode();
     d.on_frame(now, ReplicaId(0), &frame).unwrap();
     assert_eq!(d.ledger().height(), top);
-    assert_eq!(d.ledger().state().root(), c.node(0).ledger().state().root());
+    assert_eq!(d.ledger().state_root(), c.node(0).ledger().state_root());
 }
 
 /// HotStuff whose core also records every `Input::Executed` it is given, as (validator,
@@ -803,8 +800,8 @@ impl Cluster<RaftProtocol> {
                 "validator {i}'s block {top}"
             );
             assert_eq!(
-                d.ledger().state().root(),
-                self.node(0).ledger().state().root(),
+                d.ledger().state_root(),
+                self.node(0).ledger().state_root(),
                 "validator {i}'s state"
             );
         }
@@ -1048,7 +1045,7 @@ fn raft_forged_snapshot_chunk_is_refused() {
     assert_eq!(d.stats.snapshots_installed, 0);
     assert_eq!(d.ledger().height(), down_at);
     let block = d.ledger().store().block(down_at).unwrap().unwrap();
-    assert_eq!(d.ledger().state().root(), block.header.state_root);
+    assert_eq!(d.ledger().state_root(), block.header.state_root);
     let served = c.node(leader).stats.snapshot_chunks_served;
     assert_eq!(served, 3, "one pull of three chunks so far");
 
@@ -1159,7 +1156,7 @@ fn peer_batches_verified_by_workers_commit_and_a_forged_signature_fails_everywhe
     let w3 = c
         .node(0)
         .ledger()
-        .state()
-        .account(&Address::of(&wallet(3).public()));
+        .account(&Address::of(&wallet(3).public()))
+        .unwrap();
     assert_eq!(w3.nonce, 20, "the forged transfer did not use a nonce");
 }

@@ -61,7 +61,7 @@ fn crash_once(seed: u64, kill_after: u64) {
     }
     // The ledger reopened on the crashed store checks its accounts against the last root.
     let reopened = Ledger::open(store, chain, &alloc).expect("consistent after crash");
-    assert_eq!(reopened.state().root(), replay.state().root());
+    assert_eq!(reopened.state_root(), replay.state_root());
     assert_eq!(reopened.tip(), parent);
 }
 

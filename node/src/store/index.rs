@@ -73,7 +73,9 @@ pub fn index_path(path: &Path) -> std::path::PathBuf {
 impl TxIndex {
     /// Opens the index file at `path` and rebuilds the memory part from `chain`'s journal.
     pub(super) fn open(path: &Path, chain: &Database) -> Result<TxIndex, StoreError> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(16 << 20)
+            .create(path)
             .map_err(|e| StoreError::new(&format!("opening database {}", path.display()), e))?;
         let mut indexed = 0;
         write_in(&db, "index file", |tx| {

@@ -77,20 +77,30 @@ fn sibling(path: &Path, part: &str) -> std::path::PathBuf {
 
 impl RedbStore {
     /// Opens (or creates) the store at `path` (and its consensus file beside it, see
-    /// [`consensus_path`]), creating parent folders.
+    /// [`consensus_path`]), creating parent folders, with a 64 MiB page cache for the chain
+    /// file.
     pub fn open(path: &Path) -> Result<RedbStore, StoreError> {
+        Self::open_with_cache(path, 64 << 20)
+    }
+
+    /// [`RedbStore::open`] with the chain file's page cache of `cache_bytes` (redb's
+    /// default, 1 GiB, would let memory grow with the state). The consensus file and the
+    /// index get 16 MiB each.
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::new(&format!("creating data folder {}", dir.display()), e)
             })?;
         }
-        let open = |p: &Path| {
-            Database::create(p)
+        let open = |p: &Path, cache: u64| {
+            Database::builder()
+                .set_cache_size(cache as usize)
+                .create(p)
                 .map(Arc::new)
                 .map_err(|e| StoreError::new(&format!("opening database {}", p.display()), e))
         };
-        let db = open(path)?;
-        let consensus = open(&consensus_path(path))?;
+        let db = open(path, cache_bytes)?;
+        let consensus = open(&consensus_path(path), 16 << 20)?;
         // The chain file's tables first: the index reads the journal when it opens.
         let tables = |tx: &redb::WriteTransaction| -> Result<(), redb::Error> {
             tx.open_table(RECEIPTS)?;
@@ -101,6 +111,7 @@ impl RedbStore {
             tx.open_table(META)?;
             tx.open_table(RAFT_LOG)?;
             tx.open_table(EVIDENCE)?;
+            tree::open_tables(tx)?;
             Ok(())
         };
         write_in(&db, "chain file", tables)?;
@@ -131,7 +142,14 @@ impl RedbStore {
     pub fn commit_executed(&self, blocks: &[ledger::Executed]) -> Result<(), StoreError> {
         let parts: Vec<Parts> = blocks
             .iter()
-            .map(|b| (&b.block, b.receipts.as_slice(), b.changed.as_slice()))
+            .map(|b| {
+                (
+                    &b.block,
+                    b.receipts.as_slice(),
+                    b.changed.as_slice(),
+                    &b.tree,
+                )
+            })
             .collect();
         self.commit_parts(&parts)
     }
@@ -143,7 +161,7 @@ impl RedbStore {
             self.index.flush()?;
         }
         let mut encoded = Vec::with_capacity(blocks.len());
-        for (height, (block, receipts, _)) in (self.height()?..).zip(blocks) {
+        for (height, (block, receipts, _, _)) in (self.height()?..).zip(blocks) {
             check_next_height(height, block)?;
             encoded.push((block.encode(), codec::encode(receipts)));
         }
@@ -153,7 +171,7 @@ impl RedbStore {
             let mut heights = tx.open_table(BLOCK_HEIGHTS)?;
             let mut journal = tx.open_table(RECEIPTS)?;
             let mut accts = tx.open_table(ACCOUNTS)?;
-            for ((block, _, changed), (bytes, receipts)) in blocks.iter().zip(&encoded) {
+            for ((block, _, changed, tree), (bytes, receipts)) in blocks.iter().zip(&encoded) {
                 let h = block.header.height;
                 table.insert(h, bytes.as_slice())?;
                 heights.insert(block.hash().0, h)?;
@@ -161,12 +179,13 @@ impl RedbStore {
                 for (a, acc) in *changed {
                     accts.insert(a.0, (acc.balance, acc.nonce))?;
                 }
+                tree::put_tree(tx, tree)?;
             }
             // Rows the index file now holds.
             journal.retain_in(..=indexed, |_, _| false)?;
             Ok(())
         })?;
-        for (block, receipts, _) in blocks {
+        for (block, receipts, _, _) in blocks {
             self.index.remember(block.header.height, receipts)?;
         }
         Ok(())
@@ -283,6 +302,7 @@ impl Store for RedbStore {
         &mut self,
         genesis_hash: Digest,
         accounts: &[(Address, Account)],
+        tree: &jmt::storage::TreeUpdateBatch,
     ) -> Result<(), StoreError> {
         if check_genesis(self.genesis_hash()?, genesis_hash)? {
             return Ok(());
@@ -292,6 +312,7 @@ impl Store for RedbStore {
             for (a, acc) in accounts {
                 t.insert(a.0, (acc.balance, acc.nonce))?;
             }
+            tree::put_tree(tx, tree)?;
             tx.open_table(META)?
                 .insert(GENESIS_KEY, genesis_hash.0.as_slice())?;
             Ok(())
@@ -308,13 +329,23 @@ impl Store for RedbStore {
         .transpose()
     }
 
-    fn commit_block(
-        &mut self,
-        block: &Block,
-        receipts: &[Receipt],
-        changed: &[(Address, Account)],
-    ) -> Result<(), StoreError> {
-        self.commit_parts(&[(block, receipts, changed)])
+    fn commit_block(&mut self, executed: &ledger::Executed) -> Result<(), StoreError> {
+        self.commit_executed(std::slice::from_ref(executed))
+    }
+
+    fn tree_node(
+        &self,
+        key: &jmt::storage::NodeKey,
+    ) -> Result<Option<jmt::storage::Node>, StoreError> {
+        self.tree().node(key)
+    }
+
+    fn tree_value(
+        &self,
+        max_version: jmt::Version,
+        key: jmt::KeyHash,
+    ) -> Result<Option<jmt::OwnedValue>, StoreError> {
+        self.tree().value(max_version, key)
     }
 
     fn height(&self) -> Result<u64, StoreError> {
@@ -407,6 +438,7 @@ impl Store for RedbStore {
         &mut self,
         block: &Block,
         accounts: &[(Address, Account)],
+        tree: &jmt::storage::TreeUpdateBatch,
     ) -> Result<(), StoreError> {
         let current = self.height()?;
         let height = block.header.height;
@@ -425,6 +457,9 @@ impl Store for RedbStore {
             for (a, acc) in accounts {
                 t.insert(a.0, (acc.balance, acc.nonce))?;
             }
+            // The tree below the snapshot is unreachable from its root: a whole new one.
+            tree::clear_tree(tx)?;
+            tree::put_tree(tx, tree)?;
             Ok(())
         })
     }
@@ -543,7 +578,12 @@ impl RedbStore {
 }
 
 /// A block, its receipts and the accounts it changed, as [`RedbStore::commit_parts`] writes.
-type Parts<'a> = (&'a Block, &'a [Receipt], &'a [(Address, Account)]);
+type Parts<'a> = (
+    &'a Block,
+    &'a [Receipt],
+    &'a [(Address, Account)],
+    &'a jmt::storage::TreeUpdateBatch,
+);
 
 fn decode_row(index: u64, bytes: &[u8]) -> Result<LogRow, codec::DecodeError> {
     let (term, entry, batches): (u64, Vec<u8>, Vec<Vec<ledger::Transaction>>) =

@@ -1,7 +1,8 @@
-//! The authenticated account tree (`ledger::tree`) in the chain file (issue 19, second step;
-//! not yet written by the store stage): its nodes by node key and its values by (key hash,
-//! version), so any version's root, accounts and proofs are read from disk, and a restart
-//! opens the tree where it was. Layout and the steps still to come are in
+//! The authenticated account tree (`ledger::tree`) in the chain file: its nodes by node key,
+//! its values by (key hash, version) and the index of nodes each version made stale, so any
+//! version's root, accounts and proofs are read from disk, and a restart opens the tree where
+//! it was. The store stage writes a block's tree update in the block's own transaction
+//! ([`put_tree`]). Layout and the steps still to come are in
 //! `docs/design/authenticated-state.md`.
 //!
 //! Tables in `store.redb`:
@@ -9,19 +10,29 @@
 //!   that is one-to-one serves point reads.
 //! - `jmt_values`: (key hash, version) → the leaf value (36 bytes; empty for a deletion,
 //!   which Cairn never writes); the newest at or below a version is one reverse range step.
+//! - `jmt_stale`: (version that made it stale, borsh(`NodeKey`)) → (): the nodes a version
+//!   replaced, kept so that pruning (issue 20) can delete versions below its window.
 
-use super::{RedbStore, read_in, write_in};
+use super::{RedbStore, read_in};
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Version};
 use ledger::StoreError;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::sync::Arc;
 
 const JMT_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
 const JMT_VALUES: TableDefinition<([u8; 32], u64), &[u8]> = TableDefinition::new("jmt_values");
+const JMT_STALE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("jmt_stale");
 
-/// Writes a tree update into `tx` (so it can share a transaction with the block it belongs
-/// to).
+/// Creates the tree's tables (reads of a fresh store then find them empty).
+pub(super) fn open_tables(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    tx.open_table(JMT_NODES)?;
+    tx.open_table(JMT_VALUES)?;
+    tx.open_table(JMT_STALE)?;
+    Ok(())
+}
+
+/// Writes a tree update into `tx` (so it shares a transaction with the block it belongs to).
 pub(super) fn put_tree(
     tx: &redb::WriteTransaction,
     batch: &TreeUpdateBatch,
@@ -35,6 +46,18 @@ pub(super) fn put_tree(
         let bytes = value.as_deref().unwrap_or_default();
         values.insert((key.0, *version), bytes)?;
     }
+    let mut stale = tx.open_table(JMT_STALE)?;
+    for s in &batch.stale_node_index_batch {
+        stale.insert((s.stale_since_version, encode(&s.node_key).as_slice()), ())?;
+    }
+    Ok(())
+}
+
+/// Empties the tree (a state snapshot replaces it whole).
+pub(super) fn clear_tree(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
+    tx.open_table(JMT_NODES)?.retain(|_, _| false)?;
+    tx.open_table(JMT_VALUES)?.retain(|_, _| false)?;
+    tx.open_table(JMT_STALE)?.retain(|_, _| false)?;
     Ok(())
 }
 
@@ -42,10 +65,15 @@ fn encode<T: borsh::BorshSerialize>(value: &T) -> Vec<u8> {
     borsh::to_vec(value).expect("borsh encodes into a Vec without failing")
 }
 
+fn decode_node(bytes: &[u8]) -> Result<Node, StoreError> {
+    borsh::from_slice(bytes)
+        .map_err(|e| StoreError::new("store.redb: jmt_nodes: a node does not decode", e))
+}
+
 impl RedbStore {
     /// Writes a tree update durably, in its own transaction.
     pub fn write_tree(&self, batch: &TreeUpdateBatch) -> Result<(), StoreError> {
-        write_in(&self.db, "store.redb", |tx| put_tree(tx, batch))
+        super::write_in(&self.db, "store.redb", |tx| put_tree(tx, batch))
     }
 
     /// A reader of the tree in the chain file (each read is its own read transaction).
@@ -53,6 +81,20 @@ impl RedbStore {
         TreeView {
             db: self.db.clone(),
         }
+    }
+
+    /// A reader of the tree as it is now, all reads from one read transaction: proofs are
+    /// built from it, so no concurrent write can change a node under one.
+    pub fn tree_snapshot(&self) -> Result<TreeSnapshot, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| StoreError::new("begin read (store.redb)", e))?;
+        let open = |e| StoreError::new("read (store.redb)", e);
+        Ok(TreeSnapshot {
+            nodes: tx.open_table(JMT_NODES).map_err(open)?,
+            values: tx.open_table(JMT_VALUES).map_err(open)?,
+        })
     }
 }
 
@@ -66,9 +108,50 @@ impl TreeView {
     fn read<T>(
         &self,
         f: impl FnOnce(&redb::ReadTransaction) -> Result<T, redb::Error>,
-    ) -> anyhow::Result<T> {
-        Ok(read_in(&self.db, "store.redb", f)?)
+    ) -> Result<T, StoreError> {
+        read_in(&self.db, "store.redb", f)
     }
+
+    /// A node, if stored.
+    pub fn node(&self, key: &NodeKey) -> Result<Option<Node>, StoreError> {
+        let key = encode(key);
+        let bytes = self.read(|tx| {
+            let Some(t) = missing_is_empty(tx.open_table(JMT_NODES))? else {
+                return Ok(None);
+            };
+            Ok(t.get(key.as_slice())?.map(|v| v.value().to_vec()))
+        })?;
+        bytes.map(|b| decode_node(&b)).transpose()
+    }
+
+    /// The newest value of `key` at or below `max_version`.
+    pub fn value(
+        &self,
+        max_version: Version,
+        key: KeyHash,
+    ) -> Result<Option<OwnedValue>, StoreError> {
+        self.read(|tx| {
+            let Some(t) = missing_is_empty(tx.open_table(JMT_VALUES))? else {
+                return Ok(None);
+            };
+            newest_value(&t, max_version, key)
+        })
+    }
+}
+
+fn newest_value(
+    t: &impl ReadableTable<([u8; 32], u64), &'static [u8]>,
+    max_version: Version,
+    key: KeyHash,
+) -> Result<Option<OwnedValue>, redb::Error> {
+    let newest = t
+        .range((key.0, 0)..=(key.0, max_version))?
+        .next_back()
+        .transpose()?;
+    Ok(newest.and_then(|(_, v)| {
+        let v = v.value();
+        (!v.is_empty()).then(|| v.to_vec())
+    }))
 }
 
 /// A table not created yet reads as empty.
@@ -82,19 +165,7 @@ fn missing_is_empty<T>(r: Result<T, redb::TableError>) -> Result<Option<T>, redb
 
 impl TreeReader for TreeView {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        let key = encode(node_key);
-        let bytes = self.read(|tx| {
-            let Some(t) = missing_is_empty(tx.open_table(JMT_NODES))? else {
-                return Ok(None);
-            };
-            Ok(t.get(key.as_slice())?.map(|v| v.value().to_vec()))
-        })?;
-        match bytes {
-            None => Ok(None),
-            Some(b) => Ok(Some(borsh::from_slice(&b).map_err(|e| {
-                anyhow::anyhow!("store.redb: jmt_nodes: a node does not decode ({e})")
-            })?)),
-        }
+        Ok(self.node(node_key)?)
     }
 
     fn get_value_option(
@@ -102,19 +173,7 @@ impl TreeReader for TreeView {
         max_version: Version,
         key_hash: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
-        self.read(|tx| {
-            let Some(t) = missing_is_empty(tx.open_table(JMT_VALUES))? else {
-                return Ok(None);
-            };
-            let newest = t
-                .range((key_hash.0, 0)..=(key_hash.0, max_version))?
-                .next_back()
-                .transpose()?;
-            Ok(newest.and_then(|(_, v)| {
-                let v = v.value();
-                (!v.is_empty()).then(|| v.to_vec())
-            }))
-        })
+        Ok(self.value(max_version, key_hash)?)
     }
 
     /// Used only to resume an interrupted restore (state sync, not built yet): a full scan.
@@ -132,7 +191,7 @@ impl TreeReader for TreeView {
             Ok(rows)
         })?;
         for (k, v) in rows {
-            if let Node::Leaf(leaf) = borsh::from_slice::<Node>(&v)?
+            if let Node::Leaf(leaf) = decode_node(&v)?
                 && best
                     .as_ref()
                     .is_none_or(|(_, b)| leaf.key_hash() > b.key_hash())
@@ -141,6 +200,31 @@ impl TreeReader for TreeView {
             }
         }
         Ok(best)
+    }
+}
+
+/// See [`RedbStore::tree_snapshot`].
+pub struct TreeSnapshot {
+    nodes: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    values: redb::ReadOnlyTable<([u8; 32], u64), &'static [u8]>,
+}
+
+impl TreeReader for TreeSnapshot {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        let bytes = self.nodes.get(encode(node_key).as_slice())?;
+        Ok(bytes.map(|b| decode_node(b.value())).transpose()?)
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        Ok(newest_value(&self.values, max_version, key_hash)?)
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        anyhow::bail!("a tree snapshot does not resume restores")
     }
 }
 

@@ -105,14 +105,14 @@ impl<P: Protocol> Driver<P> {
     /// workers and calls [`Driver::submit_checked`]).
     pub fn submit(&mut self, tx: ledger::Transaction) -> Result<Admitted, Rejected> {
         self.check_room()?;
-        let account = self.ledger.state().account(&tx.sender_address());
+        let account = self.ledger.account_hint(&tx.sender_address());
         self.mempool.admit(tx, self.ledger.chain(), account)
     }
 
     /// Admission of a transaction the admission workers hashed and verified: a pool insert.
     pub fn submit_checked(&mut self, c: Checked) -> Result<Admitted, Rejected> {
         self.check_room()?;
-        let account = self.ledger.state().account(&c.tx.sender_address());
+        let account = self.ledger.account_hint(&c.tx.sender_address());
         self.mempool.admit_checked(c, self.ledger.chain(), account)
     }
 

@@ -56,6 +56,8 @@ pub struct DriverConfig {
     pub batch_max_txs: usize,
     pub batch_max_bytes: usize,
     pub mempool: Limits,
+    /// Bytes of accounts and tree nodes the ledger caches (config `state_cache_mb`).
+    pub state_cache_bytes: u64,
 }
 
 /// What the caller must do.
@@ -184,7 +186,12 @@ impl<P: Protocol> Driver<P> {
     /// Opens a validator over `store`: recovers the ledger, the safety record and the last
     /// committed block, so a restarted validator neither double-votes nor re-executes.
     pub fn open(cfg: DriverConfig, store: RedbStore) -> Result<Driver<P>, DriverError> {
-        let ledger = Ledger::open(store, cfg.chain.clone(), &cfg.genesis_accounts)?;
+        let ledger = Ledger::open_with_cache(
+            store,
+            cfg.chain.clone(),
+            &cfg.genesis_accounts,
+            cfg.state_cache_bytes,
+        )?;
         let params = CoreParams {
             me: cfg.me,
             key: cfg.key,

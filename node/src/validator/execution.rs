@@ -69,9 +69,10 @@ impl<P: Protocol> Driver<P> {
             self.unstored_txs = self.unstored_txs.saturating_sub(b.hashes.len());
             sample(&mut self.stats.stages.store, b.stage_seconds);
             self.stats.fsync_seconds(b.write_seconds);
-            let state = self.ledger.state();
+            self.ledger.stored_up_to(b.height);
+            let ledger = &self.ledger;
             self.mempool
-                .committed_hashed(&b.txs, &b.hashes, |a| state.account(a));
+                .committed_hashed(&b.txs, &b.hashes, |a| ledger.account_hint(a));
             self.executed.push_back((b.height, b.state_root));
         }
         self.run(now, Vec::new())
@@ -155,10 +156,10 @@ impl<P: Protocol> Driver<P> {
         receipts: Vec<ledger::Receipt>,
         out: &mut Vec<Out>,
     ) {
-        let state = self.ledger.state();
+        let ledger = &self.ledger;
         let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
         self.mempool
-            .committed_hashed(&block.txs, &hashes, |a| state.account(a));
+            .committed_hashed(&block.txs, &hashes, |a| ledger.account_hint(a));
         self.executed
             .push_back((block.header.height, block.header.state_root));
         out.push(Out::Committed {

@@ -168,6 +168,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
             raw_transactions: p.raw_transactions,
             ..Limits::default()
         },
+        state_cache_bytes: config.state_cache_mb << 20,
     };
     let peers = genesis
         .validators
@@ -240,8 +241,9 @@ async fn run_with<P: Protocol>(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let data = loaded.config.data_dir_path(home);
-    let store = RedbStore::open(&data.join("store.redb"))
-        .with_context(|| format!("opening the store in {}", data.display()))?;
+    let store =
+        RedbStore::open_with_cache(&data.join("store.redb"), loaded.config.db_cache_mb << 20)
+            .with_context(|| format!("opening the store in {}", data.display()))?;
     let mut misbehaviour = Misbehaviour::<P>::new(&loaded.options, &loaded.driver);
     let mut driver = Driver::<P>::open(loaded.driver, store)?;
     if let Some(path) = std::env::var_os(VOTE_LOG_ENV) {

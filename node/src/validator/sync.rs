@@ -311,12 +311,12 @@ impl<P: Protocol> Driver<P> {
         // A batch whose every transfer is below its sender's nonce was committed in blocks
         // this validator skipped (block sync, a Raft snapshot): proposing it again would
         // only fill a block with refused duplicates.
-        let state = self.ledger.state();
+        let ledger = &self.ledger;
         let stale = |b: &std::sync::Arc<Batch>| {
             !b.is_empty()
-                && b.txs
-                    .iter()
-                    .all(|t| !t.is_raw() && t.body.nonce < state.account(&t.sender_address()).nonce)
+                && b.txs.iter().all(|t| {
+                    !t.is_raw() && t.body.nonce < ledger.account_hint(&t.sender_address()).nonce
+                })
         };
         let pending: Vec<Digest> = pending
             .into_iter()
@@ -341,7 +341,6 @@ impl<P: Protocol> Driver<P> {
         height: u64,
         offset: u64,
     ) -> Res {
-        let tip = self.ledger.height();
         // One snapshot is served to every puller until one needs a higher one, so that
         // followers pulling at the same time do not reset each other.
         let fresh = match &self.snapshot.serving {
@@ -350,18 +349,15 @@ impl<P: Protocol> Driver<P> {
             Some(s) => s.block.header.height != height,
         };
         if fresh {
-            if tip == 0 || tip < height {
+            // At the stored height: read by version from the tree, so the store stage's
+            // writes meanwhile do not change it.
+            let stored = self.ledger.store().height()?;
+            if stored == 0 || stored < height {
                 return Ok(Vec::new());
             }
-            let Some(block) = self.ledger.store().block(tip)? else {
+            let Some((block, accounts)) = self.ledger.snapshot()? else {
                 return Ok(Vec::new());
             };
-            let accounts = self
-                .ledger
-                .state()
-                .accounts()
-                .map(|(a, b)| (*a, *b))
-                .collect();
             self.snapshot.serving = Some(Served {
                 block,
                 accounts: std::sync::Arc::new(accounts),
@@ -536,8 +532,8 @@ impl<P: Protocol> Driver<P> {
         }])?;
         self.stats.fsync(started);
         self.stats.snapshots_installed += 1;
-        let state = self.ledger.state();
-        self.mempool.resync(|a| state.account(a));
+        let ledger = &self.ledger;
+        self.mempool.resync(|a| ledger.account_hint(a));
         tracing::info!(
             peer = from.0,
             height,

@@ -490,7 +490,10 @@ impl<P: SimProtocol> Sim<P> {
                     self.now, block.header.height
                 ));
             }
-            let supply = self.instances[i].ledger.state().total_supply();
+            let supply = self.instances[i]
+                .ledger
+                .total_supply()
+                .expect("in-memory store cannot fail");
             self.checker.on_commit(self.now, i, &block, supply);
         }
     }

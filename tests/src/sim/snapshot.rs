@@ -76,7 +76,10 @@ impl<P: SimProtocol> Sim<P> {
                 ));
             }
             self.trace.part(&[0xc5, to as u8]).part(&copied.hash().0);
-            let supply = self.instances[to].ledger.state().total_supply();
+            let supply = self.instances[to]
+                .ledger
+                .total_supply()
+                .expect("in-memory store cannot fail");
             self.checker.on_commit(self.now, to, &copied, supply);
         }
         // The log restarts at the snapshot unless it extends it (the store's `Rebase`).

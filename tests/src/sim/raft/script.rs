@@ -261,7 +261,10 @@ impl Script {
                     self.nodes[i]
                         .executed
                         .push_back((block.header.height, block.header.state_root));
-                    let supply = self.nodes[i].ledger.state().total_supply();
+                    let supply = self.nodes[i]
+                        .ledger
+                        .total_supply()
+                        .expect("in-memory store cannot fail");
                     self.checker.on_commit(self.now, i, &block, supply);
                 }
                 Action::SetTimer { id, .. } => {
