@@ -1,5 +1,7 @@
 //! Cairn's consensus cores: state machines that do no I/O.
 //!
+//! - `attest.rs`: header attestation ([`attest::Attestor`], [`attest::HeaderCert`]): 2f+1
+//!   signatures on an executed ledger header, which proofs of state are checked against.
 //! - `types.rs`: [`ReplicaId`], [`View`], [`Committee`].
 //! - `core.rs`: the [`Core`] trait, [`Input`], [`Action`], [`Committed`] — the contract every
 //!   driver honours (see its "To ensure correctness").
@@ -8,6 +10,7 @@
 //! - `pbft/`: PBFT with checkpoints, garbage collection and view change with proofs.
 //! - `raft/`: Raft (crash faults only) with pre-vote, check-quorum and log compaction.
 
+pub mod attest;
 pub mod core;
 pub mod durable;
 pub mod hotstuff;

@@ -46,12 +46,15 @@ pub enum Domain {
     PbftViewChange,
     PbftNewView,
     RaftBlock,
+    /// A validator's attestation of a ledger header it executed and stored (the header
+    /// certificate that proofs of state are checked against).
+    Header,
     /// Test-only and tooling signatures that must never be confused with protocol ones.
     Test,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 12] = [
+    pub const ALL: [Domain; 13] = [
         Domain::Transaction,
         Domain::Proposal,
         Domain::Vote,
@@ -63,6 +66,7 @@ impl Domain {
         Domain::PbftViewChange,
         Domain::PbftNewView,
         Domain::RaftBlock,
+        Domain::Header,
         Domain::Test,
     ];
 
@@ -79,6 +83,7 @@ impl Domain {
             Domain::PbftViewChange => "pbft-view-change",
             Domain::PbftNewView => "pbft-new-view",
             Domain::RaftBlock => "raft-block",
+            Domain::Header => "ledger-header",
             Domain::Test => "test",
         }
     }

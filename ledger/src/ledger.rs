@@ -49,6 +49,9 @@ pub struct Executed {
     pub tree: TreeUpdateBatch,
 }
 
+/// A state snapshot: the block at a height and every account after it.
+pub type Snapshot = (Block, Vec<(Address, Account)>);
+
 /// The ledger of one replica. Every replica that commits the same inputs in the same order
 /// builds the same blocks (same hashes) and the same state root.
 ///
@@ -319,7 +322,7 @@ impl<S: Store> Ledger<S> {
     /// Every account at the stored height, with the block at that height (a state snapshot
     /// for a peer; `None` before the first block). Read by version from the tree, so blocks
     /// the store writes meanwhile do not change it.
-    pub fn snapshot(&self) -> Result<Option<(Block, Vec<(Address, Account)>)>, LedgerError> {
+    pub fn snapshot(&self) -> Result<Option<Snapshot>, LedgerError> {
         let height = self.store.height()?;
         if height == 0 {
             return Ok(None);

@@ -401,6 +401,28 @@ fn four_validators_commit_transfers_and_a_restarted_one_catches_up() {
         let rec = c.node(0).ledger().store().tx(hash).unwrap().unwrap();
         assert_eq!(rec.receipt.outcome, Ok(()), "tx {hash} rejected");
     }
+    // Every validator stored header certificates: 2f+1 signatures on the header it holds,
+    // which proves that header's state root (and not another height's).
+    for i in 0..N {
+        let store = c.node(i).ledger().store();
+        let (at, bytes) = store
+            .latest_header_cert(h)
+            .unwrap()
+            .unwrap_or_else(|| panic!("validator {i} has no header certificate up to {h}"));
+        let cert: consensus::attest::HeaderCert =
+            crypto::codec::decode(&bytes, 1 << 20, "cert").unwrap();
+        let header = store.block(at).unwrap().unwrap().hash();
+        cert.verify(&c.committee, &c.chain.genesis_hash, at, &header)
+            .unwrap();
+        if at > 1 {
+            let other = store.block(at - 1).unwrap().unwrap().hash();
+            assert!(
+                cert.verify(&c.committee, &c.chain.genesis_hash, at, &other)
+                    .is_err()
+            );
+        }
+        assert!(c.node(i).stats.header_certs > 0);
+    }
     // Wallet w sent 50 × (1 + w) and received 50 × (1 + (w + 3) % 4).
     for w in 0..4u64 {
         let got = c

@@ -48,6 +48,9 @@ const EVIDENCE: TableDefinition<&str, &[u8]> = TableDefinition::new("evidence");
 pub const MAX_EVIDENCE: u64 = 1024;
 
 const GENESIS_KEY: &str = "genesis_hash";
+/// Header certificates (encoded `consensus::attest::HeaderCert`) by height: 2f+1 validators'
+/// signatures on the header this store holds at that height (see [`RedbStore::header_cert`]).
+const HEADER_CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("header_certs");
 
 const MAX_RECORD_BYTES: u64 = 1 << 20;
 
@@ -112,6 +115,7 @@ impl RedbStore {
             tx.open_table(RAFT_LOG)?;
             tx.open_table(EVIDENCE)?;
             tree::open_tables(tx)?;
+            tx.open_table(HEADER_CERTS)?;
             Ok(())
         };
         write_in(&db, "chain file", tables)?;
@@ -140,6 +144,16 @@ impl RedbStore {
     /// height; each the one before. Each block's receipts go into the journal row of the
     /// transaction index ([`index`]), which the indexer moves into the index file later.
     pub fn commit_executed(&self, blocks: &[ledger::Executed]) -> Result<(), StoreError> {
+        self.commit_with_certs(blocks, &[])
+    }
+
+    /// [`RedbStore::commit_executed`], writing header certificates (height, encoded
+    /// certificate) in the same transaction. With no block, writes the certificates alone.
+    pub fn commit_with_certs(
+        &self,
+        blocks: &[ledger::Executed],
+        certs: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
         let parts: Vec<Parts> = blocks
             .iter()
             .map(|b| {
@@ -151,17 +165,37 @@ impl RedbStore {
                 )
             })
             .collect();
-        self.commit_parts(&parts)
+        self.commit_parts(&parts, certs)
     }
 
-    fn commit_parts(&self, blocks: &[Parts]) -> Result<(), StoreError> {
+    /// The header certificate stored for `height` (encoded).
+    pub fn header_cert(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|tx| {
+            Ok(tx
+                .open_table(HEADER_CERTS)?
+                .get(height)?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// The highest height at or below `at_most` that has a header certificate, with it.
+    pub fn latest_header_cert(&self, at_most: u64) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.read(|tx| {
+            let t = tx.open_table(HEADER_CERTS)?;
+            let last = t.range(..=at_most)?.next_back().transpose()?;
+            Ok(last.map(|(k, v)| (k.value(), v.value().to_vec())))
+        })
+    }
+
+    fn commit_parts(&self, blocks: &[Parts], certs: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
         if self.index.unflushed() > index::MAX_UNFLUSHED {
             // The indexer fell far behind (or is not running): move the records now, so
             // memory stays bounded.
             self.index.flush()?;
         }
         let mut encoded = Vec::with_capacity(blocks.len());
-        for (height, (block, receipts, _, _)) in (self.height()?..).zip(blocks) {
+        let stored = if blocks.is_empty() { 0 } else { self.height()? };
+        for (height, (block, receipts, _, _)) in (stored..).zip(blocks) {
             check_next_height(height, block)?;
             encoded.push((block.encode(), codec::encode(receipts)));
         }
@@ -183,6 +217,10 @@ impl RedbStore {
             }
             // Rows the index file now holds.
             journal.retain_in(..=indexed, |_, _| false)?;
+            let mut cert_table = tx.open_table(HEADER_CERTS)?;
+            for (h, c) in certs {
+                cert_table.insert(*h, c.as_slice())?;
+            }
             Ok(())
         })?;
         for (block, receipts, _, _) in blocks {

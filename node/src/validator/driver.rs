@@ -104,6 +104,10 @@ pub struct DriverStats {
     pub evidence: u64,
     /// Peer requests (batches, snapshot chunks) ignored because the peer asked too often.
     pub limited_requests: u64,
+    /// Header certificates formed ([`super::attestation`]), and peers' header votes dropped
+    /// (bad signature, another key, outside the window).
+    pub header_certs: u64,
+    pub bad_header_votes: u64,
     /// Durations of durable writes (safety records and blocks) not yet taken by
     /// [`Driver::take_fsync_seconds`]; bounded.
     pub(super) fsync_seconds: Vec<f64>,
@@ -171,6 +175,8 @@ pub struct Driver<P: Protocol> {
     /// The store stage, when blocks are written off this thread ([`Driver::use_store_stage`]);
     /// without it, each block is written before `apply_commits` goes on (tests).
     pub(super) writer: Option<StoreWriter>,
+    /// Header attestation (BFT modes only; see [`super::attestation`]).
+    pub(super) attestor: Option<consensus::attest::Attestor>,
     /// Blocks handed to the store stage and not yet reported durable ([`Driver::on_stored`]).
     pub(super) unstored: usize,
     /// Their transactions.
@@ -192,6 +198,13 @@ impl<P: Protocol> Driver<P> {
             &cfg.genesis_accounts,
             cfg.state_cache_bytes,
         )?;
+        let attestor = P::ATTESTS_HEADERS.then(|| {
+            consensus::attest::Attestor::new(
+                cfg.key.clone(),
+                cfg.committee.clone(),
+                cfg.chain.genesis_hash,
+            )
+        });
         let params = CoreParams {
             me: cfg.me,
             key: cfg.key,
@@ -235,6 +248,7 @@ impl<P: Protocol> Driver<P> {
             sync: SyncState::default(),
             snapshot: SnapshotState::default(),
             writer: None,
+            attestor,
             unstored: 0,
             unstored_txs: 0,
             own: Default::default(),
@@ -388,6 +402,7 @@ impl<P: Protocol> Driver<P> {
             Wire::BatchRequest(ds) => Ok(self.answer_batch_request(from, &ds)),
             Wire::BlocksRequest { from: start } => self.answer_blocks_request(now, from, start),
             Wire::Blocks { blocks, tip } => self.on_blocks(now, from, blocks, tip),
+            Wire::HeaderVote(vote) => self.on_header_vote(from, vote),
             // The ingress stage turned these into `Inbound::Batch(es)`.
             Wire::Batch(_) | Wire::Batches(_) => {
                 self.stats.bad_frames += 1;

@@ -64,7 +64,9 @@ impl<P: Protocol> Driver<P> {
     /// transactions, the core hears that they executed, and commits waiting for room in
     /// the store stage go on.
     pub fn on_stored(&mut self, now: u64, blocks: Vec<StoredBlock>) -> Res {
+        let mut out = Vec::new();
         for b in blocks {
+            self.attest(b.height, b.hash, &mut out)?;
             self.unstored = self.unstored.saturating_sub(1);
             self.unstored_txs = self.unstored_txs.saturating_sub(b.hashes.len());
             sample(&mut self.stats.stages.store, b.stage_seconds);
@@ -75,7 +77,8 @@ impl<P: Protocol> Driver<P> {
                 .committed_hashed(&b.txs, &b.hashes, |a| ledger.account_hint(a));
             self.executed.push_back((b.height, b.state_root));
         }
-        self.run(now, Vec::new())
+        out.extend(self.run(now, Vec::new())?);
+        Ok(out)
     }
 
     /// Executes queued commits in order while their batches are available (the core hears of
@@ -143,7 +146,7 @@ impl<P: Protocol> Driver<P> {
             let executed = self.ledger.execute_hashed(input, &checked, &hashes)?;
             let (block, receipts) = self.ledger.store_executed(executed)?;
             self.stats.fsync(started);
-            self.written_here(block, receipts, out);
+            self.written_here(block, receipts, out)?;
         }
         Ok(())
     }
@@ -155,7 +158,8 @@ impl<P: Protocol> Driver<P> {
         block: ledger::Block,
         receipts: Vec<ledger::Receipt>,
         out: &mut Vec<Out>,
-    ) {
+    ) -> Result<(), DriverError> {
+        self.attest(block.header.height, block.hash(), out)?;
         let ledger = &self.ledger;
         let hashes: Vec<Digest> = receipts.iter().map(|r| r.tx_hash).collect();
         self.mempool
@@ -166,5 +170,6 @@ impl<P: Protocol> Driver<P> {
             block: Box::new(block),
             receipts,
         });
+        Ok(())
     }
 }

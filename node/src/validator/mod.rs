@@ -10,10 +10,12 @@
 //! - `driver.rs`: [`Driver`], the event-loop-free validator, generic over the protocol
 //!   (tested in-process in `node/tests/validator.rs`); the tokio loop over the libp2p
 //!   transport and the HTTP API (`run.rs`) build on it.
+//! - `attestation.rs`: header votes and certificates (BFT modes), stored beside blocks.
 //! - `store_stage.rs`: the store stage, the thread that writes executed blocks (several per
 //!   fsync under load) and announces them, behind consensus.
 
 pub mod admission;
+mod attestation;
 mod batches;
 #[cfg(feature = "byzantine")]
 pub mod byzantine;

@@ -88,6 +88,10 @@ pub trait Protocol: Send + 'static {
     /// BFT modes every validator checks every signature itself, since the one that admitted
     /// a transaction may lie.
     const TRUSTS_PEER_BATCHES: bool = false;
+    /// Whether validators sign executed headers into header certificates
+    /// ([`super::attestation`]): the BFT modes. A Raft chain has no Byzantine quorum to
+    /// certify anything a wallet could check.
+    const ATTESTS_HEADERS: bool = true;
 
     /// Builds the core from the store: the durable safety record (or `safety`, the in-memory
     /// one, after a block sync), the ledger tip and whatever recent history the protocol

@@ -60,6 +60,7 @@ impl Protocol for RaftProtocol {
     const VIEW_TIMER: u64 = raft::ELECTION_TIMER;
     const LEDGER_SYNC: bool = false;
     const TRUSTS_PEER_BATCHES: bool = true;
+    const ATTESTS_HEADERS: bool = false;
 
     /// Term and vote, the ledger tip (every entry up to it is applied) with its entry, and
     /// the durable log.

@@ -48,6 +48,8 @@ pub enum FromStore {
 #[derive(Debug)]
 pub struct StoredBlock {
     pub height: u64,
+    /// The block's (header's) hash.
+    pub hash: Digest,
     pub state_root: Digest,
     pub txs: Vec<Transaction>,
     /// The transactions' hashes, in order (from the receipts: never recomputed).
@@ -63,9 +65,18 @@ pub trait Announce: Send + 'static {
     fn committed(&mut self, block: &Block, receipts: &[Receipt]);
 }
 
+/// Header certificates waiting for the store stage's next write: (height, encoded).
+type Certs = std::sync::Arc<std::sync::Mutex<Vec<(u64, Vec<u8>)>>>;
+/// Certificates queued at most; beyond it the oldest are dropped (a height without a stored
+/// certificate only means proofs are served at another height).
+const MAX_QUEUED_CERTS: usize = 1024;
+/// How long the stage waits for a block before it writes queued certificates alone.
+const CERT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// The consensus loop's end of the store stage.
 pub struct StoreWriter {
     jobs: SyncSender<ToStore>,
+    certs: Certs,
 }
 
 impl StoreWriter {
@@ -75,6 +86,16 @@ impl StoreWriter {
         self.jobs
             .send(ToStore::Block(Box::new(block), std::time::Instant::now()))
             .map_err(|_| "the store stage stopped".to_string())
+    }
+
+    /// Queues a header certificate, written with the next blocks (or within [`CERT_WAIT`]
+    /// when none come). Never blocks on the write.
+    pub fn send_cert(&self, height: u64, cert: Vec<u8>) {
+        let mut q = self.certs.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= MAX_QUEUED_CERTS {
+            q.remove(0);
+        }
+        q.push((height, cert));
     }
 }
 
@@ -91,20 +112,43 @@ pub fn start(
     // Room for every block the loop may have in flight, so `send` never blocks.
     let (jobs, rx) = std::sync::mpsc::sync_channel(MAX_UNSTORED + 1);
     let (reports, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+    let certs = Certs::default();
+    let queued = certs.clone();
     let thread = std::thread::Builder::new()
         .name("cairn-store".into())
-        .spawn(move || run(store, rx, &reports, &mut announce))
+        .spawn(move || run(store, rx, &queued, &reports, &mut announce))
         .expect("spawning the store thread");
-    (StoreWriter { jobs }, thread, reports_rx)
+    (StoreWriter { jobs, certs }, thread, reports_rx)
+}
+
+fn take(certs: &Certs) -> Vec<(u64, Vec<u8>)> {
+    std::mem::take(&mut *certs.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 fn run(
     store: RedbStore,
     jobs: Receiver<ToStore>,
+    certs: &Certs,
     reports: &tokio::sync::mpsc::UnboundedSender<FromStore>,
     announce: &mut impl Announce,
 ) {
-    while let Ok(first) = jobs.recv() {
+    loop {
+        let first = match jobs.recv_timeout(CERT_WAIT) {
+            Ok(job) => job,
+            Err(e) => {
+                let pending = take(certs);
+                if !pending.is_empty()
+                    && let Err(e) = store.commit_with_certs(&[], &pending)
+                {
+                    let _ = reports.send(FromStore::Failed(e.to_string()));
+                    return;
+                }
+                if e == std::sync::mpsc::RecvTimeoutError::Disconnected {
+                    return;
+                }
+                continue;
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
@@ -118,7 +162,7 @@ fn run(
             .unzip();
         super::failpoints::crash_point!("before-block-write", 0);
         let started = std::time::Instant::now();
-        if let Err(e) = store.commit_executed(&blocks) {
+        if let Err(e) = store.commit_with_certs(&blocks, &take(certs)) {
             let _ = reports.send(FromStore::Failed(e.to_string()));
             return;
         }
@@ -130,6 +174,7 @@ fn run(
             stored.push(StoredBlock {
                 stage_seconds: at.elapsed().as_secs_f64(),
                 height: b.block.header.height,
+                hash: b.block.hash(),
                 state_root: b.block.header.state_root,
                 hashes: b.receipts.iter().map(|r| r.tx_hash).collect(),
                 txs: b.block.txs,

@@ -281,7 +281,7 @@ impl<P: Protocol> Driver<P> {
                      state root or timestamp is wrong); keeping ours"
                 );
             }
-            self.written_here(block, receipts, &mut out);
+            self.written_here(block, receipts, &mut out)?;
         }
         out.extend(self.restart_core(now)?);
         self.sync.behind = tip > self.ledger.height();

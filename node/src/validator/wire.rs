@@ -55,6 +55,8 @@ pub enum Wire<M> {
         offset: u64,
         accounts: Vec<(ledger::Address, ledger::Account)>,
     },
+    /// The sender's signature on the header it stored at a height (BFT modes).
+    HeaderVote(consensus::attest::HeaderVote),
 }
 
 impl<M: Serialize> Wire<M> {
