@@ -24,7 +24,7 @@ pub mod view;
 pub use address::{Address, ParseAddressError};
 pub use block::{Block, BlockHeader, MAX_BLOCK_BYTES, tx_root};
 pub use ledger::{BlockInput, Executed, Ledger, LedgerError};
-pub use merkle::merkle_root;
+pub use merkle::{merkle_proof, merkle_root, verify_merkle_proof};
 pub use state::{Account, Execution, Receipt, RejectReason, State};
 pub use store::{MemStore, Store, StoreError, TxRecord, check_genesis, check_next_height};
 pub use tx::{

@@ -51,6 +51,7 @@ pub mod compact;
 mod conn;
 mod limit;
 mod metrics;
+pub mod proof;
 mod query;
 mod sse;
 mod tx;

@@ -4,19 +4,59 @@ use super::{
     AccountView, ApiCommand, ApiError, BlockView, Ctx, NodeStatus, read_store, shorten, strip_0x,
 };
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use crypto::Digest;
 use ledger::{Address, Store};
 use serde::Serialize;
 
+/// Query parameters of `GET /v1/accounts/{address}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccountQuery {
+    /// Answer with a proof (`true`): at `height`, or at the latest certified height.
+    #[serde(default)]
+    prove: bool,
+    /// With `prove`: the height to prove at (it must have a header certificate).
+    height: Option<u64>,
+    /// Answer only once this validator has stored at least this height.
+    min_height: Option<u64>,
+}
+
+/// How long a read waits for `min_height` before it answers 503.
+const MIN_HEIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until this validator has stored `min_height` (at most [`MIN_HEIGHT_WAIT`]); 503
+/// with the height it is at otherwise.
+pub(super) async fn wait_for_height(ctx: &Ctx, min_height: Option<u64>) -> Result<(), ApiError> {
+    let Some(min) = min_height else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + MIN_HEIGHT_WAIT;
+    loop {
+        let at = read_store(&ctx.api.store, |s| s.height()).await?;
+        if at >= min {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::unavailable(format!(
+                "this validator is at height {at}, below min_height {min}; retry, or ask \
+                 another validator"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 pub(super) async fn account(
     State(ctx): State<Ctx>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<AccountQuery>, QueryRejection>,
 ) -> Result<Json<AccountView>, ApiError> {
     let raw = path?.0;
+    let query = query?.0;
     let address: Address = strip_0x(&raw).parse().map_err(|_| {
         ApiError::bad_request(format!(
             "expected an address of 40 hex characters, got {:?} ({} characters)",
@@ -24,8 +64,20 @@ pub(super) async fn account(
             raw.chars().count()
         ))
     })?;
-    let account = read_store(&ctx.api.store, move |s| s.account(&address)).await?;
-    let account = account.unwrap_or_default();
+    if query.height.is_some() && !query.prove {
+        return Err(ApiError::bad_request(
+            "height= is only for proofs (prove=true); a plain read answers at the latest height",
+        ));
+    }
+    wait_for_height(&ctx, query.min_height).await?;
+    let (account, height, proof) = if query.prove {
+        let (account, height, proof) = proven(&ctx, address, query.height).await?;
+        (account, height, Some(proof))
+    } else {
+        let (account, height) =
+            read_store(&ctx.api.store, move |s| s.account_at_tip(&address)).await?;
+        (account, height, None)
+    };
     let committed = account.nonce;
     // Committed data never depends on the loop: if it cannot answer, the pool is not counted.
     let pending_nonce = super::ask(&ctx.api, |reply| ApiCommand::NextNonce {
@@ -35,12 +87,65 @@ pub(super) async fn account(
     })
     .await
     .unwrap_or(committed);
-    Ok(Json(AccountView {
+    #[cfg_attr(not(feature = "byzantine"), allow(unused_mut))]
+    let mut view = AccountView {
         address,
+        height,
         balance: account.balance,
         nonce: account.nonce,
         pending_nonce,
-    }))
+        proof,
+    };
+    #[cfg(feature = "byzantine")]
+    if crate::validator::byzantine::LIE_ABOUT_BALANCES.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::validator::byzantine::lie(&mut view);
+    }
+    Ok(Json(view))
+}
+
+/// The account at `height` (default: the latest certified height) with its proof.
+async fn proven(
+    ctx: &Ctx,
+    address: Address,
+    height: Option<u64>,
+) -> Result<(ledger::Account, u64, super::proof::AccountProofView), ApiError> {
+    let protocol = match ctx.api.status.read() {
+        Ok(s) => s.protocol.clone(),
+        Err(poisoned) => poisoned.into_inner().protocol.clone(),
+    };
+    if protocol == "raft" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "this chain runs Raft: its validators sign no header certificates (Raft tolerates \
+             crashes, not lies), so there is nothing a wallet could verify a proof against",
+        ));
+    }
+    let answer = read_store(&ctx.api.store, move |s| {
+        let stored = s.height()?;
+        let found = match height {
+            Some(h) if h > stored => {
+                return Ok(Err(format!(
+                    "height {h} is above this validator's height {stored}"
+                )));
+            }
+            Some(h) => s.header_cert(h)?.map(|c| (h, c)),
+            None => s.latest_header_cert(stored)?,
+        };
+        let Some((h, cert)) = found else {
+            let latest = s.latest_header_cert(stored)?.map(|(h, _)| h);
+            return Ok(Err(format!(
+                "no header certificate {}: one forms once 2f+1 validators have stored a \
+                 block{}",
+                height.map_or("yet".to_string(), |h| format!("at height {h}")),
+                latest.map_or(String::new(), |l| format!(
+                    "; the latest certified height is {l}"
+                ))
+            )));
+        };
+        Ok(super::proof::prove(s, &address, h, cert)?.map(|(a, p)| (a, h, p)))
+    })
+    .await?;
+    answer.map_err(|m| ApiError::new(StatusCode::NOT_FOUND, m))
 }
 
 /// A height exactly as the error message promises: decimal digits, no sign, no leading
@@ -56,11 +161,21 @@ fn parse_height(s: &str) -> Option<u64> {
     }
 }
 
+/// Query parameters of `GET /v1/blocks/{height}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BlockQuery {
+    /// Answer only once this validator has stored at least this height.
+    min_height: Option<u64>,
+}
+
 pub(super) async fn block(
     State(ctx): State<Ctx>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Json<BlockView>, ApiError> {
     let raw = path?.0;
+    wait_for_height(&ctx, query?.0.min_height).await?;
     let wanted = match raw.as_str() {
         "latest" => None,
         s => Some(parse_height(s).ok_or_else(|| {

@@ -280,13 +280,48 @@ async fn committed(ctx: &Ctx, hash: Digest) -> Result<Option<TxRecord>, ApiError
     read_store(&ctx.api.store, move |s| s.tx(&hash)).await
 }
 
+/// Query parameters of `GET /v1/transactions/{hash}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StatusQuery {
+    /// For a committed transaction: add its inclusion proof (`true`).
+    #[serde(default)]
+    prove: bool,
+    /// Answer only once this validator has stored at least this height.
+    min_height: Option<u64>,
+}
+
 pub(super) async fn status(
     State(ctx): State<Ctx>,
     path: Result<Path<String>, PathRejection>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
 ) -> Answer {
     let hash = parse_hash(&path?.0)?;
+    let query = query?.0;
+    super::query::wait_for_height(&ctx, query.min_height).await?;
     if let Some(rec) = committed(&ctx, hash).await? {
-        return answer(StatusCode::OK, TxStatus::committed(hash, &rec));
+        let mut status = TxStatus::committed(hash, &rec);
+        if query.prove {
+            let (height, index) = (rec.height, rec.index);
+            let proof = read_store(&ctx.api.store, move |s| {
+                super::proof::prove_tx(s, height, index)
+            })
+            .await?;
+            let Some(proof) = proof else {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "transaction {hash} is committed at height {height}, which has no \
+                         header certificate here (yet; a Raft chain has none): retry shortly \
+                         or ask another validator"
+                    ),
+                ));
+            };
+            if let TxStatus::Committed { proof: p, .. } = &mut status {
+                *p = Some(proof);
+            }
+        }
+        return answer(StatusCode::OK, status);
     }
     match ask(&ctx.api, |reply| ApiCommand::PoolStatus { hash, reply }).await? {
         Some(PoolStatus::Pending) => answer(StatusCode::OK, TxStatus::Pending { hash }),

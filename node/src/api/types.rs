@@ -67,6 +67,10 @@ pub enum TxStatus {
         height: u64,
         index: u32,
         receipt: TxReceipt,
+        /// With `?prove=true`: the transaction's inclusion in the block at `height`
+        /// ([`super::proof::verify_tx`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<super::proof::TxProofView>,
     },
     /// Refused by the mempool; `retryable` means the same transaction may succeed later.
     /// `code` is [`crate::mempool::Rejected::code`] (`nonce_used`, `nonce_conflict`, ...).
@@ -92,6 +96,7 @@ impl TxStatus {
             height: rec.height,
             index: rec.index,
             receipt: TxReceipt::from(&rec.receipt),
+            proof: None,
         }
     }
 }
@@ -116,6 +121,9 @@ pub struct Submitted {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {
     pub address: Address,
+    /// The stored height the account was read at (with a proof: the proven height).
+    #[serde(with = "dec", default)]
+    pub height: u64,
     #[serde(with = "dec")]
     pub balance: u64,
     /// The nonce the account's next transaction must carry (pooled ones not counted).
@@ -125,6 +133,9 @@ pub struct AccountView {
     /// account's consecutive transactions waiting in this validator's pool.
     #[serde(with = "dec")]
     pub pending_nonce: u64,
+    /// With `?prove=true`: what [`super::proof::verify_account`] checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<super::proof::AccountProofView>,
 }
 
 /// `GET /v1/blocks/{height}`: the header, the transaction hashes and the certificate.

@@ -57,6 +57,7 @@
 //! | 3 | outcome unknown: `--wait` timed out, or the transaction is pending or unknown to the node; the hash is printed, check later with `cairn tx HASH` |
 //! | 4 | node unreachable: no connection, no answer, HTTP 5xx (503), or not a Cairn API answer |
 //! | 5 | duplicate: the node already had this exact transaction (another process or machine sent it); this command made no new payment |
+//! | 6 | `--verify`: the answer did not verify (a certificate, header or proof check failed); the message says which |
 
 use super::CliError;
 use super::client::{self, ClientError, DEFAULT_NODE, Mode, NodeClient, REQUEST_TIMEOUT};
@@ -164,12 +165,14 @@ pub fn main() -> ExitCode {
 }
 
 mod transfer;
+mod verify;
+pub use verify::EXIT_UNVERIFIED;
 
 pub fn run(cli: &Cli) -> Result<(), Fail> {
     match &cli.command {
         Command::Keygen { out, force } => keygen(cli, out.as_ref().unwrap_or(&cli.key), *force),
         Command::Address => address(cli),
-        Command::Balance { address } => balance(cli, address.as_ref()),
+        Command::Balance { address, verify } => verify::balance(cli, address.as_ref(), *verify),
         Command::Nonce { reset } => nonce(cli, *reset),
         Command::Transfer {
             to,
@@ -186,7 +189,7 @@ pub fn run(cli: &Cli) -> Result<(), Fail> {
                 pinned: *nonce,
             },
         ),
-        Command::Tx { hash } => tx(cli, hash),
+        Command::Tx { hash, verify } => tx(cli, hash, *verify),
         Command::Status => status(cli),
     }
 }
@@ -259,25 +262,6 @@ fn address(cli: &Cli) -> Result<(), Fail> {
 
 fn account_json(a: &AccountView) -> Value {
     serde_json::to_value(a).unwrap_or(Value::Null)
-}
-
-fn balance(cli: &Cli, address: Option<&Address>) -> Result<(), Fail> {
-    let address = match address {
-        Some(a) => *a,
-        None => Address::of(&load_key(cli)?.public()),
-    };
-    let node = node(cli)?;
-    let account = node.account(&address).map_err(query_fail)?;
-    if cli.json {
-        print_json(&account_json(&account));
-    } else {
-        print_fields(&[
-            ("address", account.address.to_string()),
-            ("balance", account.balance.to_string()),
-            ("nonce", account.nonce.to_string()),
-        ]);
-    }
-    Ok(())
 }
 
 fn nonce(cli: &Cli, reset: bool) -> Result<(), Fail> {
@@ -459,13 +443,28 @@ fn outcome(s: &TxStatus, node: &str) -> Option<Fail> {
     }
 }
 
-fn tx(cli: &Cli, hash: &Digest) -> Result<(), Fail> {
+fn tx(cli: &Cli, hash: &Digest, verify: bool) -> Result<(), Fail> {
+    if verify {
+        verify::trust(cli)?;
+    }
     let node = node(cli)?;
-    let s = node.tx(hash, REQUEST_TIMEOUT).map_err(query_fail)?;
-    let json = status_json(&s);
+    let s = node
+        .tx_with(hash, REQUEST_TIMEOUT, verify)
+        .map_err(query_fail)?;
+    let mut json = status_json(&s);
+    if verify && matches!(s, TxStatus::Committed { .. }) {
+        verify::check_tx(cli, &node, &s).map_err(|f| f.with_json(json.clone()))?;
+        json["verified"] = json!(true);
+    }
     if !cli.json {
         let mut fields = vec![("hash", hash.to_string())];
         fields.extend(status_fields(&s));
+        if json.get("verified").is_some() {
+            fields.push((
+                "verified",
+                "yes (in a block certified by 2f+1 genesis validators)".into(),
+            ));
+        }
         print_fields(&fields);
     }
     match outcome(&s, node.base()) {
@@ -499,6 +498,7 @@ mod tests {
             EXIT_UNKNOWN,
             EXIT_UNREACHABLE,
             EXIT_DUPLICATE,
+            EXIT_UNVERIFIED,
         ];
         for (i, a) in codes.iter().enumerate() {
             for b in &codes[i + 1..] {

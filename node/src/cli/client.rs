@@ -188,10 +188,34 @@ impl NodeClient {
 
     /// `GET /v1/accounts/{address}`.
     pub fn account(&self, address: &Address) -> Result<AccountView, ClientError> {
-        let what = format!("GET /v1/accounts/{address}");
+        self.account_with(address, false, None)
+    }
+
+    /// `GET /v1/accounts/{address}?prove=..&min_height=..`: with a proof, and/or only once
+    /// the node has stored `min_height`.
+    pub fn account_with(
+        &self,
+        address: &Address,
+        prove: bool,
+        min_height: Option<u64>,
+    ) -> Result<AccountView, ClientError> {
+        let mut query = Vec::new();
+        if prove {
+            query.push("prove=true".to_string());
+        }
+        if let Some(h) = min_height {
+            query.push(format!("min_height={h}"));
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        let what = format!("GET /v1/accounts/{address}{query}");
         let resp = self.send(
             &what,
-            self.http.get(self.url(&format!("/v1/accounts/{address}"))),
+            self.http
+                .get(self.url(&format!("/v1/accounts/{address}{query}"))),
         )?;
         let (status, body) = self.read(&what, resp)?;
         let view: AccountView = match status {
@@ -210,10 +234,21 @@ impl NodeClient {
     /// `GET /v1/transactions/{hash}`: 200 with the pool or commit status, or 404 `unknown`.
     /// `timeout` bounds the whole request.
     pub fn tx(&self, hash: &Digest, timeout: Duration) -> Result<TxStatus, ClientError> {
-        let what = format!("GET /v1/transactions/{hash}");
+        self.tx_with(hash, timeout, false)
+    }
+
+    /// [`NodeClient::tx`], with the inclusion proof of a committed transaction if `prove`.
+    pub fn tx_with(
+        &self,
+        hash: &Digest,
+        timeout: Duration,
+        prove: bool,
+    ) -> Result<TxStatus, ClientError> {
+        let query = if prove { "?prove=true" } else { "" };
+        let what = format!("GET /v1/transactions/{hash}{query}");
         let req = self
             .http
-            .get(self.url(&format!("/v1/transactions/{hash}")))
+            .get(self.url(&format!("/v1/transactions/{hash}{query}")))
             .timeout(timeout);
         let resp = self.send(&what, req)?;
         let (status, body) = self.read(&what, resp)?;

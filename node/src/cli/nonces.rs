@@ -206,18 +206,63 @@ impl SigningLock {
     }
 }
 
+/// `KEY.seen` for key file `KEY`: the highest height at which this wallet saw one of its
+/// transactions commit. Reads ask validators for at least that height (`min_height`), so a
+/// `balance` after `transfer --wait` reflects the transfer on any validator.
+pub fn seen_path(key: &Path) -> PathBuf {
+    beside(key, "seen")
+}
+
+/// The `KEY.seen` record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    pub genesis_hash: Digest,
+    #[serde(with = "crate::api::dec")]
+    pub height: u64,
+}
+
+/// The height recorded in `KEY.seen` for the chain `genesis` (None: none, or unreadable;
+/// the record is advisory).
+pub fn read_seen(key: &Path, genesis: &Digest) -> Option<u64> {
+    let text = fs::read(seen_path(key)).ok()?;
+    let seen: Seen = serde_json::from_slice(&text).ok()?;
+    (seen.genesis_hash == *genesis).then_some(seen.height)
+}
+
+impl SigningLock {
+    /// Records that a transaction of this wallet committed at `height` (never lowers the
+    /// record of the same chain).
+    pub fn record_seen(&self, genesis: &Digest, height: u64, mut warn: impl FnMut(&str)) {
+        let height = read_seen(&self.key, genesis).map_or(height, |h| h.max(height));
+        let seen = Seen {
+            genesis_hash: *genesis,
+            height,
+        };
+        if let Err(e) = write_json(&self.key, "seen", &seen) {
+            warn(&format!(
+                "cannot write {} ({e}); a read right after this transfer may not show it",
+                seen_path(&self.key).display()
+            ));
+        }
+    }
+}
+
 /// Writes the record through a temporary file and a rename, so a reader never sees half.
 fn write_record(key: &Path, record: &Record) -> std::io::Result<()> {
-    let path = record_path(key);
-    let tmp = beside(key, "nonce.tmp");
+    write_json(key, "nonce", record)
+}
+
+fn write_json(key: &Path, ext: &str, value: &impl Serialize) -> std::io::Result<()> {
+    let path = beside(key, ext);
+    let tmp = beside(key, &format!("{ext}.tmp"));
     let mut f = OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
         .mode(0o600)
         .open(&tmp)?;
-    // A `Record` always serializes.
-    let json = serde_json::to_vec_pretty(record).unwrap_or_default();
+    // Records always serialize.
+    let json = serde_json::to_vec_pretty(value).unwrap_or_default();
     f.write_all(&json)?;
     f.write_all(b"\n")?;
     f.sync_all()?;

@@ -168,6 +168,23 @@ impl RedbStore {
         self.commit_parts(&parts, certs)
     }
 
+    /// An account and the stored height it was read at, from one read transaction (the
+    /// accounts table and the blocks move together).
+    pub fn account_at_tip(&self, addr: &Address) -> Result<(Account, u64), StoreError> {
+        self.read(|tx| {
+            let height = tx
+                .open_table(BLOCKS)?
+                .last()?
+                .map(|(k, _)| k.value())
+                .unwrap_or(0);
+            let account = tx.open_table(ACCOUNTS)?.get(addr.0)?.map(|v| {
+                let (balance, nonce) = v.value();
+                Account { balance, nonce }
+            });
+            Ok((account.unwrap_or_default(), height))
+        })
+    }
+
     /// The header certificate stored for `height` (encoded).
     pub fn header_cert(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|tx| {

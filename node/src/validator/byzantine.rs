@@ -27,6 +27,28 @@ pub enum Behaviour {
     /// Behaves honestly and also floods every peer with garbage frames, oversized frames and
     /// requests (blocks, batches, snapshots).
     Flood,
+    /// Runs consensus honestly but lies to wallets: every account its API reports has 1,000
+    /// more than it holds, in the plain answer and in the proven value (`?prove=true`), so
+    /// only a check against the certified state root can tell.
+    LieBalance,
+}
+
+/// Set when this process runs [`Behaviour::LieBalance`]; read by the API.
+pub static LIE_ABOUT_BALANCES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// What a [`Behaviour::LieBalance`] API does to an account answer.
+pub fn lie(view: &mut crate::api::AccountView) {
+    view.balance += 1_000;
+    if let Some(p) = &mut view.proof
+        && let Some(v) = &p.value
+        && let Ok(mut bytes) = hex::decode(v)
+        && bytes.len() == ledger::tree::VALUE_BYTES
+    {
+        let balance = u64::from_le_bytes(bytes[20..28].try_into().unwrap_or_default());
+        bytes[20..28].copy_from_slice(&(balance + 1_000).to_le_bytes());
+        p.value = Some(hex::encode(bytes));
+    }
 }
 
 /// How often [`Byzantine::flood`] runs, and what it sends each time to each peer.
@@ -59,6 +81,9 @@ impl<P: Protocol> Byzantine<P> {
             ?behaviour,
             "this validator is BYZANTINE on purpose (test build)"
         );
+        if behaviour == Behaviour::LieBalance {
+            LIE_ABOUT_BALANCES.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         Byzantine {
             behaviour,
             me,
@@ -110,7 +135,7 @@ impl<P: Protocol> Byzantine<P> {
             .map(|s| s.kind.ends_with("proposal") || s.kind.ends_with("pre-prepare"));
         match self.behaviour {
             Behaviour::Withhold => {}
-            Behaviour::Flood => keep(out, bytes),
+            Behaviour::LieBalance | Behaviour::Flood => keep(out, bytes),
             Behaviour::BadSignatures => match P::corrupt(&msg, &self.key) {
                 Some(bad) => keep(out, encode(bad)),
                 None => keep(out, bytes),

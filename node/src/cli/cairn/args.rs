@@ -64,6 +64,10 @@ pub struct Cli {
     /// Validator API to use [env: CAIRN_NODE] [default: http://127.0.0.1:27600]
     #[arg(long, global = true, value_name = "URL")]
     pub node: Option<String>,
+    /// The chain's genesis file: what `--verify` checks answers against (the validator set)
+    /// [env: CAIRN_GENESIS]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub genesis: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -81,11 +85,18 @@ pub enum Command {
     },
     /// Print the account address of the wallet's key
     Address,
-    /// Show an account's balance and nonce
+    /// Show an account's balance and nonce (at least as new as this wallet's last committed
+    /// transfer)
+    #[command(visible_alias = "account")]
     Balance {
         /// Account address, 40 hex characters [default: the wallet's own]
         #[arg(value_name = "ADDR", value_parser = parse_address)]
         address: Option<Address>,
+        /// Check the answer with a proof: 2f+1 signatures of the genesis validators on the
+        /// header, and the account (or its absence) under the header's state root. Needs
+        /// --genesis. BFT chains only.
+        #[arg(long)]
+        verify: bool,
     },
     /// Show the wallet's committed nonce, the node's next nonce and the local nonce record
     Nonce {
@@ -123,6 +134,10 @@ pub enum Command {
         /// Transaction hash, 64 hex characters
         #[arg(value_name = "HASH", value_parser = parse_hash)]
         hash: Digest,
+        /// For a committed transaction: check its inclusion in a block certified by 2f+1
+        /// genesis validators. Needs --genesis. BFT chains only.
+        #[arg(long)]
+        verify: bool,
     },
     /// Show the node's chain, height, view, leader, peers and whether it is catching up
     Status,

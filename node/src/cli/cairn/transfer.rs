@@ -255,6 +255,12 @@ fn report(
     }
     let mut json = sent.json(Some(&last.status));
     json["attempts"] = json!(attempts);
+    if let TxStatus::Committed { height, .. } = &last.status
+        && let Ok(lock) = SigningLock::acquire(&cli.key, warn)
+    {
+        // Reads after this one ask for at least this height (read-your-writes).
+        lock.record_seen(&sent.tx.body.genesis_hash, *height, warn);
+    }
     let fail = match (&last.status, wait) {
         // Without --wait, accepted into the pool is success.
         (TxStatus::Pending { .. } | TxStatus::InFlight { .. }, None) => None,
@@ -431,6 +437,7 @@ mod tests {
                 reason: Some(reason.to_string()),
                 code: Some(reason.code().to_string()),
             },
+            proof: None,
         }
     }
 

@@ -1,0 +1,114 @@
+//! `--verify`: the wallet checks a validator's answer against the genesis file alone (see
+//! [`crate::api::proof`] for the chain of trust), and reads at least as new as its own last
+//! committed transaction (`KEY.seen`, [`super::nonces::read_seen`]).
+
+use super::*;
+use consensus::Committee;
+
+/// A verification failure: the answer did not prove what it claims.
+pub const EXIT_UNVERIFIED: u8 = 6;
+
+/// What `--verify` trusts: the genesis validators and the genesis hash.
+pub(super) struct Trust {
+    committee: Committee,
+    genesis: Digest,
+}
+
+/// Loads `--genesis`; refuses a Raft chain, whose validators sign no headers.
+pub(super) fn trust(cli: &Cli) -> Result<Trust, Fail> {
+    let from_env = std::env::var_os("CAIRN_GENESIS")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from);
+    let path = cli.genesis.clone().or(from_env);
+    let path = path.as_ref().ok_or_else(|| {
+        Fail::new(
+            EXIT_USAGE,
+            "--verify needs the chain's genesis file (--genesis FILE or $CAIRN_GENESIS): its \
+             validator set is the only thing the wallet trusts",
+        )
+    })?;
+    let g = genesis::Genesis::load(path)
+        .map_err(|e| Fail::new(EXIT_USAGE, format!("{}: {e}", path.display())))?;
+    if !g.protocol.is_bft() {
+        return Err(Fail::new(
+            EXIT_USAGE,
+            format!(
+                "{} describes a Raft chain: Raft tolerates crashes, not lies, so its validators \
+                 sign no header certificates and there is nothing to verify an answer against",
+                path.display()
+            ),
+        ));
+    }
+    let keys = g.validators.iter().map(|v| v.consensus_key).collect();
+    let committee = Committee::new_bft(keys, g.f(), g.quorum())
+        .map_err(|e| Fail::new(EXIT_USAGE, format!("{}: validators: {e}", path.display())))?;
+    Ok(Trust {
+        committee,
+        genesis: g.hash(),
+    })
+}
+
+/// `balance`/`account`: read (with a proof if `verify`), at least at this wallet's last
+/// committed height when reading through the wallet's own chain.
+pub(super) fn balance(cli: &Cli, address: Option<&Address>, verify: bool) -> Result<(), Fail> {
+    let trust = if verify { Some(trust(cli)?) } else { None };
+    let address = match address {
+        Some(a) => *a,
+        None => Address::of(&load_key(cli)?.public()),
+    };
+    let node = node(cli)?;
+    let genesis = match &trust {
+        Some(t) => Some(t.genesis),
+        None => node.status().ok().map(|s| s.genesis_hash),
+    };
+    let min_height = genesis.and_then(|g| nonces::read_seen(&cli.key, &g));
+    let account = node
+        .account_with(&address, verify, min_height)
+        .map_err(query_fail)?;
+    let mut json = account_json(&account);
+    let mut fields = vec![
+        ("address", account.address.to_string()),
+        ("balance", account.balance.to_string()),
+        ("nonce", account.nonce.to_string()),
+        ("height", account.height.to_string()),
+    ];
+    if let Some(t) = &trust {
+        if let Err(e) = crate::api::proof::verify_account(&account, &t.committee, &t.genesis) {
+            return Err(Fail::new(
+                EXIT_UNVERIFIED,
+                format!(
+                    "the answer of {} did NOT verify: {e}; do not trust it",
+                    node.base()
+                ),
+            )
+            .with_json(json));
+        }
+        fields.push((
+            "verified",
+            "yes (2f+1 genesis validators, state proof)".into(),
+        ));
+        json["verified"] = json!(true);
+    }
+    if cli.json {
+        print_json(&json);
+    } else {
+        print_fields(&fields);
+    }
+    Ok(())
+}
+
+/// `tx --verify`: the transaction's inclusion in a certified block.
+pub(super) fn check_tx(cli: &Cli, node: &NodeClient, s: &TxStatus) -> Result<(), Fail> {
+    let trust = trust(cli)?;
+    crate::api::proof::verify_tx(s, &trust.committee, &trust.genesis)
+        .map(|_| ())
+        .map_err(|e| {
+            Fail::new(
+                EXIT_UNVERIFIED,
+                format!(
+                    "the answer of {} did NOT verify: {e}; do not trust it",
+                    node.base()
+                ),
+            )
+        })
+}
