@@ -106,6 +106,21 @@ impl<P: SimProtocol> Instance<P> {
     }
 
     pub fn crash(&mut self) {
+        // The ledger is reopened from its store, as a restarted process does: the account
+        // tree's stored root must be the one this replica had (and the last header's).
+        let reopened = Ledger::open(
+            self.ledger.store().clone(),
+            self.ledger.chain().clone(),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("replica {}: reopening its store failed: {e}", self.id.0));
+        assert_eq!(
+            (reopened.height(), reopened.state_root()),
+            (self.ledger.height(), self.ledger.state_root()),
+            "replica {}: the state root read back from the store differs",
+            self.id.0
+        );
+        self.ledger = reopened;
         self.core = None;
         self.unsynced.clear();
         self.fsync_pending = false;
