@@ -11,8 +11,9 @@ use std::str::FromStr;
 /// Domain tag of [`Genesis::hash`].
 const HASH_TAG: &[u8] = b"cairn/genesis/v1";
 
-/// Largest genesis file [`Genesis::load`] reads (64 MiB): a bound on memory, not a real limit.
-const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Largest genesis file [`Genesis::load`] reads (256 MiB, about 3 million accounts): a bound
+/// on memory, not a real limit.
+const MAX_FILE_BYTES: u64 = 256 << 20;
 
 /// The consensus protocol a chain runs. Fixed at genesis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -391,7 +391,7 @@ fn deep_nesting_is_refused() {
     }
 }
 
-/// Files over their size limit are refused before they are read: a 64 MiB genesis, a
+/// Files over their size limit are refused before they are read: a 256 MiB genesis, a
 /// 4 KiB key file, a 1 MiB config (sparse files, so nothing is written).
 #[test]
 fn oversized_files_are_refused_unread() {
@@ -400,7 +400,7 @@ fn oversized_files_are_refused_unread() {
     let genesis = dir.path().join("genesis.json");
     std::fs::File::create(&genesis)
         .unwrap()
-        .set_len((64 << 20) + 1)
+        .set_len((256 << 20) + 1)
         .unwrap();
     let (r, used) = measured(|| Genesis::load(&genesis));
     assert!(r.unwrap_err().message.contains("limit"));

@@ -73,6 +73,10 @@ pub struct TestnetArgs {
     /// Balance of each wallet
     #[arg(long, value_name = "B", default_value_t = 1_000_000_000)]
     pub balance: u64,
+    /// Also fund this many accounts whose keys nobody holds (addresses derived from their
+    /// number), to run a network with a large state
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub extra_accounts: usize,
     /// p2p port of validator-0; validator i uses base+i for p2p and base+1000+i for its API
     #[arg(long, value_name = "PORT", default_value_t = 26600)]
     pub base_port: u16,
@@ -221,7 +225,14 @@ fn testnet(args: TestnetArgs) -> Result<(), CliError> {
                 .unwrap_or(genesis::Params::default().snapshot_interval),
             ..Default::default()
         },
-        funded: Vec::new(),
+        funded: (0..args.extra_accounts as u64)
+            .map(|i| {
+                let d = crypto::hash_parts(&[b"cairn/testnet/extra-account", &i.to_le_bytes()]);
+                let mut a = [0u8; 20];
+                a.copy_from_slice(&d.0[..20]);
+                ledger::Address(a)
+            })
+            .collect(),
     };
     let summary = write_testnet(&spec)?;
     print_testnet(&spec, &summary);
