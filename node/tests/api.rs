@@ -3,8 +3,11 @@
 //! "commit" (write a block with what it admitted and broadcast the event), driven by reqwest.
 //! Also the per-client limits: request rate (429 + Retry-After) and open connections.
 
+use consensus::attest::{CertError, HeaderCert, HeaderVote};
 use crypto::{Digest, SecretKey};
 use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, Payload, Transaction};
+use node::api::AccountView;
+use node::api::proof::{VerifyError, verify_account};
 use node::api::{self, ApiCommand, ApiLimits, ApiState, CommittedEvent, Metrics, NodeStatus};
 use node::mempool::{Limits, Mempool};
 use node::store::RedbStore;
@@ -31,6 +34,13 @@ fn alice_addr() -> Address {
 }
 fn bob() -> Address {
     Address::of(&SecretKey::from_seed([2; 32]).public())
+}
+/// The validators whose header signatures the API serves.
+fn attesters() -> Vec<SecretKey> {
+    (20..24u8).map(|i| SecretKey::from_seed([i; 32])).collect()
+}
+fn attester_committee() -> consensus::Committee {
+    consensus::Committee::bft(attesters().iter().map(SecretKey::public).collect()).unwrap()
 }
 fn proposer() -> SecretKey {
     SecretKey::from_seed([9; 32])
@@ -170,6 +180,21 @@ async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimi
         .into_iter()
         .map(|txs| commit(&mut ledger, txs))
         .collect();
+    // A header certificate for height 3 (none for 1 and 2), signed by 3 of the 4 attesters.
+    let cert = HeaderCert {
+        height: 3,
+        header: blocks[2].hash(),
+        signatures: attesters()[..3]
+            .iter()
+            .map(|k| {
+                let v = HeaderVote::sign(k, &chain.genesis_hash, 3, blocks[2].hash());
+                (v.signer, v.signature)
+            })
+            .collect(),
+    };
+    reader
+        .commit_with_certs(&[], &[(3, crypto::codec::encode(&cert))])
+        .unwrap();
 
     let metrics = Arc::new(Metrics::new());
     metrics.height.set(3);
@@ -571,17 +596,20 @@ async fn pending_nonce_counts_pooled_transactions() {
 async fn accounts_show_balances_and_nonces_as_strings() {
     let node = start(Loop::NeverCommits).await;
     let a = alice_addr().to_string();
-    let want = json!({"address": a, "balance": "999700", "nonce": "2", "pending_nonce": "2"});
+    let want = json!({"address": a, "height": "3", "balance": "999700", "nonce": "2",
+                      "pending_nonce": "2"});
     assert_eq!(
         node.get(&format!("/v1/accounts/{a}")).await,
         (200, want.clone())
     );
     assert_eq!(node.get(&format!("/v1/accounts/0x{a}")).await, (200, want));
     let b = bob().to_string();
-    let want = json!({"address": b, "balance": "300", "nonce": "0", "pending_nonce": "0"});
+    let want = json!({"address": b, "height": "3", "balance": "300", "nonce": "0",
+                      "pending_nonce": "0"});
     assert_eq!(node.get(&format!("/v1/accounts/{b}")).await, (200, want));
     let nobody = "00".repeat(20);
-    let want = json!({"address": nobody, "balance": "0", "nonce": "0", "pending_nonce": "0"});
+    let want = json!({"address": nobody, "height": "3", "balance": "0", "nonce": "0",
+                      "pending_nonce": "0"});
     assert_eq!(
         node.get(&format!("/v1/accounts/{nobody}")).await,
         (200, want)
@@ -1105,4 +1133,116 @@ fn metrics_export_the_transport_counters() {
     assert_eq!(metric(&m, "cairn_net_queued_bytes"), "1024");
     assert_eq!(metric(&m, "cairn_api_rate_limited_total"), "0");
     assert_eq!(metric(&m, "cairn_api_connections"), "0");
+}
+
+/// `?prove=true`: the answer verifies against the attesters alone, for an account and an
+/// absent one; each way of tampering with it fails with its own reason; heights without a
+/// certificate, bad parameters and a `min_height` above the store answer clearly.
+#[tokio::test]
+async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
+    let node = start(Loop::NeverCommits).await;
+    let (committee, genesis) = (attester_committee(), chain().genesis_hash);
+    let proven = |addr: Address| {
+        let node = &node;
+        async move {
+            let (status, v) = node.get(&format!("/v1/accounts/{addr}?prove=true")).await;
+            assert_eq!(status, 200, "{v}");
+            serde_json::from_value::<AccountView>(v).unwrap()
+        }
+    };
+    let view = proven(alice_addr()).await;
+    assert_eq!(view.height, 3);
+    let a = verify_account(&view, &committee, &genesis).unwrap();
+    assert_eq!((a.balance, a.nonce), (999_700, 2));
+    let nobody = Address([0xab; 20]);
+    let absent = proven(nobody).await;
+    assert!(absent.proof.as_ref().unwrap().value.is_none());
+    assert_eq!(
+        verify_account(&absent, &committee, &genesis).unwrap(),
+        ledger::Account::default()
+    );
+
+    // A balance the proof does not prove.
+    let mut t = view.clone();
+    t.balance += 1;
+    assert!(matches!(
+        verify_account(&t, &committee, &genesis),
+        Err(VerifyError::Mismatch { .. })
+    ));
+    // A consistent lie: the leaf value changed too, so the path no longer reaches the root.
+    let mut t = view.clone();
+    let p = t.proof.as_mut().unwrap();
+    let mut value = hex::decode(p.value.as_ref().unwrap()).unwrap();
+    value[20] ^= 1;
+    p.value = Some(hex::encode(value));
+    t.balance ^= 1;
+    assert!(matches!(
+        verify_account(&t, &committee, &genesis),
+        Err(VerifyError::Proof(ledger::tree::ProofError::Mismatch(_)))
+    ));
+    // Another account's proof offered for this address.
+    let mut t = proven(bob()).await;
+    t.address = alice_addr();
+    assert!(matches!(
+        verify_account(&t, &committee, &genesis),
+        Err(VerifyError::Proof(
+            ledger::tree::ProofError::OtherAddress { .. }
+        ))
+    ));
+    // The header (state root) of another height under this height's certificate.
+    let mut t = view.clone();
+    t.height = 2;
+    t.proof.as_mut().unwrap().header = hex::encode(crypto::codec::encode(&node.blocks[1].header));
+    assert!(matches!(
+        verify_account(&t, &committee, &genesis),
+        Err(VerifyError::Cert(CertError::WrongHeight { .. }))
+    ));
+    // Signed by keys that are not the genesis validators; for another chain.
+    let strangers = consensus::Committee::bft(
+        (30..34u8)
+            .map(|i| SecretKey::from_seed([i; 32]).public())
+            .collect(),
+    )
+    .unwrap();
+    assert!(matches!(
+        verify_account(&view, &strangers, &genesis),
+        Err(VerifyError::Cert(CertError::UnknownSigner(_)))
+    ));
+    assert!(matches!(
+        verify_account(&view, &committee, &Digest([7; 32])),
+        Err(VerifyError::Cert(CertError::BadSignature(_)))
+    ));
+    // Heights without a certificate, and bad parameters.
+    let a = alice_addr();
+    let (status, v) = node
+        .get(&format!("/v1/accounts/{a}?prove=true&height=2"))
+        .await;
+    assert_eq!(status, 404);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("no header certificate at height 2"),
+        "{v}"
+    );
+    let (status, v) = node
+        .get(&format!("/v1/accounts/{a}?prove=true&height=9"))
+        .await;
+    assert_eq!(status, 404);
+    assert!(v["error"].as_str().unwrap().contains("above"), "{v}");
+    let (status, _) = node.get(&format!("/v1/accounts/{a}?height=3")).await;
+    assert_eq!(status, 400);
+    let (status, _) = node.get(&format!("/v1/accounts/{a}?provee=true")).await;
+    assert_eq!(status, 400);
+    // A transaction's inclusion proof (block 1 holds t0; it has no certificate: 404).
+    let (status, v) = node
+        .get(&format!("/v1/transactions/{}?prove=true", node.t0.hash()))
+        .await;
+    assert_eq!(status, 404, "{v}");
+    // min_height above the store: 503 naming the height, after the wait.
+    let (status, v) = node.get(&format!("/v1/accounts/{a}?min_height=4")).await;
+    assert_eq!(status, 503);
+    assert!(v["error"].as_str().unwrap().contains("at height 3"), "{v}");
+    let (status, _) = node.get(&format!("/v1/accounts/{a}?min_height=3")).await;
+    assert_eq!(status, 200);
 }

@@ -34,11 +34,15 @@ fn main() {
             SecretKey::from_seed(seed)
         })
         .collect();
-    println!("| accounts | changed per block | execute + tree update, median ms | old full-state root, ms |");
+    println!(
+        "| accounts | changed per block | execute + tree update, median ms | old full-state root, ms |"
+    );
     println!("|---:|---:|---:|---:|");
     for n in sizes {
-        let mut alloc: Vec<(Address, u64)> =
-            keys.iter().map(|k| (Address::of(&k.public()), 1 << 40)).collect();
+        let mut alloc: Vec<(Address, u64)> = keys
+            .iter()
+            .map(|k| (Address::of(&k.public()), 1 << 40))
+            .collect();
         alloc.extend((0..(n - SENDERS) as u64).map(|i| {
             let d = crypto::hash(&i.to_le_bytes());
             let mut a = [0u8; 20];
