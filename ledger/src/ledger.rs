@@ -116,13 +116,14 @@ impl<S: Store> Ledger<S> {
             crate::store::check_genesis(store.genesis_hash()?, chain.genesis_hash)?;
         }
         let height = store.height()?;
-        let root = tree::root(&StoreReader(&store), height).map_err(|e| {
-            LedgerError::Corrupt(format!(
-                "no account tree at height {height} ({e}); a data directory written by a Cairn \
-                 from before the authenticated state tree cannot be opened: start from an empty \
-                 one"
-            ))
-        })?;
+        if store.tree_node(&tree::root_key(height))?.is_none() {
+            return Err(LedgerError::Corrupt(format!(
+                "the store holds blocks up to height {height} but no account tree at that \
+                 height: it was written by a Cairn from before the authenticated state tree \
+                 (or lost its tree); start this validator from an empty data directory"
+            )));
+        }
+        let root = tree::root(&StoreReader(&store), height)?;
         let tip = if height == 0 {
             chain.genesis_hash
         } else {

@@ -81,8 +81,12 @@ pub fn verify_merkle_proof(
             Some(node_hash(sibling, &up(leaf, index - k, count - k, rest)?))
         }
     }
-    // A path longer than 64 levels cannot belong to any list that fits in memory.
-    index < count && path.len() <= 64 && up(leaf, index, count, path).as_ref() == Some(root)
+    // No block holds more than 2^32 transactions, and a path longer than 64 levels cannot
+    // belong to any list that fits in memory (this also keeps the split arithmetic in range).
+    count <= u64::from(u32::MAX)
+        && index < count
+        && path.len() <= 64
+        && up(leaf, index, count, path).as_ref() == Some(root)
 }
 
 fn largest_power_of_two_below(n: usize) -> usize {

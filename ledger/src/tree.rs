@@ -131,6 +131,14 @@ pub fn accounts_at<R: TreeReader>(
     Ok(out)
 }
 
+/// The node key of the tree's root at `version` (jmt keeps its constructor private: this is
+/// the borsh form of an empty nibble path, a u64 count and a u32 length, both zero).
+pub fn root_key(version: Version) -> NodeKey {
+    let empty: jmt::storage::NibblePath =
+        borsh::from_slice(&[0u8; 12]).expect("twelve zero bytes are the empty nibble path");
+    NodeKey::new(version, empty)
+}
+
 /// The root at `version`.
 pub fn root<R: TreeReader>(reader: &R, version: Version) -> Result<Digest, TreeError> {
     Ok(Digest(Sha256Jmt::new(reader).get_root_hash(version)?.0))

@@ -218,3 +218,34 @@ fn values_round_trip_and_wrong_lengths_are_named() {
     );
     assert_eq!(tree::decode_value(&v[..35]), Err(ProofError::BadValue(35)));
 }
+
+/// `root_key(v)` names the root node every update writes at version v (the ledger checks that
+/// node to tell a store without a tree from one with a damaged tree).
+#[test]
+fn root_key_names_the_root_each_version_writes() {
+    let store = MemTreeStore::default();
+    for (v, changed) in [
+        vec![(addr(1), acct(5, 0))],
+        vec![],
+        vec![(addr(2), acct(7, 1))],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (_, batch) = tree::update(&store, v as u64, changed).unwrap();
+        assert!(
+            batch
+                .node_batch
+                .nodes()
+                .contains_key(&tree::root_key(v as u64)),
+            "version {v}"
+        );
+        assert!(
+            !batch
+                .node_batch
+                .nodes()
+                .contains_key(&tree::root_key(v as u64 + 1))
+        );
+        store.write(&batch);
+    }
+}

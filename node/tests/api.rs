@@ -1245,4 +1245,8 @@ async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
     assert!(v["error"].as_str().unwrap().contains("at height 3"), "{v}");
     let (status, _) = node.get(&format!("/v1/accounts/{a}?min_height=3")).await;
     assert_eq!(status, 200);
+    let (status, v) = node
+        .get(&format!("/v1/accounts/{a}?prove=true&min_height=3"))
+        .await;
+    assert_eq!((status, &v["height"]), (200, &json!("3")), "{v}");
 }

@@ -184,6 +184,11 @@ pub(super) fn prove_tx(
     let (Some(cert), Some(block)) = (store.header_cert(height)?, store.block(height)?) else {
         return Ok(None);
     };
+    // A certificate for another header than this validator's: it has nothing provable here.
+    let decoded: Result<HeaderCert, _> = codec::decode(&cert, MAX_PART_BYTES, "certificate");
+    if !decoded.is_ok_and(|c| c.header == block.hash()) {
+        return Ok(None);
+    }
     let hashes: Vec<Digest> = block.txs.iter().map(ledger::Transaction::hash).collect();
     let Some(path) = ledger::merkle_proof(&hashes, index as usize) else {
         return Ok(None);

@@ -71,7 +71,24 @@ pub(super) async fn account(
     }
     wait_for_height(&ctx, query.min_height).await?;
     let (account, height, proof) = if query.prove {
-        let (account, height, proof) = proven(&ctx, address, query.height).await?;
+        // Proofs are served at certified heights, which trail the stored one: with
+        // `min_height`, wait for a certificate at or above it too.
+        let deadline = tokio::time::Instant::now() + MIN_HEIGHT_WAIT;
+        let (account, height, proof) = loop {
+            let r = proven(&ctx, address, query.height).await?;
+            let min = query.min_height.unwrap_or(0);
+            if query.height.is_some() || r.1 >= min {
+                break r;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::unavailable(format!(
+                    "the latest certified height here is {}, below min_height {min}; retry \
+                     shortly, or ask another validator",
+                    r.1
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
         (account, height, Some(proof))
     } else {
         let (account, height) =

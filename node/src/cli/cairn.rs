@@ -454,7 +454,8 @@ fn tx(cli: &Cli, hash: &Digest, verify: bool) -> Result<(), Fail> {
     let mut json = status_json(&s);
     if verify && matches!(s, TxStatus::Committed { .. }) {
         verify::check_tx(cli, &node, &s).map_err(|f| f.with_json(json.clone()))?;
-        json["verified"] = json!(true);
+        // Inclusion only: the receipt's outcome is not in the header.
+        json["verified"] = json!("inclusion");
     }
     if !cli.json {
         let mut fields = vec![("hash", hash.to_string())];
@@ -462,7 +463,9 @@ fn tx(cli: &Cli, hash: &Digest, verify: bool) -> Result<(), Fail> {
         if json.get("verified").is_some() {
             fields.push((
                 "verified",
-                "yes (in a block certified by 2f+1 genesis validators)".into(),
+                "included in a block certified by 2f+1 genesis validators (the receipt's outcome \
+                 is not in the header: it is this validator's word)"
+                    .into(),
             ));
         }
         print_fields(&fields);

@@ -195,14 +195,16 @@ impl SigningLock {
         }
     }
 
-    /// Removes the record; whether there was one.
+    /// Removes the nonce record and the seen-height record (`KEY.seen`); whether there was
+    /// a nonce record.
     pub fn reset(&self) -> Result<bool, String> {
-        let path = record_path(&self.key);
-        match fs::remove_file(&path) {
+        let remove = |path: PathBuf| match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
-        }
+        };
+        remove(seen_path(&self.key))?;
+        remove(record_path(&self.key))
     }
 }
 

@@ -512,8 +512,10 @@ impl Store for RedbStore {
             for (a, acc) in accounts {
                 t.insert(a.0, (acc.balance, acc.nonce))?;
             }
-            // The tree below the snapshot is unreachable from its root: a whole new one.
+            // The tree below the snapshot is unreachable from its root: a whole new one; no
+            // certificate of an older height can be served with it.
             tree::clear_tree(tx)?;
+            tx.open_table(HEADER_CERTS)?.retain(|_, _| false)?;
             tree::put_tree(tx, tree)?;
             Ok(())
         })

@@ -203,6 +203,7 @@ impl<P: Protocol> Driver<P> {
                 cfg.key.clone(),
                 cfg.committee.clone(),
                 cfg.chain.genesis_hash,
+                ledger.height(),
             )
         });
         let params = CoreParams {

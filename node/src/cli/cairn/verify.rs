@@ -64,7 +64,34 @@ pub(super) fn balance(cli: &Cli, address: Option<&Address>, verify: bool) -> Res
     let min_height = genesis.and_then(|g| nonces::read_seen(&cli.key, &g));
     let account = node
         .account_with(&address, verify, min_height)
-        .map_err(query_fail)?;
+        .map_err(|e| {
+            let mut f = query_fail(e);
+            if let Some(h) = min_height {
+                f.error.message.push_str(&format!(
+                    " (this wallet asked for height {h} or later: its last committed transaction's \
+                     height, recorded in {}; `cairn nonce --reset` forgets it)",
+                    nonces::seen_path(&cli.key).display()
+                ));
+            }
+            f
+        })?;
+    if let Some(h) = min_height
+        && account.height < h
+    {
+        return Err(Fail::new(
+            if verify {
+                EXIT_UNVERIFIED
+            } else {
+                EXIT_UNREACHABLE
+            },
+            format!(
+                "{} answered at height {}, below height {h} where this wallet's last \
+                 transaction committed: the answer is stale; ask another validator",
+                node.base(),
+                account.height
+            ),
+        ));
+    }
     let mut json = account_json(&account);
     let mut fields = vec![
         ("address", account.address.to_string()),
