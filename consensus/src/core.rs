@@ -58,6 +58,11 @@ pub enum Input<M> {
     /// chain) and its state root is `state_root`. PBFT checkpoints sign it; HotStuff and Raft
     /// ignore it. Fed in height order, after the block is durable.
     Executed { height: u64, state_root: Digest },
+    /// A client asks for a linearizable read; `id` is the driver's, unique among its open
+    /// reads. Raft answers [`Action::ReadReady`] once it has confirmed, by ReadIndex, an
+    /// index every acknowledged write is at or below; the BFT cores answer
+    /// [`Action::ReadFailed`] (their reads are verified with certificates instead).
+    Read(u64),
 }
 
 /// A block the protocol has committed, in commit order.
@@ -94,6 +99,19 @@ pub enum Action<M> {
     SetTimer {
         id: u64,
         after_ms: u64,
+    },
+    /// Read `id` may be served from this replica's state once it has applied `index`
+    /// (and not before): every write acknowledged before the read was asked is at or below
+    /// `index`.
+    ReadReady {
+        id: u64,
+        index: u64,
+    },
+    /// Read `id` cannot be served here (no leader known, leadership lost or never
+    /// confirmed, too many reads open, or a protocol without ReadIndex): ask again or
+    /// elsewhere.
+    ReadFailed {
+        id: u64,
     },
 }
 

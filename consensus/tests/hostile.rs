@@ -270,6 +270,7 @@ fn raft_corpus() -> RaftCorpus {
             prev_term: 0,
             entries: entries.clone(),
             commit: 1,
+            read_round: 0,
         },
         raft::Message::Append {
             term: 2,
@@ -277,11 +278,13 @@ fn raft_corpus() -> RaftCorpus {
             prev_term: 2,
             entries: vec![],
             commit: 2,
+            read_round: 0,
         },
         raft::Message::AppendReply {
             term: 2,
             success: true,
             index: 2,
+            read_round: 0,
         },
         raft::Message::InstallSnapshot {
             term: 4,
@@ -831,6 +834,7 @@ fn raft_bounds_hold_for_frames_at_the_limit() {
         prev_term: 0,
         entries,
         commit: 0,
+        read_round: 0,
     };
     assert!(check(&append(vec![fat]).encode(), raft::Message::decode, true).is_none());
     let thin = raft::Entry::new(&key(0), &g, 1, 1, ReplicaId(0), 0, vec![]);
@@ -1044,6 +1048,7 @@ fn raft_hostile() -> impl Strategy<Value = (u16, raft::Message)> {
                     prev_term,
                     entries,
                     commit,
+                    read_round: 0,
                 };
                 (from, m)
             }),
@@ -1054,6 +1059,7 @@ fn raft_hostile() -> impl Strategy<Value = (u16, raft::Message)> {
                     term,
                     success,
                     index,
+                    read_round: 0,
                 },
             )
         }),

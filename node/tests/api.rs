@@ -128,6 +128,10 @@ async fn fake_loop(
                 Some(ApiCommand::NextNonce { address, committed, reply }) => {
                     let _ = reply.send(pool.next_nonce(&address, committed));
                 }
+                // A single-replica leader: everything committed is applied here.
+                Some(ApiCommand::ReadIndex { reply }) => {
+                    let _ = reply.send(Some(ledger.height()));
+                }
             },
             _ = tick.tick(), if mode == Loop::Commits => {
                 let txs = pool.next_batch(usize::MAX, usize::MAX);
@@ -151,6 +155,8 @@ struct Node {
     ahead: Transaction,
     events: broadcast::Sender<CommittedEvent>,
     metrics: Arc<Metrics>,
+    /// What `GET /v1/status` shows (a test may switch the protocol).
+    status: Arc<RwLock<NodeStatus>>,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
@@ -218,11 +224,12 @@ async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimi
         let (ev, m) = (events.clone(), metrics.clone());
         tokio::spawn(fake_loop(ledger, rx, ev, m, mode));
     }
+    let status = Arc::new(RwLock::new(status));
     let state = ApiState {
         store: reader,
         commands,
         events: events.clone(),
-        status: Arc::new(RwLock::new(status)),
+        status: status.clone(),
         metrics: metrics.clone(),
         chain,
         commit_wait: COMMIT_WAIT,
@@ -247,6 +254,7 @@ async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimi
         ahead,
         events,
         metrics,
+        status,
         stop,
         server,
         _dir: dir,
@@ -1249,4 +1257,62 @@ async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
         .get(&format!("/v1/accounts/{a}?prove=true&min_height=3"))
         .await;
     assert_eq!((status, &v["height"]), (200, &json!("3")), "{v}");
+}
+
+/// `consistency=linearizable`: on a BFT chain 409 (its reads are verified with proofs
+/// instead); on Raft the loop's ReadIndex answer is waited for (the fake loop answers its
+/// own height, as a one-replica leader would) and the read says its height; with a proof
+/// 400; an unknown consistency 400 naming the choices.
+#[tokio::test]
+async fn linearizable_reads_are_raft_only_and_wait_for_the_read_index() {
+    let node = start(Loop::NeverCommits).await;
+    let a = alice_addr();
+    for path in [
+        format!("/v1/accounts/{a}?consistency=linearizable"),
+        "/v1/blocks/latest?consistency=linearizable".to_string(),
+        format!(
+            "/v1/transactions/{}?consistency=linearizable",
+            node.t0.hash()
+        ),
+    ] {
+        let (status, v) = node.get(&path).await;
+        assert_eq!(status, 409, "{path}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("prove=true"), "{v}");
+    }
+    node.status.write().unwrap().protocol = "raft".into();
+    let (status, v) = node
+        .get(&format!("/v1/accounts/{a}?consistency=linearizable"))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["height"], "3");
+    assert_eq!(v["nonce"], "2");
+    let (status, v) = node.get("/v1/blocks/latest?consistency=linearizable").await;
+    assert_eq!((status, v["height"].clone()), (200, json!("3")), "{v}");
+    let (status, v) = node
+        .get(&format!(
+            "/v1/transactions/{}?consistency=linearizable",
+            node.t0.hash()
+        ))
+        .await;
+    assert_eq!(
+        (status, v["status"].clone()),
+        (200, json!("committed")),
+        "{v}"
+    );
+    let (status, v) = node
+        .get(&format!(
+            "/v1/accounts/{a}?consistency=linearizable&prove=true"
+        ))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("do not combine"),
+        "{v}"
+    );
+    let (status, v) = node
+        .get(&format!("/v1/accounts/{a}?consistency=strong"))
+        .await;
+    assert_eq!(status, 400, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("latest") && e.contains("linearizable"), "{e}");
 }

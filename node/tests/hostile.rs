@@ -203,6 +203,7 @@ impl Fixture for RaftProtocol {
                 prev_term: 0,
                 entries: vec![e.clone(), e],
                 commit: 1,
+                read_round: 0,
             },
             raft::Message::InstallSnapshot {
                 term: 2,

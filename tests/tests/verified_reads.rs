@@ -93,8 +93,8 @@ fn a_lying_validator_is_caught_by_verify_and_an_honest_answer_verifies() {
     let liar = NodeClient::new(c.api(1)).unwrap();
     let addr: Address = me.parse().unwrap();
     let (h, l) = (
-        honest.account_with(&addr, false, None).unwrap(),
-        liar.account_with(&addr, false, None).unwrap(),
+        honest.account_with(&addr, false, None, false).unwrap(),
+        liar.account_with(&addr, false, None, false).unwrap(),
     );
     assert_eq!(l.balance, h.balance + 1_000, "the liar lies");
     for addr in [me.as_str(), nobody] {
@@ -187,7 +187,7 @@ fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
         let seen = nonces::read_seen(&key_path, &genesis).expect("the wallet records its height");
         let reader = 1 + (round as usize % 3);
         let a = clients[reader]
-            .account_with(&me, false, Some(seen))
+            .account_with(&me, false, Some(seen), false)
             .unwrap();
         assert!(a.height >= seen, "answered below min_height");
         if a.nonce != start.nonce + round + 1 {

@@ -455,6 +455,8 @@ impl Core for HotStuff {
             }
             Input::Persisted(seq) => self.release(seq, &mut out),
             Input::Executed { .. } => {}
+            // Reads in the BFT modes are verified with header certificates, not ReadIndex.
+            Input::Read(id) => out.push(Action::ReadFailed { id }),
         }
         out
     }

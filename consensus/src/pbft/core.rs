@@ -458,6 +458,8 @@ impl Core for Pbft {
             Input::Executed { height, state_root } => {
                 self.on_executed(height, state_root, &mut out)
             }
+            // Reads in the BFT modes are verified with header certificates, not ReadIndex.
+            Input::Read(id) => out.push(Action::ReadFailed { id }),
         }
         out
     }

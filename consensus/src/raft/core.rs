@@ -210,6 +210,9 @@ pub struct Raft {
     pub(super) now: u64,
     pub(super) stats: Stats,
     pub(super) unsafe_reply_before_persist: bool,
+    /// Linearizable reads open here (`read.rs`).
+    pub(super) reads: super::read::Reads,
+    pub(super) unsafe_stale_reads: bool,
 }
 
 impl Raft {
@@ -392,11 +395,12 @@ impl Raft {
                 term,
                 success,
                 index,
+                read_round,
             } => {
                 if self.step_down_if_behind(term, out) {
                     return;
                 }
-                self.on_append_reply(from, term, success, index, out);
+                self.on_append_reply(from, term, success, index, read_round, out);
             }
             Message::Append {
                 term,
@@ -404,12 +408,20 @@ impl Raft {
                 prev_term,
                 entries,
                 commit,
-            } => self.on_append(from, term, prev_index, prev_term, entries, commit, out),
+                read_round,
+            } => {
+                let prev = (prev_index, prev_term);
+                self.on_append(from, term, prev, entries, commit, read_round, out)
+            }
             Message::InstallSnapshot {
                 term,
                 last_index,
                 last_term,
             } => self.on_install_snapshot(from, term, last_index, last_term, out),
+            Message::ReadIndex { term, id } => self.on_read_index(from, term, id, out),
+            Message::ReadIndexReply { term, id, index } => {
+                self.on_read_index_reply(term, id, index, out)
+            }
         }
     }
 
@@ -465,6 +477,7 @@ impl Core for Raft {
             }
             Input::Persisted(seq) => self.on_persisted(seq, &mut out),
             Input::Executed { height, .. } => self.on_executed(height, &mut out),
+            Input::Read(id) => self.on_read(id, &mut out),
         }
         out
     }

@@ -71,6 +71,7 @@ impl Raft {
             self.voted_for = None;
             self.persist_hard_state(out);
         }
+        self.fail_reads(out);
         self.role = Role::Follower;
         self.leader = None;
         self.leader_contact = false;
@@ -81,6 +82,7 @@ impl Raft {
 
     /// Asks for pre-votes for `term + 1` without changing anything durable.
     fn start_pre_vote(&mut self, out: &mut Out) {
+        self.fail_reads(out);
         self.role = Role::PreCandidate;
         self.leader = None;
         self.progress.clear();
@@ -153,6 +155,7 @@ impl Raft {
         let Some(term) = self.term.checked_add(1) else {
             return;
         };
+        self.fail_reads(out);
         self.term = term;
         self.voted_for = Some(self.cfg.me);
         self.role = Role::Candidate;
@@ -227,6 +230,7 @@ impl Raft {
     /// §5.2 and §8: a new leader appends a no-op of its term (which commits the entries of
     /// earlier terms once it does), then whatever batches it holds, and replicates at once.
     fn become_leader(&mut self, out: &mut Out) {
+        self.fail_reads(out);
         self.role = Role::Leader;
         self.leader = Some(self.cfg.me);
         self.leader_contact = false;

@@ -39,9 +39,9 @@ impl Raft {
     /// Term handling shared by Append and InstallSnapshot: a stale term is refused (the
     /// leader learns ours), a later one adopted; then `from` is followed as this term's
     /// leader. False if the message must go no further.
-    fn accept_leader(&mut self, from: ReplicaId, term: u64, out: &mut Out) -> bool {
+    fn accept_leader(&mut self, from: ReplicaId, term: u64, round: u64, out: &mut Out) -> bool {
         if term < self.term {
-            self.reject_stale(from, out);
+            self.reject_stale(from, round, out);
             return false;
         }
         if term > self.term {
@@ -68,28 +68,30 @@ impl Raft {
     }
 
     /// Rejects a message from an older term with our term, so that its sender steps down.
-    fn reject_stale(&mut self, from: ReplicaId, out: &mut Out) {
+    fn reject_stale(&mut self, from: ReplicaId, read_round: u64, out: &mut Out) {
         self.stats.ignored += 1;
         let msg = Message::AppendReply {
             term: self.term,
             success: false,
             index: self.log.last_index(),
+            read_round,
         };
         self.reply(from, msg, 0, out);
     }
 
+    /// An Append from `from`; every reply echoes its `round` (ReadIndex, `read.rs`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_append(
         &mut self,
         from: ReplicaId,
         term: u64,
-        prev_index: u64,
-        prev_term: u64,
+        (prev_index, prev_term): (u64, u64),
         mut entries: Vec<Entry>,
         leader_commit: u64,
+        round: u64,
         out: &mut Out,
     ) {
-        if !self.accept_leader(from, term, out) {
+        if !self.accept_leader(from, term, round, out) {
             return;
         }
         if !well_formed(term, prev_index, prev_term, &entries) {
@@ -102,7 +104,7 @@ impl Raft {
 
         let last = self.log.last_index();
         if prev_index > last {
-            return self.reject(from, last, out);
+            return self.reject(from, last, round, out);
         }
         let (base, base_term) = self.log.base();
         // Everything this Append proves we share with the leader.
@@ -125,7 +127,7 @@ impl Raft {
             // Skip the whole conflicting term at once (§5.3's optimisation); entries up to
             // the commit index match in any case.
             let hint = (self.log.first_index_of_term_at(prev_index) - 1).max(self.commit);
-            return self.reject(from, hint, out);
+            return self.reject(from, hint, round, out);
         }
         // The first entry we do not hold with the same term.
         let first_new = new
@@ -152,6 +154,7 @@ impl Raft {
             term: self.term,
             success: true,
             index: verified,
+            read_round: round,
         };
         self.reply(from, msg, dep, out);
     }
@@ -171,11 +174,12 @@ impl Raft {
         self.persist_log(after, encoded, out);
     }
 
-    fn reject(&mut self, from: ReplicaId, hint: u64, out: &mut Out) {
+    fn reject(&mut self, from: ReplicaId, hint: u64, read_round: u64, out: &mut Out) {
         let msg = Message::AppendReply {
             term: self.term,
             success: false,
             index: hint,
+            read_round,
         };
         self.reply(from, msg, 0, out);
     }
@@ -191,11 +195,11 @@ impl Raft {
         _last_term: u64,
         out: &mut Out,
     ) {
-        if !self.accept_leader(from, term, out) {
+        if !self.accept_leader(from, term, 0, out) {
             return;
         }
         if last_index <= self.commit {
-            self.reject(from, self.log.last_index(), out);
+            self.reject(from, self.log.last_index(), 0, out);
         }
     }
 }

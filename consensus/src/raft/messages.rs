@@ -171,6 +171,10 @@ pub enum Message {
         entries: Vec<Entry>,
         /// The leader's commit index.
         commit: u64,
+        /// The leader's latest ReadIndex round when it sent this (0: none yet). Echoed in
+        /// the reply: a reply carrying round r proves the follower still took the sender
+        /// for this term's leader after round r began.
+        read_round: u64,
     },
     /// Success: the follower's log matches the leader's through `index` (sent only after
     /// the entries are durable). Failure: `index` is a hint, the follower's last log index
@@ -179,6 +183,21 @@ pub enum Message {
         term: u64,
         success: bool,
         index: u64,
+        /// The `read_round` of the Append this answers.
+        read_round: u64,
+    },
+    /// A follower forwards a client's linearizable read (its own `id`) to the leader
+    /// (Raft thesis §6.4).
+    ReadIndex {
+        term: u64,
+        id: u64,
+    },
+    /// The leader's answer: serve read `id` once applied ≥ `index`; `None`: refused (no
+    /// longer leader, or too many reads open).
+    ReadIndexReply {
+        term: u64,
+        id: u64,
+        index: Option<u64>,
     },
     /// InstallSnapshot: the entries this follower needs are compacted away at the leader.
     /// The follower's node fetches the leader's ledger state (at a height of at least
@@ -200,7 +219,9 @@ impl Message {
             | Message::VoteReply { term, .. }
             | Message::Append { term, .. }
             | Message::AppendReply { term, .. }
-            | Message::InstallSnapshot { term, .. } => *term,
+            | Message::InstallSnapshot { term, .. }
+            | Message::ReadIndex { term, .. }
+            | Message::ReadIndexReply { term, .. } => *term,
         }
     }
 
@@ -304,6 +325,7 @@ mod tests {
             prev_term: 0,
             entries: vec![e; MAX_ENTRIES_PER_APPEND + 1],
             commit: 0,
+            read_round: 0,
         };
         assert!(Message::decode(&m.encode()).is_err());
         assert!(Message::decode(b"\xff\xff").is_err());

@@ -10,7 +10,8 @@
 //!   Its handlers: `election.rs` (timers, pre-vote, votes, check-quorum, role changes),
 //!   `replication.rs` (the leader: proposing, Appends, commit), `follower.rs` (receiving
 //!   Append and InstallSnapshot), `log.rs` (the in-memory log above its base),
-//!   `commit.rs` (committed entries, pending payload, compaction), `recovery.rs` (restart).
+//!   `commit.rs` (committed entries, pending payload, compaction), `recovery.rs` (restart),
+//!   `read.rs` (linearizable reads by ReadIndex).
 //! - `tests.rs`: exact-action unit tests.
 //!
 //! Log index i is ledger height i.
@@ -21,6 +22,7 @@ mod election;
 mod follower;
 mod log;
 mod messages;
+mod read;
 mod recovery;
 mod replication;
 #[cfg(test)]
@@ -32,3 +34,4 @@ pub use core::{
 pub use messages::{
     Entry, Invalid, MAX_ENTRIES_PER_APPEND, MAX_MESSAGE_BYTES, MAX_PAYLOAD, Message,
 };
+pub use read::MAX_OPEN_READS;

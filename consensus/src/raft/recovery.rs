@@ -59,6 +59,8 @@ impl Raft {
             now: 0,
             stats: Stats::default(),
             unsafe_reply_before_persist: false,
+            reads: Default::default(),
+            unsafe_stale_reads: false,
             cfg,
         })
     }

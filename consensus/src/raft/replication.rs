@@ -80,7 +80,7 @@ impl Raft {
         let last = self.log.last_index();
         let limit = self.max_inflight();
         let max_entries = self.max_append_entries();
-        let (term, commit) = (self.term, self.commit);
+        let (term, commit, read_round) = (self.term, self.commit, self.reads.round);
         let Some(p) = self.progress.get_mut(&peer) else {
             return;
         };
@@ -112,6 +112,7 @@ impl Raft {
                 prev_term: self.log.term_at(prev_index).expect("base ≤ prev ≤ last"),
                 entries,
                 commit,
+                read_round,
             });
         }
         if heartbeat && msgs.is_empty() {
@@ -125,6 +126,7 @@ impl Raft {
                 prev_term: self.log.term_at(prev_index).expect("base ≤ prev ≤ last"),
                 entries: Vec::new(),
                 commit,
+                read_round,
             });
         }
         for msg in msgs {
@@ -158,12 +160,14 @@ impl Raft {
         term: u64,
         success: bool,
         index: u64,
+        read_round: u64,
         out: &mut Out,
     ) {
         if self.role != Role::Leader || term != self.term {
             self.stats.ignored += 1;
             return;
         }
+        self.on_read_echo(from, read_round, out);
         let last = self.log.last_index();
         let Some(p) = self.progress.get_mut(&from) else {
             return;
@@ -209,6 +213,10 @@ impl Raft {
             return;
         }
         self.commit_to(n, out);
+        // The first commit of this term lets reads waiting for it start their round; the
+        // heartbeats below carry it.
+        self.start_read_round();
+        self.answer_confirmed_reads(out);
         // Tell the followers now (etcd does the same), and make room for more entries.
         self.broadcast_append(true, out);
         self.propose(out);

@@ -121,6 +121,7 @@ fn append(term: u64, prev: (u64, u64), entries: Vec<Entry>, commit: u64) -> Mess
         prev_term: prev.1,
         entries,
         commit,
+        read_round: 0,
     }
 }
 fn reply(term: u64, success: bool, index: u64) -> Message {
@@ -128,6 +129,7 @@ fn reply(term: u64, success: bool, index: u64) -> Message {
         term,
         success,
         index,
+        read_round: 0,
     }
 }
 
@@ -1108,16 +1110,19 @@ fn garbage_inputs_do_not_panic() {
             term: 1,
             success: true,
             index: big,
+            read_round: 0,
         },
         Message::AppendReply {
             term: 1,
             success: false,
             index: big,
+            read_round: 0,
         },
         Message::AppendReply {
             term: 0,
             success: true,
             index: 0,
+            read_round: 0,
         },
         append(1, (big, big), vec![], big),
         append(
@@ -1290,6 +1295,9 @@ fn cluster_run(n: u16, seed: u64) {
                         timers.insert((i, id), generation);
                         push(&mut q, now + after_ms, Ev::Timer(i, id, generation));
                     }
+                    Action::ReadReady { .. } | Action::ReadFailed { .. } => {
+                        unreachable!("no reads asked")
+                    }
                 }
             }
         }
@@ -1392,4 +1400,222 @@ fn cluster_agrees_and_catches_up_after_a_partition() {
         cluster_run(3, seed);
         cluster_run(5, seed);
     }
+}
+
+// ---- linearizable reads (ReadIndex) ----------------------------------------------------
+
+fn reads_of(actions: &[Action<Message>]) -> Vec<Action<Message>> {
+    actions
+        .iter()
+        .filter(|a| matches!(a, Action::ReadReady { .. } | Action::ReadFailed { .. }))
+        .cloned()
+        .collect()
+}
+/// The `read_round` of every Append in `actions`, by receiver.
+fn rounds_sent(actions: &[Action<Message>]) -> Vec<(u16, u64)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send {
+                to,
+                msg: Message::Append { read_round, .. },
+            } => Some((to.0, *read_round)),
+            _ => None,
+        })
+        .collect()
+}
+fn echo(term: u64, index: u64, round: u64) -> Message {
+    Message::AppendReply {
+        term,
+        success: true,
+        index,
+        read_round: round,
+    }
+}
+/// Replica 0 of 3, elected in term 1, its no-op (index 1) committed by replica 1.
+fn leader_with_own_commit() -> Raft {
+    let mut r = replica(0, 3);
+    elect(&mut r, 3);
+    let out = step(&mut r, msg(1, echo(1, 1, 0)));
+    assert_eq!(r.commit_index(), 1, "{out:?}");
+    r
+}
+
+#[test]
+fn a_read_waits_for_the_leaders_first_commit_then_for_a_majority_to_echo_its_round() {
+    let mut r = replica(0, 3);
+    elect(&mut r, 3);
+    // Elected, its no-op not committed: the commit index may still be below what an
+    // earlier leader committed. Nothing is answered, no round starts.
+    let out = step(&mut r, Input::Read(7));
+    assert_eq!((reads_of(&out), rounds_sent(&out)), (vec![], vec![]));
+    // Replica 1 stores the no-op (an echo of round 0: it confirms no read). The commit
+    // starts round 1: an Append carrying it goes to each follower.
+    let out = step(&mut r, msg(1, echo(1, 1, 0)));
+    assert_eq!(reads_of(&out), vec![]);
+    assert_eq!(rounds_sent(&out), vec![(1, 1), (2, 1)], "{out:?}");
+    // A reply echoing round 1 makes a majority with the leader: the read is ready at the
+    // commit index.
+    let out = step(&mut r, msg(2, echo(1, 1, 1)));
+    assert_eq!(reads_of(&out), vec![Action::ReadReady { id: 7, index: 1 }]);
+    assert_eq!(r.open_reads(), 0);
+}
+
+#[test]
+fn reads_arriving_during_a_round_share_the_next_one_and_old_echoes_confirm_nothing() {
+    let mut r = leader_with_own_commit();
+    let out = step(&mut r, Input::Read(1));
+    assert_eq!(rounds_sent(&out), vec![(1, 1), (2, 1)]);
+    // Two more reads while round 1 is out: they may not join it (its heartbeats left
+    // before they were asked), and no heartbeat is sent for them yet.
+    for id in [2, 3] {
+        let out = step(&mut r, Input::Read(id));
+        assert_eq!((reads_of(&out), rounds_sent(&out)), (vec![], vec![]));
+    }
+    // Round 1 confirmed: read 1 ready; reads 2 and 3 start round 2 together.
+    let out = step(&mut r, msg(1, echo(1, 1, 1)));
+    assert_eq!(reads_of(&out), vec![Action::ReadReady { id: 1, index: 1 }]);
+    assert_eq!(rounds_sent(&out).iter().filter(|(_, k)| *k == 2).count(), 2);
+    // A late echo of round 1 from the other follower confirms nothing new.
+    let out = step(&mut r, msg(2, echo(1, 1, 1)));
+    assert_eq!(reads_of(&out), vec![]);
+    // An echo of a round never started is ignored (it cannot come from a correct peer).
+    let out = step(&mut r, msg(2, echo(1, 1, 99)));
+    assert_eq!(reads_of(&out), vec![]);
+    let out = step(&mut r, msg(2, echo(1, 1, 2)));
+    assert_eq!(
+        reads_of(&out),
+        vec![
+            Action::ReadReady { id: 2, index: 1 },
+            Action::ReadReady { id: 3, index: 1 }
+        ]
+    );
+}
+
+#[test]
+fn a_leader_that_steps_down_fails_every_read_it_holds() {
+    let mut r = leader_with_own_commit();
+    step(&mut r, Input::Read(1));
+    step(&mut r, Input::Read(2));
+    // A follower's forwarded read, queued behind round 1.
+    let fwd = Message::ReadIndex { term: 1, id: 40 };
+    step(&mut r, msg(2, fwd));
+    // A reply from a later term: deposed.
+    let out = step(&mut r, msg(1, reply(2, false, 1)));
+    assert_eq!(r.role(), Role::Follower);
+    assert!(out.contains(&Action::ReadFailed { id: 1 }), "{out:?}");
+    assert!(out.contains(&Action::ReadFailed { id: 2 }), "{out:?}");
+    assert_eq!(reads_of(&out).len(), 2, "{out:?}");
+    // The follower is told, after the new term is durable.
+    let out = step(&mut r, Input::Persisted(max_seq(&out)));
+    let refused = Message::ReadIndexReply {
+        term: 2,
+        id: 40,
+        index: None,
+    };
+    assert!(out.contains(&send(2, refused)), "{out:?}");
+    assert_eq!(r.open_reads(), 0);
+    // A follower without a known leader refuses at once.
+    assert_eq!(
+        step(&mut r, Input::Read(3)),
+        vec![Action::ReadFailed { id: 3 }]
+    );
+}
+
+#[test]
+fn a_follower_forwards_reads_and_serves_at_the_index_its_leader_confirms() {
+    let mut f = replica(1, 3);
+    let out = step(&mut f, msg(0, append(1, (0, 0), vec![], 0)));
+    step(&mut f, Input::Persisted(max_seq(&out)));
+    assert_eq!(f.leader(), Some(id(0)));
+    let out = step(&mut f, Input::Read(5));
+    assert!(
+        out.contains(&send(0, Message::ReadIndex { term: 1, id: 5 })),
+        "{out:?}"
+    );
+    step(&mut f, Input::Read(6));
+    // The leader's index: ready (the driver serves it once it applied 3).
+    let ok = Message::ReadIndexReply {
+        term: 1,
+        id: 5,
+        index: Some(3),
+    };
+    assert_eq!(
+        step(&mut f, msg(0, ok.clone())),
+        vec![Action::ReadReady { id: 5, index: 3 }]
+    );
+    // A duplicate answer, or one for a read never asked, is ignored.
+    assert_eq!(step(&mut f, msg(0, ok)), vec![]);
+    // An answer from another term than the one the read was forwarded in fails it.
+    let other_term = Message::ReadIndexReply {
+        term: 2,
+        id: 6,
+        index: Some(9),
+    };
+    let out = step(&mut f, msg(0, other_term));
+    assert_eq!(reads_of(&out), vec![Action::ReadFailed { id: 6 }]);
+
+    // The leader's side of a forwarded read: confirmed by a round, answered to the
+    // follower that asked.
+    let mut l = leader_with_own_commit();
+    let out = step(&mut l, msg(2, Message::ReadIndex { term: 1, id: 9 }));
+    assert_eq!(rounds_sent(&out), vec![(1, 1), (2, 1)]);
+    let out = step(&mut l, msg(1, echo(1, 1, 1)));
+    let answer = Message::ReadIndexReply {
+        term: 1,
+        id: 9,
+        index: Some(1),
+    };
+    assert!(out.contains(&send(2, answer)), "{out:?}");
+    // A replica that does not lead refuses a forwarded read.
+    let mut g = replica(2, 3);
+    let out = step(&mut g, msg(1, Message::ReadIndex { term: 0, id: 4 }));
+    let refused = Message::ReadIndexReply {
+        term: 0,
+        id: 4,
+        index: None,
+    };
+    assert_eq!(out, vec![send(1, refused)]);
+}
+
+#[test]
+fn a_single_replica_reads_alone_and_open_reads_are_bounded() {
+    let mut s = replica(0, 1);
+    elect(&mut s, 1);
+    // Its no-op is committed by its own durable write.
+    assert_eq!(s.commit_index(), 1);
+    assert_eq!(
+        reads_of(&step(&mut s, Input::Read(1))),
+        vec![Action::ReadReady { id: 1, index: 1 }]
+    );
+
+    // A leader refuses beyond the bound.
+    let mut r = leader_with_own_commit();
+    for id in 0..MAX_OPEN_READS as u64 {
+        step(&mut r, Input::Read(id));
+    }
+    assert_eq!(r.open_reads(), MAX_OPEN_READS);
+    assert_eq!(
+        step(&mut r, Input::Read(u64::MAX)),
+        vec![Action::ReadFailed { id: u64::MAX }]
+    );
+    // A follower fails its oldest forwarded read instead (its answer was likely lost).
+    let mut f = replica(1, 3);
+    let out = step(&mut f, msg(0, append(1, (0, 0), vec![], 0)));
+    step(&mut f, Input::Persisted(max_seq(&out)));
+    for id in 0..MAX_OPEN_READS as u64 {
+        step(&mut f, Input::Read(id));
+    }
+    let out = step(&mut f, Input::Read(u64::MAX));
+    assert_eq!(reads_of(&out), vec![Action::ReadFailed { id: 0 }]);
+    assert_eq!(f.open_reads(), MAX_OPEN_READS);
+}
+
+#[test]
+fn negative_control_unsafe_stale_reads_answers_without_a_round() {
+    let mut r = leader_with_own_commit();
+    r.set_unsafe_stale_reads(true);
+    let out = step(&mut r, Input::Read(1));
+    assert_eq!(reads_of(&out), vec![Action::ReadReady { id: 1, index: 1 }]);
+    assert_eq!(rounds_sent(&out), vec![]);
 }

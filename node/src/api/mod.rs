@@ -36,6 +36,10 @@
 //! second per client address (default 1,000, bursts of 2,000), open connections in all (512)
 //! and per client address (128).
 //!
+//! Reads (accounts, transactions, blocks) take `min_height=H` (answer once this validator
+//! stored H) and, on Raft, `consistency=linearizable` (ReadIndex through the loop:
+//! [`ApiCommand::ReadIndex`]; 503 while no leader confirms it, 409 on BFT chains).
+//!
 //! Submit modes (CometBFT's three): a transaction already committed answers `committed`
 //! in every mode, so resubmitting after a timeout never pays twice (its hash is the
 //! idempotency key; a pooled one answers `pending` / `in_flight` again). `sync` answers the
@@ -112,6 +116,11 @@ pub enum ApiCommand {
         address: ledger::Address,
         committed: u64,
         reply: oneshot::Sender<u64>,
+    },
+    /// A linearizable read (Raft's ReadIndex): the height this validator must have stored
+    /// before the read, or `None` if no leader confirmed it (`Driver::read_index`).
+    ReadIndex {
+        reply: crate::validator::reads::ReadReply,
     },
 }
 

@@ -23,6 +23,21 @@ pub(super) struct AccountQuery {
     height: Option<u64>,
     /// Answer only once this validator has stored at least this height.
     min_height: Option<u64>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// `consistency=` of a read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Consistency {
+    /// What this validator has stored (with `min_height`: at least that).
+    #[default]
+    Latest,
+    /// Raft only: ReadIndex. The leader confirms with a majority that it still leads and
+    /// names its commit index; the read waits until this validator has stored it. Reflects
+    /// every write acknowledged before the read began, whichever validator acknowledged it.
+    Linearizable,
 }
 
 /// How long a read waits for `min_height` before it answers 503.
@@ -30,7 +45,11 @@ const MIN_HEIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Waits until this validator has stored `min_height` (at most [`MIN_HEIGHT_WAIT`]); 503
 /// with the height it is at otherwise.
-pub(super) async fn wait_for_height(ctx: &Ctx, min_height: Option<u64>) -> Result<(), ApiError> {
+async fn wait_for_height(ctx: &Ctx, min_height: Option<u64>) -> Result<(), ApiError> {
+    wait_for(ctx, min_height, "min_height").await
+}
+
+async fn wait_for(ctx: &Ctx, min_height: Option<u64>, what: &str) -> Result<(), ApiError> {
     let Some(min) = min_height else {
         return Ok(());
     };
@@ -42,12 +61,50 @@ pub(super) async fn wait_for_height(ctx: &Ctx, min_height: Option<u64>) -> Resul
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::unavailable(format!(
-                "this validator is at height {at}, below min_height {min}; retry, or ask \
+                "this validator is at height {at}, below {what} {min}; retry, or ask \
                  another validator"
             )));
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+/// The chain's protocol name (`hotstuff`, `pbft`, `raft`).
+fn protocol(ctx: &Ctx) -> String {
+    match ctx.api.status.read() {
+        Ok(s) => s.protocol.clone(),
+        Err(poisoned) => poisoned.into_inner().protocol.clone(),
+    }
+}
+
+/// Everything a read waits for before it looks at the store: `min_height`, and for a
+/// linearizable read the height the Raft leader confirms (ReadIndex).
+pub(super) async fn ready_to_read(
+    ctx: &Ctx,
+    min_height: Option<u64>,
+    consistency: Consistency,
+) -> Result<(), ApiError> {
+    wait_for_height(ctx, min_height).await?;
+    if consistency == Consistency::Latest {
+        return Ok(());
+    }
+    if protocol(ctx) != "raft" {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "consistency=linearizable is Raft's ReadIndex; a BFT validator's answer is checked \
+             instead: use min_height for read-your-writes, and prove=true (cairn --verify) to \
+             verify it against a certificate",
+        ));
+    }
+    let index = super::ask(&ctx.api, |reply| ApiCommand::ReadIndex { reply })
+        .await?
+        .ok_or_else(|| {
+            ApiError::unavailable(
+                "no leader confirmed this read (an election may be under way, or this \
+                 validator cannot reach the leader); retry shortly",
+            )
+        })?;
+    wait_for(ctx, Some(index), "the read index").await
 }
 
 pub(super) async fn account(
@@ -69,7 +126,13 @@ pub(super) async fn account(
             "height= is only for proofs (prove=true); a plain read answers at the latest height",
         ));
     }
-    wait_for_height(&ctx, query.min_height).await?;
+    if query.prove && query.consistency == Consistency::Linearizable {
+        return Err(ApiError::bad_request(
+            "prove=true and consistency=linearizable do not combine: a proof is checked \
+             against a certificate (BFT chains), a linearizable read is Raft's ReadIndex",
+        ));
+    }
+    ready_to_read(&ctx, query.min_height, query.consistency).await?;
     let (account, height, proof) = if query.prove {
         // Proofs are served at certified heights, which trail the stored one: with
         // `min_height`, wait for a certificate at or above it too.
@@ -126,11 +189,7 @@ async fn proven(
     address: Address,
     height: Option<u64>,
 ) -> Result<(ledger::Account, u64, super::proof::AccountProofView), ApiError> {
-    let protocol = match ctx.api.status.read() {
-        Ok(s) => s.protocol.clone(),
-        Err(poisoned) => poisoned.into_inner().protocol.clone(),
-    };
-    if protocol == "raft" {
+    if protocol(ctx) == "raft" {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "this chain runs Raft: its validators sign no header certificates (Raft tolerates \
@@ -184,6 +243,8 @@ fn parse_height(s: &str) -> Option<u64> {
 pub(super) struct BlockQuery {
     /// Answer only once this validator has stored at least this height.
     min_height: Option<u64>,
+    #[serde(default)]
+    consistency: Consistency,
 }
 
 pub(super) async fn block(
@@ -192,7 +253,8 @@ pub(super) async fn block(
     query: Result<Query<BlockQuery>, QueryRejection>,
 ) -> Result<Json<BlockView>, ApiError> {
     let raw = path?.0;
-    wait_for_height(&ctx, query?.0.min_height).await?;
+    let query = query?.0;
+    ready_to_read(&ctx, query.min_height, query.consistency).await?;
     let wanted = match raw.as_str() {
         "latest" => None,
         s => Some(parse_height(s).ok_or_else(|| {

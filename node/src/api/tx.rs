@@ -289,6 +289,8 @@ pub(super) struct StatusQuery {
     prove: bool,
     /// Answer only once this validator has stored at least this height.
     min_height: Option<u64>,
+    #[serde(default)]
+    consistency: super::query::Consistency,
 }
 
 pub(super) async fn status(
@@ -298,7 +300,7 @@ pub(super) async fn status(
 ) -> Answer {
     let hash = parse_hash(&path?.0)?;
     let query = query?.0;
-    super::query::wait_for_height(&ctx, query.min_height).await?;
+    super::query::ready_to_read(&ctx, query.min_height, query.consistency).await?;
     if let Some(rec) = committed(&ctx, hash).await? {
         let mut status = TxStatus::committed(hash, &rec);
         if query.prove {

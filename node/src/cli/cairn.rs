@@ -172,7 +172,11 @@ pub fn run(cli: &Cli) -> Result<(), Fail> {
     match &cli.command {
         Command::Keygen { out, force } => keygen(cli, out.as_ref().unwrap_or(&cli.key), *force),
         Command::Address => address(cli),
-        Command::Balance { address, verify } => verify::balance(cli, address.as_ref(), *verify),
+        Command::Balance {
+            address,
+            verify,
+            linearizable,
+        } => verify::balance(cli, address.as_ref(), *verify, *linearizable),
         Command::Nonce { reset } => nonce(cli, *reset),
         Command::Transfer {
             to,

@@ -188,16 +188,17 @@ impl NodeClient {
 
     /// `GET /v1/accounts/{address}`.
     pub fn account(&self, address: &Address) -> Result<AccountView, ClientError> {
-        self.account_with(address, false, None)
+        self.account_with(address, false, None, false)
     }
 
-    /// `GET /v1/accounts/{address}?prove=..&min_height=..`: with a proof, and/or only once
-    /// the node has stored `min_height`.
+    /// `GET /v1/accounts/{address}?prove=..&min_height=..&consistency=..`: with a proof,
+    /// only once the node has stored `min_height`, and/or linearizable (Raft's ReadIndex).
     pub fn account_with(
         &self,
         address: &Address,
         prove: bool,
         min_height: Option<u64>,
+        linearizable: bool,
     ) -> Result<AccountView, ClientError> {
         let mut query = Vec::new();
         if prove {
@@ -205,6 +206,9 @@ impl NodeClient {
         }
         if let Some(h) = min_height {
             query.push(format!("min_height={h}"));
+        }
+        if linearizable {
+            query.push("consistency=linearizable".to_string());
         }
         let query = if query.is_empty() {
             String::new()

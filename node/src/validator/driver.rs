@@ -186,6 +186,8 @@ pub struct Driver<P: Protocol> {
     /// The admission workers, when peers' batch signatures are checked off this thread
     /// ([`Driver::use_admission`]); without them, execution checks them (tests).
     pub(super) admission: Option<super::admission::Admission>,
+    /// Linearizable reads waiting for the core's answer.
+    pub(super) reads: super::reads::OpenReads,
 }
 
 impl<P: Protocol> Driver<P> {
@@ -254,6 +256,7 @@ impl<P: Protocol> Driver<P> {
             unstored_txs: 0,
             own: Default::default(),
             admission: None,
+            reads: Default::default(),
         })
     }
 
@@ -481,6 +484,8 @@ impl<P: Protocol> Driver<P> {
                         self.commits.push_back(c)
                     }
                     Action::SetTimer { id, after_ms } => out.push(Out::Timer { id, after_ms }),
+                    Action::ReadReady { id, index } => self.read_answered(id, Some(index)),
+                    Action::ReadFailed { id } => self.read_answered(id, None),
                 }
             }
             self.apply_commits(&mut out)?;

@@ -13,6 +13,7 @@
 //! - `attestation.rs`: header votes and certificates (BFT modes), stored beside blocks.
 //! - `store_stage.rs`: the store stage, the thread that writes executed blocks (several per
 //!   fsync under load) and announces them, behind consensus.
+//! - `reads.rs`: linearizable reads (Raft's ReadIndex) between the API and the core.
 
 pub mod admission;
 mod attestation;
@@ -29,6 +30,7 @@ mod notify;
 mod pbft;
 mod protocol;
 mod raft;
+pub mod reads;
 mod run;
 pub mod store_stage;
 mod sync;

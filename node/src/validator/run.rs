@@ -373,10 +373,7 @@ async fn run_with<P: Protocol>(
                 driver.on_timer(now_ms(), id)?
             }
             _ = batch_tick.tick() => driver.make_batch(now_ms())?,
-            Some(cmd) = api_rx.recv() => {
-                answer(&mut driver, cmd);
-                Vec::new()
-            }
+            Some(cmd) = api_rx.recv() => answer(&mut driver, now_ms(), cmd)?,
             _ = status_tick.tick() => {
                 report.status(&mut driver, &net);
                 Vec::new()
@@ -415,8 +412,13 @@ async fn run_with<P: Protocol>(
     Ok(())
 }
 
-fn answer<P: Protocol>(driver: &mut Driver<P>, cmd: ApiCommand) {
+fn answer<P: Protocol>(
+    driver: &mut Driver<P>,
+    now: u64,
+    cmd: ApiCommand,
+) -> Result<Vec<Out>, super::DriverError> {
     match cmd {
+        ApiCommand::ReadIndex { reply } => return driver.read_index(now, reply),
         ApiCommand::Submit { tx, reply } => {
             let _ = reply.send(driver.submit_checked(*tx));
         }
@@ -438,6 +440,7 @@ fn answer<P: Protocol>(driver: &mut Driver<P>, cmd: ApiCommand) {
             let _ = reply.send(driver.mempool().next_nonce(&address, committed));
         }
     }
+    Ok(Vec::new())
 }
 
 fn dispatch(

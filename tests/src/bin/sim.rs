@@ -95,13 +95,15 @@ fn go<P: SimProtocol>(a: &Args) -> ExitCode {
         (s, "--seed")
     };
     println!(
-        "{} {}: {} runs, {} blocks committed, {} view changes, {} snapshots installed, {} with violations ({:.1}s)",
+        "{} {}: {} runs, {} blocks committed, {} view changes, {} snapshots installed, {} reads served ({} refused), {} with violations ({:.1}s)",
         a.protocol,
         if a.twins { "twins" } else { "seeds" },
         summary.runs,
         summary.blocks,
         summary.view_changes,
         summary.snapshots,
+        summary.reads_served,
+        summary.reads_failed,
         summary.failures.len(),
         started.elapsed().as_secs_f64()
     );
@@ -123,8 +125,8 @@ fn single<P: SimProtocol>(label: &str, sc: sim::Scenario) -> ExitCode {
     println!("{}, {label}: {}", P::NAME, sc.describe());
     let r = sim::run::<P>(sc);
     println!(
-        "height {} view changes {} snapshots {} events {} trace {}",
-        r.height, r.view_changes, r.snapshots, r.events, r.trace
+        "height {} view changes {} snapshots {} reads served {} refused {} events {} trace {}",
+        r.height, r.view_changes, r.snapshots, r.reads_served, r.reads_failed, r.events, r.trace
     );
     for v in &r.violations {
         println!("VIOLATION {v}");

@@ -11,7 +11,7 @@
 //!   cluster-wide invariants, checked after every event.
 //! - `snapshot.rs`: a replica's state transfer when its core is offered a snapshot.
 //! - `byz.rs`: Byzantine behaviours. `scenario.rs`: random fault schedules from a seed.
-//! - `twins.rs`: Twins enumeration.
+//! - `twins.rs`: Twins enumeration. `reads.rs`: client reads and the stale-read check.
 //!
 //! Everything random comes from one ChaCha8 stream seeded by the scenario's seed, and every
 //! collection iterated is ordered, so one seed gives one trace (checked by its hash).
@@ -23,6 +23,7 @@ mod net;
 mod node;
 mod protocol;
 pub mod raft;
+pub mod reads;
 pub mod runner;
 mod scenario;
 mod snapshot;
@@ -60,6 +61,9 @@ pub struct Report {
     pub deliveries: BTreeMap<u8, u64>,
     /// State snapshots installed (Raft).
     pub snapshots: u64,
+    /// Client reads answered ready (and checked against their floor), and refused.
+    pub reads_served: u64,
+    pub reads_failed: u64,
 }
 
 enum Ev<M> {
@@ -78,6 +82,8 @@ enum Ev<M> {
         epoch: u64,
     },
     ClientTx,
+    /// A client asks a random replica for a linearizable read.
+    ClientRead,
     BatchTick {
         inst: usize,
     },
@@ -128,6 +134,7 @@ pub struct Sim<P: SimProtocol> {
     /// The protocol's cluster-wide invariants (Raft), checked after every event.
     cluster: Option<Box<dyn ClusterInvariants<P>>>,
     snapshots: u64,
+    reads: reads::ReadChecker,
 }
 
 const BATCH_TICK_MS: u64 = 25;
@@ -195,6 +202,7 @@ impl<P: SimProtocol> Sim<P> {
             debug: std::env::var("SIM_DEBUG").ok().and_then(|v| v.parse().ok()),
             cluster: P::cluster_invariants(genesis, &sc.params),
             snapshots: 0,
+            reads: reads::ReadChecker::default(),
             instances,
             sc,
         }
@@ -214,6 +222,9 @@ impl<P: SimProtocol> Sim<P> {
             self.schedule(jitter, Ev::BatchTick { inst: i });
         }
         self.schedule(self.sc.tx_interval_ms, Ev::ClientTx);
+        if self.sc.read_interval_ms > 0 {
+            self.schedule(self.sc.read_interval_ms, Ev::ClientRead);
+        }
         for c in self.sc.crashes.clone() {
             self.schedule(c.at_ms, Ev::Crash { inst: c.instance });
             self.schedule(c.restart_ms, Ev::Restart { inst: c.instance });
@@ -264,6 +275,8 @@ impl<P: SimProtocol> Sim<P> {
             events: self.processed,
             deliveries: self.deliveries,
             snapshots: self.snapshots,
+            reads_served: self.reads.served,
+            reads_failed: self.reads.failed,
         }
     }
 
@@ -333,6 +346,18 @@ impl<P: SimProtocol> Sim<P> {
                 self.instances[inst].submit(tx);
                 self.schedule(self.now + self.sc.tx_interval_ms, Ev::ClientTx);
             }
+            Ev::ClientRead => {
+                let inst = self.rng.gen_range(0..self.instances.len());
+                if self.instances[inst].core.is_some() {
+                    let floor = (0..self.instances.len())
+                        .map(|i| self.instances[i].ledger.height())
+                        .max()
+                        .unwrap_or(0);
+                    let id = self.reads.ask(inst, floor);
+                    self.input(inst, consensus::Input::Read(id));
+                }
+                self.schedule(self.now + self.sc.read_interval_ms, Ev::ClientRead);
+            }
             Ev::BatchTick { inst } => {
                 if let Some(batch) = self.instances[inst].take_batch(BATCH_MAX_TXS) {
                     let digest = crypto::hash(&crypto::codec::encode(&batch));
@@ -353,7 +378,10 @@ impl<P: SimProtocol> Sim<P> {
             Ev::BatchArrive { inst, digest } => {
                 self.input(inst, consensus::Input::Payload(digest));
             }
-            Ev::Crash { inst } => self.instances[inst].crash(),
+            Ev::Crash { inst } => {
+                self.instances[inst].crash();
+                self.reads.crashed(inst);
+            }
             Ev::Restart { inst } => {
                 if self.instances[inst].core.is_none() {
                     self.start_instance(inst);
@@ -441,6 +469,8 @@ impl<P: SimProtocol> Sim<P> {
                     }
                 }
                 Action::Commit(c) => self.commit(i, c),
+                Action::ReadReady { id, index } => self.read_answered(i, id, Some(index)),
+                Action::ReadFailed { id } => self.read_answered(i, id, None),
                 Action::SetTimer { id, after_ms } => {
                     let generation = self.instances[i].set_timer(id);
                     self.schedule(
@@ -495,6 +525,12 @@ impl<P: SimProtocol> Sim<P> {
                 .total_supply()
                 .expect("in-memory store cannot fail");
             self.checker.on_commit(self.now, i, &block, supply);
+        }
+    }
+
+    fn read_answered(&mut self, i: usize, id: u64, index: Option<u64>) {
+        if let Some(v) = self.reads.answered(self.now, i, id, index) {
+            self.checker.violations.push(v);
         }
     }
 

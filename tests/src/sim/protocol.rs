@@ -65,6 +65,8 @@ pub struct RaftParams {
     pub log_keep: u64,
     /// Negative control: replies leave before the writes they acknowledge are durable.
     pub unsafe_reply_before_persist: bool,
+    /// Negative control: a leader answers reads without confirming it still leads.
+    pub unsafe_stale_reads: bool,
 }
 
 impl Default for RaftParams {
@@ -77,6 +79,7 @@ impl Default for RaftParams {
             snapshot_interval: 8,
             log_keep: 4,
             unsafe_reply_before_persist: false,
+            unsafe_stale_reads: false,
         }
     }
 }

@@ -20,6 +20,8 @@ pub struct Scenario {
     pub leader_schedule: Option<Vec<ReplicaId>>,
     pub params: Params,
     pub tx_interval_ms: u64,
+    /// A client asks a random replica for a linearizable read this often (0: never).
+    pub read_interval_ms: u64,
     pub fsync_ms: (u64, u64),
     /// No fault starts after this time.
     pub faults_until_ms: u64,
@@ -48,6 +50,7 @@ impl Scenario {
                 raft: RaftParams::default(),
             },
             tx_interval_ms: 20,
+            read_interval_ms: 0,
             fsync_ms: (1, 6),
             faults_until_ms: 0,
             liveness_window_ms: 5_000,

@@ -95,8 +95,12 @@ pub enum Command {
         /// Check the answer with a proof: 2f+1 signatures of the genesis validators on the
         /// header, and the account (or its absence) under the header's state root. Needs
         /// --genesis. BFT chains only.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "linearizable")]
         verify: bool,
+        /// Raft chains: a linearizable read (ReadIndex) — the answer reflects every transfer
+        /// committed before the read began, whichever validator it went through
+        #[arg(long)]
+        linearizable: bool,
     },
     /// Show the wallet's committed nonce, the node's next nonce and the local nonce record
     Nonce {

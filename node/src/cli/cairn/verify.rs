@@ -50,7 +50,12 @@ pub(super) fn trust(cli: &Cli) -> Result<Trust, Fail> {
 
 /// `balance`/`account`: read (with a proof if `verify`), at least at this wallet's last
 /// committed height when reading through the wallet's own chain.
-pub(super) fn balance(cli: &Cli, address: Option<&Address>, verify: bool) -> Result<(), Fail> {
+pub(super) fn balance(
+    cli: &Cli,
+    address: Option<&Address>,
+    verify: bool,
+    linearizable: bool,
+) -> Result<(), Fail> {
     let trust = if verify { Some(trust(cli)?) } else { None };
     let address = match address {
         Some(a) => *a,
@@ -63,7 +68,7 @@ pub(super) fn balance(cli: &Cli, address: Option<&Address>, verify: bool) -> Res
     };
     let min_height = genesis.and_then(|g| nonces::read_seen(&cli.key, &g));
     let account = node
-        .account_with(&address, verify, min_height)
+        .account_with(&address, verify, min_height, linearizable)
         .map_err(|e| {
             let mut f = query_fail(e);
             if let Some(h) = min_height {

@@ -111,6 +111,7 @@ impl SimProtocol for RaftSim {
         let cfg = config(me, key, committee, genesis, params);
         let mut core = Raft::new(cfg, recovered(disk)).expect("simulated disk holds a valid log");
         core.set_unsafe_reply_before_persist(params.raft.unsafe_reply_before_persist);
+        core.set_unsafe_stale_reads(params.raft.unsafe_stale_reads);
         core
     }
 

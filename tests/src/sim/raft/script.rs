@@ -9,6 +9,7 @@ use crate::sim::check::Checker;
 use crate::sim::cluster::{ClusterInvariants, NodeView};
 use crate::sim::node::Instance;
 use crate::sim::protocol::{Params, SimProtocol};
+use crate::sim::reads::ReadChecker;
 use crate::sim::scenario::Scenario;
 use consensus::raft::{ELECTION_TIMER, Message, Raft, Role};
 use consensus::{Action, Committee, Core, Input, ReplicaId};
@@ -37,6 +38,9 @@ pub struct Script {
     now: u64,
     checker: Checker,
     invariants: RaftInvariants,
+    reads: ReadChecker,
+    /// Every read answer, in order: (instance, read id, index or refused).
+    pub read_answers: Vec<(usize, u64, Option<u64>)>,
 }
 
 impl Script {
@@ -71,6 +75,8 @@ impl Script {
             now: 0,
             checker: Checker::new(n, 0, genesis),
             invariants: RaftInvariants::new(genesis, &params),
+            reads: ReadChecker::default(),
+            read_answers: Vec::new(),
         };
         for i in 0..n {
             s.restart(i, false);
@@ -116,6 +122,7 @@ impl Script {
     /// drops what it wants lost.
     pub fn crash(&mut self, i: usize) {
         self.nodes[i].crash();
+        self.reads.crashed(i);
         self.timers[i].clear();
         self.check();
     }
@@ -154,6 +161,18 @@ impl Script {
         if self.timers[i].remove(&id) {
             self.input(i, Input::Timer(id));
         }
+    }
+
+    /// A client asks replica `i` for a linearizable read; its id. The answer lands in
+    /// [`Script::read_answers`], checked against the highest height committed anywhere now.
+    pub fn read(&mut self, i: usize) -> u64 {
+        let floor = (0..self.nodes.len())
+            .map(|j| self.height(j))
+            .max()
+            .unwrap_or(0);
+        let id = self.reads.ask(i, floor);
+        self.input(i, Input::Read(id));
+        id
     }
 
     /// Gives replica `i` a batch digest to propose.
@@ -270,10 +289,19 @@ impl Script {
                 Action::SetTimer { id, .. } => {
                     self.timers[i].insert(id);
                 }
+                Action::ReadReady { id, index } => self.read_answered(i, id, Some(index)),
+                Action::ReadFailed { id } => self.read_answered(i, id, None),
             }
         }
         if self.auto_sync[i] {
             self.sync(i);
+        }
+    }
+
+    fn read_answered(&mut self, i: usize, id: u64, index: Option<u64>) {
+        self.read_answers.push((i, id, index));
+        if let Some(v) = self.reads.answered(self.now, i, id, index) {
+            self.checker.violations.push(v);
         }
     }
 
