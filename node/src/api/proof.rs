@@ -224,6 +224,12 @@ pub(super) fn prove(
         }
     }
     let snapshot = store.tree_snapshot()?;
+    if height < snapshot.floor {
+        return Ok(Err(format!(
+            "height {height} is pruned here: this validator keeps state from height {} on",
+            snapshot.floor
+        )));
+    }
     let proof = ledger::tree::prove(&snapshot, address, height)
         .map_err(|e| ledger::StoreError::new("proving an account", e))?;
     let account = match &proof.value {

@@ -148,6 +148,27 @@ impl TxIndex {
         Ok(recent.records.get(hash).cloned())
     }
 
+    /// Deletes the durable records of `(hash, height)` that point at that height (pruning;
+    /// a record pointing elsewhere is another inclusion's and stays). How many went.
+    pub(super) fn forget(&self, hashes: &[(Digest, u64)]) -> Result<u64, StoreError> {
+        let mut gone = 0;
+        super::write_in(&self.db, "index file", |tx| {
+            let mut t = tx.open_table(TXS)?;
+            for (hash, height) in hashes {
+                let at = t
+                    .get(hash.0)?
+                    .and_then(|v| decode_entry(*hash, v.value()).ok())
+                    .map(|r| r.height);
+                if at == Some(*height) {
+                    t.remove(hash.0)?;
+                    gone += 1;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(gone)
+    }
+
     /// Moves every record in memory into the durable index in one sorted, fsynced write,
     /// then forgets them. Returns how many moved. The indexer thread calls it.
     pub fn flush(&self) -> Result<usize, StoreError> {

@@ -25,9 +25,11 @@ use ledger::{
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub mod index;
+mod prune;
 pub mod tree;
 pub use index::TxIndex;
 use index::{RECEIPTS, TXS};
+pub use prune::{BLOCKS_PER_STEP, Floors, PruneStep, STALE_PER_STEP};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -517,6 +519,9 @@ impl Store for RedbStore {
             tree::clear_tree(tx)?;
             tx.open_table(HEADER_CERTS)?.retain(|_, _| false)?;
             tree::put_tree(tx, tree)?;
+            // Nothing below the snapshot is here, and its own block's transactions were
+            // never indexed: lookups of those answer "pruned", never "unknown".
+            prune::set_floors(tx, height, height + 1)?;
             Ok(())
         })
     }

@@ -181,3 +181,159 @@ fn consensus_state_moves_out_of_an_old_single_file_store() {
     assert_eq!(again.meta("hotstuff/safety").unwrap(), Some(vec![1, 2, 3]));
     assert_eq!(again.log_rows().unwrap().len(), 1);
 }
+
+/// A ledger over a fresh store at `path` with `n` funded wallets, and their keys.
+fn funded(path: &std::path::Path, n: u8) -> (Ledger<RedbStore>, Vec<SecretKey>) {
+    let keys: Vec<SecretKey> = (0..n).map(|i| SecretKey::from_seed([i + 1; 32])).collect();
+    let alloc: Vec<(Address, u64)> = keys
+        .iter()
+        .map(|k| (Address::of(&k.public()), 1_000_000))
+        .collect();
+    let store = RedbStore::open(path).unwrap();
+    (Ledger::open(store, chain(), &alloc).unwrap(), keys)
+}
+
+/// Block `h`'s transfers: a few wallets pay the next one; every fifth block is empty.
+fn transfers(keys: &[SecretKey], nonces: &mut [u64], h: u64) -> Vec<Transaction> {
+    if h % 5 == 0 {
+        return Vec::new();
+    }
+    (0..4)
+        .map(|k| {
+            let i = (h as usize * 3 + k) % keys.len();
+            let to = Address::of(&keys[(i + 1) % keys.len()].public());
+            let tx = Transaction::sign(
+                &keys[i],
+                &chain(),
+                nonces[i],
+                Payload::Transfer { to, amount: 1 },
+            );
+            nonces[i] += 1;
+            tx
+        })
+        .collect()
+}
+
+/// Pruning below a floor deletes the blocks, header certificates, transaction records and
+/// state-tree versions below it — and nothing a kept version needs: every account proves
+/// against the recorded root at every kept height, and a pruned ledger goes on computing
+/// the same roots as an unpruned twin.
+#[test]
+fn pruning_keeps_everything_above_the_floor_and_the_roots_do_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pruned, keys) = funded(&dir.path().join("p.redb"), 12);
+    let (mut full, _) = funded(&dir.path().join("f.redb"), 12);
+    let mut nonces = vec![0u64; keys.len()];
+    let (mut roots, mut txs_at) = (vec![pruned.state_root()], vec![Vec::new()]);
+    for h in 1..=300u64 {
+        let txs = transfers(&keys, &mut nonces, h);
+        txs_at.push(txs.iter().map(|t| t.hash()).collect::<Vec<_>>());
+        let (b, _) = pruned.commit(input(&keys[0], txs.clone())).unwrap();
+        let (f, _) = full.commit(input(&keys[0], txs)).unwrap();
+        assert_eq!(b.header.state_root, f.header.state_root);
+        pruned
+            .store()
+            .commit_with_certs(&[], &[(h, vec![h as u8])])
+            .unwrap();
+        roots.push(b.header.state_root);
+    }
+    let s = pruned.store().clone();
+    s.tx_index().flush().unwrap();
+    let mut total = PruneStep::default();
+    loop {
+        let step = s.prune_step(200).unwrap();
+        total.blocks += step.blocks;
+        total.tx_records += step.tx_records;
+        total.tree_nodes += step.tree_nodes;
+        total.tree_values += step.tree_values;
+        if !step.more {
+            break;
+        }
+    }
+    assert_eq!(
+        s.floors().unwrap(),
+        Floors {
+            history: 200,
+            tx: 200
+        }
+    );
+    assert_eq!(total.blocks, 199);
+    let pruned_txs: usize = txs_at[1..200].iter().map(Vec::len).sum();
+    assert_eq!(total.tx_records, pruned_txs as u64);
+    assert!(total.tree_nodes > 0 && total.tree_values > 0, "{total:?}");
+    for h in 1..=300u64 {
+        let kept = h >= 200;
+        assert_eq!(s.block(h).unwrap().is_some(), kept, "block {h}");
+        assert_eq!(s.header_cert(h).unwrap().is_some(), kept, "cert {h}");
+        for t in &txs_at[h as usize] {
+            assert_eq!(s.tx(t).unwrap().is_some(), kept, "tx at {h}");
+        }
+    }
+    let snap = s.tree_snapshot().unwrap();
+    assert_eq!(snap.floor, 200);
+    for h in 200..=300u64 {
+        for k in &keys {
+            let a = Address::of(&k.public());
+            let p = ledger::tree::prove(&snap, &a, h).unwrap();
+            assert!(p.verify(roots[h as usize], &a).unwrap().is_some(), "{h}");
+        }
+    }
+    // A second pass finds nothing left to do below the same floor.
+    let again = s.prune_step(200).unwrap();
+    assert_eq!((again.blocks, again.tree_nodes, again.more), (0, 0, false));
+    // The pruned ledger goes on as the full one does (and survives a reopen).
+    let path = dir.path().join("p.redb");
+    drop((pruned, snap, s));
+    let alloc: Vec<(Address, u64)> = keys
+        .iter()
+        .map(|k| (Address::of(&k.public()), 1_000_000))
+        .collect();
+    let mut pruned = Ledger::open(RedbStore::open(&path).unwrap(), chain(), &alloc).unwrap();
+    for h in 301..=340u64 {
+        let txs = transfers(&keys, &mut nonces, h);
+        let (b, _) = pruned.commit(input(&keys[0], txs.clone())).unwrap();
+        let (f, _) = full.commit(input(&keys[0], txs)).unwrap();
+        assert_eq!(b.header.state_root, f.header.state_root, "height {h}");
+    }
+}
+
+/// With pruning, the chain file stops growing once the window is full; without it, it
+/// keeps growing (the control).
+#[test]
+fn a_pruned_store_stops_growing() {
+    const WINDOW: u64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sizes = Vec::new();
+    for prune in [true, false] {
+        let path = dir.path().join(format!("{prune}.redb"));
+        let (mut l, keys) = funded(&path, 12);
+        let mut nonces = vec![0u64; keys.len()];
+        let mut at = Vec::new();
+        for h in 1..=1200u64 {
+            l.commit(input(&keys[0], transfers(&keys, &mut nonces, h)))
+                .unwrap();
+            if prune && h % 50 == 0 {
+                l.store().tx_index().flush().unwrap();
+                while l.store().prune_step(h - WINDOW).unwrap().more {}
+            }
+            if h == 600 || h == 1200 {
+                at.push(std::fs::metadata(&path).unwrap().len());
+            }
+        }
+        sizes.push(at);
+    }
+    let (pruned, full) = (&sizes[0], &sizes[1]);
+    println!("chain file at 600 and 1,200 blocks: pruned {pruned:?}, unpruned {full:?}");
+    assert!(
+        pruned[1] as f64 <= pruned[0] as f64 * 1.15,
+        "pruned store grew from {} to {} bytes",
+        pruned[0],
+        pruned[1]
+    );
+    assert!(
+        full[1] as f64 > full[0] as f64 * 1.3,
+        "the unpruned control grew only from {} to {} bytes",
+        full[0],
+        full[1]
+    );
+}

@@ -20,9 +20,10 @@ use ledger::StoreError;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::sync::Arc;
 
-const JMT_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
-const JMT_VALUES: TableDefinition<([u8; 32], u64), &[u8]> = TableDefinition::new("jmt_values");
-const JMT_STALE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("jmt_stale");
+pub(super) const JMT_NODES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("jmt_nodes");
+pub(super) const JMT_VALUES: TableDefinition<([u8; 32], u64), &[u8]> =
+    TableDefinition::new("jmt_values");
+pub(super) const JMT_STALE: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("jmt_stale");
 
 /// Creates the tree's tables (reads of a fresh store then find them empty).
 pub(super) fn open_tables(tx: &redb::WriteTransaction) -> Result<(), redb::Error> {
@@ -61,11 +62,11 @@ pub(super) fn clear_tree(tx: &redb::WriteTransaction) -> Result<(), redb::Error>
     Ok(())
 }
 
-fn encode<T: borsh::BorshSerialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: borsh::BorshSerialize>(value: &T) -> Vec<u8> {
     borsh::to_vec(value).expect("borsh encodes into a Vec without failing")
 }
 
-fn decode_node(bytes: &[u8]) -> Result<Node, StoreError> {
+pub(super) fn decode_node(bytes: &[u8]) -> Result<Node, StoreError> {
     borsh::from_slice(bytes)
         .map_err(|e| StoreError::new("store.redb: jmt_nodes: a node does not decode", e))
 }
@@ -91,9 +92,14 @@ impl RedbStore {
             .begin_read()
             .map_err(|e| StoreError::new("begin read (store.redb)", e))?;
         let open = |e| StoreError::new("read (store.redb)", e);
+        let floor = tx.open_table(super::META).map_err(open).and_then(|m| {
+            super::prune::read_u64(&m, super::prune::HISTORY_FLOOR)
+                .map_err(|e| StoreError::new("read (store.redb)", e))
+        })?;
         Ok(TreeSnapshot {
             nodes: tx.open_table(JMT_NODES).map_err(open)?,
             values: tx.open_table(JMT_VALUES).map_err(open)?,
+            floor,
         })
     }
 }
@@ -207,6 +213,9 @@ impl TreeReader for TreeView {
 pub struct TreeSnapshot {
     nodes: redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
     values: redb::ReadOnlyTable<([u8; 32], u64), &'static [u8]>,
+    /// The history floor as of this snapshot: versions below it are pruned (and proving
+    /// at one would meet missing nodes).
+    pub floor: u64,
 }
 
 impl TreeReader for TreeSnapshot {

@@ -357,7 +357,8 @@ pub fn api_height(api: &str) -> u64 {
 
 /// Sends transfers of 1 from `key` to a fixed address through `api` (`mode=sync`), one after
 /// another every 20 ms, until `stop`; records the hashes the validator accepted (each must be
-/// accepted: 200).
+/// accepted: 200, after retrying the same transaction on the documented 503 `busy`
+/// backpressure answer, which a starved machine can give during a view change).
 pub fn send_until(
     key: &crypto::SecretKey,
     chain: &ledger::ChainBinding,
@@ -371,13 +372,24 @@ pub fn send_until(
     let mut nonce = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let tx = Transaction::sign(key, chain, nonce, Payload::Transfer { to, amount: 1 });
-        let resp = http
-            .post(format!("{api}/v1/transactions?mode=sync"))
-            .json(&serde_json::json!({ "tx": hex::encode(tx.encode()) }))
-            .send()
-            .unwrap();
-        let status = resp.status().as_u16();
-        assert_eq!(status, 200, "{}", resp.text().unwrap_or_default());
+        let (status, text, busy) = loop {
+            let resp = http
+                .post(format!("{api}/v1/transactions?mode=sync"))
+                .json(&serde_json::json!({ "tx": hex::encode(tx.encode()) }))
+                .send()
+                .unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().unwrap_or_default();
+            let busy = status == 503 && text.contains("\"code\":\"busy\"");
+            if !busy || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break (status, text, busy);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if busy {
+            break; // stopped while the validator was still busy
+        }
+        assert_eq!(status, 200, "{text}");
         accepted.lock().unwrap().push(tx.hash());
         nonce += 1;
         std::thread::sleep(Duration::from_millis(20));
