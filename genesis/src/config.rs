@@ -18,6 +18,7 @@
 //! batch_delay_ms = 10              # the longest a transaction waits in the pool before a batch
 //! state_cache_mb = 64              # accounts and state-tree nodes kept in memory
 //! db_cache_mb = 64                 # the chain database's page cache
+//! retain_blocks = 10000            # heights of history kept (0 = all); older are pruned
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,11 @@ pub struct NodeConfig {
     /// 1..=65536.
     #[serde(default = "default_db_cache_mb")]
     pub db_cache_mb: u64,
+    /// Heights of history kept: blocks, transaction records, header certificates and
+    /// state-tree versions older than the last `retain_blocks` heights are pruned in the
+    /// background. 0 keeps everything; otherwise at least 100.
+    #[serde(default = "default_retain_blocks")]
+    pub retain_blocks: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -122,6 +128,9 @@ fn default_state_cache_mb() -> u64 {
 }
 fn default_db_cache_mb() -> u64 {
     NodeConfig::DEFAULT_DB_CACHE_MB
+}
+fn default_retain_blocks() -> u64 {
+    NodeConfig::DEFAULT_RETAIN_BLOCKS
 }
 
 /// A config file that cannot be read, parsed or used. Displays as `"{file}: {field}: {message}"`
@@ -165,6 +174,11 @@ impl NodeConfig {
     pub const DEFAULT_STATE_CACHE_MB: u64 = 64;
     /// Default `db_cache_mb` (redb's own default is 1 GiB).
     pub const DEFAULT_DB_CACHE_MB: u64 = 64;
+    /// Default `retain_blocks`: enough for a validator that was down for a while to catch
+    /// up by blocks from its peers; disk stops growing once the window is full.
+    pub const DEFAULT_RETAIN_BLOCKS: u64 = 10_000;
+    /// Smallest non-zero `retain_blocks`.
+    pub const MIN_RETAIN_BLOCKS: u64 = 100;
 
     /// A config with the default file locations and API limits.
     pub fn new(name: &str, p2p_listen: &str, api_listen: &str) -> NodeConfig {
@@ -184,6 +198,7 @@ impl NodeConfig {
             batch_delay_ms: Self::DEFAULT_BATCH_DELAY_MS,
             state_cache_mb: Self::DEFAULT_STATE_CACHE_MB,
             db_cache_mb: Self::DEFAULT_DB_CACHE_MB,
+            retain_blocks: Self::DEFAULT_RETAIN_BLOCKS,
         }
     }
 
@@ -256,6 +271,18 @@ impl NodeConfig {
                     format!("must be 1..=65536 MiB (it is {value}); the default is {default}"),
                 ));
             }
+        }
+        if self.retain_blocks != 0 && self.retain_blocks < Self::MIN_RETAIN_BLOCKS {
+            return Err((
+                "retain_blocks",
+                format!(
+                    "must be 0 (keep everything) or at least {} heights (it is {}); the \
+                     default is {}",
+                    Self::MIN_RETAIN_BLOCKS,
+                    self.retain_blocks,
+                    Self::DEFAULT_RETAIN_BLOCKS
+                ),
+            ));
         }
         for (field, p) in [
             ("data_dir", &self.data_dir),

@@ -247,3 +247,23 @@ fn missing_file() {
         "{err}"
     );
 }
+
+#[test]
+fn retain_blocks_defaults_to_ten_thousand_zero_keeps_all_and_small_windows_are_refused() {
+    let home = home_with(MINIMAL);
+    assert_eq!(NodeConfig::load(home.path()).unwrap().retain_blocks, 10_000);
+    for ok in [0u64, 100, 1_000_000] {
+        let home = home_with(&format!("{MINIMAL}retain_blocks = {ok}\n"));
+        assert_eq!(NodeConfig::load(home.path()).unwrap().retain_blocks, ok);
+    }
+    for bad in ["1", "99"] {
+        assert_load_error(
+            &format!("{MINIMAL}retain_blocks = {bad}\n"),
+            "retain_blocks",
+            &format!(
+                "must be 0 (keep everything) or at least 100 heights (it is {bad}); the default \
+                 is 10000"
+            ),
+        );
+    }
+}

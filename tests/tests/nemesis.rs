@@ -384,6 +384,7 @@ fn checker_detects_missing_transactions_and_double_votes() {
     // A transaction nobody committed.
     let mut forged = Acked {
         committed: acked.committed.clone(),
+        heights: acked.heights.clone(),
         submitted: acked.submitted,
     };
     forged.committed.push(crypto::hash(b"never submitted"));

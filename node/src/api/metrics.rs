@@ -43,6 +43,9 @@ pub struct Metrics {
     registry: Registry,
     /// `cairn_height`: height of the last committed block.
     pub height: U64Gauge,
+    /// `cairn_history_floor`: the lowest height whose block and state this validator keeps
+    /// (pruning, `retain_blocks`; a state snapshot's height).
+    pub history_floor: U64Gauge,
     /// `cairn_view`: current consensus view (HotStuff view, PBFT view, Raft term).
     pub view: U64Gauge,
     /// `cairn_view_changes_total`: views left by timeout rather than by a certified block.
@@ -155,6 +158,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("cairn");
         let m = Metrics {
             height: U64Gauge::default(),
+            history_floor: U64Gauge::default(),
             view: U64Gauge::default(),
             view_changes: Counter::default(),
             committed_txs: Counter::default(),
@@ -193,6 +197,11 @@ impl Metrics {
             "height",
             "Height of the last committed block",
             m.height.clone(),
+        );
+        registry.register(
+            "history_floor",
+            "Lowest height whose block and state are kept (pruning)",
+            m.history_floor.clone(),
         );
         registry.register("view", "Current consensus view", m.view.clone());
         registry.register(

@@ -266,10 +266,10 @@ pub(super) async fn block(
             ))
         })?),
     };
-    let (latest, block) = read_store(&ctx.api.store, move |s| {
+    let (latest, block, floor) = read_store(&ctx.api.store, move |s| {
         let latest = s.height()?;
         let block = s.block(wanted.unwrap_or(latest))?;
-        Ok((latest, block))
+        Ok((latest, block, s.floors()?.history))
     })
     .await?;
     match block {
@@ -277,6 +277,15 @@ pub(super) async fn block(
         None if latest == 0 => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no block has been committed yet",
+        )),
+        None if wanted.is_some_and(|h| h >= 1 && h < floor) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "block {} is pruned here: this validator keeps blocks from height {floor} to \
+                 the latest, {latest} (retain_blocks, or a state snapshot); ask a validator \
+                 that keeps more history",
+                wanted.unwrap_or(latest)
+            ),
         )),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -333,6 +333,23 @@ pub(super) async fn status(
             if let Some(rec) = committed(&ctx, hash).await? {
                 return answer(StatusCode::OK, TxStatus::committed(hash, &rec));
             }
+            let kept_from = read_store(&ctx.api.store, |s| s.floors()).await?.tx;
+            if kept_from > 1 {
+                let hint = format!(
+                    "not committed at heights {kept_from} and above and not in this \
+                     validator's pool; it keeps no transaction records below height \
+                     {kept_from} (pruned, retain_blocks), so it may have committed there: ask \
+                     a validator that keeps more history, or check the sender's nonce"
+                );
+                return answer(
+                    StatusCode::NOT_FOUND,
+                    TxStatus::Pruned {
+                        hash,
+                        kept_from,
+                        hint,
+                    },
+                );
+            }
             let hint = "not committed and not in this validator's pool: it was never \
                         received here, or was dropped; submit it (again) if it should apply"
                 .to_string();

@@ -81,6 +81,15 @@ pub enum TxStatus {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         code: Option<String>,
     },
+    /// Not found on a validator that keeps no transaction records below `kept_from`
+    /// (pruning, or a state snapshot): it may have committed below that height. Never
+    /// reported as `unknown` there.
+    Pruned {
+        hash: Digest,
+        #[serde(with = "dec")]
+        kept_from: u64,
+        hint: String,
+    },
     /// Neither committed nor in this validator's pool (or not committed within the wait).
     Unknown {
         hash: Digest,

@@ -384,6 +384,13 @@ fn status_fields(s: &TxStatus) -> Vec<(&'static str, String)> {
             ("reason", reason.clone()),
             ("retryable", retryable.to_string()),
         ],
+        TxStatus::Pruned {
+            kept_from, hint, ..
+        } => vec![
+            ("status", "pruned".into()),
+            ("kept_from", kept_from.to_string()),
+            ("hint", hint.clone()),
+        ],
         TxStatus::Unknown { hint, .. } => {
             let mut v = vec![("status", "unknown".into())];
             if let Some(h) = hint {
@@ -435,6 +442,10 @@ fn outcome(s: &TxStatus, node: &str) -> Option<Fail> {
         TxStatus::InFlight { .. } => Some(Fail::new(
             EXIT_UNKNOWN,
             format!("transaction {hash} is not committed yet (in flight: being ordered); {later}"),
+        )),
+        TxStatus::Pruned { hint, .. } => Some(Fail::new(
+            EXIT_UNKNOWN,
+            format!("node {node} cannot tell about transaction {hash}: {hint}"),
         )),
         TxStatus::Unknown { hint, .. } => Some(Fail::new(
             EXIT_UNKNOWN,

@@ -451,7 +451,8 @@ pub fn status_hash(s: &TxStatus) -> Digest {
         | TxStatus::InFlight { hash }
         | TxStatus::Committed { hash, .. }
         | TxStatus::Rejected { hash, .. }
-        | TxStatus::Unknown { hash, .. } => *hash,
+        | TxStatus::Unknown { hash, .. }
+        | TxStatus::Pruned { hash, .. } => *hash,
     }
 }
 

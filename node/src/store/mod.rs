@@ -118,6 +118,7 @@ impl RedbStore {
             tx.open_table(EVIDENCE)?;
             tree::open_tables(tx)?;
             tx.open_table(HEADER_CERTS)?;
+            tx.open_table(prune::FLOORS)?;
             Ok(())
         };
         write_in(&db, "chain file", tables)?;

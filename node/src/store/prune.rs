@@ -1,7 +1,7 @@
 //! Pruning: a validator keeps the last `retain_blocks` heights of history and deletes what
 //! is older, in the background, in small transactions, so that commits never wait long.
 //!
-//! Two floors, in the chain file's `meta` table, say what is kept:
+//! Two floors, in the chain file's `floors` table, say what is kept:
 //! - `history_floor` F: blocks, header certificates and state-tree versions below F are
 //!   gone; blocks, proofs and state are served from F on;
 //! - `tx_floor` T ≥ F: transaction records are kept for heights from T on, so a lookup that
@@ -25,12 +25,15 @@
 //!   (the first inclusion wins, so a later duplicate never deletes the first one's row).
 
 use super::tree::{JMT_NODES, JMT_STALE, JMT_VALUES, decode_node, encode};
-use super::{BLOCK_HEIGHTS, BLOCKS, HEADER_CERTS, META, RedbStore};
+use super::{BLOCK_HEIGHTS, BLOCKS, HEADER_CERTS, RedbStore};
 use jmt::storage::Node;
 use ledger::{Store, StoreError};
 use redb::ReadableTable;
 use std::collections::BTreeSet;
 
+/// The floors by name, in the chain file (not `meta`: an old store's `meta` keys move to
+/// the consensus file when it opens).
+pub(super) const FLOORS: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("floors");
 pub(super) const HISTORY_FLOOR: &str = "history_floor";
 const TX_FLOOR: &str = "tx_floor";
 
@@ -59,22 +62,19 @@ pub const BLOCKS_PER_STEP: u64 = 64;
 /// Stale tree nodes deleted per step, at most.
 pub const STALE_PER_STEP: usize = 20_000;
 
-/// A u64 meta value (0 if absent).
+/// A floor (0 if never set).
 pub(super) fn read_u64(
-    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    t: &impl ReadableTable<&'static str, u64>,
     key: &str,
 ) -> Result<u64, redb::Error> {
-    Ok(t.get(key)?
-        .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
-        .map(u64::from_le_bytes)
-        .unwrap_or(0))
+    Ok(t.get(key)?.map(|v| v.value()).unwrap_or(0))
 }
 
 /// Sets the floors in `tx` (a snapshot install): history `h`, transactions `t`.
 pub(super) fn set_floors(tx: &redb::WriteTransaction, h: u64, t: u64) -> Result<(), redb::Error> {
-    let mut m = tx.open_table(META)?;
-    m.insert(HISTORY_FLOOR, h.to_le_bytes().as_slice())?;
-    m.insert(TX_FLOOR, t.to_le_bytes().as_slice())?;
+    let mut m = tx.open_table(FLOORS)?;
+    m.insert(HISTORY_FLOOR, h)?;
+    m.insert(TX_FLOOR, t)?;
     Ok(())
 }
 
@@ -82,7 +82,7 @@ impl RedbStore {
     /// What this store keeps.
     pub fn floors(&self) -> Result<Floors, StoreError> {
         self.read(|tx| {
-            let m = tx.open_table(META)?;
+            let m = tx.open_table(FLOORS)?;
             Ok(Floors {
                 history: read_u64(&m, HISTORY_FLOOR)?,
                 tx: read_u64(&m, TX_FLOOR)?,
@@ -134,10 +134,10 @@ impl RedbStore {
                 for h in &block_hashes {
                     heights.remove(h.0)?;
                 }
-                let mut m = tx.open_table(META)?;
+                let mut m = tx.open_table(FLOORS)?;
                 let tx_floor = read_u64(&m, TX_FLOOR)?.max(to);
-                m.insert(HISTORY_FLOOR, to.to_le_bytes().as_slice())?;
-                m.insert(TX_FLOOR, tx_floor.to_le_bytes().as_slice())?;
+                m.insert(HISTORY_FLOOR, to)?;
+                m.insert(TX_FLOOR, tx_floor)?;
                 Ok(())
             })?;
         }
@@ -203,5 +203,77 @@ impl RedbStore {
             Ok(())
         })?;
         Ok(out)
+    }
+}
+
+/// How often the pruner looks at the height.
+const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl RedbStore {
+    /// Starts the pruner thread (`cairn-prune`): about once a second, while the stored
+    /// height is more than `retain` above the history floor, it prunes step by step up to
+    /// `height − retain` (sleeping 5 ms between steps so block writes are never kept
+    /// waiting long), and reports each new floor to `on_floor`. Ends once `stop` is set. A
+    /// failed step is logged and retried on the next round.
+    pub fn start_pruner(
+        &self,
+        retain: u64,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        on_floor: impl Fn(u64) + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        use std::sync::atomic::Ordering;
+        let store = self.clone();
+        std::thread::Builder::new()
+            .name("cairn-prune".into())
+            .spawn(move || {
+                if let Ok(f) = store.floors() {
+                    on_floor(f.history);
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(PRUNE_INTERVAL);
+                    let target = match store.height() {
+                        Ok(h) => h.saturating_sub(retain),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pruner: cannot read the height");
+                            continue;
+                        }
+                    };
+                    let mut pruned = PruneStep::default();
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match store.prune_step(target) {
+                            Ok(step) => {
+                                pruned.floor = step.floor;
+                                pruned.blocks += step.blocks;
+                                pruned.tx_records += step.tx_records;
+                                pruned.tree_nodes += step.tree_nodes;
+                                pruned.tree_values += step.tree_values;
+                                if !step.more {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "pruner: a step failed; retrying later");
+                                break;
+                            }
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    if pruned.blocks + pruned.tree_nodes > 0 {
+                        on_floor(pruned.floor);
+                        tracing::debug!(
+                            floor = pruned.floor,
+                            blocks = pruned.blocks,
+                            tx_records = pruned.tx_records,
+                            tree_nodes = pruned.tree_nodes,
+                            tree_values = pruned.tree_values,
+                            "pruned"
+                        );
+                    }
+                }
+            })
+            .expect("spawning the pruner thread")
     }
 }

@@ -195,7 +195,7 @@ fn funded(path: &std::path::Path, n: u8) -> (Ledger<RedbStore>, Vec<SecretKey>) 
 
 /// Block `h`'s transfers: a few wallets pay the next one; every fifth block is empty.
 fn transfers(keys: &[SecretKey], nonces: &mut [u64], h: u64) -> Vec<Transaction> {
-    if h % 5 == 0 {
+    if h.is_multiple_of(5) {
         return Vec::new();
     }
     (0..4)
@@ -336,4 +336,56 @@ fn a_pruned_store_stops_growing() {
         full[0],
         full[1]
     );
+}
+
+/// A state snapshot sets the floors: the snapshot's block is held, nothing below it, and
+/// no transaction record at or below it (lookups answer "pruned", never "unknown").
+#[test]
+fn a_snapshot_install_sets_the_floors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, keys) = funded(&dir.path().join("a.redb"), 6);
+    let (mut b, _) = funded(&dir.path().join("b.redb"), 6);
+    let mut nonces = vec![0u64; keys.len()];
+    let mut block = None;
+    for h in 1..=7u64 {
+        block = Some(
+            a.commit(input(&keys[0], transfers(&keys, &mut nonces, h)))
+                .unwrap()
+                .0,
+        );
+    }
+    let block = block.unwrap();
+    let accounts = a.store().accounts().unwrap();
+    b.install_snapshot(block.clone(), accounts).unwrap();
+    assert_eq!(b.store().floors().unwrap(), Floors { history: 7, tx: 8 });
+    assert!(b.store().block(7).unwrap().is_some());
+    assert!(b.store().block(6).unwrap().is_none());
+    assert!(b.store().tx(&block.txs[0].hash()).unwrap().is_none());
+    drop(b);
+    let reopened = RedbStore::open(&dir.path().join("b.redb")).unwrap();
+    assert_eq!(reopened.floors().unwrap(), Floors { history: 7, tx: 8 });
+}
+
+/// The pruner thread prunes to `height − retain` on its own and reports the floor.
+#[test]
+fn the_pruner_thread_keeps_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut l, keys) = funded(&dir.path().join("p.redb"), 6);
+    let mut nonces = vec![0u64; keys.len()];
+    for h in 1..=260u64 {
+        l.commit(input(&keys[0], transfers(&keys, &mut nonces, h)))
+            .unwrap();
+    }
+    l.store().tx_index().flush().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s2 = seen.clone();
+    let t = l.store().start_pruner(100, stop.clone(), move |f| {
+        s2.store(f, std::sync::atomic::Ordering::SeqCst);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    t.join().unwrap();
+    assert_eq!(l.store().floors().unwrap().history, 160);
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 160);
 }

@@ -92,10 +92,13 @@ impl RedbStore {
             .begin_read()
             .map_err(|e| StoreError::new("begin read (store.redb)", e))?;
         let open = |e| StoreError::new("read (store.redb)", e);
-        let floor = tx.open_table(super::META).map_err(open).and_then(|m| {
-            super::prune::read_u64(&m, super::prune::HISTORY_FLOOR)
-                .map_err(|e| StoreError::new("read (store.redb)", e))
-        })?;
+        let floor = tx
+            .open_table(super::prune::FLOORS)
+            .map_err(open)
+            .and_then(|m| {
+                super::prune::read_u64(&m, super::prune::HISTORY_FLOOR)
+                    .map_err(|e| StoreError::new("read (store.redb)", e))
+            })?;
         Ok(TreeSnapshot {
             nodes: tx.open_table(JMT_NODES).map_err(open)?,
             values: tx.open_table(JMT_VALUES).map_err(open)?,

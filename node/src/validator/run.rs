@@ -322,6 +322,16 @@ async fn run_with<P: Protocol>(
         .store()
         .tx_index()
         .start_indexer(index_stop.clone());
+    let floor_gauge = metrics.history_floor.clone();
+    let pruner = (loaded.config.retain_blocks > 0).then(|| {
+        driver.ledger().store().start_pruner(
+            loaded.config.retain_blocks,
+            index_stop.clone(),
+            move |floor| {
+                floor_gauge.set(floor);
+            },
+        )
+    });
     let mut report = Reporter {
         announce: announcer,
         status,
@@ -404,6 +414,9 @@ async fn run_with<P: Protocol>(
     let _ = tokio::task::spawn_blocking(move || store_thread.join()).await;
     index_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || indexer.join()).await;
+    if let Some(p) = pruner {
+        let _ = tokio::task::spawn_blocking(move || p.join()).await;
+    }
     tracing::info!(height = driver.ledger().height(), "validator stopping");
     // The ingress thread ends when its output is gone or the transport stops.
     drop(inbound);

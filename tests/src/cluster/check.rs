@@ -28,16 +28,13 @@ pub struct Verdict {
 
 /// Checks the stopped cluster (call `stop_all` first: redb locks a store while its
 /// validator runs): every transaction in `acked` is in every store of `honest` with a
-/// successful receipt (a Raft store that installed a snapshot above it may lack its block:
-/// that is not a violation), the honest stores have equal block hashes and state roots at
+/// successful receipt (a store whose transaction floor is above it — pruning, a Raft state
+/// snapshot — may lack it, and then answers `pruned`; it may not record a later duplicate
+/// inclusion instead), the honest stores have equal block hashes and state roots at
 /// every height they share, and no validator in `voters` logged two different votes for one
 /// slot. Panics naming the validator, height or slot on any violation. A store that ends
 /// below an acknowledged transaction's height counts as lacking it: stop the load and let
 /// the honest validators reach the highest height before stopping them.
-///
-/// One known validator bug is tolerated with a printed `NODE BUG` line unless
-/// `CAIRN_CHECK_STRICT=1`: a Raft store that installed a state snapshot holds the snapshot's
-/// block but no transaction records for the transactions in it.
 pub fn check(cluster: &Cluster, honest: &[usize], voters: &[usize], acked: &Acked) -> Verdict {
     match try_check(cluster, honest, voters, acked) {
         Ok(v) => v,
@@ -67,7 +64,7 @@ pub fn try_check(
         stores.push((i, store));
     }
     let height = same_chain(&stores)?;
-    let acked_checked = acked_in_stores(&stores, &acked.committed)?;
+    let acked_checked = acked_in_stores(&stores, acked)?;
     let mut votes_checked = 0;
     for &i in voters {
         let path = cluster.vote_log_path(i);
@@ -181,25 +178,18 @@ fn same_chain(stores: &[(usize, RedbStore)]) -> Result<u64, String> {
     Ok(low)
 }
 
-/// Every acknowledged transaction is in every store (or below a store's snapshot), at the
-/// same height and index with the same successful receipt, and the block there holds it.
+/// Every acknowledged transaction is in every store at the same height and index with the
+/// same successful receipt, and the block there holds it — or, on a store whose transaction
+/// floor is above that height (pruning, a Raft state snapshot), absent: the API then answers
+/// `pruned`, never `unknown`, and never a later duplicate inclusion's failed receipt.
 /// Returns the number of distinct transactions checked.
-///
-/// The one known validator bug this tolerates (printed as `NODE BUG`; a violation with
-/// `CAIRN_CHECK_STRICT=1`): `RedbStore::install_snapshot` stores the snapshot's block but
-/// writes no transaction records, and the records of the blocks below are gone with them. So
-/// a Raft validator that installed a snapshot (a) has no record of the transactions in the
-/// snapshot's block, although it holds the block, and (b) records a *later duplicate*
-/// inclusion of a transaction committed below its snapshot (a new Raft leader re-proposes
-/// batches that already committed; execution refuses them with `NonceTooLow`) as the
-/// transaction's commit, with the duplicate's failed receipt.
-fn acked_in_stores(stores: &[(usize, RedbStore)], acked: &[Digest]) -> Result<usize, String> {
-    let uniq: BTreeSet<Digest> = acked.iter().copied().collect();
+fn acked_in_stores(stores: &[(usize, RedbStore)], acked: &Acked) -> Result<usize, String> {
+    let uniq: BTreeSet<Digest> = acked.committed.iter().copied().collect();
     let honest: Vec<usize> = stores.iter().map(|(i, _)| *i).collect();
-    let strict = std::env::var_os("CAIRN_CHECK_STRICT").is_some_and(|v| v != "0");
-    // Tolerated cases of the known bug, per (validator, height): (a) and (b) above.
-    let mut unindexed: BTreeMap<(usize, u64), usize> = BTreeMap::new();
-    let mut duplicates: BTreeMap<(usize, u64), usize> = BTreeMap::new();
+    let mut floors = Vec::new();
+    for (i, s) in stores {
+        floors.push(s.floors().map_err(|e| store_err(*i, e))?.tx);
+    }
     // Transaction hashes per height, read once: many transactions share a block.
     let mut block_txs: BTreeMap<u64, Vec<Digest>> = BTreeMap::new();
     for h in &uniq {
@@ -213,6 +203,12 @@ fn acked_in_stores(stores: &[(usize, RedbStore)], acked: &[Digest]) -> Result<us
             .filter_map(|(i, r)| r.clone().map(|r| (*i, r)))
             .min_by_key(|(_, r)| r.height)
         else {
+            // Every store pruned it: acknowledged below every transaction floor.
+            if let Some(at) = acked.heights.get(h)
+                && floors.iter().all(|f| *f > *at)
+            {
+                continue;
+            }
             return Err(format!(
                 "acknowledged transaction {h} is in no honest store (validators {honest:?})"
             ));
@@ -261,32 +257,23 @@ fn acked_in_stores(stores: &[(usize, RedbStore)], acked: &[Digest]) -> Result<us
                     rec.height
                 ));
             }
-            let has = |height: u64| -> Result<bool, String> {
-                Ok(height >= 1 && s.block(height).map_err(|e| store_err(*i, e))?.is_some())
-            };
-            // Does this store lack the first inclusion's block, or is that block the base of
-            // a snapshot it installed (held, but without records)?
-            let gap = !has(rec.height)?;
-            let snapshot_base = !gap && rec.height > 1 && !has(rec.height - 1)?;
+            let below_floor = rec.height < floors[k];
             match r {
-                None if gap => {} // Below a state snapshot: not stored here.
-                None if snapshot_base && !strict => {
-                    *unindexed.entry((*i, rec.height)).or_default() += 1;
-                }
-                Some(r) if r.height > rec.height && (gap || snapshot_base) && !strict => {
-                    *duplicates.entry((*i, r.height)).or_default() += 1;
-                }
+                // Reported pruned (its transaction floor is above the first inclusion).
+                None if below_floor => {}
                 None => {
+                    let below = rec.height > 1
+                        && s.block(rec.height - 1)
+                            .map_err(|e| store_err(*i, e))?
+                            .is_some();
                     return Err(format!(
                         "validator {i} holds block {} with acknowledged transaction {h} but has \
-                         no transaction record for it{}",
+                         no transaction record for it (its transaction floor is {}; block {} \
+                         is {}held there; its store ends at {top})",
                         rec.height,
-                        if snapshot_base {
-                            " (that block is the base of a state snapshot it installed: \
-                             RedbStore::install_snapshot does not index its transactions)"
-                        } else {
-                            ""
-                        }
+                        floors[k],
+                        rec.height - 1,
+                        if below { "" } else { "not " }
                     ));
                 }
                 Some(r) => {
@@ -299,9 +286,9 @@ fn acked_in_stores(stores: &[(usize, RedbStore)], acked: &[Digest]) -> Result<us
                         r.height,
                         r.index,
                         r.receipt.outcome,
-                        if gap || snapshot_base {
-                            " (it installed a state snapshot above the first inclusion, whose \
-                             record it lacks, and indexed a later duplicate)"
+                        if below_floor {
+                            " — a later duplicate inclusion, recorded by a validator whose \
+                             transaction floor is above the first"
                         } else {
                             ""
                         }
@@ -309,24 +296,6 @@ fn acked_in_stores(stores: &[(usize, RedbStore)], acked: &[Digest]) -> Result<us
                 }
             }
         }
-    }
-    for ((i, height), count) in &unindexed {
-        eprintln!(
-            "cluster check: NODE BUG (tolerated; CAIRN_CHECK_STRICT=1 fails on it): validator {i} \
-             holds block {height}, the base of a Raft state snapshot it installed, but no \
-             transaction record for the {count} acknowledged transaction(s) in it: GET \
-             /v1/transactions/HASH answers 404 unknown there although GET /v1/blocks/{height} \
-             lists them (RedbStore::install_snapshot stores the block without indexing it)"
-        );
-    }
-    for ((i, height), count) in &duplicates {
-        eprintln!(
-            "cluster check: NODE BUG (tolerated; CAIRN_CHECK_STRICT=1 fails on it): validator {i} \
-             records {count} acknowledged transaction(s) as committed at height {height} with a \
-             failed receipt (a duplicate inclusion), while the others record their first, \
-             successful inclusion below the state snapshot validator {i} installed (which carries \
-             no transaction records)"
-        );
     }
     Ok(uniq.len())
 }

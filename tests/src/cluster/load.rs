@@ -27,6 +27,9 @@ const SKIP_UNREACHABLE: Duration = Duration::from_millis(500);
 #[derive(Clone, Debug, Default)]
 pub struct Acked {
     pub committed: Vec<Digest>,
+    /// The height each acknowledgement named (the checker needs it for a transaction that
+    /// every store has pruned).
+    pub heights: std::collections::BTreeMap<Digest, u64>,
     pub submitted: usize,
 }
 
@@ -34,6 +37,7 @@ struct Shared {
     stop: AtomicBool,
     targets: Mutex<Vec<usize>>,
     committed: Mutex<Vec<Digest>>,
+    heights: Mutex<std::collections::BTreeMap<Digest, u64>>,
     submitted: AtomicUsize,
     attempts: AtomicUsize,
     refused: AtomicUsize,
@@ -52,6 +56,7 @@ impl Load {
             stop: AtomicBool::new(false),
             targets: Mutex::new(targets.to_vec()),
             committed: Mutex::new(Vec::new()),
+            heights: Mutex::new(Default::default()),
             submitted: AtomicUsize::new(0),
             attempts: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
@@ -110,13 +115,14 @@ impl Load {
         }
         Acked {
             committed: self.shared.committed.lock().unwrap().clone(),
+            heights: self.shared.heights.lock().unwrap().clone(),
             submitted: self.shared.submitted.load(Ordering::Relaxed),
         }
     }
 }
 
 enum Outcome {
-    Committed,
+    Committed(u64),
     /// Try the next validator now.
     Next,
     /// Try the next validator after a short pause.
@@ -162,8 +168,9 @@ fn wallet_loop(
             rr = rr.wrapping_add(1);
             shared.attempts.fetch_add(1, Ordering::Relaxed);
             match submit(&http, &apis[t], &body) {
-                Outcome::Committed => {
+                Outcome::Committed(height) => {
                     shared.committed.lock().unwrap().push(hash);
+                    shared.heights.lock().unwrap().insert(hash, height);
                     break;
                 }
                 Outcome::Next => std::thread::sleep(Duration::from_millis(20)),
@@ -193,7 +200,12 @@ fn submit(http: &reqwest::blocking::Client, api: &str, body: &serde_json::Value)
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.json().unwrap_or(serde_json::Value::Null);
     match (status, v["status"].as_str()) {
-        (200, Some("committed")) => Outcome::Committed,
+        (200, Some("committed")) => Outcome::Committed(
+            v["height"]
+                .as_str()
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(0),
+        ),
         // Refused (422), rate-limited (429), or the validator is failing (5xx).
         (422 | 429, _) => Outcome::Backoff,
         (s, _) if s >= 500 => Outcome::Backoff,

@@ -220,6 +220,16 @@ impl Cluster {
         self.out.join(format!("validator-{i}"))
     }
 
+    /// Changes every validator's `config.toml` (before they start).
+    pub fn edit_config(&self, edit: impl Fn(&mut genesis::NodeConfig)) {
+        for i in 0..self.n {
+            let home = self.home(i);
+            let mut c = genesis::NodeConfig::load(&home).expect("config.toml");
+            edit(&mut c);
+            c.save(&home).expect("saving config.toml");
+        }
+    }
+
     /// Validator `i`'s store (open it only while the validator is stopped).
     pub fn store_path(&self, i: usize) -> PathBuf {
         self.home(i).join("data/store.redb")

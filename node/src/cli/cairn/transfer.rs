@@ -265,7 +265,10 @@ fn report(
         // Without --wait, accepted into the pool is success.
         (TxStatus::Pending { .. } | TxStatus::InFlight { .. }, None) => None,
         (
-            TxStatus::Pending { .. } | TxStatus::InFlight { .. } | TxStatus::Unknown { .. },
+            TxStatus::Pending { .. }
+            | TxStatus::InFlight { .. }
+            | TxStatus::Unknown { .. }
+            | TxStatus::Pruned { .. },
             Some(t),
         ) => {
             let hash = sent.hash();
