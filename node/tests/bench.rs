@@ -137,3 +137,102 @@ fn bench_refuses_bad_arguments_with_a_clear_message() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("cannot be used with"), "{err}");
 }
+
+/// Runs `cairnd bench --soak` on Raft at 300 tx/s with a 100-block window; if `pause` is
+/// given, SIGSTOPs that validator for 6 s from `pause` seconds in. Returns (success, output,
+/// soak.csv, soak.txt).
+fn soak(secs: u64, pause: Option<(usize, u64)>) -> (bool, String, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let child = Command::new(CAIRND)
+        .arg("bench")
+        .args(["--out", out.to_str().unwrap()])
+        .args(["--protocols", "raft", "--rate", "300", "--accounts", "40"])
+        .args(["--soak", &format!("{secs}s"), "--sample", "2s"])
+        .args(["--retain-blocks", "100"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some((v, at)) = pause {
+        std::thread::sleep(std::time::Duration::from_secs(at));
+        let pid = validator_pid(&out, v).expect("the paused validator's process");
+        let pid = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(6));
+        rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let csv = std::fs::read_to_string(out.join("soak.csv")).unwrap_or_default();
+    let txt = std::fs::read_to_string(out.join("soak.txt")).unwrap_or_default();
+    let svg = std::fs::metadata(out.join("soak.svg")).map_or(0, |m| m.len());
+    assert!(svg > 0, "soak.svg missing:\n{text}");
+    (output.status.success(), text, csv, txt)
+}
+
+/// The pid of the `cairnd run` whose home is `OUT/clusters/raft-soak/validator-V`.
+fn validator_pid(out: &Path, v: usize) -> Option<i32> {
+    let home = out.join(format!("clusters/raft-soak/validator-{v}"));
+    let want = home.to_str()?.to_string();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(" run ") && cmd.contains(&want) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// A short soak in the default run keeps the soak mode working: it samples every validator
+/// (height rising, memory and files recorded, the window pruned) and passes with no stall.
+#[test]
+fn a_short_soak_samples_every_validator_and_passes_without_stalls() {
+    let (ok, text, csv, txt) = soak(30, None);
+    assert!(ok, "the soak failed:\n{text}");
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    for v in 0..3 {
+        let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r[1] == v.to_string()).collect();
+        assert!(mine.len() >= 10, "validator {v}: {} samples", mine.len());
+        let h = |r: &Vec<&str>| r[2].parse::<u64>().unwrap();
+        assert!(h(mine.last().unwrap()) > h(mine[0]) + 100, "heights: {csv}");
+        assert!(
+            mine.iter().all(|r| r[3].parse::<f64>().unwrap() > 1.0),
+            "rss: {csv}"
+        );
+        assert!(
+            mine.iter().all(|r| r[4].parse::<u64>().unwrap() > 3),
+            "files: {csv}"
+        );
+    }
+    let verdict = txt.lines().last().unwrap();
+    assert!(
+        verdict.starts_with("PASS") && verdict.contains(", 0 stalls"),
+        "{txt}"
+    );
+}
+
+/// Negative control: a validator stopped for 6 s (more than the 3 s stall limit) makes the
+/// soak fail, naming the stall.
+#[test]
+fn a_soak_with_a_paused_validator_reports_the_stall_and_fails() {
+    let (ok, text, _csv, txt) = soak(25, Some((1, 12)));
+    assert!(!ok, "the soak passed despite the pause:\n{text}");
+    assert!(
+        txt.contains("stall: validator 1 made no block"),
+        "{txt}\n{text}"
+    );
+    assert!(txt.lines().last().unwrap().starts_with("FAIL"), "{txt}");
+}

@@ -121,6 +121,37 @@ pub fn throughput(rows: &[Row]) -> String {
     plot(&axes, lines)
 }
 
+/// One validator's soak samples: (validator, [(seconds, resident MB, disk MB)]).
+pub type SoakSeries = (usize, Vec<(f64, f64, f64)>);
+
+/// A soak (`soak.rs`): each validator's resident memory (solid) and disk use (dashed), MB,
+/// over seconds.
+pub fn soak(series: &[SoakSeries]) -> String {
+    let mut lines = Vec::new();
+    for (v, pts) in series {
+        let color = PALETTE[v % PALETTE.len()];
+        for (what, dashed) in [("RSS", false), ("disk", true)] {
+            lines.push(Line {
+                name: format!("validator {v} {what}"),
+                color,
+                dashed,
+                marker: Marker::None,
+                points: points(
+                    pts.iter()
+                        .map(|&(t, rss, disk)| (t, if dashed { disk } else { rss })),
+                ),
+            });
+        }
+    }
+    let axes = Axes {
+        title: "Soak: resident memory and disk per validator",
+        x_desc: "seconds",
+        y_desc: "MB (RSS solid, disk dashed)",
+        log_y: false,
+    };
+    plot(&axes, lines)
+}
+
 /// p50 (solid) and p99 (dashed) latency against committed tx/s; the latency axis is
 /// logarithmic when it spans more than two decades.
 pub fn latency(rows: &[Row]) -> String {

@@ -27,6 +27,8 @@ pub struct ClusterSpec {
     /// Largest block, in transactions and bytes (genesis params).
     pub max_block_txs: u32,
     pub max_block_bytes: u32,
+    /// `retain_blocks` in every validator's `config.toml` (None: the default).
+    pub retain_blocks: Option<u64>,
 }
 
 pub struct Cluster {
@@ -74,6 +76,15 @@ impl Cluster {
             funded: spec.funded.clone(),
         })
         .map_err(|e| anyhow::anyhow!("cannot write the bench testnet: {e}"))?;
+        if let Some(retain) = spec.retain_blocks {
+            for v in &summary.validators {
+                let mut c = genesis::NodeConfig::load(&v.home)
+                    .map_err(|e| anyhow::anyhow!("bench testnet: {e}"))?;
+                c.retain_blocks = retain;
+                c.save(&v.home)
+                    .map_err(|e| anyhow::anyhow!("bench testnet: {e}"))?;
+            }
+        }
         let exe = std::env::current_exe().context("cannot find the cairnd executable")?;
         let mut cluster = Cluster {
             apis: summary
@@ -148,6 +159,11 @@ impl Cluster {
         }
     }
 
+    /// The validators' process ids, in validator order.
+    pub fn pids(&self) -> &[i32] {
+        &self.pids
+    }
+
     /// Total CPU seconds (user + system) used so far by the validator processes.
     pub fn cpu_seconds(&self) -> f64 {
         self.pids.iter().map(|&p| cpu_seconds_of(p)).sum()
@@ -158,6 +174,25 @@ impl Cluster {
         let mut out = Vec::with_capacity(self.apis.len());
         for api in &self.apis {
             out.push(counters(http, api).await.unwrap_or_default());
+        }
+        out
+    }
+
+    /// Every validator's counters, each given at most `limit` to answer (None if it did not:
+    /// stopped, overloaded or gone).
+    pub async fn counters_within(
+        &self,
+        http: &reqwest::Client,
+        limit: Duration,
+    ) -> Vec<Option<Counters>> {
+        let mut out = Vec::with_capacity(self.apis.len());
+        for api in &self.apis {
+            out.push(
+                tokio::time::timeout(limit, counters(http, api))
+                    .await
+                    .ok()
+                    .flatten(),
+            );
         }
         out
     }

@@ -9,12 +9,15 @@
 //! - `ceiling.rs`: this machine's ed25519/sha256 speed and the transfer ceiling it implies.
 //! - `report.rs`: [`report::Report`] rows; table, CSV, JSON and a consistency check.
 //! - `chart.rs`: SVG charts (plotters).
+//! - `soak.rs`: `--soak DURATION`, one protocol under steady load, its memory, files, disk
+//!   and stalls sampled, with a verdict.
 
 pub mod ceiling;
 pub mod chart;
 pub mod cluster;
 pub mod load;
 pub mod report;
+pub mod soak;
 
 use crate::cli::CliError;
 use clap::Args;
@@ -76,6 +79,20 @@ pub struct BenchArgs {
     /// Keep each run's cluster directory (stores and logs) under OUT/clusters
     #[arg(long)]
     pub keep: bool,
+    /// Soak instead: run the one protocol of --protocols for this long (e.g. 1h, 2m) at
+    /// --rate, or at --soak-fraction of its saturation measured first; sample memory, open
+    /// files, disk and height; write soak.csv, soak.svg and soak.txt with a verdict
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, conflicts_with_all = ["sweep", "in_flight"])]
+    pub soak: Option<Duration>,
+    /// Soak: the fraction of the measured saturation to offer (when --rate is not given)
+    #[arg(long, default_value_t = 0.5)]
+    pub soak_fraction: f64,
+    /// Soak: how often each validator is sampled
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub sample: Duration,
+    /// `retain_blocks` for the bench's validators (default: the config default, 10000)
+    #[arg(long, value_name = "N")]
+    pub retain_blocks: Option<u64>,
 }
 
 /// Largest block in the bench's genesis: 1024 transactions / 512 KiB per batch.
@@ -118,6 +135,18 @@ pub fn bench(args: BenchArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::failure(format!("cannot start the async runtime: {e}")))?;
+    if let Some(d) = args.soak {
+        let verdict = runtime.block_on(soak::soak(&args, d))?;
+        println!("\n{verdict}");
+        println!(
+            "wrote {}, soak.svg and soak.txt",
+            args.out.join("soak.csv").display()
+        );
+        return match verdict.lines().last() {
+            Some(l) if l.starts_with("PASS") => Ok(()),
+            _ => Err(CliError::failure("the soak failed (see the verdict above)")),
+        };
+    }
     let report = runtime.block_on(run(&args))?;
     let table = report::table(&report);
     println!("\n{table}");
@@ -168,6 +197,18 @@ fn check_args(a: &BenchArgs) -> Result<(), CliError> {
     }
     if a.tx_size > 60_000 {
         return Err(CliError::input("--tx-size: at most 60000 bytes"));
+    }
+    if a.sample.is_zero() {
+        return Err(CliError::input("--sample must be more than 0"));
+    }
+    if let Some(r) = a.retain_blocks
+        && r != 0
+        && r < genesis::NodeConfig::MIN_RETAIN_BLOCKS
+    {
+        return Err(CliError::input(format!(
+            "--retain-blocks: 0 (keep everything) or at least {}",
+            genesis::NodeConfig::MIN_RETAIN_BLOCKS
+        )));
     }
     Ok(())
 }
@@ -263,6 +304,34 @@ async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     Ok(report)
 }
 
+/// The committed throughput of a short closed-loop run (10,000 in flight, 3 s warm-up,
+/// 10 s window): the saturation a soak offers a fraction of.
+pub(crate) async fn saturation(
+    args: &BenchArgs,
+    http: &reqwest::Client,
+    accounts: &Accounts,
+    protocol: Protocol,
+    n: usize,
+) -> Result<f64, CliError> {
+    let short = BenchArgs {
+        warmup: Duration::from_secs(3),
+        duration: Duration::from_secs(10),
+        drain: Duration::from_secs(5),
+        ..args.clone()
+    };
+    let row = one_run(
+        &short,
+        http,
+        accounts,
+        protocol,
+        n,
+        Load::Closed(10_000),
+        0.0,
+    )
+    .await?;
+    Ok(row.committed_tps)
+}
+
 /// The encoded size of one transfer (all transfers have the same size).
 fn transfer_size() -> usize {
     let key = crypto::SecretKey::from_seed([1; 32]);
@@ -311,6 +380,7 @@ async fn one_run(
         raw_transactions: args.workload == Workload::Raw,
         max_block_txs: MAX_BLOCK_TXS,
         max_block_bytes: MAX_BLOCK_BYTES,
+        retain_blocks: args.retain_blocks,
     };
     eprintln!("\n== {label}: starting {n} validators");
     let cluster = Cluster::start(&spec, http)
