@@ -169,7 +169,7 @@ impl<P: Protocol> Driver<P> {
             let d = self.batches.insert_checked(Batch { txs, hashes });
             self.own.cut(d, n);
             out.push(Out::Broadcast(frame));
-            out.extend(self.feed(now, Input::Payload(d))?);
+            out.extend(self.offer(now, d)?);
             if !full || self.backlogged() {
                 break;
             }
@@ -186,7 +186,7 @@ impl<P: Protocol> Driver<P> {
             return Ok(Vec::new());
         }
         self.store_peer_batch(d, batch);
-        let mut out = self.feed(now, Input::Payload(d))?;
+        let mut out = self.offer(now, d)?;
         out.extend(self.after_batches(now)?);
         Ok(out)
     }

@@ -32,6 +32,9 @@ use std::collections::{BTreeSet, VecDeque};
 pub(super) const MAX_HELD_PROPOSALS: usize = 16;
 /// Batches kept in memory, at most.
 pub(super) const MAX_STORED_BATCHES: usize = 100_000;
+/// Digests of committed batches remembered (about 20 MB): a batch arriving later than this
+/// many committed batches after its block is not expected.
+const COMMITTED_DIGESTS_KEPT: usize = 262_144;
 pub(super) type Res = Result<Vec<Out>, DriverError>;
 
 pub struct DriverConfig {
@@ -188,6 +191,8 @@ pub struct Driver<P: Protocol> {
     pub(super) admission: Option<super::admission::Admission>,
     /// Linearizable reads waiting for the core's answer.
     pub(super) reads: super::reads::OpenReads,
+    /// Batches the core committed: never offered to it again (`Driver::offer`).
+    pub(super) committed_batches: super::batches::RecentDigests,
 }
 
 impl<P: Protocol> Driver<P> {
@@ -257,6 +262,7 @@ impl<P: Protocol> Driver<P> {
             own: Default::default(),
             admission: None,
             reads: Default::default(),
+            committed_batches: super::batches::RecentDigests::new(COMMITTED_DIGESTS_KEPT),
         })
     }
 
@@ -443,6 +449,16 @@ impl<P: Protocol> Driver<P> {
         }
     }
 
+    /// Offers a stored batch to the core, unless the core already committed it (a batch that
+    /// arrives after its block, or one held across a restart): proposing it again would put
+    /// it in a second block, by which time its data may be gone.
+    pub(super) fn offer(&mut self, now: u64, d: Digest) -> Res {
+        if self.committed_batches.contains(&d) {
+            return Ok(Vec::new());
+        }
+        self.feed(now, Input::Payload(d))
+    }
+
     pub(super) fn feed(&mut self, now: u64, input: Input<P::Message>) -> Res {
         let acts = self.core.handle(now, input);
         self.run(now, acts)
@@ -474,6 +490,7 @@ impl<P: Protocol> Driver<P> {
                     }
                     Action::Commit(c) => {
                         for d in &c.payload {
+                            self.committed_batches.insert(*d);
                             if let Some(at) = self.own.committed(d) {
                                 sample(
                                     &mut self.stats.stages.consensus,

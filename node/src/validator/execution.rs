@@ -108,6 +108,7 @@ impl<P: Protocol> Driver<P> {
                 return Ok(());
             }
             let c = self.commits.pop_front().expect("front exists");
+            let payload = c.payload.clone();
             let batches = &self.batches;
             // Transactions whose signatures need no second check: those of this validator's
             // own batches (checked at admission), peers' batches the admission workers found
@@ -140,10 +141,12 @@ impl<P: Protocol> Driver<P> {
                     self.ledger.poison();
                     return Err(DriverError::Stage(e));
                 }
+                self.batches.executed(&payload);
                 continue;
             }
             let started = std::time::Instant::now();
             let executed = self.ledger.execute_hashed(input, &checked, &hashes)?;
+            self.batches.executed(&payload);
             let (block, receipts) = self.ledger.store_executed(executed)?;
             self.stats.fsync(started);
             self.written_here(block, receipts, out)?;

@@ -9,7 +9,7 @@ use super::driver::{Driver, DriverError, Res};
 use super::protocol::Protocol;
 use super::wire::{MAX_BLOCKS_BYTES, MAX_BLOCKS_PER_MESSAGE, Wire};
 use crate::store::DurableOp;
-use consensus::{Committed, Core, Input, ReplicaId};
+use consensus::{Committed, Core, ReplicaId};
 use crypto::Digest;
 use ledger::{Account, Address, Block, LedgerError, Store};
 
@@ -323,7 +323,7 @@ impl<P: Protocol> Driver<P> {
             .filter(|d| !self.batches.get(d).is_some_and(stale))
             .collect();
         for d in pending {
-            out.extend(self.feed(now, Input::Payload(d))?);
+            out.extend(self.offer(now, d)?);
         }
         out.extend(self.after_batches(now)?);
         Ok(out)
