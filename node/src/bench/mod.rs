@@ -304,6 +304,32 @@ async fn run(args: &BenchArgs) -> Result<Report, CliError> {
     Ok(report)
 }
 
+/// The cluster of one run in a fresh `OUT/clusters/LABEL` directory (an old one is removed).
+pub(crate) fn fresh_spec(
+    args: &BenchArgs,
+    accounts: &Accounts,
+    protocol: Protocol,
+    n: usize,
+    label: &str,
+) -> Result<ClusterSpec, CliError> {
+    let dir = cluster::run_dir(&args.out, label);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| CliError::failure(format!("cannot clear {}: {e}", dir.display())))?;
+    }
+    Ok(ClusterSpec {
+        protocol,
+        validators: n,
+        dir,
+        funded: accounts.addresses.clone(),
+        balance: BALANCE,
+        raw_transactions: args.workload == Workload::Raw,
+        max_block_txs: MAX_BLOCK_TXS,
+        max_block_bytes: MAX_BLOCK_BYTES,
+        retain_blocks: args.retain_blocks,
+    })
+}
+
 /// The committed throughput of a short closed-loop run (10,000 in flight, 3 s warm-up,
 /// 10 s window): the saturation a soak offers a fraction of.
 pub(crate) async fn saturation(
@@ -366,22 +392,8 @@ async fn one_run(
             args.workload.as_str()
         ),
     };
-    let dir = cluster::run_dir(&args.out, &label);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| CliError::failure(format!("cannot clear {}: {e}", dir.display())))?;
-    }
-    let spec = ClusterSpec {
-        protocol,
-        validators: n,
-        dir: dir.clone(),
-        funded: accounts.addresses.clone(),
-        balance: BALANCE,
-        raw_transactions: args.workload == Workload::Raw,
-        max_block_txs: MAX_BLOCK_TXS,
-        max_block_bytes: MAX_BLOCK_BYTES,
-        retain_blocks: args.retain_blocks,
-    };
+    let spec = fresh_spec(args, accounts, protocol, n, &label)?;
+    let dir = spec.dir.clone();
     eprintln!("\n== {label}: starting {n} validators");
     let cluster = Cluster::start(&spec, http)
         .await

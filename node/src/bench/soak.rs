@@ -20,9 +20,9 @@
 //!   window, `--retain-blocks`, is full; it is not a pass condition when the window did not
 //!   fill).
 
-use super::cluster::{Cluster, ClusterSpec};
+use super::BenchArgs;
+use super::cluster::Cluster;
 use super::load::{Accounts, Workload, raw_tx};
-use super::{BALANCE, BenchArgs, MAX_BLOCK_BYTES, MAX_BLOCK_TXS};
 use crate::cli::CliError;
 use genesis::Protocol;
 use ledger::{Payload, Transaction};
@@ -100,22 +100,8 @@ pub async fn soak(args: &BenchArgs, duration: Duration) -> Result<String, CliErr
         }
     };
     let label = format!("{}-soak", protocol.as_str());
-    let dir = super::cluster::run_dir(&args.out, &label);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .map_err(|e| CliError::failure(format!("cannot clear {}: {e}", dir.display())))?;
-    }
-    let spec = ClusterSpec {
-        protocol,
-        validators: n,
-        dir: dir.clone(),
-        funded: accounts.addresses.clone(),
-        balance: BALANCE,
-        raw_transactions: args.workload == Workload::Raw,
-        max_block_txs: MAX_BLOCK_TXS,
-        max_block_bytes: MAX_BLOCK_BYTES,
-        retain_blocks: args.retain_blocks,
-    };
+    let spec = super::fresh_spec(args, &accounts, protocol, n, &label)?;
+    let dir = spec.dir.clone();
     eprintln!(
         "\n== {label}: {n} validators, {rate:.0} tx/s for {}s",
         duration.as_secs()

@@ -25,6 +25,9 @@ use ledger::{
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 pub mod index;
+mod log;
+mod migrate;
+pub use log::{DurableOp, LogRow};
 mod prune;
 pub mod tree;
 pub use index::TxIndex;
@@ -247,54 +250,6 @@ impl RedbStore {
             self.index.remember(block.header.height, receipts)?;
         }
         Ok(())
-    }
-
-    /// Moves safety records and Raft log rows that a store from before the two-file split
-    /// kept in the chain file into the consensus file: copied durably first, then removed,
-    /// so a crash in between leaves both copies (and the next open moves them again).
-    fn move_consensus_state(&self) -> Result<(), StoreError> {
-        type Rows = (Vec<(String, Vec<u8>)>, Vec<(u64, Vec<u8>)>);
-        let (meta, log): Rows = self.read(|tx| {
-            let mut meta = Vec::new();
-            for row in tx.open_table(META)?.iter()? {
-                let (k, v) = row?;
-                if k.value() != GENESIS_KEY {
-                    meta.push((k.value().to_string(), v.value().to_vec()));
-                }
-            }
-            let mut log = Vec::new();
-            for row in tx.open_table(RAFT_LOG)?.iter()? {
-                let (k, v) = row?;
-                log.push((k.value(), v.value().to_vec()));
-            }
-            Ok((meta, log))
-        })?;
-        if meta.is_empty() && log.is_empty() {
-            return Ok(());
-        }
-        self.write_consensus(|tx| {
-            let mut m = tx.open_table(META)?;
-            for (k, v) in &meta {
-                if m.get(k.as_str())?.is_none() {
-                    m.insert(k.as_str(), v.as_slice())?;
-                }
-            }
-            let mut l = tx.open_table(RAFT_LOG)?;
-            if l.is_empty()? {
-                for (k, v) in &log {
-                    l.insert(*k, v.as_slice())?;
-                }
-            }
-            Ok(())
-        })?;
-        self.write(|tx| {
-            let mut m = tx.open_table(META)?;
-            for (k, _) in &meta {
-                m.remove(k.as_str())?;
-            }
-            tx.open_table(RAFT_LOG)?.retain(|_, _| false)?;
-            Ok(())
-        })
     }
 
     /// [`RedbStore::write`] on the consensus file.
@@ -528,74 +483,7 @@ impl Store for RedbStore {
     }
 }
 
-/// One durable Raft log entry: its term, its encoded entry and the batches it names (so a
-/// committed entry can be executed after a crash of every replica).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LogRow {
-    pub index: u64,
-    pub term: u64,
-    pub entry: Vec<u8>,
-    pub batches: Vec<Vec<ledger::Transaction>>,
-}
-
-/// One write to the durable consensus state; [`RedbStore::write_durable`] applies a list of
-/// them in one fsynced transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DurableOp {
-    /// Replace the metadata record `key` (a protocol's safety record).
-    Meta(&'static str, Vec<u8>),
-    /// Drop log rows above `truncate_after`, then store `rows`.
-    Log {
-        truncate_after: u64,
-        rows: Vec<LogRow>,
-    },
-    /// Drop log rows below `before`.
-    Compact { before: u64 },
-    /// Drop every log row below `index`; if the row at `index` is missing or has another
-    /// term than `term`, drop every row (the log does not extend a snapshot at `index`).
-    Rebase { index: u64, term: u64 },
-}
-
 impl RedbStore {
-    /// Applies `ops` in order in one write transaction, fsynced before it returns.
-    pub fn write_durable(&self, ops: &[DurableOp]) -> Result<(), StoreError> {
-        self.write_consensus(|tx| {
-            let mut meta = tx.open_table(META)?;
-            let mut log = tx.open_table(RAFT_LOG)?;
-            for op in ops {
-                match op {
-                    DurableOp::Meta(key, value) => {
-                        meta.insert(*key, value.as_slice())?;
-                    }
-                    DurableOp::Log {
-                        truncate_after,
-                        rows,
-                    } => {
-                        log.retain_in((truncate_after.saturating_add(1)).., |_, _| false)?;
-                        for r in rows {
-                            let value = codec::encode(&(r.term, &r.entry, &r.batches));
-                            log.insert(r.index, value.as_slice())?;
-                        }
-                    }
-                    DurableOp::Compact { before } => {
-                        log.retain_in(..*before, |_, _| false)?;
-                    }
-                    DurableOp::Rebase { index, term } => {
-                        log.retain_in(..*index, |_, _| false)?;
-                        let keeps = match log.get(*index)? {
-                            Some(v) => decode_row(*index, v.value()).is_ok_and(|r| r.term == *term),
-                            None => false,
-                        };
-                        if !keeps {
-                            log.retain(|_, _| false)?;
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
-
     /// Stores one evidence record under `key`, durably. Returns whether it was stored: not
     /// if `key` is already there or [`MAX_EVIDENCE`] records are.
     pub fn put_evidence(&self, key: &str, record: &[u8]) -> Result<bool, StoreError> {
@@ -622,22 +510,6 @@ impl RedbStore {
             Ok(out)
         })
     }
-
-    /// The durable Raft log, in index order.
-    pub fn log_rows(&self) -> Result<Vec<LogRow>, StoreError> {
-        let raw: Vec<(u64, Vec<u8>)> = self.read_consensus(|tx| {
-            let t = tx.open_table(RAFT_LOG)?;
-            let mut out = Vec::new();
-            for row in t.iter()? {
-                let (k, v) = row?;
-                out.push((k.value(), v.value().to_vec()));
-            }
-            Ok(out)
-        })?;
-        raw.into_iter()
-            .map(|(i, v)| decode_row(i, &v).map_err(|e| StoreError::new("stored raft log row", e)))
-            .collect()
-    }
 }
 
 /// A block, its receipts and the accounts it changed, as [`RedbStore::commit_parts`] writes.
@@ -647,17 +519,6 @@ type Parts<'a> = (
     &'a [(Address, Account)],
     &'a jmt::storage::TreeUpdateBatch,
 );
-
-fn decode_row(index: u64, bytes: &[u8]) -> Result<LogRow, codec::DecodeError> {
-    let (term, entry, batches): (u64, Vec<u8>, Vec<Vec<ledger::Transaction>>) =
-        codec::decode(bytes, MAX_LOG_ROW_BYTES, "raft log row")?;
-    Ok(LogRow {
-        index,
-        term,
-        entry,
-        batches,
-    })
-}
 
 #[cfg(test)]
 mod tests;
