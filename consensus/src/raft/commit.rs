@@ -18,6 +18,16 @@ impl Raft {
                 .get(i)
                 .expect("entries above the commit index are held");
             assert_eq!(e.index, i, "log position and entry index disagree");
+            // A committed digest is never pending again (it may have been offered again
+            // after its entry was stored): proposing it twice would only duplicate it.
+            let mut dropped = false;
+            for d in &e.payload {
+                dropped |= self.pending_set.remove(d);
+            }
+            if dropped {
+                let live = &self.pending_set;
+                self.pending.retain(|d| live.contains(d));
+            }
             out.push(Action::Commit(Committed {
                 id: e.id(&self.cfg.genesis),
                 view: View(e.term),

@@ -452,11 +452,27 @@ impl<P: Protocol> Driver<P> {
     /// Offers a stored batch to the core, unless the core already committed it (a batch that
     /// arrives after its block, or one held across a restart): proposing it again would put
     /// it in a second block, by which time its data may be gone.
+    ///
+    /// A batch whose every transfer is below its sender's committed nonce is not offered
+    /// either: it was committed in blocks this validator did not see being committed (it was
+    /// restarted, or caught up by block sync or a Raft snapshot), and proposing it again
+    /// would only fill a block with refused duplicates — which a validator holding no record
+    /// of the first inclusion would then index as the transaction's commit.
     pub(super) fn offer(&mut self, now: u64, d: Digest) -> Res {
-        if self.committed_batches.contains(&d) {
+        if self.committed_batches.contains(&d) || self.stale_batch(&d) {
             return Ok(Vec::new());
         }
         self.feed(now, Input::Payload(d))
+    }
+
+    fn stale_batch(&self, d: &Digest) -> bool {
+        let ledger = &self.ledger;
+        self.batches.get(d).is_some_and(|b| {
+            !b.is_empty()
+                && b.txs.iter().all(|t| {
+                    !t.is_raw() && t.body.nonce < ledger.account_hint(&t.sender_address()).nonce
+                })
+        })
     }
 
     pub(super) fn feed(&mut self, now: u64, input: Input<P::Message>) -> Res {

@@ -308,20 +308,7 @@ impl<P: Protocol> Driver<P> {
         self.commits.clear();
         let acts = self.core.start(now);
         let mut out = self.run(now, acts)?;
-        // A batch whose every transfer is below its sender's nonce was committed in blocks
-        // this validator skipped (block sync, a Raft snapshot): proposing it again would
-        // only fill a block with refused duplicates.
-        let ledger = &self.ledger;
-        let stale = |b: &std::sync::Arc<Batch>| {
-            !b.is_empty()
-                && b.txs.iter().all(|t| {
-                    !t.is_raw() && t.body.nonce < ledger.account_hint(&t.sender_address()).nonce
-                })
-        };
-        let pending: Vec<Digest> = pending
-            .into_iter()
-            .filter(|d| !self.batches.get(d).is_some_and(stale))
-            .collect();
+        // Stale batches (committed in blocks this validator skipped) are filtered by `offer`.
         for d in pending {
             out.extend(self.offer(now, d)?);
         }
