@@ -144,10 +144,18 @@ fn wallet_against_a_real_network() {
         .collect();
     let limit = Duration::from_secs(30);
 
-    // status, --json and text.
-    let o = cairn(Some(node), None, &["--json", "status"]);
-    assert_exit(&o, 0);
-    let s = json(&o);
+    // status, --json and text. Height 3 needs only 3 of the 4 validators, so
+    // the fourth may still be dialing: wait (bounded) until all 3 peers show.
+    let peers_deadline = Instant::now() + limit;
+    let s = loop {
+        let o = cairn(Some(node), None, &["--json", "status"]);
+        assert_exit(&o, 0);
+        let s = json(&o);
+        if s["peers"].as_array().map(Vec::len) == Some(3) || Instant::now() > peers_deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(s["chain_id"], genesis.chain_id.as_str());
     assert_eq!(s["genesis_hash"], chain.genesis_hash.to_string().as_str());
     assert_eq!(s["protocol"], "hotstuff");
