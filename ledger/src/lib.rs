@@ -16,6 +16,7 @@ mod block;
 mod ledger;
 mod merkle;
 mod state;
+pub mod statesync;
 mod store;
 pub mod tree;
 mod tx;

@@ -210,12 +210,17 @@ pub struct MemTreeStore {
 impl MemTreeStore {
     /// Stores what [`update`] returned.
     pub fn write(&self, batch: &TreeUpdateBatch) {
+        self.write_nodes(&batch.node_batch);
+    }
+
+    /// Stores a restore's nodes and values (see `statesync`).
+    pub fn write_nodes(&self, batch: &jmt::storage::NodeBatch) {
         let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
-        for (k, n) in batch.node_batch.nodes() {
+        for (k, n) in batch.nodes() {
             nodes.insert(k.clone(), n.clone());
         }
         let mut values = self.values.write().unwrap_or_else(|e| e.into_inner());
-        for ((version, key), v) in batch.node_batch.values() {
+        for ((version, key), v) in batch.values() {
             values.insert((*key, *version), v.clone());
         }
     }
