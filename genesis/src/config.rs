@@ -19,6 +19,8 @@
 //! state_cache_mb = 64              # accounts and state-tree nodes kept in memory
 //! db_cache_mb = 64                 # the chain database's page cache
 //! retain_blocks = 10000            # heights of history kept (0 = all); older are pruned
+//! state_sync_distance = 1000       # BFT: this far behind, fetch a state snapshot (0 = only
+//!                                  # when peers pruned the blocks needed)
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -91,6 +93,11 @@ pub struct NodeConfig {
     /// background. 0 keeps everything; otherwise at least 100.
     #[serde(default = "default_retain_blocks")]
     pub retain_blocks: u64,
+    /// HotStuff and PBFT: a validator this many heights behind its peers fetches a verified
+    /// state snapshot instead of replaying blocks (it always does when the blocks it needs
+    /// are pruned everywhere). 0: only then.
+    #[serde(default = "default_state_sync_distance")]
+    pub state_sync_distance: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -131,6 +138,9 @@ fn default_db_cache_mb() -> u64 {
 }
 fn default_retain_blocks() -> u64 {
     NodeConfig::DEFAULT_RETAIN_BLOCKS
+}
+fn default_state_sync_distance() -> u64 {
+    NodeConfig::DEFAULT_STATE_SYNC_DISTANCE
 }
 
 /// A config file that cannot be read, parsed or used. Displays as `"{file}: {field}: {message}"`
@@ -179,6 +189,9 @@ impl NodeConfig {
     pub const DEFAULT_RETAIN_BLOCKS: u64 = 10_000;
     /// Smallest non-zero `retain_blocks`.
     pub const MIN_RETAIN_BLOCKS: u64 = 100;
+    /// Default `state_sync_distance`: replaying a thousand blocks takes longer than
+    /// fetching the state of a large ledger.
+    pub const DEFAULT_STATE_SYNC_DISTANCE: u64 = 1_000;
 
     /// A config with the default file locations and API limits.
     pub fn new(name: &str, p2p_listen: &str, api_listen: &str) -> NodeConfig {
@@ -199,6 +212,7 @@ impl NodeConfig {
             state_cache_mb: Self::DEFAULT_STATE_CACHE_MB,
             db_cache_mb: Self::DEFAULT_DB_CACHE_MB,
             retain_blocks: Self::DEFAULT_RETAIN_BLOCKS,
+            state_sync_distance: Self::DEFAULT_STATE_SYNC_DISTANCE,
         }
     }
 

@@ -57,6 +57,9 @@ enum Peer {
     Pruned,
 }
 
+/// A run's outcome, the bad peers reported, and whether it got stuck.
+type Outcome = (Result<Vec<(Address, Account)>, SyncError>, Vec<u16>, bool);
+
 /// Runs a sync to the end: requests are answered in a scrambled order (later ones first),
 /// one per round; returns the outcome and the bad peers reported.
 fn run(
@@ -65,7 +68,7 @@ fn run(
     total: u64,
     peers: &[Peer],
     trust: bool,
-) -> (Result<Vec<(Address, Account)>, SyncError>, Vec<u16>, bool) {
+) -> Outcome {
     let ids: Vec<u16> = (0..peers.len() as u16).collect();
     let mut f = Fetch::new(VERSION, root, total, ids, 100).unwrap();
     if trust {

@@ -15,7 +15,7 @@ use node::mempool::{Admitted, Limits};
 use node::store::RedbStore;
 use node::validator::admission::{Admission, Verified};
 use node::validator::{
-    CoreParams, Driver, DriverConfig, HotStuffProtocol, Out, Protocol, RaftProtocol,
+    CoreParams, Driver, DriverConfig, HotStuffProtocol, Out, Protocol, RaftProtocol, Wire,
 };
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -1181,4 +1181,119 @@ fn peer_batches_verified_by_workers_commit_and_a_forged_signature_fails_everywhe
         .account(&Address::of(&wallet(3).public()))
         .unwrap();
     assert_eq!(w3.nonce, 20, "the forged transfer did not use a nonce");
+}
+
+/// BFT state sync: a HotStuff validator whose disk is wiped comes back after its peers have
+/// pruned the blocks it would replay; it fetches the state at a certified height in chunks
+/// from the others (one of which corrupts every chunk it serves: refused, counted, fetched
+/// elsewhere), block-syncs to the tip, agrees on every common block, and orders again.
+#[test]
+fn a_wiped_validator_state_syncs_past_pruned_history_despite_a_corrupt_peer() {
+    wiped_validator_state_syncs::<HotStuffProtocol>();
+}
+
+/// The same for PBFT.
+#[test]
+fn pbft_wiped_validator_state_syncs_past_pruned_history_despite_a_corrupt_peer() {
+    wiped_validator_state_syncs::<node::validator::PbftProtocol>();
+}
+
+fn wiped_validator_state_syncs<P: Protocol>() {
+    let keys = validator_keys(N);
+    let committee = Committee::bft(keys.iter().map(|k| k.public()).collect()).unwrap();
+    // Enough accounts for several chunks.
+    let mut c = Cluster::<P>::build(keys, committee, 10_000, 1024);
+    assert!(c.run_until(10_000, |c| c.node(3).ledger().height() >= 5));
+    c.nodes[3] = None;
+    c.dirs[3] = tempfile::tempdir().unwrap();
+    let target = c.node(0).ledger().height() + 300;
+    assert!(c.run_until(600_000, |c| c.node(0).ledger().height() >= target));
+    // The others prune all but the last 50 heights: replaying from genesis is impossible.
+    for i in 0..3 {
+        let store = c.node(i).ledger().store().clone();
+        store.tx_index().flush().unwrap();
+        let floor = store.height().unwrap() - 50;
+        for _ in 0..10_000 {
+            if !store.prune_step(floor).unwrap().more {
+                break;
+            }
+        }
+        assert!(store.block(2).unwrap().is_none(), "validator {i} pruned");
+    }
+    // Validator 1 raises a balance in every state chunk it serves.
+    let corrupted = Rc::new(RefCell::new(0u32));
+    let count = corrupted.clone();
+    c.filter = Some(Box::new(move |from, _to, bytes| {
+        if from != 1 {
+            return true;
+        }
+        if let Ok(Wire::<consensus::hotstuff::Message>::StateChunk(mut chunk)) = Wire::decode(bytes)
+        {
+            let leaf = &mut chunk.leaves[0];
+            let (a, mut acct) = ledger::tree::decode_value(&leaf.value).unwrap();
+            acct.balance += 1;
+            leaf.value = ledger::tree::encode_value(&a, &acct).to_vec();
+            *bytes = Wire::<P::Message>::StateChunk(chunk).encode();
+            *count.borrow_mut() += 1;
+        }
+        true
+    }));
+    c.open(3);
+    let top = c.node(0).ledger().height();
+    assert!(
+        c.run_until(120_000, |c| c.node(3).ledger().height() >= top),
+        "validator 3 stuck at height {} of {top}",
+        c.node(3).ledger().height()
+    );
+    let stats = &c.node(3).stats;
+    assert_eq!(stats.state_syncs, 1, "{stats:?}");
+    assert!(
+        *corrupted.borrow() >= 1,
+        "validator 1 was asked for a chunk"
+    );
+    assert_eq!(
+        stats.bad_state_chunks, 1,
+        "the corrupt peer is caught once, then not asked"
+    );
+    // (PBFT may first replay a few blocks from its peers' consensus logs, which pruning
+    // does not shorten, before it meets the gap only a snapshot closes.)
+    let synced = c.node(3).ledger().store();
+    let mut common = 0;
+    for h in 1..=top {
+        let theirs = c.node(0).ledger().store().block(h).unwrap();
+        if let (Some(ours), Some(theirs)) = (synced.block(h).unwrap(), theirs) {
+            assert_eq!(ours.hash(), theirs.hash(), "height {h}");
+            common += 1;
+        }
+    }
+    assert!(common >= 1, "no common height");
+    assert_eq!(
+        synced.block(top).unwrap().map(|b| b.hash()),
+        c.node(0)
+            .ledger()
+            .store()
+            .block(top)
+            .unwrap()
+            .map(|b| b.hash())
+    );
+    for (a, _) in c.alloc.iter().take(50) {
+        assert_eq!(
+            c.node(3).ledger().account(a).unwrap(),
+            c.node(0).ledger().account(a).unwrap()
+        );
+    }
+    let (_, tx) = transfers(&c.chain, 0, 1).remove(0);
+    let hash = tx.hash();
+    c.nodes[3].as_mut().unwrap().submit(tx).unwrap();
+    assert!(
+        c.run_until(30_000, |c| c.all_committed(&[hash])),
+        "a transfer sent to the synced validator did not commit"
+    );
+    // The blocks ordered since agree too.
+    let end = c.node(0).ledger().height().min(c.node(3).ledger().height());
+    assert!(end > top);
+    for h in top..=end {
+        let b = |i: usize| c.node(i).ledger().store().block(h).unwrap().unwrap().hash();
+        assert_eq!(b(3), b(0), "height {h}");
+    }
 }

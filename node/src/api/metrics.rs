@@ -73,6 +73,12 @@ pub struct Metrics {
     /// `cairn_limited_requests_total`: batch and snapshot requests from validators ignored
     /// because the peer asked too often.
     pub limited_requests: U64Gauge,
+    /// `cairn_state_syncs_total`: verified state snapshots this validator installed to catch
+    /// up (BFT state sync and Raft's InstallSnapshot).
+    pub state_syncs: U64Gauge,
+    /// `cairn_state_sync_bad_chunks_total`: state chunks and offers from peers that failed
+    /// verification (each names the peer in the log).
+    pub state_sync_bad: U64Gauge,
     /// `cairn_sent_frames_total`: frames (consensus messages, batches, sync) handed to the
     /// transport for other validators; a broadcast counts once per recipient.
     pub sent_frames: Counter,
@@ -173,6 +179,8 @@ impl Metrics {
             bad_frames: U64Gauge::default(),
             evidence: U64Gauge::default(),
             limited_requests: U64Gauge::default(),
+            state_syncs: U64Gauge::default(),
+            state_sync_bad: U64Gauge::default(),
             sent_frames: Counter::default(),
             sent_bytes: Counter::default(),
             net_throttled_frames: U64Gauge::default(),
@@ -257,6 +265,16 @@ impl Metrics {
             "limited_requests_total",
             "Batch and snapshot requests from validators ignored for asking too often",
             m.limited_requests.clone(),
+        );
+        registry.register(
+            "state_syncs_total",
+            "Verified state snapshots installed to catch up (BFT state sync, Raft snapshots)",
+            m.state_syncs.clone(),
+        );
+        registry.register(
+            "state_sync_bad_chunks_total",
+            "State chunks and offers from peers that failed verification",
+            m.state_sync_bad.clone(),
         );
         registry.register(
             "sent_frames",

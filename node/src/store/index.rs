@@ -52,6 +52,9 @@ struct Recent {
     records: HashMap<Digest, TxRecord>,
     /// Every block up to this height is in the durable index.
     indexed: u64,
+    /// The highest height remembered (a block without transactions adds no record, but is
+    /// indexed as soon as the blocks before it are).
+    remembered: u64,
 }
 
 /// The transaction index (see the module documentation). Clones share it.
@@ -95,12 +98,14 @@ impl TxIndex {
         let mut recent = Recent {
             records: HashMap::new(),
             indexed,
+            remembered: indexed,
         };
         for (height, bytes) in rows {
             let receipts: Vec<Receipt> =
                 codec::decode(&bytes, MAX_JOURNAL_ROW_BYTES, "receipts")
                     .map_err(|e| StoreError::new("stored receipts journal row", e))?;
             remember(&mut recent.records, height, &receipts);
+            recent.remembered = recent.remembered.max(height);
         }
         Ok(TxIndex {
             db: Arc::new(db),
@@ -123,6 +128,7 @@ impl TxIndex {
     pub(super) fn remember(&self, height: u64, receipts: &[Receipt]) -> Result<(), StoreError> {
         let mut recent = self.recent.write().map_err(|_| poisoned())?;
         remember(&mut recent.records, height, receipts);
+        recent.remembered = recent.remembered.max(height);
         Ok(())
     }
 
@@ -175,9 +181,19 @@ impl TxIndex {
         let (records, top) = {
             let recent = self.recent.read().map_err(|_| poisoned())?;
             if recent.records.is_empty() {
+                // Blocks without transactions: nothing to write, all of them indexed.
+                drop(recent);
+                let mut recent = self.recent.write().map_err(|_| poisoned())?;
+                recent.indexed = recent.indexed.max(recent.remembered);
                 return Ok(0);
             }
-            let top = recent.records.values().map(|r| r.height).max().unwrap_or(0);
+            let top = recent
+                .records
+                .values()
+                .map(|r| r.height)
+                .max()
+                .unwrap_or(0)
+                .max(recent.remembered);
             let mut records: Vec<(Digest, TxRecord)> = recent
                 .records
                 .iter()

@@ -142,7 +142,7 @@ impl<P: Protocol> Driver<P> {
     /// [`MAX_BATCHES_PER_TICK`] batches per tick instead of one).
     /// Also the driver's periodic tick: checks whether to ask peers for missed blocks.
     pub fn make_batch(&mut self, now: u64) -> Res {
-        let mut out: Vec<Out> = self.maybe_sync(now).into_iter().collect();
+        let mut out: Vec<Out> = self.maybe_sync(now)?;
         self.own.prune();
         // Behind: no new batches until execution and the store catch up (the pool holds
         // what was admitted; admission refuses more).

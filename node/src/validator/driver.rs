@@ -18,6 +18,8 @@ use super::batches::{Batch, BatchStore};
 use super::dissemination::RequestBudget;
 use super::ingress::Inbound;
 use super::protocol::{CoreParams, Protocol};
+pub(super) use super::stats::sample;
+pub use super::stats::{DriverStats, StageSamples};
 use super::store_stage::StoreWriter;
 use super::sync::{Chunk, SnapshotState, SyncState};
 use super::wire::Wire;
@@ -93,64 +95,6 @@ pub enum DriverError {
     Safety(String),
 }
 
-/// Counters for status and metrics.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DriverStats {
-    pub bad_frames: u64,
-    pub fsyncs: u64,
-    pub held_proposals: u64,
-    /// State snapshots installed (Raft's InstallSnapshot) and served, chunk by chunk.
-    pub snapshots_installed: u64,
-    pub snapshot_chunks_served: u64,
-    /// Equivocations found (two validly signed, conflicting messages from one validator);
-    /// see [`super::evidence`].
-    pub evidence: u64,
-    /// Peer requests (batches, snapshot chunks) ignored because the peer asked too often.
-    pub limited_requests: u64,
-    /// Header certificates formed ([`super::attestation`]), and peers' header votes dropped
-    /// (bad signature, another key, outside the window).
-    pub header_certs: u64,
-    pub bad_header_votes: u64,
-    /// Durations of durable writes (safety records and blocks) not yet taken by
-    /// [`Driver::take_fsync_seconds`]; bounded.
-    pub(super) fsync_seconds: Vec<f64>,
-    /// Stage durations not yet taken by [`Driver::take_stage_samples`].
-    pub(super) stages: StageSamples,
-}
-
-/// Durations (seconds) of the pipeline stages the driver sees, for the
-/// `cairn_stage_*_seconds` histograms (see `crate::api::StageHistograms`); each list
-/// keeps at most 4,096 samples between takes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct StageSamples {
-    pub batching: Vec<f64>,
-    pub consensus: Vec<f64>,
-    pub execution: Vec<f64>,
-    pub store: Vec<f64>,
-}
-
-pub(super) fn sample(list: &mut Vec<f64>, secs: f64) {
-    if list.len() < MAX_FSYNC_SAMPLES {
-        list.push(secs);
-    }
-}
-
-/// Durations kept for [`Driver::take_fsync_seconds`] at most (older ones are dropped).
-const MAX_FSYNC_SAMPLES: usize = 4096;
-
-impl DriverStats {
-    pub(super) fn fsync(&mut self, started: std::time::Instant) {
-        self.fsync_seconds(started.elapsed().as_secs_f64());
-    }
-
-    pub(super) fn fsync_seconds(&mut self, secs: f64) {
-        self.fsyncs += 1;
-        if self.fsync_seconds.len() < MAX_FSYNC_SAMPLES {
-            self.fsync_seconds.push(secs);
-        }
-    }
-}
-
 pub struct Driver<P: Protocol> {
     pub(super) core: P::Core,
     /// What the core is built from (again after a block sync moves the committed root).
@@ -173,6 +117,7 @@ pub struct Driver<P: Protocol> {
     pub(super) vote_log: Option<std::fs::File>,
     pub(super) sync: SyncState,
     pub(super) snapshot: SnapshotState,
+    pub(super) statesync: super::statesync::StateSyncState,
     pub(super) watcher: super::evidence::Watcher,
     pub(super) requests: RequestBudget,
     /// The store stage, when blocks are written off this thread ([`Driver::use_store_stage`]);
@@ -255,6 +200,7 @@ impl<P: Protocol> Driver<P> {
             requests: RequestBudget::default(),
             sync: SyncState::default(),
             snapshot: SnapshotState::default(),
+            statesync: Default::default(),
             writer: None,
             attestor,
             unstored: 0,
@@ -347,7 +293,7 @@ impl<P: Protocol> Driver<P> {
 
     pub fn on_timer(&mut self, now: u64, id: u64) -> Res {
         let mut out = self.feed(now, Input::Timer(id))?;
-        out.extend(self.maybe_sync(now));
+        out.extend(self.maybe_sync(now)?);
         if id == P::VIEW_TIMER {
             // Retry batch fetches that have not been answered.
             self.requested.clear();
@@ -383,7 +329,10 @@ impl<P: Protocol> Driver<P> {
                 out.extend(offer);
                 Ok(out)
             }
-            Wire::SnapshotRequest { .. } | Wire::BatchRequest(_)
+            Wire::SnapshotRequest { .. }
+            | Wire::BatchRequest(_)
+            | Wire::StateOfferRequest
+            | Wire::StateChunkRequest { .. }
                 if !self.requests.take(from, now) =>
             {
                 self.stats.limited_requests += 1;
@@ -413,6 +362,31 @@ impl<P: Protocol> Driver<P> {
             Wire::BlocksRequest { from: start } => self.answer_blocks_request(now, from, start),
             Wire::Blocks { blocks, tip } => self.on_blocks(now, from, blocks, tip),
             Wire::HeaderVote(vote) => self.on_header_vote(from, vote),
+            Wire::StateOfferRequest if P::LEDGER_SYNC => self.answer_state_offer(from),
+            Wire::StateOffer {
+                block,
+                cert,
+                leaves,
+                floor,
+                tip,
+            } => {
+                let offer = block.map(|b| super::statesync::Offer {
+                    block: *b,
+                    cert,
+                    leaves,
+                    floor,
+                    tip,
+                });
+                self.on_state_offer(now, from, offer)
+            }
+            Wire::StateChunkRequest { version, index } if P::LEDGER_SYNC => {
+                self.answer_state_chunk(from, version, index)
+            }
+            Wire::StateChunk(chunk) => self.on_state_chunk(now, from, chunk),
+            Wire::StateChunkMissing { version, index } => {
+                self.on_state_chunk_missing(now, from, version, index)
+            }
+            Wire::StateOfferRequest | Wire::StateChunkRequest { .. } => Ok(Vec::new()),
             // The ingress stage turned these into `Inbound::Batch(es)`.
             Wire::Batch(_) | Wire::Batches(_) => {
                 self.stats.bad_frames += 1;

@@ -32,6 +32,8 @@ mod protocol;
 mod raft;
 pub mod reads;
 mod run;
+mod statesync;
+mod stats;
 pub mod store_stage;
 mod sync;
 mod wire;

@@ -115,6 +115,11 @@ impl Reporter {
         m.bad_frames.set(driver.stats.bad_frames);
         m.evidence.set(driver.stats.evidence);
         m.limited_requests.set(driver.stats.limited_requests);
+        let stats = &driver.stats;
+        m.state_syncs
+            .set(stats.state_syncs + stats.snapshots_installed);
+        m.state_sync_bad
+            .set(stats.bad_state_chunks + stats.bad_state_offers);
         if self.leader.replace(leader).is_some_and(|l| l != leader) {
             m.leader_changes.inc();
             match leader {

@@ -316,6 +316,7 @@ async fn run_with<P: Protocol>(
     let (writer, store_thread, mut stored_rx) =
         super::store_stage::start(driver.ledger().store().clone(), announcer.clone());
     driver.use_store_stage(writer);
+    driver.use_state_sync_distance(loaded.config.state_sync_distance);
     let index_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let indexer = driver
         .ledger()

@@ -103,10 +103,18 @@ impl<P: Protocol> Driver<P> {
     /// Asks a peer (the next one each time) for blocks when our ledger height has not moved
     /// for a whole base timeout, at most once per base timeout. Cheap when nobody is ahead:
     /// the answer is empty.
-    pub(super) fn maybe_sync(&mut self, now: u64) -> Option<Out> {
+    /// Also drives a state sync under way ([`super::statesync`]).
+    pub(super) fn maybe_sync(&mut self, now: u64) -> Res {
         if !P::LEDGER_SYNC {
-            return self.retry_snapshot_pull(now);
+            return Ok(self.retry_snapshot_pull(now).into_iter().collect());
         }
+        if self.statesync.active() {
+            return self.poll_state_sync(now);
+        }
+        Ok(self.maybe_request_blocks(now).into_iter().collect())
+    }
+
+    fn maybe_request_blocks(&mut self, now: u64) -> Option<Out> {
         let height = self.ledger.height();
         if height != self.sync.height {
             self.sync.height = height;
@@ -213,6 +221,12 @@ impl<P: Protocol> Driver<P> {
         }
         let height = self.ledger.height();
         self.sync.behind = tip > height;
+        if self.statesync.active() {
+            return Ok(Vec::new());
+        }
+        if self.wants_state_sync(!blocks.is_empty(), tip) {
+            return Ok(self.start_state_sync(now, tip));
+        }
         let mut checked = Vec::new();
         // The consensus id of the block before the next one (our tip's is read when needed).
         let mut parent: Option<Digest> = None;

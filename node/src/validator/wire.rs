@@ -57,6 +57,31 @@ pub enum Wire<M> {
     },
     /// The sender's signature on the header it stored at a height (BFT modes).
     HeaderVote(consensus::attest::HeaderVote),
+    /// BFT state sync: "which state snapshot can you serve?"
+    StateOfferRequest,
+    /// The newest height whose header the sender holds a certificate for (`None`: it holds
+    /// none it can serve), that header's block and certificate (`consensus::attest`'s
+    /// `HeaderCert`, encoded), the leaves of its state tree there, and the heights whose
+    /// state it keeps (`floor..=tip`): it serves chunks of any of them.
+    StateOffer {
+        block: Option<Box<ledger::Block>>,
+        #[serde(with = "serde_bytes")]
+        cert: Vec<u8>,
+        leaves: u64,
+        floor: u64,
+        tip: u64,
+    },
+    /// "Send me chunk `index` of your state at `version`."
+    StateChunkRequest {
+        version: u64,
+        index: u64,
+    },
+    StateChunk(ledger::statesync::StateChunk),
+    /// "I do not keep the state at `version`" (pruned, or not reached).
+    StateChunkMissing {
+        version: u64,
+        index: u64,
+    },
 }
 
 impl<M: Serialize> Wire<M> {
