@@ -76,7 +76,7 @@ pub enum SyncError {
 }
 
 /// Serves chunk `index` of the tree at `version` (`None`: the snapshot has fewer chunks).
-pub fn serve_chunk<R: TreeReader + 'static>(
+pub fn serve_chunk<R: TreeReader>(
     reader: Arc<R>,
     version: Version,
     index: u64,

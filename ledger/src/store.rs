@@ -102,7 +102,9 @@ const GENESIS_KEY: &str = "genesis_hash";
 /// value does; the simulator models a crash by keeping the store and dropping everything else.
 #[derive(Clone, Debug, Default)]
 pub struct MemStore {
-    blocks: Vec<Block>,
+    /// By height; after a state snapshot the first is the snapshot's block.
+    blocks: BTreeMap<u64, Block>,
+    top: u64,
     by_hash: BTreeMap<Digest, u64>,
     txs: BTreeMap<Digest, TxRecord>,
     accounts: BTreeMap<Address, Account>,
@@ -183,7 +185,7 @@ impl Store for MemStore {
             changed,
             tree,
         } = executed;
-        check_next_height(self.blocks.len() as u64, block)?;
+        check_next_height(self.top, block)?;
         self.put_tree(tree);
         let height = block.header.height;
         for (i, r) in receipts.iter().enumerate() {
@@ -195,19 +197,35 @@ impl Store for MemStore {
         }
         self.accounts.extend(changed.iter().copied());
         self.by_hash.insert(block.hash(), height);
-        self.blocks.push(block.clone());
+        self.blocks.insert(height, block.clone());
+        self.top = height;
         Ok(())
     }
 
     fn height(&self) -> Result<u64, StoreError> {
-        Ok(self.blocks.len() as u64)
+        Ok(self.top)
     }
 
     fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
-        Ok(height
-            .checked_sub(1)
-            .and_then(|i| self.blocks.get(i as usize))
-            .cloned())
+        Ok(self.blocks.get(&height).cloned())
+    }
+
+    fn install_snapshot(
+        &mut self,
+        block: &Block,
+        accounts: &[(Address, Account)],
+        tree: &TreeUpdateBatch,
+    ) -> Result<(), StoreError> {
+        // Everything below the snapshot is gone, as in a store that installed one.
+        self.blocks.clear();
+        self.by_hash.clear();
+        self.accounts = accounts.iter().copied().collect();
+        self.put_tree(tree);
+        let h = block.header.height;
+        self.by_hash.insert(block.hash(), h);
+        self.blocks.insert(h, block.clone());
+        self.top = h;
+        Ok(())
     }
 
     fn height_of(&self, block_hash: &Digest) -> Result<Option<u64>, StoreError> {

@@ -182,6 +182,49 @@ impl Checker {
         self.tips[inst] = (height, Some(tip));
     }
 
+    /// The instance's store was deleted: it starts again from genesis.
+    pub fn wiped(&mut self, inst: usize) {
+        self.tips[inst] = (0, None);
+    }
+
+    /// The instance installed a state snapshot whose last block is `block`: it must be the
+    /// block every honest replica committed at that height, with the same state root, and
+    /// the installed state must hold the whole supply.
+    pub fn on_state_sync(&mut self, at_ms: u64, inst: usize, block: &Block, supply: u128) {
+        let h = block.header.height;
+        match self.canonical.get((h - 1) as usize).copied() {
+            Some((hash, root)) => {
+                if hash != block.hash() || root != block.header.state_root {
+                    self.fail(
+                        at_ms,
+                        format!(
+                            "STATE SYNC: instance {inst} installed block {h} {} (root {}), honest replicas \
+                             committed {} (root {})",
+                            block.hash().short(),
+                            block.header.state_root.short(),
+                            hash.short(),
+                            root.short()
+                        ),
+                    );
+                }
+            }
+            None => self.fail(
+                at_ms,
+                format!("STATE SYNC: instance {inst} installed height {h}, which no honest replica committed"),
+            ),
+        }
+        if supply != self.supply {
+            self.fail(
+                at_ms,
+                format!(
+                    "STATE SYNC: supply {supply} != {} after instance {inst} installed height {h}",
+                    self.supply
+                ),
+            );
+        }
+        self.tips[inst] = (h, Some(block.hash()));
+    }
+
     /// Liveness: every listed instance committed past `before`.
     pub fn require_progress(&mut self, at_ms: u64, inst: usize, before: u64) {
         let now = self.tips[inst].0;

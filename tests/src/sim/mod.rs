@@ -27,6 +27,7 @@ pub mod reads;
 pub mod runner;
 mod scenario;
 mod snapshot;
+pub mod statesync;
 pub mod twins;
 
 pub use byz::Behaviour;
@@ -35,7 +36,9 @@ pub use cluster::{ClusterInvariants, NodeView};
 pub use net::{Crash, Cut, Network, Partition, TwinsSchedule};
 pub use protocol::{ByzCtx, Dest, Disk, HotStuffSim, Params, PbftSim, RaftParams, SimProtocol};
 pub use raft::RaftSim;
-pub use scenario::{Scenario, amnesia_scenario, amnesia_scenario_with, random_scenario};
+pub use scenario::{
+    Scenario, SyncFaults, amnesia_scenario, amnesia_scenario_with, random_scenario, wipe_scenario,
+};
 
 use consensus::{Committee, Core, ReplicaId};
 use crypto::{Digest, Hasher, SecretKey};
@@ -64,6 +67,8 @@ pub struct Report {
     /// Client reads answered ready (and checked against their floor), and refused.
     pub reads_served: u64,
     pub reads_failed: u64,
+    /// BFT state syncs of wiped replicas (see `statesync.rs`).
+    pub sync: statesync::SyncStats,
 }
 
 enum Ev<M> {
@@ -95,6 +100,14 @@ enum Ev<M> {
         inst: usize,
     },
     Restart {
+        inst: usize,
+    },
+    /// A crash that also deletes the ledger store.
+    Wipe {
+        inst: usize,
+    },
+    /// A wiped replica restarts: state sync, then its core.
+    SyncRestart {
         inst: usize,
     },
     /// A state transfer from instance `from` to `inst` (started in `epoch`) completes.
@@ -134,6 +147,7 @@ pub struct Sim<P: SimProtocol> {
     /// The protocol's cluster-wide invariants (Raft), checked after every event.
     cluster: Option<Box<dyn ClusterInvariants<P>>>,
     snapshots: u64,
+    sync_stats: statesync::SyncStats,
     reads: reads::ReadChecker,
 }
 
@@ -202,6 +216,7 @@ impl<P: SimProtocol> Sim<P> {
             debug: std::env::var("SIM_DEBUG").ok().and_then(|v| v.parse().ok()),
             cluster: P::cluster_invariants(genesis, &sc.params),
             snapshots: 0,
+            sync_stats: statesync::SyncStats::default(),
             reads: reads::ReadChecker::default(),
             instances,
             sc,
@@ -228,6 +243,10 @@ impl<P: SimProtocol> Sim<P> {
         for c in self.sc.crashes.clone() {
             self.schedule(c.at_ms, Ev::Crash { inst: c.instance });
             self.schedule(c.restart_ms, Ev::Restart { inst: c.instance });
+        }
+        for c in self.sc.sync.wipes.clone() {
+            self.schedule(c.at_ms, Ev::Wipe { inst: c.instance });
+            self.schedule(c.restart_ms, Ev::SyncRestart { inst: c.instance });
         }
         let heal = self.sc.heal_ms();
         self.schedule(heal, Ev::Healed);
@@ -277,6 +296,7 @@ impl<P: SimProtocol> Sim<P> {
             snapshots: self.snapshots,
             reads_served: self.reads.served,
             reads_failed: self.reads.failed,
+            sync: self.sync_stats.clone(),
         }
     }
 
@@ -388,6 +408,8 @@ impl<P: SimProtocol> Sim<P> {
                 }
             }
             Ev::SnapshotDone { inst, from, epoch } => self.snapshot_done(inst, from, epoch),
+            Ev::Wipe { inst } => self.wipe(inst),
+            Ev::SyncRestart { inst } => self.sync_restart(inst),
             Ev::Healed => {
                 self.healed_heights = (0..self.instances.len())
                     .map(|i| self.checker.height(i))

@@ -40,6 +40,8 @@ pub struct Instance<P: SimProtocol> {
     pub feeding: bool,
     /// A state transfer (Raft snapshot) is under way.
     pub snapshot_pending: bool,
+    /// The genesis accounts (a wiped store starts from them again).
+    alloc: Vec<(Address, u64)>,
 }
 
 impl<P: SimProtocol> Instance<P> {
@@ -68,7 +70,15 @@ impl<P: SimProtocol> Instance<P> {
             executed: VecDeque::new(),
             feeding: false,
             snapshot_pending: false,
+            alloc: alloc.to_vec(),
         }
+    }
+
+    /// Deletes the ledger store (a crashed replica whose data directory was removed); the
+    /// safety record and the log stay.
+    pub fn wipe_store(&mut self) {
+        let chain = self.ledger.chain().clone();
+        self.ledger = Ledger::open(MemStore::new(), chain, &self.alloc).expect("fresh ledger");
     }
 
     pub fn honest(&self) -> bool {

@@ -27,6 +27,23 @@ pub struct Scenario {
     pub faults_until_ms: u64,
     /// After every fault has healed, honest replicas must commit within this window.
     pub liveness_window_ms: u64,
+    /// Stores wiped and rebuilt by state sync (HotStuff, PBFT).
+    pub sync: SyncFaults,
+}
+
+/// State-sync faults: replicas whose store is deleted while they are down (they restart
+/// empty and fetch a verified snapshot, `sim::statesync`), and peers that lie to them.
+#[derive(Clone, Debug, Default)]
+pub struct SyncFaults {
+    /// Each crash here also deletes the instance's ledger store (its safety record stays,
+    /// as the node keeps it in its own file).
+    pub wipes: Vec<Crash>,
+    /// This instance raises a balance in every state chunk it serves.
+    pub corrupt_chunks: Option<usize>,
+    /// This instance offers a snapshot whose block carries a forged state root.
+    pub forged_offer: Option<usize>,
+    /// Negative control: chunks are taken without their proofs and the state as received.
+    pub unverified: bool,
 }
 
 impl Scenario {
@@ -54,12 +71,19 @@ impl Scenario {
             fsync_ms: (1, 6),
             faults_until_ms: 0,
             liveness_window_ms: 5_000,
+            sync: SyncFaults::default(),
         }
     }
 
     /// When the last fault has healed (partitions ended, crashed replicas restarted).
     pub fn heal_ms(&self) -> u64 {
-        let restarts = self.crashes.iter().map(|c| c.restart_ms).max().unwrap_or(0);
+        let restarts = self
+            .crashes
+            .iter()
+            .chain(&self.sync.wipes)
+            .map(|c| c.restart_ms)
+            .max()
+            .unwrap_or(0);
         self.faults_until_ms
             .max(self.network.healed_at())
             .max(restarts)
@@ -204,4 +228,34 @@ pub fn random_partition(
         end_ms,
         kind,
     }
+}
+
+/// [`random_scenario`] with one honest replica's store deleted while it is down (it
+/// restarts by state sync), one replica corrupting the chunks it serves and one offering a
+/// forged root (the Byzantine one when there is one); `unverified` is the negative control.
+pub fn wipe_scenario(seed: u64, n: usize, unverified: bool) -> Scenario {
+    let mut sc = random_scenario(seed, n);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5747_5f57_4950_4521);
+    let byz: Vec<usize> = sc.byzantine.iter().map(|(id, _)| id.0 as usize).collect();
+    let crashed: Vec<usize> = sc.crashes.iter().map(|c| c.instance).collect();
+    let free: Vec<usize> = (0..n)
+        .filter(|i| !byz.contains(i) && !crashed.contains(i))
+        .collect();
+    let Some(&wiped) = free.choose(&mut rng) else {
+        return sc;
+    };
+    let at_ms = rng.gen_range(1_000..3_000);
+    sc.sync.wipes.push(Crash {
+        instance: wiped,
+        at_ms,
+        restart_ms: at_ms + rng.gen_range(1_000..3_000),
+    });
+    let liar = byz
+        .first()
+        .copied()
+        .unwrap_or_else(|| (wiped + 1 + rng.gen_range(0..n - 1)) % n);
+    sc.sync.corrupt_chunks = Some(liar);
+    sc.sync.forged_offer = Some(liar);
+    sc.sync.unverified = unverified;
+    sc
 }
