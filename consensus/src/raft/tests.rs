@@ -1619,3 +1619,21 @@ fn negative_control_unsafe_stale_reads_answers_without_a_round() {
     assert_eq!(reads_of(&out), vec![Action::ReadReady { id: 1, index: 1 }]);
     assert_eq!(rounds_sent(&out), vec![]);
 }
+
+/// A digest offered again after its entry was stored (a late batch offer) is dropped from
+/// the pending payload when that entry commits, so no later leader term proposes it twice.
+#[test]
+fn a_digest_offered_again_leaves_pending_when_its_entry_commits() {
+    let mut f = replica(1, 3);
+    let e = [entry(1, 1, 0, vec![d(1)])];
+    step(&mut f, msg(0, append(1, (0, 0), e.to_vec(), 0)));
+    assert_eq!(f.pending_payload(), vec![]);
+    // The batch arrives (again) after its entry is in the log: pending once more.
+    step(&mut f, Input::Payload(d(1)));
+    step(&mut f, Input::Payload(d(2)));
+    assert_eq!(f.pending_payload(), vec![d(1), d(2)]);
+    // The entry commits: its digest is gone, the other stays.
+    let out = step(&mut f, msg(0, append(1, (1, 1), vec![], 1)));
+    assert!(out.contains(&committed(&e[0])), "{out:?}");
+    assert_eq!(f.pending_payload(), vec![d(2)]);
+}
