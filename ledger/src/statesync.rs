@@ -445,28 +445,15 @@ impl Fetch {
             if let Err(e) = added {
                 self.bad_chunks += 1;
                 self.excluded.insert(sender);
-                // Whatever else it sent is not trusted either; ask again elsewhere.
-                let theirs: Vec<u64> = self
-                    .buffered
-                    .iter()
-                    .filter(|(_, (p, _))| *p == sender)
-                    .map(|(i, _)| *i)
+                // Whatever else it sent or was asked for goes to other peers.
+                self.buffered.retain(|_, (p, _)| *p != sender);
+                self.asked.retain(|_, (p, _)| *p != sender);
+                let again: Vec<u64> = (i..self.next_ask)
+                    .filter(|j| !self.buffered.contains_key(j) && !self.asked.contains_key(j))
                     .collect();
-                for j in theirs {
-                    self.buffered.remove(&j);
+                for j in again {
                     self.ask(now, j, Some(sender), &mut step.ask);
                 }
-                let pending: Vec<u64> = self
-                    .asked
-                    .iter()
-                    .filter(|(_, (p, _))| *p == sender)
-                    .map(|(i, _)| *i)
-                    .collect();
-                for j in pending {
-                    self.asked.remove(&j);
-                    self.ask(now, j, Some(sender), &mut step.ask);
-                }
-                self.ask(now, i, Some(sender), &mut step.ask);
                 step.bad = Some((sender, e));
                 break;
             }
