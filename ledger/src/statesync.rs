@@ -136,7 +136,9 @@ struct Restore {
     version: Version,
     root: Digest,
     total: u64,
-    verified: Vec<(StateChunk, Vec<(Address, Account)>)>,
+    /// In order; kept whole because a failed chunk rebuilds the restore from them (their
+    /// accounts are decoded once more at the end rather than held twice).
+    verified: Vec<StateChunk>,
     store: Arc<Sink>,
     inner: JellyfishMerkleRestore<sha2::Sha256>,
 }
@@ -167,8 +169,19 @@ impl Restore {
         self.verified.len() as u64
     }
 
-    /// Checks `chunk`'s shape (before `jmt` sees it) and decodes its accounts.
-    fn check(&self, chunk: &StateChunk) -> Result<Vec<(Address, Account)>, SyncError> {
+    /// The accounts of the chunks taken, in key-hash order (each leaf was checked to decode
+    /// when its chunk came in).
+    fn accounts(&self) -> Vec<(Address, Account)> {
+        self.verified
+            .iter()
+            .flat_map(|c| &c.leaves)
+            .filter_map(|l| decode_value(&l.value).ok())
+            .collect()
+    }
+
+    /// Checks `chunk`'s shape before `jmt` sees it (every leaf decodes to an account whose
+    /// address hashes to its key).
+    fn check(&self, chunk: &StateChunk) -> Result<(), SyncError> {
         let index = chunk.index;
         if chunk.version != self.version {
             return Err(SyncError::Version {
@@ -191,7 +204,6 @@ impl Restore {
                 bytes: chunk.proof.len(),
             });
         }
-        let mut accounts = Vec::with_capacity(chunk.leaves.len());
         for leaf in &chunk.leaves {
             if leaf.value.len() != VALUE_BYTES {
                 return Err(SyncError::Leaf {
@@ -199,7 +211,7 @@ impl Restore {
                     why: format!("a value of {} bytes, not {VALUE_BYTES}", leaf.value.len()),
                 });
             }
-            let (address, account) = decode_value(&leaf.value).map_err(|e| SyncError::Leaf {
+            let (address, _) = decode_value(&leaf.value).map_err(|e| SyncError::Leaf {
                 index,
                 why: e.to_string(),
             })?;
@@ -209,22 +221,21 @@ impl Restore {
                     why: format!("key {} is not the hash of address {address}", leaf.key),
                 });
             }
-            accounts.push((address, account));
         }
-        Ok(accounts)
+        Ok(())
     }
 
     /// Takes the next chunk with its shape checked but not its proof (negative controls).
     fn unverified_add(&mut self, chunk: StateChunk) -> Result<(), SyncError> {
-        let accounts = self.check(&chunk)?;
-        self.verified.push((chunk, accounts));
+        self.check(&chunk)?;
+        self.verified.push(chunk);
         Ok(())
     }
 
     /// Adds the next chunk, verified. On failure nothing of it is kept.
     fn add(&mut self, chunk: StateChunk) -> Result<(), SyncError> {
         debug_assert_eq!(chunk.index, self.next());
-        let accounts = self.check(&chunk)?;
+        self.check(&chunk)?;
         if let Err(why) = feed(&mut self.inner, &chunk) {
             // `jmt` took the leaves in before the proof failed: start again from what was
             // verified.
@@ -234,7 +245,7 @@ impl Restore {
                 why,
             });
         }
-        self.verified.push((chunk, accounts));
+        self.verified.push(chunk);
         Ok(())
     }
 
@@ -242,7 +253,7 @@ impl Restore {
         let fresh = Restore::new(self.version, self.root, self.total)?;
         self.store = fresh.store;
         self.inner = fresh.inner;
-        for (c, _) in &self.verified {
+        for c in &self.verified {
             feed(&mut self.inner, c).map_err(SyncError::Tree)?;
         }
         Ok(())
@@ -250,6 +261,7 @@ impl Restore {
 
     /// The snapshot's accounts, once every chunk is in and the tree they build has the root.
     fn finish(self) -> Result<Vec<(Address, Account)>, SyncError> {
+        let accounts = self.accounts();
         self.inner
             .finish()
             .map_err(|e| SyncError::Tree(format!("{e:#}")))?;
@@ -262,7 +274,7 @@ impl Restore {
                 want: self.root,
             });
         }
-        Ok(self.verified.into_iter().flat_map(|(_, a)| a).collect())
+        Ok(accounts)
     }
 }
 
@@ -338,10 +350,6 @@ impl Fetch {
 
     pub fn version(&self) -> Version {
         self.restore.version
-    }
-
-    pub fn root(&self) -> Digest {
-        self.restore.root
     }
 
     /// (chunks verified, chunks in the snapshot).
@@ -465,12 +473,7 @@ impl Fetch {
     /// The snapshot's accounts, in key-hash order, once [`Fetch::complete`].
     pub fn finish(self) -> Result<Vec<(Address, Account)>, SyncError> {
         if self.unverified {
-            return Ok(self
-                .restore
-                .verified
-                .into_iter()
-                .flat_map(|(_, a)| a)
-                .collect());
+            return Ok(self.restore.accounts());
         }
         self.restore.finish()
     }
