@@ -7,11 +7,13 @@
 //! - [`verify`] / [`verify_batch`]: the single verification rule (ZIP-215 plus a small-order
 //!   key check) used by every path in Cairn. See `sig.rs` for why.
 //! - [`codec`]: the one place where canonical bytes are produced and parsed.
+//! - [`memo`]: an opt-in per-thread memo of verdicts and signatures (the simulator's).
 
 pub mod codec;
 #[doc(hidden)]
 pub use hex as __hex;
 mod digest;
+pub mod memo;
 mod sig;
 
 pub use digest::{Digest, Hasher, ParseDigestError, hash, hash_parts};

@@ -220,7 +220,10 @@ impl SecretKey {
 
     /// Signs `msg` for `domain`.
     pub fn sign(&self, domain: Domain, msg: &[u8]) -> Signature {
-        Signature(self.0.sign(&domain.signing_bytes(msg)).to_bytes())
+        let bytes = domain.signing_bytes(msg);
+        crate::memo::signature(&bytes, &self.public(), || {
+            Signature(self.0.sign(&bytes).to_bytes())
+        })
     }
 }
 
@@ -237,6 +240,18 @@ pub fn verify(
 /// The verification rule on raw message bytes, without a domain prefix. Only for checking
 /// third-party test vectors; protocol code always goes through [`verify`].
 pub fn verify_raw(msg: &[u8], key: &PublicKey, sig: &Signature) -> Result<(), SignatureError> {
+    if !crate::memo::active() {
+        return verify_uncached(msg, key, sig);
+    }
+    if crate::memo::verdict(msg, key, sig, || verify_uncached(msg, key, sig).is_ok()) {
+        Ok(())
+    } else {
+        // Remembered as refused: computed again for the reason (a rare path).
+        verify_uncached(msg, key, sig)
+    }
+}
+
+fn verify_uncached(msg: &[u8], key: &PublicKey, sig: &Signature) -> Result<(), SignatureError> {
     key.validate()?;
     let vk = ed25519_zebra::VerificationKey::try_from(key.0).map_err(|_| KeyError::NotAPoint)?;
     vk.verify(&ed25519_zebra::Signature::from(sig.0), msg)
@@ -260,12 +275,28 @@ pub fn verify_batch(items: &[(Domain, &[u8], PublicKey, Signature)]) -> Vec<bool
 
 /// [`verify_batch`] on raw message bytes; see [`verify_raw`].
 pub fn verify_batch_raw(items: &[(Vec<u8>, PublicKey, Signature)]) -> Vec<bool> {
+    let Some(known) = crate::memo::lookup_batch(items) else {
+        return verify_batch_uncached(items);
+    };
+    let todo: Vec<usize> = (0..items.len()).filter(|i| known[*i].1.is_none()).collect();
+    let sub: Vec<(Vec<u8>, PublicKey, Signature)> =
+        todo.iter().map(|i| items[*i].clone()).collect();
+    let fresh = verify_batch_uncached(&sub);
+    crate::memo::record(todo.iter().zip(&fresh).map(|(i, v)| (known[*i].0, *v)));
+    let mut verdicts: Vec<bool> = known.iter().map(|(_, v)| v.unwrap_or(false)).collect();
+    for (i, v) in todo.iter().zip(fresh) {
+        verdicts[*i] = v;
+    }
+    verdicts
+}
+
+fn verify_batch_uncached(items: &[(Vec<u8>, PublicKey, Signature)]) -> Vec<bool> {
     // Below this size a batch costs more than single verifications (same rule either way).
     const MIN_BATCH: usize = 8;
     if items.len() < MIN_BATCH {
         return items
             .iter()
-            .map(|(m, k, s)| verify_raw(m, k, s).is_ok())
+            .map(|(m, k, s)| verify_uncached(m, k, s).is_ok())
             .collect();
     }
     let mut verdicts = vec![true; items.len()];
@@ -294,7 +325,7 @@ pub fn verify_batch_raw(items: &[(Vec<u8>, PublicKey, Signature)]) -> Vec<bool> 
     }
     for (i, (bytes, key, sig)) in items.iter().enumerate() {
         if verdicts[i] {
-            verdicts[i] = verify_raw(bytes, key, sig).is_ok();
+            verdicts[i] = verify_uncached(bytes, key, sig).is_ok();
         }
     }
     verdicts

@@ -98,3 +98,30 @@ fn negative_control_amnesia_is_detected() {
         r.violations
     );
 }
+
+/// The simulator remembers signature verdicts and signatures per thread
+/// (`crypto::memo`). That may only save time: a run with the memo off must give the same
+/// trace, blocks and violations as with it on, for a twins case (where a twin signs the
+/// same messages as its sibling) and for a replica that corrupts every signature it sends
+/// (its refused signatures are checked by every other replica: a memo that remembered a
+/// refusal as anything else would change the run; checked by breaking it on purpose).
+#[test]
+fn the_signature_memo_changes_no_outcome() {
+    let mut forger = Scenario::calm(11, 4);
+    forger.byzantine = vec![(consensus::ReplicaId(1), sim::Behaviour::BadSignatures)];
+    forger.faults_until_ms = 2_000;
+    forger.liveness_window_ms = 2_000;
+    for sc in [twins::case(123_457), forger] {
+        crypto::memo::remember_on_this_thread(0);
+        let plain = sim::Sim::<HotStuffSim>::new(sc.clone()).run();
+        assert_eq!(crypto::memo::hits_on_this_thread(), 0);
+        let remembered = sim::run::<HotStuffSim>(sc);
+        assert!(
+            crypto::memo::hits_on_this_thread() > 0,
+            "the memo answered nothing"
+        );
+        assert_eq!(plain.trace, remembered.trace);
+        assert_eq!(plain.height, remembered.height);
+        assert_eq!(plain.violations, remembered.violations);
+    }
+}

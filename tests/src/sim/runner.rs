@@ -72,15 +72,18 @@ pub fn run_many<P: SimProtocol>(
         .map(|n| n.get())
         .unwrap_or(1)
         .max(1);
-    let chunk = items.len().div_ceil(threads).max(1);
+    // Cases are taken one at a time from a shared counter, so no core idles while another
+    // still holds a long list.
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| {
-                let (make, label, tick) = (&make, &label, &tick);
+        let handles: Vec<_> = (0..threads.min(items.len()).max(1))
+            .map(|_| {
+                let (make, label, tick, next) = (&make, &label, &tick, &next);
                 s.spawn(move || {
                     let mut sum = Summary::default();
-                    for &i in part {
+                    while let Some(&i) =
+                        items.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+                    {
                         let r = run::<P>(make(i));
                         sum.add(label(i), &r);
                         tick();
