@@ -51,10 +51,12 @@ pub enum Domain {
     Header,
     /// Test-only and tooling signatures that must never be confused with protocol ones.
     Test,
+    /// A validator's approval of a change to the validator set (`ledger::validators`).
+    Governance,
 }
 
 impl Domain {
-    pub const ALL: [Domain; 13] = [
+    pub const ALL: [Domain; 14] = [
         Domain::Transaction,
         Domain::Proposal,
         Domain::Vote,
@@ -68,6 +70,7 @@ impl Domain {
         Domain::RaftBlock,
         Domain::Header,
         Domain::Test,
+        Domain::Governance,
     ];
 
     pub fn tag(self) -> &'static str {
@@ -85,6 +88,7 @@ impl Domain {
             Domain::RaftBlock => "raft-block",
             Domain::Header => "ledger-header",
             Domain::Test => "test",
+            Domain::Governance => "validator-set-change",
         }
     }
 

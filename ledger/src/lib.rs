@@ -10,6 +10,8 @@
 //!   is every header's state root; proofs of accounts and absences.
 //! - [`view`] (`view.rs`): what the ledger reads the state through: unstored blocks, bounded
 //!   caches, then the store.
+//! - [`validators`] (`validators.rs`): the validator set as ledger state, its epochs, and the
+//!   rules for changing it (quorum approvals, one pending change, the boundary height).
 
 mod address;
 mod block;
@@ -20,6 +22,7 @@ pub mod statesync;
 mod store;
 pub mod tree;
 mod tx;
+pub mod validators;
 pub mod view;
 
 pub use address::{Address, ParseAddressError};

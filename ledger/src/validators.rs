@@ -1,0 +1,380 @@
+//! The validator set as ledger state, and the rules for changing it (issue 21; the design is
+//! `docs/design/validator-sets.md`, sections 1, 2 and 7).
+//!
+//! A change is an ordinary transaction's payload carrying approvals: signatures of a quorum
+//! of the **current** set's consensus keys over `(chain, epoch, op)`. A change that passes
+//! [`ValidatorState::check`] while no other is pending becomes [`Pending`]; it takes effect
+//! after block `E = h + delay` (`h` the height that executed it), the last block of its
+//! epoch: [`ValidatorState::after_block`] then starts the next epoch at `E + 1` with the new
+//! members. Everything here is a function of committed history, so every honest replica
+//! ends an epoch at the same height with the same next set.
+//!
+//! Pure: no I/O, no clock. Nothing is wired into execution yet (next step of the issue).
+
+use crate::tx::ChainBinding;
+use crypto::{Digest, Domain, KeyError, PublicKey, SecretKey, Signature, codec};
+use serde::{Deserialize, Serialize};
+
+/// Most members a set may have (the consensus committee's limit).
+pub const MAX_MEMBERS: usize = 1024;
+/// Fewest members of a BFT set: with fewer than 4, f = 0 and one fault stops or forks it.
+pub const MIN_BFT_MEMBERS: usize = 4;
+/// Longest member name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Longest peer address, in bytes.
+pub const MAX_ADDRESS_BYTES: usize = 256;
+
+/// One validator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub name: String,
+    /// Signs proposals, votes and approvals of set changes.
+    pub consensus_key: PublicKey,
+    /// Authenticates its peer-to-peer connections.
+    pub network_key: PublicKey,
+    /// The multiaddr others dial (its syntax is the network layer's to check).
+    pub p2p_address: String,
+}
+
+/// What a change does to the set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetChange {
+    /// A new validator, appended at the end of the set.
+    Add(Member),
+    /// The validator with this consensus key leaves.
+    Remove { consensus_key: PublicKey },
+    /// The validator with `old_consensus_key` is replaced, at its index, by `new` (new keys,
+    /// possibly a new address): the set's size and order stay.
+    Rotate {
+        old_consensus_key: PublicKey,
+        new: Member,
+    },
+}
+
+/// A proposed change with its approvals: `(index in the current set, signature)`, sorted by
+/// index without repeats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The epoch the change was approved in: approvals count in that epoch only.
+    pub epoch: u64,
+    pub op: SetChange,
+    pub approvals: Vec<(u16, Signature)>,
+}
+
+/// How many approvals a change needs, by the protocol's fault model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    /// HotStuff and PBFT: the consensus quorum of the current set (2f+1 of 3f+1), at least
+    /// [`MIN_BFT_MEMBERS`] members after the change.
+    Bft,
+    /// Raft: a majority of the current voters, at least one member after the change.
+    Majority,
+}
+
+impl Rule {
+    /// Approvals needed from a set of `n`: the same quorum the consensus cores use
+    /// (`consensus::Committee::bft`: f = ⌊(n−1)/3⌋, ⌈(n+f+1)/2⌉), or a majority.
+    pub fn quorum(self, n: usize) -> usize {
+        match self {
+            Rule::Bft => {
+                let f = n.saturating_sub(1) / 3;
+                (n + f + 1).div_ceil(2)
+            }
+            Rule::Majority => n / 2 + 1,
+        }
+    }
+
+    fn min_members(self) -> usize {
+        match self {
+            Rule::Bft => MIN_BFT_MEMBERS,
+            Rule::Majority => 1,
+        }
+    }
+}
+
+/// A change that executed and waits for the end of its epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub op: SetChange,
+    /// The height whose execution accepted it.
+    pub accepted_at: u64,
+    /// The last block of the current epoch: the new set rules from the next height.
+    pub effective_after: u64,
+}
+
+/// The validator set after some block: its epoch, the first height of that epoch, the
+/// members in order (a member's index is its consensus replica id), and a pending change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorState {
+    pub epoch: u64,
+    pub start_height: u64,
+    pub members: Vec<Member>,
+    pub pending: Option<Pending>,
+}
+
+/// Why a change or a set is refused. Every replica computes the same reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GovernanceError {
+    #[error("the change was approved for epoch {got}, but the current epoch is {current}")]
+    WrongEpoch { current: u64, got: u64 },
+    #[error(
+        "a change is already pending (it takes effect after height {effective_after}); \
+         one change per epoch"
+    )]
+    ChangePending { effective_after: u64 },
+    #[error("{got} approvals, {need} needed (a quorum of the current {n} validators)")]
+    NotEnoughApprovals { got: usize, need: usize, n: usize },
+    #[error("approval from index {index}, but the current set has {n} validators")]
+    UnknownApprover { index: u16, n: usize },
+    #[error("approvals must be sorted by validator index without repeats (index {index})")]
+    UnsortedApprovals { index: u16 },
+    #[error("the approval of validator {index} does not verify")]
+    BadApproval { index: u16 },
+    #[error("{which}: {reason}")]
+    InvalidKey { which: String, reason: KeyError },
+    #[error("validator {name:?} would share its {what} with {other:?}; keys must be unique")]
+    DuplicateKey {
+        name: String,
+        other: String,
+        what: &'static str,
+    },
+    #[error("validator {name:?} would share its name with another validator")]
+    DuplicateName { name: String },
+    #[error("no current validator has consensus key {key}")]
+    NotMember { key: PublicKey },
+    #[error("{n} validators after the change; this protocol needs at least {min}")]
+    TooFew { n: usize, min: usize },
+    #[error("{n} validators after the change; at most {max}")]
+    TooMany { n: usize, max: usize },
+    #[error("validator name {name:?}: must be 1 to {max} printable characters", max = MAX_NAME_BYTES)]
+    BadName { name: String },
+    #[error("validator {name:?}: p2p_address must be 1 to {max} printable ASCII characters", max = MAX_ADDRESS_BYTES)]
+    BadAddress { name: String },
+}
+
+/// The bytes a validator signs to approve `op` in `epoch` on `chain`.
+pub fn approval_bytes(chain: &ChainBinding, epoch: u64, op: &SetChange) -> Vec<u8> {
+    codec::encode(&(&chain.chain_id, &chain.genesis_hash, epoch, op))
+}
+
+/// A validator's approval of `op` in `epoch` on `chain`.
+pub fn approve(key: &SecretKey, chain: &ChainBinding, epoch: u64, op: &SetChange) -> Signature {
+    key.sign(Domain::Governance, &approval_bytes(chain, epoch, op))
+}
+
+impl ValidatorState {
+    /// Epoch 0: the genesis validators, checked as any set is ([`ValidatorState::check_set`]).
+    pub fn genesis(members: Vec<Member>, rule: Rule) -> Result<Self, GovernanceError> {
+        check_set(&members, rule)?;
+        Ok(ValidatorState {
+            epoch: 0,
+            start_height: 1,
+            members,
+            pending: None,
+        })
+    }
+
+    /// What headers carry (`validators`): sha256 over the canonical encoding, tagged.
+    pub fn hash(&self) -> Digest {
+        crypto::hash_parts(&[b"cairn/validators/v1", &codec::encode(self)])
+    }
+
+    /// The member with consensus key `key`, and its index.
+    pub fn member(&self, key: &PublicKey) -> Option<(usize, &Member)> {
+        self.members
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.consensus_key == *key)
+    }
+
+    /// The set `change` would give, if it may be accepted now: right epoch, nothing pending,
+    /// a quorum of distinct current members' approvals that verify, and a valid result.
+    pub fn check(
+        &self,
+        chain: &ChainBinding,
+        change: &Change,
+        rule: Rule,
+    ) -> Result<Vec<Member>, GovernanceError> {
+        if change.epoch != self.epoch {
+            return Err(GovernanceError::WrongEpoch {
+                current: self.epoch,
+                got: change.epoch,
+            });
+        }
+        if let Some(p) = &self.pending {
+            return Err(GovernanceError::ChangePending {
+                effective_after: p.effective_after,
+            });
+        }
+        let n = self.members.len();
+        let need = rule.quorum(n);
+        if change.approvals.len() < need {
+            return Err(GovernanceError::NotEnoughApprovals {
+                got: change.approvals.len(),
+                need,
+                n,
+            });
+        }
+        // Cheap checks on every approval before any signature is verified.
+        let mut prev: Option<u16> = None;
+        for (index, _) in &change.approvals {
+            if *index as usize >= n {
+                return Err(GovernanceError::UnknownApprover { index: *index, n });
+            }
+            if prev.is_some_and(|p| p >= *index) {
+                return Err(GovernanceError::UnsortedApprovals { index: *index });
+            }
+            prev = Some(*index);
+        }
+        let members = self.apply(&change.op)?;
+        check_set(&members, rule)?;
+        let bytes = approval_bytes(chain, change.epoch, &change.op);
+        let items: Vec<(Domain, &[u8], PublicKey, Signature)> = change
+            .approvals
+            .iter()
+            .map(|(i, s)| {
+                (
+                    Domain::Governance,
+                    bytes.as_slice(),
+                    self.members[*i as usize].consensus_key,
+                    *s,
+                )
+            })
+            .collect();
+        if let Some(k) = crypto::verify_batch(&items).iter().position(|ok| !ok) {
+            return Err(GovernanceError::BadApproval {
+                index: change.approvals[k].0,
+            });
+        }
+        Ok(members)
+    }
+
+    /// Accepts `change` at `height` (see [`ValidatorState::check`]): it becomes pending and
+    /// takes effect after block `height + delay` (a `delay` of 0 counts as 1: never in the
+    /// block that accepted it).
+    pub fn accept(
+        &mut self,
+        chain: &ChainBinding,
+        change: &Change,
+        rule: Rule,
+        height: u64,
+        delay: u64,
+    ) -> Result<(), GovernanceError> {
+        self.check(chain, change, rule)?;
+        self.pending = Some(Pending {
+            op: change.op.clone(),
+            accepted_at: height,
+            effective_after: height.saturating_add(delay.max(1)),
+        });
+        Ok(())
+    }
+
+    /// Block `height` has executed: if it is the last block of the epoch, the pending change
+    /// takes effect and the next epoch starts at `height + 1`. Returns whether an epoch ended.
+    pub fn after_block(&mut self, height: u64) -> bool {
+        let Some(p) = &self.pending else {
+            return false;
+        };
+        if p.effective_after != height {
+            return false;
+        }
+        let members = self
+            .apply(&p.op)
+            .expect("a pending change was checked against this set when it was accepted");
+        self.members = members;
+        self.epoch += 1;
+        self.start_height = height + 1;
+        self.pending = None;
+        true
+    }
+
+    /// The members after `op`, without the quorum or size rules.
+    fn apply(&self, op: &SetChange) -> Result<Vec<Member>, GovernanceError> {
+        let mut members = self.members.clone();
+        match op {
+            SetChange::Add(m) => members.push(m.clone()),
+            SetChange::Remove { consensus_key } => {
+                let (i, _) = self
+                    .member(consensus_key)
+                    .ok_or(GovernanceError::NotMember {
+                        key: *consensus_key,
+                    })?;
+                members.remove(i);
+            }
+            SetChange::Rotate {
+                old_consensus_key,
+                new,
+            } => {
+                let (i, _) = self
+                    .member(old_consensus_key)
+                    .ok_or(GovernanceError::NotMember {
+                        key: *old_consensus_key,
+                    })?;
+                members[i] = new.clone();
+            }
+        }
+        Ok(members)
+    }
+}
+
+/// A set is valid when its size suits the rule, names and addresses are well formed, every
+/// key is a valid large-order point, and no two members share a name, a consensus key or a
+/// network key.
+pub fn check_set(members: &[Member], rule: Rule) -> Result<(), GovernanceError> {
+    let n = members.len();
+    if n < rule.min_members() {
+        return Err(GovernanceError::TooFew {
+            n,
+            min: rule.min_members(),
+        });
+    }
+    if n > MAX_MEMBERS {
+        return Err(GovernanceError::TooMany {
+            n,
+            max: MAX_MEMBERS,
+        });
+    }
+    let printable =
+        |s: &str, max: usize| !s.is_empty() && s.len() <= max && s.chars().all(|c| !c.is_control());
+    for (i, m) in members.iter().enumerate() {
+        if !printable(&m.name, MAX_NAME_BYTES) {
+            return Err(GovernanceError::BadName {
+                name: m.name.clone(),
+            });
+        }
+        if !printable(&m.p2p_address, MAX_ADDRESS_BYTES) || !m.p2p_address.is_ascii() {
+            return Err(GovernanceError::BadAddress {
+                name: m.name.clone(),
+            });
+        }
+        for (which, key) in [
+            ("consensus_key", &m.consensus_key),
+            ("network_key", &m.network_key),
+        ] {
+            key.validate()
+                .map_err(|reason| GovernanceError::InvalidKey {
+                    which: format!("validator {:?} {which}", m.name),
+                    reason,
+                })?;
+        }
+        for other in &members[..i] {
+            let dup = |what| GovernanceError::DuplicateKey {
+                name: m.name.clone(),
+                other: other.name.clone(),
+                what,
+            };
+            if other.name == m.name {
+                return Err(GovernanceError::DuplicateName {
+                    name: m.name.clone(),
+                });
+            }
+            if other.consensus_key == m.consensus_key {
+                return Err(dup("consensus key"));
+            }
+            if other.network_key == m.network_key {
+                return Err(dup("network key"));
+            }
+        }
+    }
+    Ok(())
+}
