@@ -15,7 +15,11 @@
 
 use crate::{Digest, Hasher, PublicKey, Signature};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::BuildHasherDefault;
+
+/// Fixed hash keys: the memo draws no randomness (its keys are sha256 digests already).
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
 
 struct Memo {
     capacity: usize,
@@ -43,8 +47,8 @@ pub fn remember_on_this_thread(capacity: usize) {
             None => {
                 *m = Some(Memo {
                     capacity,
-                    verdicts: HashMap::new(),
-                    signatures: HashMap::new(),
+                    verdicts: HashMap::default(),
+                    signatures: HashMap::default(),
                     hits: 0,
                 })
             }

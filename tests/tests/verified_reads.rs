@@ -6,7 +6,8 @@
 //!   committed transaction's inclusion verifies (`cairn tx --verify`);
 //! - 200 `transfer --wait` through one validator, each followed by a read of the sender at
 //!   another validator with the wallet's recorded height (`KEY.seen` → `min_height`): no read
-//!   is stale.
+//!   is stale; and its negative control: a validator paused during each write and read the
+//!   moment it resumes answers stale without that height, fresh with it.
 //!
 //! The wallet runs in this process (`node::cli::cairn::run`), over HTTP to the real
 //! validators.
@@ -202,5 +203,80 @@ fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
     assert!(
         stale.is_empty(),
         "stale reads (round, validator, nonce, height, seen): {stale:?}"
+    );
+}
+
+/// The negative control of the test above: it proves that a read at another validator *can*
+/// be stale, so "0 stale" there is evidence. Validator 3 is paused (SIGSTOP) while the
+/// wallet's transfer commits through validator 0 (three of four validators suffice), then
+/// resumed and read at once. Without `min_height` the answer comes from validator 3's store
+/// before it has caught up: stale (required in at least one round). With the wallet's
+/// recorded height the read at the same moment waits until validator 3 has stored that
+/// height: never stale.
+#[test]
+fn a_lagging_validator_reads_stale_without_min_height_and_fresh_with_it() {
+    const ROUNDS: u64 = 5;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = Cluster::new("hotstuff", 4, ClusterOpts::default());
+    c.start_all();
+    if let Err(e) = c.wait_progress(&[0, 1, 2, 3], 2, Duration::from_secs(60)) {
+        c.dump_logs(30);
+        panic!("no progress: {e}");
+    }
+    let key_path = c.dir().join("wallets/wallet-1.json");
+    let key = key_path.to_str().unwrap();
+    let me = Address::of(&c.wallet_key(1).public());
+    let to = Address::of(&c.wallet_key(2).public()).to_string();
+    let genesis = c.genesis().hash();
+    let lagging = NodeClient::new(c.api(3)).unwrap();
+    let start = NodeClient::new(c.api(0)).unwrap().account(&me).unwrap();
+    let mut stale_without = Vec::new();
+    let mut stale_with = Vec::new();
+    for round in 0..ROUNDS {
+        c.pause(3);
+        let (code, msg) = cairn(&[
+            "--node",
+            &c.api(0),
+            "--key",
+            key,
+            "transfer",
+            "--to",
+            &to,
+            "--amount",
+            "1",
+            "--wait",
+        ]);
+        if code != 0 {
+            c.resume(3);
+            panic!("round {round}: {msg}");
+        }
+        let seen = nonces::read_seen(&key_path, &genesis).expect("the wallet records its height");
+        let expected = start.nonce + round + 1;
+        c.resume(3);
+        let plain = lagging.account_with(&me, false, None, false).unwrap();
+        let waited = lagging.account_with(&me, false, Some(seen), false).unwrap();
+        if plain.nonce != expected {
+            stale_without.push((round, plain.nonce, plain.height, seen));
+        }
+        assert!(waited.height >= seen, "answered below min_height");
+        if waited.nonce != expected {
+            stale_with.push((round, waited.nonce, waited.height, seen));
+        }
+    }
+    c.stop_all();
+    println!(
+        "{ROUNDS} rounds with validator 3 paused during the write: {} stale without \
+         min_height {stale_without:?}, {} with it",
+        stale_without.len(),
+        stale_with.len()
+    );
+    assert!(
+        !stale_without.is_empty(),
+        "a validator resumed after missing the write answered fresh every time without \
+         min_height: this control cannot show that the read-your-writes check can fail"
+    );
+    assert!(
+        stale_with.is_empty(),
+        "stale reads with min_height (round, nonce, height, seen): {stale_with:?}"
     );
 }
