@@ -1,5 +1,5 @@
-//! BFT state sync with real processes (issue 20): four HotStuff validators keep the last 100
-//! heights under a transfer load; one is stopped and its data directory deleted, the others
+//! BFT state sync with real processes (issue 20): four HotStuff (or PBFT) validators keep the
+//! last 100 heights under a transfer load; one is stopped and its data directory deleted, the others
 //! go on until the blocks it would replay are pruned everywhere (and are older than what
 //! HotStuff's core keeps), and it restarts empty. It
 //! must rejoin by state sync (its log and `cairn_state_syncs_total` say so), reach the tip
@@ -7,13 +7,27 @@
 //! every height they share, every acknowledged transaction is recorded (or below a store's
 //! floor), and no validator signed two votes for one slot (the cluster checker).
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tests::cluster::{Cluster, ClusterOpts, Load, check};
 
+/// Two 4-validator clusters under load at once would share 2 cores and time each other out.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn a_wiped_validator_rejoins_by_state_sync_and_agrees_on_every_common_height() {
+    wiped_validator_rejoins("hotstuff");
+}
+
+#[test]
+fn a_wiped_pbft_validator_rejoins_by_state_sync_and_agrees_on_every_common_height() {
+    wiped_validator_rejoins("pbft");
+}
+
+fn wiped_validator_rejoins(protocol: &str) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     const RETAIN: u64 = 100;
-    let mut c = Cluster::new("hotstuff", 4, ClusterOpts::default());
+    let mut c = Cluster::new(protocol, 4, ClusterOpts::default());
     c.edit_config(|cfg| {
         cfg.retain_blocks = RETAIN;
         // Far behind means 100 heights here (the default is 1,000).
@@ -42,8 +56,8 @@ fn a_wiped_validator_rejoins_by_state_sync_and_agrees_on_every_common_height() {
             .unwrap_or(0.0) as u64
     };
     let started = Instant::now();
-    // Past what HotStuff's core keeps of committed blocks too, so neither blocks nor the
-    // core's own catch-up can bring validator 3 back: only a snapshot.
+    // Past what HotStuff's core keeps of committed blocks too (PBFT's keeps less), so neither
+    // blocks nor the core's own catch-up can bring validator 3 back: only a snapshot.
     let window = consensus::hotstuff::COMMITTED_WINDOW as u64;
     let gone = |i: usize| {
         floor_of(i) > stopped_at + 1 && c.height(i).unwrap_or(0) > stopped_at + window + 100
@@ -106,8 +120,8 @@ fn a_wiped_validator_rejoins_by_state_sync_and_agrees_on_every_common_height() {
     c.stop_all();
     let verdict = check(&c, &all, &all, &acked);
     println!(
-        "state sync at validator 3 after the others pruned past its height; {} acknowledged; \
-         {verdict:?}",
+        "{protocol}: state sync at validator 3 after the others pruned past its height; {} \
+         acknowledged; {verdict:?}",
         acked.committed.len()
     );
 }
