@@ -84,21 +84,17 @@ fn insert<V>(map: &mut HashMap<Digest, V>, capacity: usize, k: Digest, v: V) {
     map.insert(k, v);
 }
 
-/// `compute(bytes, key, sig)`, answered from the memo when this thread remembers it.
-pub(crate) fn verdict(
-    bytes: &[u8],
-    key: &PublicKey,
-    sig: &Signature,
-    compute: impl FnOnce() -> bool,
-) -> bool {
-    if !active() {
-        return compute();
-    }
-    let k = verdict_key(bytes, key, sig);
+/// `compute()`, answered from the map `pick` selects when this thread remembers `k`, and
+/// remembered there otherwise.
+fn remembered<V: Copy>(
+    pick: impl Fn(&mut Memo) -> &mut HashMap<Digest, V>,
+    k: Digest,
+    compute: impl FnOnce() -> V,
+) -> V {
     let known = MEMO.with(|m| {
         let mut m = m.borrow_mut();
-        let memo = m.as_mut().expect("active");
-        let v = memo.verdicts.get(&k).copied();
+        let memo = m.as_mut()?;
+        let v = pick(memo).get(&k).copied();
         memo.hits += u64::from(v.is_some());
         v
     });
@@ -108,10 +104,25 @@ pub(crate) fn verdict(
     let v = compute();
     MEMO.with(|m| {
         if let Some(memo) = m.borrow_mut().as_mut() {
-            insert(&mut memo.verdicts, memo.capacity, k, v);
+            let capacity = memo.capacity;
+            insert(pick(memo), capacity, k, v);
         }
     });
     v
+}
+
+/// `compute()`, the verdict on `sig` by `key` over `bytes`, answered from the memo when this
+/// thread remembers it.
+pub(crate) fn verdict(
+    bytes: &[u8],
+    key: &PublicKey,
+    sig: &Signature,
+    compute: impl FnOnce() -> bool,
+) -> bool {
+    if !active() {
+        return compute();
+    }
+    remembered(|m| &mut m.verdicts, verdict_key(bytes, key, sig), compute)
 }
 
 /// Remembers verdicts already computed elsewhere (a batch), when this thread remembers.
@@ -160,24 +171,7 @@ pub(crate) fn signature(
     if !active() {
         return compute();
     }
-    let k = signature_key(bytes, key);
-    let known = MEMO.with(|m| {
-        let mut m = m.borrow_mut();
-        let memo = m.as_mut().expect("active");
-        let v = memo.signatures.get(&k).copied();
-        memo.hits += u64::from(v.is_some());
-        v
-    });
-    if let Some(s) = known {
-        return s;
-    }
-    let s = compute();
-    MEMO.with(|m| {
-        if let Some(memo) = m.borrow_mut().as_mut() {
-            insert(&mut memo.signatures, memo.capacity, k, s);
-        }
-    });
-    s
+    remembered(|m| &mut m.signatures, signature_key(bytes, key), compute)
 }
 
 #[cfg(test)]

@@ -153,39 +153,71 @@ fn a_lying_validator_is_caught_by_verify_and_an_honest_answer_verifies() {
     c.stop_all();
 }
 
-#[test]
-fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
-    const ROUNDS: u64 = 200;
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Cluster::new("hotstuff", 4, ClusterOpts::default());
-    c.start_all();
-    if let Err(e) = c.wait_progress(&[0, 1, 2, 3], 2, Duration::from_secs(60)) {
-        c.dump_logs(30);
-        panic!("no progress: {e}");
+/// A running 4-validator HotStuff cluster and one wallet (wallet-1) paying wallet-2 one unit
+/// at a time through validator 0: the setup of the read-your-writes tests.
+struct Payer {
+    c: Cluster,
+    key_path: std::path::PathBuf,
+    me: Address,
+    to: String,
+    genesis: crypto::Digest,
+}
+
+impl Payer {
+    fn start() -> Payer {
+        let mut c = Cluster::new("hotstuff", 4, ClusterOpts::default());
+        c.start_all();
+        if let Err(e) = c.wait_progress(&[0, 1, 2, 3], 2, Duration::from_secs(60)) {
+            c.dump_logs(30);
+            panic!("no progress: {e}");
+        }
+        Payer {
+            key_path: c.dir().join("wallets/wallet-1.json"),
+            me: Address::of(&c.wallet_key(1).public()),
+            to: Address::of(&c.wallet_key(2).public()).to_string(),
+            genesis: c.genesis().hash(),
+            c,
+        }
     }
-    let key_path = c.dir().join("wallets/wallet-1.json");
-    let key = key_path.to_str().unwrap();
-    let me = Address::of(&c.wallet_key(1).public());
-    let to = Address::of(&c.wallet_key(2).public()).to_string();
-    let genesis = c.genesis().hash();
-    let clients: Vec<NodeClient> = (0..4).map(|i| NodeClient::new(c.api(i)).unwrap()).collect();
-    let start = clients[0].account(&me).unwrap();
-    let mut stale = Vec::new();
-    for round in 0..ROUNDS {
+
+    /// `cairn transfer --wait` of 1 through validator 0: the height the wallet recorded for
+    /// it, or the wallet's error.
+    fn pay(&self) -> Result<u64, String> {
         let (code, msg) = cairn(&[
             "--node",
-            &c.api(0),
+            &self.c.api(0),
             "--key",
-            key,
+            self.key_path.to_str().unwrap(),
             "transfer",
             "--to",
-            &to,
+            &self.to,
             "--amount",
             "1",
             "--wait",
         ]);
-        assert_eq!(code, 0, "round {round}: {msg}");
-        let seen = nonces::read_seen(&key_path, &genesis).expect("the wallet records its height");
+        if code != 0 {
+            return Err(msg);
+        }
+        Ok(
+            nonces::read_seen(&self.key_path, &self.genesis)
+                .expect("the wallet records its height"),
+        )
+    }
+}
+
+#[test]
+fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
+    const ROUNDS: u64 = 200;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut p = Payer::start();
+    let me = p.me;
+    let clients: Vec<NodeClient> = (0..4)
+        .map(|i| NodeClient::new(p.c.api(i)).unwrap())
+        .collect();
+    let start = clients[0].account(&me).unwrap();
+    let mut stale = Vec::new();
+    for round in 0..ROUNDS {
+        let seen = p.pay().unwrap_or_else(|msg| panic!("round {round}: {msg}"));
         let reader = 1 + (round as usize % 3);
         let a = clients[reader]
             .account_with(&me, false, Some(seen), false)
@@ -195,7 +227,7 @@ fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
             stale.push((round, reader, a.nonce, a.height, seen));
         }
     }
-    c.stop_all();
+    p.c.stop_all();
     println!(
         "{ROUNDS} transfer --wait + read elsewhere: {} stale",
         stale.len()
@@ -217,42 +249,18 @@ fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
 fn a_lagging_validator_reads_stale_without_min_height_and_fresh_with_it() {
     const ROUNDS: u64 = 5;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut c = Cluster::new("hotstuff", 4, ClusterOpts::default());
-    c.start_all();
-    if let Err(e) = c.wait_progress(&[0, 1, 2, 3], 2, Duration::from_secs(60)) {
-        c.dump_logs(30);
-        panic!("no progress: {e}");
-    }
-    let key_path = c.dir().join("wallets/wallet-1.json");
-    let key = key_path.to_str().unwrap();
-    let me = Address::of(&c.wallet_key(1).public());
-    let to = Address::of(&c.wallet_key(2).public()).to_string();
-    let genesis = c.genesis().hash();
-    let lagging = NodeClient::new(c.api(3)).unwrap();
-    let start = NodeClient::new(c.api(0)).unwrap().account(&me).unwrap();
+    let mut p = Payer::start();
+    let me = p.me;
+    let lagging = NodeClient::new(p.c.api(3)).unwrap();
+    let start = NodeClient::new(p.c.api(0)).unwrap().account(&me).unwrap();
     let mut stale_without = Vec::new();
     let mut stale_with = Vec::new();
     for round in 0..ROUNDS {
-        c.pause(3);
-        let (code, msg) = cairn(&[
-            "--node",
-            &c.api(0),
-            "--key",
-            key,
-            "transfer",
-            "--to",
-            &to,
-            "--amount",
-            "1",
-            "--wait",
-        ]);
-        if code != 0 {
-            c.resume(3);
-            panic!("round {round}: {msg}");
-        }
-        let seen = nonces::read_seen(&key_path, &genesis).expect("the wallet records its height");
+        p.c.pause(3);
+        let paid = p.pay();
+        p.c.resume(3);
+        let seen = paid.unwrap_or_else(|msg| panic!("round {round}: {msg}"));
         let expected = start.nonce + round + 1;
-        c.resume(3);
         let plain = lagging.account_with(&me, false, None, false).unwrap();
         let waited = lagging.account_with(&me, false, Some(seen), false).unwrap();
         if plain.nonce != expected {
@@ -263,7 +271,7 @@ fn a_lagging_validator_reads_stale_without_min_height_and_fresh_with_it() {
             stale_with.push((round, waited.nonce, waited.height, seen));
         }
     }
-    c.stop_all();
+    p.c.stop_all();
     println!(
         "{ROUNDS} rounds with validator 3 paused during the write: {} stale without \
          min_height {stale_without:?}, {} with it",
