@@ -99,7 +99,9 @@ impl Committee {
         })
     }
 
-    /// The standard BFT committee for `keys`: f = ⌊(n−1)/3⌋, quorum = ⌈(n+f+1)/2⌉.
+    /// The standard BFT committee for `keys`: f = ⌊(n−1)/3⌋, quorum = ⌈(n+f+1)/2⌉ — the
+    /// ledger's `validators::Rule::Bft` (genesis and set changes use it; the cores do not
+    /// depend on the ledger, so a test pins the two to each other).
     pub fn bft(keys: Vec<PublicKey>) -> Result<Self, CommitteeError> {
         let n = keys.len();
         let f = n.saturating_sub(1) / 3;
@@ -160,6 +162,19 @@ mod tests {
         for (n, f, q) in [(4, 1, 3), (5, 1, 4), (7, 2, 5), (10, 3, 7)] {
             let c = Committee::bft(keys(n)).unwrap();
             assert_eq!((c.n(), c.f(), c.quorum()), (n, f, q), "n={n}");
+        }
+    }
+
+    #[test]
+    fn the_committee_and_the_ledgers_rule_agree_on_every_size() {
+        let rule = ledger::validators::Rule::Bft;
+        for n in 1..=200 {
+            let c = Committee::bft(keys(n)).unwrap();
+            assert_eq!(
+                (c.f(), c.quorum()),
+                (rule.faults(n), rule.quorum(n)),
+                "n={n}"
+            );
         }
     }
 

@@ -189,30 +189,21 @@ impl Genesis {
     /// Faults tolerated. BFT (hotstuff, pbft): `⌊(n−1)/3⌋` Byzantine validators. Raft:
     /// `⌊(n−1)/2⌋` crashed validators.
     pub fn f(&self) -> usize {
-        let n = self.n();
-        if self.protocol.is_bft() {
-            n.saturating_sub(1) / 3
-        } else {
-            n.saturating_sub(1) / 2
-        }
+        self.rule().faults(self.n())
     }
 
-    /// Votes needed to decide.
-    ///
-    /// BFT: `⌈(n+f+1)/2⌉`. This is `2f+1` when `n = 3f+1`, and it stays safe for any other
-    /// `n`: two quorums `Q1`, `Q2` overlap in at least `|Q1|+|Q2|−n ≥ (n+f+1)−n = f+1`
-    /// validators, so at least one honest validator is in both and two conflicting decisions
-    /// cannot both gather a quorum. It is also live: `⌈(n+f+1)/2⌉ ≤ n−f` because `n ≥ 3f+1`,
-    /// so the honest validators alone form a quorum. (Plain `2f+1` would not be safe for,
-    /// say, `n = 6`, `f = 1`: two quorums of 3 can be disjoint.)
-    ///
-    /// Raft: a majority, `⌊n/2⌋+1`; any two majorities share a validator.
+    /// Votes needed to decide: [`ledger::validators::Rule::quorum`] (its docs say why the BFT
+    /// quorum is `⌈(n+f+1)/2⌉` and not `2f+1`).
     pub fn quorum(&self) -> usize {
-        let n = self.n();
+        self.rule().quorum(self.n())
+    }
+
+    /// The protocol's fault model, as the quorum rules know it.
+    pub fn rule(&self) -> ledger::validators::Rule {
         if self.protocol.is_bft() {
-            (n + self.f() + 2) / 2
+            ledger::validators::Rule::Bft
         } else {
-            n / 2 + 1
+            ledger::validators::Rule::Majority
         }
     }
 

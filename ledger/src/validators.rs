@@ -72,14 +72,26 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// Approvals needed from a set of `n`: the same quorum the consensus cores use
-    /// (`consensus::Committee::bft`: f = ⌊(n−1)/3⌋, ⌈(n+f+1)/2⌉), or a majority.
+    /// Faults a set of `n` tolerates: ⌊(n−1)/3⌋ Byzantine, or ⌊(n−1)/2⌋ crashed.
+    pub fn faults(self, n: usize) -> usize {
+        match self {
+            Rule::Bft => n.saturating_sub(1) / 3,
+            Rule::Majority => n.saturating_sub(1) / 2,
+        }
+    }
+
+    /// Votes (and approvals of a change) needed from a set of `n`. Genesis
+    /// (`Genesis::quorum`) uses it; `consensus::Committee::bft` computes the same (its tests
+    /// compare the two for every size up to 200).
+    ///
+    /// BFT: `⌈(n+f+1)/2⌉`, which is `2f+1` when `n = 3f+1` and stays safe for any other `n`:
+    /// two quorums overlap in at least `(n+f+1) − n = f+1` validators, so an honest one is
+    /// in both; and it is live, `⌈(n+f+1)/2⌉ ≤ n−f` since `n ≥ 3f+1`. (Plain `2f+1` is not
+    /// safe for, say, `n = 6`, `f = 1`: two quorums of 3 can be disjoint.) Majority:
+    /// `⌊n/2⌋+1`; any two majorities share a member.
     pub fn quorum(self, n: usize) -> usize {
         match self {
-            Rule::Bft => {
-                let f = n.saturating_sub(1) / 3;
-                (n + f + 1).div_ceil(2)
-            }
+            Rule::Bft => (n + self.faults(n) + 1).div_ceil(2),
             Rule::Majority => n / 2 + 1,
         }
     }

@@ -45,13 +45,27 @@ fn approved(epoch: u64, op: SetChange, signers: &[(u16, u8)]) -> Change {
 }
 
 #[test]
-fn quorums_match_the_consensus_committee() {
-    // Committee::bft's table (consensus/src/types.rs): (n, quorum).
+fn quorums_and_faults() {
+    // The table consensus/src/types.rs checks for Committee::bft, which calls this rule.
     for (n, q) in [(4, 3), (5, 4), (7, 5), (10, 7), (100, 67)] {
         assert_eq!(Rule::Bft.quorum(n), q, "bft n={n}");
     }
     for (n, q) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)] {
         assert_eq!(Rule::Majority.quorum(n), q, "majority n={n}");
+    }
+    for (n, f) in [(1, 0), (3, 0), (4, 1), (6, 1), (7, 2), (10, 3)] {
+        assert_eq!(Rule::Bft.faults(n), f, "bft n={n}");
+    }
+    for (n, f) in [(1, 0), (2, 0), (3, 1), (5, 2)] {
+        assert_eq!(Rule::Majority.faults(n), f, "majority n={n}");
+    }
+    // Safe and live for every size: two quorums share f+1 (BFT) or 1 (majority) members, and
+    // the members that do not fail are a quorum.
+    for n in 1..=200 {
+        let (fb, qb) = (Rule::Bft.faults(n), Rule::Bft.quorum(n));
+        assert!(2 * qb > n + fb && qb + fb <= n, "bft n={n}");
+        let (fm, qm) = (Rule::Majority.faults(n), Rule::Majority.quorum(n));
+        assert!(2 * qm > n && qm + fm <= n, "majority n={n}");
     }
 }
 

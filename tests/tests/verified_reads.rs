@@ -161,10 +161,14 @@ struct Payer {
     me: Address,
     to: String,
     genesis: crypto::Digest,
+    /// Held for the test's length (last, so the cluster is dropped first).
+    _one: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Payer {
+    /// Waits for any other cluster test of this file to finish, then starts the cluster.
     fn start() -> Payer {
+        let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
         let mut c = Cluster::new("hotstuff", 4, ClusterOpts::default());
         c.start_all();
         if let Err(e) = c.wait_progress(&[0, 1, 2, 3], 2, Duration::from_secs(60)) {
@@ -177,6 +181,7 @@ impl Payer {
             to: Address::of(&c.wallet_key(2).public()).to_string(),
             genesis: c.genesis().hash(),
             c,
+            _one: one,
         }
     }
 
@@ -208,7 +213,6 @@ impl Payer {
 #[test]
 fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
     const ROUNDS: u64 = 200;
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut p = Payer::start();
     let me = p.me;
     let clients: Vec<NodeClient> = (0..4)
@@ -248,7 +252,6 @@ fn transfer_wait_then_balance_on_another_validator_is_never_stale() {
 #[test]
 fn a_lagging_validator_reads_stale_without_min_height_and_fresh_with_it() {
     const ROUNDS: u64 = 5;
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut p = Payer::start();
     let me = p.me;
     let lagging = NodeClient::new(p.c.api(3)).unwrap();
