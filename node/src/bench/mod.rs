@@ -108,7 +108,7 @@ const SWEEP_GROWTH: f64 = 0.10;
 const SWEEP_MAX_P50_MS: f64 = 1000.0;
 const SWEEP_MAX_STEPS: usize = 10;
 
-/// Parses `30s`, `500ms`, `2m` or a number of seconds.
+/// Parses `30s`, `500ms`, `2m`, `1h` or a number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
@@ -122,7 +122,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => v / 1000.0,
         "s" => v,
         "m" | "min" => v * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s or m")),
+        "h" => v * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; use ms, s, m or h")),
     };
     if !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("{s:?} is out of range (0 to 24 hours)"));
@@ -505,7 +506,9 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
-        assert!(parse_duration("5h").unwrap_err().contains("unknown unit"));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("25h").unwrap_err().contains("out of range"));
         assert!(parse_duration("1e9s").is_err());
     }
 }
