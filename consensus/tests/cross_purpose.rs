@@ -55,10 +55,10 @@ fn only_its_own_domain(
 // ---- `only_its_own_domain` controls prove each is exact) ----
 
 fn hs_vote_bytes(block: &Digest, view: View) -> Vec<u8> {
-    codec::encode(&(block, view))
+    codec::encode(&(&genesis(), block, view))
 }
 fn hs_timeout_bytes(view: View, high_qc_view: View) -> Vec<u8> {
-    codec::encode(&(view, high_qc_view))
+    codec::encode(&(&genesis(), view, high_qc_view))
 }
 fn pbft_slot_bytes(view: View, seq: u64, digest: &Digest) -> Vec<u8> {
     codec::encode(&(&genesis(), view, seq, digest))
@@ -109,7 +109,7 @@ fn hs_qc(b: &hs::Block, signers: &[u16]) -> hs::QuorumCert {
         votes: signers
             .iter()
             .map(|&i| {
-                let v = hs::Vote::new(b.id(), b.view, ReplicaId(i), &key(i));
+                let v = hs::Vote::new(&genesis(), b.id(), b.view, ReplicaId(i), &key(i));
                 (ReplicaId(i), v.signature)
             })
             .collect(),
@@ -131,7 +131,7 @@ fn a_hotstuff_vote_is_not_a_proposal() {
     let (b1, _, _) = hs_chain();
     let leader = b1.proposer;
     // The leader's own vote for its block: the vote's digest is the block's id.
-    let vote = hs::Vote::new(b1.id(), b1.view, leader, &key(leader.0));
+    let vote = hs::Vote::new(&genesis(), b1.id(), b1.view, leader, &key(leader.0));
     assert_eq!(vote.block, b1.id());
     let forged = hs::Proposal {
         block: b1.clone(),
@@ -143,7 +143,7 @@ fn a_hotstuff_vote_is_not_a_proposal() {
     let real = hs::Proposal::new(b1.clone(), None, &key(leader.0));
     assert_eq!(real.verify(c, &g), Ok(()));
     // And the vote is a valid vote: only its purpose is wrong.
-    assert_eq!(vote.verify(c), Ok(()));
+    assert_eq!(vote.verify(c, &g), Ok(()));
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn a_hotstuff_proposal_is_not_a_vote() {
         voter: leader,
         signature: proposal.signature,
     };
-    assert_eq!(forged.verify(c), Err(hs::Invalid::BadSignature(leader)));
+    assert_eq!(forged.verify(c, &g), Err(hs::Invalid::BadSignature(leader)));
     // Nor does it count towards a QC in place of the leader's vote.
     let mut qc = qc1.clone();
     for (id, sig) in &mut qc.votes {
@@ -178,16 +178,19 @@ fn a_hotstuff_timeout_is_not_a_vote_and_a_vote_is_not_a_timeout() {
     let (b1, qc1, b2) = hs_chain();
     let me = ReplicaId(3);
     // A timeout of view 2 carrying qc1 (view 1), and a vote in view 2.
-    let timeout = hs::Timeout::new(View(2), qc1.clone(), me, &key(3));
+    let timeout = hs::Timeout::new(&genesis(), View(2), qc1.clone(), me, &key(3));
     assert_eq!(timeout.verify(c, &g), Ok(()));
-    let vote = hs::Vote::new(b2.id(), View(2), me, &key(3));
-    assert_eq!(vote.verify(c), Ok(()));
+    let vote = hs::Vote::new(&genesis(), b2.id(), View(2), me, &key(3));
+    assert_eq!(vote.verify(c, &g), Ok(()));
 
     let forged_vote = hs::Vote {
         signature: timeout.signature,
         ..vote.clone()
     };
-    assert_eq!(forged_vote.verify(c), Err(hs::Invalid::BadSignature(me)));
+    assert_eq!(
+        forged_vote.verify(c, &g),
+        Err(hs::Invalid::BadSignature(me))
+    );
     let forged_timeout = hs::Timeout {
         signature: vote.signature,
         ..timeout.clone()
@@ -202,13 +205,15 @@ fn a_hotstuff_timeout_is_not_a_vote_and_a_vote_is_not_a_timeout() {
         timeouts: (0..3).map(|i| (ReplicaId(i), View(1), sig(i))).collect(),
         high_qc: qc1.clone(),
     };
-    let from_votes = tc(&|i| hs::Vote::new(b2.id(), View(2), ReplicaId(i), &key(i)).signature);
+    let from_votes =
+        tc(&|i| hs::Vote::new(&genesis(), b2.id(), View(2), ReplicaId(i), &key(i)).signature);
     assert!(matches!(
         from_votes.verify(c, &g),
         Err(hs::Invalid::BadSignature(_))
     ));
-    let from_timeouts =
-        tc(&|i| hs::Timeout::new(View(2), qc1.clone(), ReplicaId(i), &key(i)).signature);
+    let from_timeouts = tc(&|i| {
+        hs::Timeout::new(&genesis(), View(2), qc1.clone(), ReplicaId(i), &key(i)).signature
+    });
     assert_eq!(from_timeouts.verify(c, &g), Ok(()), "control");
     let _ = b1;
 }
@@ -247,7 +252,7 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
                 voter: ReplicaId(3),
                 signature,
             };
-            v.verify(c).is_ok()
+            v.verify(c, &g).is_ok()
         },
     );
     // A vote inside a QC.
@@ -271,7 +276,7 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
         |signature| {
             let t = hs::Timeout {
                 signature,
-                ..hs::Timeout::new(View(2), qc1.clone(), ReplicaId(3), &key(3))
+                ..hs::Timeout::new(&genesis(), View(2), qc1.clone(), ReplicaId(3), &key(3))
             };
             t.verify(c, &g).is_ok()
         },
@@ -290,7 +295,14 @@ fn every_hotstuff_signature_only_under_its_own_domain() {
                         let sig = if i == 0 {
                             signature
                         } else {
-                            hs::Timeout::new(View(2), qc1.clone(), ReplicaId(i), &key(i)).signature
+                            hs::Timeout::new(
+                                &genesis(),
+                                View(2),
+                                qc1.clone(),
+                                ReplicaId(i),
+                                &key(i),
+                            )
+                            .signature
                         };
                         (ReplicaId(i), View(1), sig)
                     })
@@ -654,7 +666,10 @@ fn a_raft_block_signature_is_not_a_hotstuff_vote_or_proposal() {
         voter: leader,
         signature: entry.signature,
     };
-    assert_eq!(vote.verify(hc), Err(hs::Invalid::BadSignature(leader)));
+    assert_eq!(
+        vote.verify(hc, &genesis()),
+        Err(hs::Invalid::BadSignature(leader))
+    );
     // As its proposal signature: both sign 32 bytes of an id, under different domains.
     let (b1, _, _) = hs_chain();
     assert_eq!(b1.proposer, leader);
@@ -747,11 +762,18 @@ fn no_consensus_signature_is_a_transaction_signature() {
         ),
         (
             "hotstuff vote",
-            hs::Vote::new(b1.id(), b1.view, ReplicaId(1), &k).signature,
+            hs::Vote::new(&genesis(), b1.id(), b1.view, ReplicaId(1), &k).signature,
         ),
         (
             "hotstuff timeout",
-            hs::Timeout::new(View(1), hs::QuorumCert::genesis(g), ReplicaId(1), &k).signature,
+            hs::Timeout::new(
+                &genesis(),
+                View(1),
+                hs::QuorumCert::genesis(g),
+                ReplicaId(1),
+                &k,
+            )
+            .signature,
         ),
         (
             "pbft pre-prepare",
@@ -835,7 +857,10 @@ fn a_transaction_signature_is_no_consensus_signature() {
             voter: me,
             signature,
         };
-        assert_eq!(vote.verify(hc), Err(hs::Invalid::BadSignature(me)));
+        assert_eq!(
+            vote.verify(hc, &genesis()),
+            Err(hs::Invalid::BadSignature(me))
+        );
         let mut qc = qc1.clone();
         qc.votes[0] = (me, signature);
         assert_eq!(qc.verify(hc, &g), Err(hs::Invalid::BadSignature(me)));
@@ -865,7 +890,7 @@ fn a_transaction_signature_is_no_consensus_signature() {
         voter: me,
         signature: k.sign(Domain::Vote, &vote_bytes),
     };
-    assert_eq!(vote.verify(hc), Ok(()));
+    assert_eq!(vote.verify(hc, &genesis()), Ok(()));
 }
 
 // ---- The domains themselves, through the batch verifier and against splicing ----
@@ -988,4 +1013,67 @@ proptest! {
         expect[3] = a == b;
         prop_assert_eq!(crypto::verify_batch(&batch), expect);
     }
+}
+
+// ---- HotStuff across epochs (issue 21) ----
+
+/// A vote, a timeout, a QC and a TC signed in one epoch verify in no other, even with the
+/// very same committee and views: each signs its instance's anchor. The controls: each
+/// verifies under its own anchor.
+#[test]
+fn hotstuff_votes_and_timeouts_of_one_epoch_count_in_no_other() {
+    let (c, g) = (bft(), genesis());
+    let last = Digest([9; 32]);
+    let e1 = hs::epoch_anchor(&g, 1, &last);
+    assert_eq!(
+        hs::epoch_anchor(&g, 0, &last),
+        g,
+        "epoch 0 is anchored at genesis"
+    );
+    assert_ne!(e1, g);
+    assert_ne!(e1, hs::epoch_anchor(&g, 2, &last), "another epoch");
+    assert_ne!(
+        e1,
+        hs::epoch_anchor(&g, 1, &Digest([8; 32])),
+        "another last block"
+    );
+
+    let (_, qc1, b2) = hs_chain();
+    let vote = hs::Vote::new(&g, b2.id(), View(2), ReplicaId(3), &key(3));
+    assert_eq!(vote.verify(c, &g), Ok(()));
+    assert_eq!(
+        vote.verify(c, &e1),
+        Err(hs::Invalid::BadSignature(ReplicaId(3)))
+    );
+    assert_eq!(qc1.verify(c, &g), Ok(()));
+    assert_eq!(
+        qc1.verify(c, &e1),
+        Err(hs::Invalid::BadSignature(ReplicaId(0)))
+    );
+
+    let timeout = hs::Timeout::new(&g, View(2), qc1.clone(), ReplicaId(3), &key(3));
+    assert_eq!(timeout.verify(c, &g), Ok(()));
+    assert!(timeout.verify(c, &e1).is_err());
+    // The same timeout signed for epoch 1 over epoch 1's genesis QC is refused in epoch 0.
+    let t1 = hs::Timeout::new(
+        &e1,
+        View(1),
+        hs::QuorumCert::genesis(e1),
+        ReplicaId(3),
+        &key(3),
+    );
+    assert_eq!(t1.verify(c, &e1), Ok(()));
+    assert!(t1.verify(c, &g).is_err());
+    let tc = hs::TimeoutCert {
+        view: View(2),
+        timeouts: (0..3)
+            .map(|i| {
+                let t = hs::Timeout::new(&g, View(2), qc1.clone(), ReplicaId(i), &key(i));
+                (ReplicaId(i), View(1), t.signature)
+            })
+            .collect(),
+        high_qc: qc1.clone(),
+    };
+    assert_eq!(tc.verify(c, &g), Ok(()));
+    assert!(tc.verify(c, &e1).is_err());
 }

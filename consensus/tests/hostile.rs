@@ -56,7 +56,7 @@ fn hs_qc(b: &hs::Block) -> hs::QuorumCert {
         view: b.view,
         votes: (0..3)
             .map(|i| {
-                let v = hs::Vote::new(b.id(), b.view, ReplicaId(i), &key(i));
+                let v = hs::Vote::new(&genesis(), b.id(), b.view, ReplicaId(i), &key(i));
                 (ReplicaId(i), v.signature)
             })
             .collect(),
@@ -74,7 +74,7 @@ fn hs_corpus() -> HsCorpus {
         view: View(3),
         timeouts: (0..3)
             .map(|i| {
-                let t = hs::Timeout::new(View(3), qc2.clone(), ReplicaId(i), &key(i));
+                let t = hs::Timeout::new(&genesis(), View(3), qc2.clone(), ReplicaId(i), &key(i));
                 (ReplicaId(i), View(2), t.signature)
             })
             .collect(),
@@ -84,8 +84,8 @@ fn hs_corpus() -> HsCorpus {
     let leader = |b: &hs::Block| key(b.proposer.0);
     let p1 = hs::Proposal::new(b1.clone(), None, &leader(&b1));
     let p4 = hs::Proposal::new(b4.clone(), Some(tc3.clone()), &leader(&b4));
-    let vote = hs::Vote::new(b4.id(), View(4), ReplicaId(3), &key(3));
-    let mut timeout = hs::Timeout::new(View(5), qc2.clone(), ReplicaId(3), &key(3));
+    let vote = hs::Vote::new(&genesis(), b4.id(), View(4), ReplicaId(3), &key(3));
+    let mut timeout = hs::Timeout::new(&genesis(), View(5), qc2.clone(), ReplicaId(3), &key(3));
     timeout.high_tc = Some(Box::new(tc3.clone()));
     let messages = vec![
         hs::Message::Propose(Box::new(p1)),
@@ -407,7 +407,7 @@ fn hs_verify(m: &hs::Message) -> Option<(bool, hs::Message)> {
     let (c, g) = (bft(), &genesis());
     let ok = match m {
         hs::Message::Propose(p) => p.verify(c, g).is_ok(),
-        hs::Message::Vote(v) => v.verify(c).is_ok(),
+        hs::Message::Vote(v) => v.verify(c, g).is_ok(),
         hs::Message::Timeout(t) => {
             let ok = t.verify(c, g).is_ok();
             let mut t = t.clone();
@@ -909,11 +909,17 @@ fn hs_hostile() -> impl Strategy<Value = (u16, hs::Message)> {
                 (from, m)
             }),
         (0u16..4, some_digest(), edge()).prop_map(|(i, b, v)| {
-            let vote = hs::Vote::new(b, View(v), ReplicaId(i), &key(i));
+            let vote = hs::Vote::new(&genesis(), b, View(v), ReplicaId(i), &key(i));
             (i, hs::Message::Vote(vote))
         }),
         (0u16..4, edge(), 0usize..3, any::<bool>()).prop_map(|(i, v, q, tc)| {
-            let mut t = hs::Timeout::new(View(v), hs_qcs()[q].clone(), ReplicaId(i), &key(i));
+            let mut t = hs::Timeout::new(
+                &genesis(),
+                View(v),
+                hs_qcs()[q].clone(),
+                ReplicaId(i),
+                &key(i),
+            );
             t.high_tc = tc.then(|| Box::new(hs_tc()));
             (i, hs::Message::Timeout(Box::new(t)))
         }),

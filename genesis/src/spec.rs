@@ -2,7 +2,8 @@
 
 use crate::GenesisError;
 use crypto::{Digest, Hasher, PublicKey};
-use ledger::Address;
+use ledger::validators::{Governance, Member, ValidatorState};
+use ledger::{Address, LedgerGenesis};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::path::Path;
@@ -196,6 +197,52 @@ impl Genesis {
     /// quorum is `⌈(n+f+1)/2⌉` and not `2f+1`).
     pub fn quorum(&self) -> usize {
         self.rule().quorum(self.n())
+    }
+
+    /// Epoch 0: the genesis validators, in order (a validator's index is its replica id).
+    /// Genesis validation has checked them.
+    pub fn validator_state(&self) -> ValidatorState {
+        ValidatorState {
+            epoch: 0,
+            start_height: 1,
+            members: self
+                .validators
+                .iter()
+                .map(|v| Member {
+                    name: v.name.clone(),
+                    consensus_key: v.consensus_key,
+                    network_key: v.network_key,
+                    p2p_address: v.p2p_address.clone(),
+                })
+                .collect(),
+            pending: None,
+        }
+    }
+
+    /// How the validator set may change on this chain: `None` for now, for every protocol.
+    /// A change takes effect at an epoch boundary, and no consensus core can switch sets
+    /// there yet (issue 21, steps 2, 3 and 6), so execution refuses every change with a
+    /// receipt saying so (`ledger::GOVERNANCE_DISABLED`) rather than record a set nobody
+    /// follows. The genesis parameter for the epoch delay comes with the first protocol
+    /// that can.
+    pub fn governance(&self) -> Option<Governance> {
+        None
+    }
+
+    /// What a ledger for this chain starts from ([`Ledger::open_genesis`]): the accounts,
+    /// the validator set and [`Genesis::governance`].
+    ///
+    /// [`Ledger::open_genesis`]: ledger::Ledger::open_genesis
+    pub fn ledger_genesis(&self) -> LedgerGenesis {
+        LedgerGenesis {
+            accounts: self
+                .accounts
+                .iter()
+                .map(|a| (a.address, a.balance))
+                .collect(),
+            validators: self.validator_state(),
+            governance: self.governance(),
+        }
     }
 
     /// The protocol's fault model, as the quorum rules know it.

@@ -311,3 +311,30 @@ fn canonical_encoding_roundtrips() {
         crypto::codec::decode(&bytes, crypto::codec::DEFAULT_LIMIT, "genesis").unwrap();
     assert_eq!(back, g);
 }
+
+/// What a ledger starts from: every genesis validator in order (a validator's index is its
+/// replica id), epoch 0 from height 1, nothing pending, a set that passes the ledger's own
+/// rules; the accounts as listed; and no validator-set changes until a protocol can switch
+/// sets (issue 21).
+#[test]
+fn the_ledger_starts_from_the_genesis_set_and_accounts() {
+    use ledger::validators::{Rule, check_set};
+    let g = parse(&valid()).unwrap();
+    let l = g.ledger_genesis();
+    let set = &l.validators;
+    assert_eq!(
+        (set.epoch, set.start_height, set.pending.clone()),
+        (0, 1, None)
+    );
+    assert_eq!(set.members.len(), g.validators.len());
+    for (m, v) in set.members.iter().zip(&g.validators) {
+        assert_eq!(
+            (&m.name, m.consensus_key, m.network_key, &m.p2p_address),
+            (&v.name, v.consensus_key, v.network_key, &v.p2p_address)
+        );
+    }
+    assert_eq!(check_set(&set.members, Rule::Bft), Ok(()));
+    let accounts: Vec<_> = g.accounts.iter().map(|a| (a.address, a.balance)).collect();
+    assert_eq!(l.accounts, accounts);
+    assert_eq!(l.governance, None);
+}

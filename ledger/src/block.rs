@@ -18,6 +18,10 @@ pub struct BlockHeader {
     pub tx_root: Digest,
     /// State root after executing this block's transactions.
     pub state_root: Digest,
+    /// Hash of the validator state after this block ([`crate::validators::ValidatorState`]):
+    /// the header of an epoch's last block names the next set, and that of the block that
+    /// accepted a change names the pending change. A header certificate proves it.
+    pub validators: Digest,
     /// Consensus key of the validator that proposed the batch (HotStuff leader, PBFT primary,
     /// Raft leader).
     pub proposer: PublicKey,

@@ -2,10 +2,11 @@
 
 use crate::Address;
 use crate::block::{Block, BlockHeader};
-use crate::state::{Account, Receipt, State};
+use crate::state::{Account, GovernanceCtx, Receipt, State};
 use crate::store::{Store, StoreError};
 use crate::tree::{self, TreeError};
 use crate::tx::{ChainBinding, Payload, Transaction};
+use crate::validators::{Governance, ValidatorState};
 use crate::view::{FreshTree, StateView, StoreReader};
 use crypto::{Digest, PublicKey};
 use jmt::storage::TreeUpdateBatch;
@@ -47,6 +48,9 @@ pub struct Executed {
     pub changed: Vec<(Address, Account)>,
     /// The account tree's new nodes and values at this height.
     pub tree: TreeUpdateBatch,
+    /// The validator state after this block, if the block changed it (accepted a change,
+    /// or ended an epoch); stored with the block.
+    pub validators: Option<ValidatorState>,
 }
 
 /// A state snapshot: the block at a height and every account after it.
@@ -66,12 +70,27 @@ pub struct Ledger<S: Store> {
     tip: Digest,
     /// The account tree's root at `height` (the last header's `state_root`).
     root: Digest,
+    /// The validator state after `height`, and its hash (the last header's `validators`).
+    validators: ValidatorState,
+    validators_hash: Digest,
+    /// How the set may change; `None`: every change is refused.
+    governance: Option<Governance>,
     poisoned: bool,
+}
+
+/// What an empty store starts from: the genesis accounts and validator set; and how the set
+/// may change ([`Ledger::open_genesis`]).
+#[derive(Clone, Debug, Default)]
+pub struct LedgerGenesis {
+    pub accounts: Vec<(Address, u64)>,
+    pub validators: ValidatorState,
+    pub governance: Option<Governance>,
 }
 
 impl<S: Store> Ledger<S> {
     /// Opens a ledger over `store` with the default cache budget
-    /// ([`crate::view::DEFAULT_CACHE_BYTES`]); see [`Ledger::open_with_cache`].
+    /// ([`crate::view::DEFAULT_CACHE_BYTES`]), no validator set and no set changes: for
+    /// tools and tests that execute transfers only; see [`Ledger::open_genesis`].
     pub fn open(
         store: S,
         chain: ChainBinding,
@@ -85,18 +104,34 @@ impl<S: Store> Ledger<S> {
         )
     }
 
-    /// Opens a ledger over `store`: initialises an empty store with the genesis accounts and
-    /// their tree, or checks that the stored tree's root at the stored height is the last
-    /// block's state root (one node read: nothing is loaded or re-hashed). The caches of
-    /// accounts and tree nodes hold about `cache_bytes`.
+    /// [`Ledger::open`] with a cache budget.
     pub fn open_with_cache(
-        mut store: S,
+        store: S,
         chain: ChainBinding,
         genesis_accounts: &[(Address, u64)],
         cache_bytes: u64,
     ) -> Result<Self, LedgerError> {
+        let genesis = LedgerGenesis {
+            accounts: genesis_accounts.to_vec(),
+            ..LedgerGenesis::default()
+        };
+        Self::open_genesis(store, chain, &genesis, cache_bytes)
+    }
+
+    /// Opens a ledger over `store`: initialises an empty store with the genesis accounts,
+    /// their tree and the genesis validator state, or checks that the stored tree's root at
+    /// the stored height is the last block's state root and reads the stored validator state
+    /// (one node read and one row: nothing is loaded or re-hashed). The caches of accounts
+    /// and tree nodes hold about `cache_bytes`. `genesis.governance` applies either way.
+    pub fn open_genesis(
+        mut store: S,
+        chain: ChainBinding,
+        genesis: &LedgerGenesis,
+        cache_bytes: u64,
+    ) -> Result<Self, LedgerError> {
         if store.genesis_hash()?.is_none() {
-            let mut accounts: Vec<(Address, Account)> = genesis_accounts
+            let mut accounts: Vec<(Address, Account)> = genesis
+                .accounts
                 .iter()
                 .map(|(a, b)| {
                     (
@@ -111,7 +146,7 @@ impl<S: Store> Ledger<S> {
             accounts.sort_by_key(|(a, _)| *a);
             accounts.dedup_by_key(|(a, _)| *a);
             let (_, tree) = tree::update(&FreshTree(0), 0, &accounts)?;
-            store.init_genesis(chain.genesis_hash, &accounts, &tree)?;
+            store.init_genesis(chain.genesis_hash, &accounts, &tree, &genesis.validators)?;
         } else {
             crate::store::check_genesis(store.genesis_hash()?, chain.genesis_hash)?;
         }
@@ -124,6 +159,14 @@ impl<S: Store> Ledger<S> {
             )));
         }
         let root = tree::root(&StoreReader(&store), height)?;
+        let validators = store.validators_at(height)?.ok_or_else(|| {
+            LedgerError::Corrupt(format!(
+                "the store holds no validator set at height {height}: it was written by a \
+                 Cairn from before validator sets were recorded; start this validator from an \
+                 empty data directory"
+            ))
+        })?;
+        let validators_hash = validators.hash();
         let tip = if height == 0 {
             chain.genesis_hash
         } else {
@@ -137,6 +180,13 @@ impl<S: Store> Ledger<S> {
                     last.header.state_root
                 )));
             }
+            if last.header.validators != validators_hash {
+                return Err(LedgerError::Corrupt(format!(
+                    "the stored validator set at height {height} hashes to {validators_hash}, \
+                     not to block {height}'s validators {}",
+                    last.header.validators
+                )));
+            }
             last.hash()
         };
         Ok(Ledger {
@@ -146,6 +196,9 @@ impl<S: Store> Ledger<S> {
             height,
             tip,
             root,
+            validators,
+            validators_hash,
+            governance: genesis.governance,
             poisoned: false,
         })
     }
@@ -209,8 +262,28 @@ impl<S: Store> Ledger<S> {
         let mut state = self
             .touched(&input.txs)
             .inspect_err(|_| self.poisoned = true)?;
-        let exec = state.execute_hashed(&self.chain, &input.txs, checked, hashes);
         let height = self.height + 1;
+        let mut gov = GovernanceCtx {
+            current: &self.validators,
+            settings: self.governance,
+            height,
+            accepted: None,
+        };
+        let exec = state.execute_governed(&self.chain, &input.txs, checked, hashes, Some(&mut gov));
+        let mut next = gov.accepted;
+        // The epoch's last block: the pending change takes effect after it.
+        let ends_epoch = next
+            .as_ref()
+            .unwrap_or(&self.validators)
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.effective_after == height);
+        if ends_epoch {
+            let mut after = next.unwrap_or_else(|| self.validators.clone());
+            after.after_block(height);
+            next = Some(after);
+        }
+        let validators_hash = next.as_ref().map_or(self.validators_hash, |v| v.hash());
         let (root, tree) = tree::update(&self.view.reader(&self.store), height, &exec.changed)
             .inspect_err(|_| self.poisoned = true)?;
         // Receipts carry each transaction's hash, in order: the root reuses them rather than
@@ -221,6 +294,7 @@ impl<S: Store> Ledger<S> {
             parent: self.tip,
             tx_root: crate::merkle_root(&hashes),
             state_root: root,
+            validators: validators_hash,
             proposer: input.proposer,
             view: input.view,
             timestamp_ms: input.timestamp_ms,
@@ -235,11 +309,16 @@ impl<S: Store> Ledger<S> {
         self.height = height;
         self.tip = block.hash();
         self.root = root;
+        if let Some(v) = &next {
+            self.validators = v.clone();
+            self.validators_hash = validators_hash;
+        }
         Ok(Executed {
             block,
             receipts: exec.receipts,
             changed: exec.changed,
             tree,
+            validators: next,
         })
     }
 
@@ -248,11 +327,14 @@ impl<S: Store> Ledger<S> {
     fn touched(&self, txs: &[Transaction]) -> Result<State, StoreError> {
         let mut accounts = BTreeMap::new();
         for tx in txs {
-            if let Payload::Transfer { to, .. } = &tx.body.payload {
-                for a in [tx.sender_address(), *to] {
-                    if let std::collections::btree_map::Entry::Vacant(e) = accounts.entry(a) {
-                        e.insert(self.view.account(&self.store, &a)?);
-                    }
+            let read = match &tx.body.payload {
+                Payload::Transfer { to, .. } => [Some(tx.sender_address()), Some(*to)],
+                Payload::Governance(_) => [Some(tx.sender_address()), None],
+                Payload::Raw { .. } => [None, None],
+            };
+            for a in read.into_iter().flatten() {
+                if let std::collections::btree_map::Entry::Vacant(e) = accounts.entry(a) {
+                    e.insert(self.view.account(&self.store, &a)?);
                 }
             }
         }
@@ -274,13 +356,14 @@ impl<S: Store> Ledger<S> {
 
     /// Replaces the state with a snapshot of another replica's ledger at `block`'s height
     /// (Raft's InstallSnapshot, for a replica whose missing blocks were compacted away at
-    /// the leader): `accounts` must hash to `block`'s state root, and `block` must be above
-    /// this ledger's height. The caller checks `block`'s certificate. Durable when it
-    /// returns; the chain continues from `block`.
+    /// the leader): `accounts` must hash to `block`'s state root, `validators` to its
+    /// `validators`, and `block` must be above this ledger's height. The caller checks
+    /// `block`'s certificate. Durable when it returns; the chain continues from `block`.
     pub fn install_snapshot(
         &mut self,
         block: Block,
         accounts: Vec<(Address, Account)>,
+        validators: ValidatorState,
     ) -> Result<(), LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
@@ -298,6 +381,14 @@ impl<S: Store> Ledger<S> {
                 self.view.unstored()
             )));
         }
+        let validators_hash = validators.hash();
+        if validators_hash != block.header.validators {
+            return Err(LedgerError::Snapshot(format!(
+                "the validator set given with the snapshot (epoch {}, hash {validators_hash}) \
+                 is not block {height}'s validators {}",
+                validators.epoch, block.header.validators
+            )));
+        }
         let mut accounts = accounts;
         accounts.sort_by_key(|(a, _)| *a);
         accounts.dedup_by_key(|(a, _)| *a);
@@ -309,7 +400,10 @@ impl<S: Store> Ledger<S> {
                 block.header.state_root
             )));
         }
-        if let Err(e) = self.store.install_snapshot(&block, &accounts, &tree) {
+        if let Err(e) = self
+            .store
+            .install_snapshot(&block, &accounts, &tree, &validators)
+        {
             self.poisoned = true;
             return Err(e.into());
         }
@@ -317,6 +411,8 @@ impl<S: Store> Ledger<S> {
         self.height = height;
         self.tip = block.hash();
         self.root = root;
+        self.validators = validators;
+        self.validators_hash = validators_hash;
         Ok(())
     }
 
@@ -362,6 +458,17 @@ impl<S: Store> Ledger<S> {
     /// The account tree's root after the last executed block.
     pub fn state_root(&self) -> Digest {
         self.root
+    }
+
+    /// The validator state after the last executed block (its hash is that block's
+    /// `validators`).
+    pub fn validators(&self) -> &ValidatorState {
+        &self.validators
+    }
+
+    /// The validator state after stored block `height` (see [`Store::validators_at`]).
+    pub fn validators_at(&self, height: u64) -> Result<Option<ValidatorState>, LedgerError> {
+        Ok(self.store.validators_at(height)?)
     }
 
     /// The overlay and caches between this ledger and its store.

@@ -27,9 +27,11 @@ pub mod view;
 
 pub use address::{Address, ParseAddressError};
 pub use block::{Block, BlockHeader, MAX_BLOCK_BYTES, tx_root};
-pub use ledger::{BlockInput, Executed, Ledger, LedgerError};
+pub use ledger::{BlockInput, Executed, Ledger, LedgerError, LedgerGenesis};
 pub use merkle::{merkle_proof, merkle_root, verify_merkle_proof};
-pub use state::{Account, Execution, Receipt, RejectReason, State};
+pub use state::{
+    Account, Execution, GOVERNANCE_DISABLED, GovernanceCtx, Receipt, RejectReason, State,
+};
 pub use store::{MemStore, Store, StoreError, TxRecord, check_genesis, check_next_height};
 pub use tx::{
     ChainBinding, MAX_CHAIN_ID_LEN, MAX_TX_BYTES, Payload, RAW_SENDER, Transaction, TxBody,

@@ -2,6 +2,7 @@
 
 use crate::Address;
 use crate::tx::{ChainBinding, Payload, Transaction};
+use crate::validators::{Change, Governance, ValidatorState};
 use crypto::Digest;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,6 +43,10 @@ pub enum RejectReason {
     /// The recipient's balance would pass u64::MAX.
     Overflow,
     ZeroAmount,
+    /// A validator-set change was refused (the sentence says why: wrong epoch, a change
+    /// already pending, too few approvals, an invalid resulting set, or changes not enabled
+    /// on this chain). Every replica computes the same sentence.
+    Governance(String),
 }
 
 impl RejectReason {
@@ -57,6 +62,7 @@ impl RejectReason {
             RejectReason::InsufficientBalance { .. } => "insufficient_balance",
             RejectReason::Overflow => "overflow",
             RejectReason::ZeroAmount => "zero_amount",
+            RejectReason::Governance(_) => "governance_refused",
         }
     }
 }
@@ -84,6 +90,7 @@ impl fmt::Display for RejectReason {
             }
             RejectReason::Overflow => write!(f, "recipient balance would overflow"),
             RejectReason::ZeroAmount => write!(f, "transfer amount must be positive"),
+            RejectReason::Governance(why) => write!(f, "validator-set change refused: {why}"),
         }
     }
 }
@@ -101,6 +108,21 @@ pub struct Receipt {
 pub struct State {
     accounts: BTreeMap<Address, Account>,
 }
+
+/// What a block's validator-set changes are judged against: the set before the block, the
+/// chain's [`Governance`] settings (`None`: changes are not enabled), the block's height,
+/// and, once one was accepted in this block, the state after it.
+#[derive(Clone, Debug)]
+pub struct GovernanceCtx<'a> {
+    pub current: &'a ValidatorState,
+    pub settings: Option<Governance>,
+    pub height: u64,
+    pub accepted: Option<ValidatorState>,
+}
+
+/// Why a change is refused on a chain that does not enable them.
+pub const GOVERNANCE_DISABLED: &str = "validator-set changes are not enabled on this chain (its consensus protocol cannot \
+     switch sets yet)";
 
 /// The result of executing one block's transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,6 +191,20 @@ impl State {
         checked: &[bool],
         hashes: &[Digest],
     ) -> Execution {
+        self.execute_governed(chain, txs, checked, hashes, None)
+    }
+
+    /// [`State::execute_hashed`] with validator-set changes judged against `gov` (without
+    /// it, every change is refused with [`GOVERNANCE_DISABLED`]). An accepted change bumps
+    /// its sender's nonce and lands in `gov.accepted`; a refused one changes nothing.
+    pub fn execute_governed(
+        &mut self,
+        chain: &ChainBinding,
+        txs: &[Transaction],
+        checked: &[bool],
+        hashes: &[Digest],
+        mut gov: Option<&mut GovernanceCtx>,
+    ) -> Execution {
         let signed: Vec<(usize, Vec<u8>)> = txs
             .iter()
             .enumerate()
@@ -188,7 +224,7 @@ impl State {
             .zip(sig_ok)
             .enumerate()
             .map(|(i, (tx, sig_ok))| {
-                let outcome = self.apply(chain, tx, sig_ok, &mut changed);
+                let outcome = self.apply(chain, tx, sig_ok, &mut changed, gov.as_deref_mut());
                 Receipt {
                     tx_hash: hashes.get(i).copied().unwrap_or_else(|| tx.hash()),
                     outcome,
@@ -209,6 +245,7 @@ impl State {
         tx: &Transaction,
         sig_ok: bool,
         changed: &mut BTreeMap<Address, Account>,
+        gov: Option<&mut GovernanceCtx>,
     ) -> Result<(), RejectReason> {
         let body = &tx.body;
         if body.chain_id != chain.chain_id || body.genesis_hash != chain.genesis_hash {
@@ -217,11 +254,10 @@ impl State {
                 genesis_hash: body.genesis_hash,
             });
         }
-        let (to, amount) = match &body.payload {
-            Payload::Transfer { to, amount } => (*to, *amount),
-            // Ordered and stored, never executed: no signature, nonce or account to check.
-            Payload::Raw { .. } => return Ok(()),
-        };
+        // Ordered and stored, never executed: no signature, nonce or account to check.
+        if let Payload::Raw { .. } = &body.payload {
+            return Ok(());
+        }
         if !sig_ok {
             return Err(RejectReason::BadSignature);
         }
@@ -239,6 +275,17 @@ impl State {
                 got: body.nonce,
             });
         }
+        let (to, amount) = match &body.payload {
+            Payload::Transfer { to, amount } => (*to, *amount),
+            Payload::Governance(change) => {
+                govern(chain, change, gov)?;
+                sender.nonce += 1;
+                self.set(from, sender, changed);
+                return Ok(());
+            }
+            // Raw transactions returned above, before any check.
+            Payload::Raw { .. } => return Ok(()),
+        };
         if amount == 0 {
             return Err(RejectReason::ZeroAmount);
         }
@@ -273,4 +320,30 @@ impl State {
         self.accounts.insert(addr, acc);
         changed.insert(addr, acc);
     }
+}
+
+/// Accepts `change` into `gov` (see [`ValidatorState::accept`]), or says why not.
+fn govern(
+    chain: &ChainBinding,
+    change: &Change,
+    gov: Option<&mut GovernanceCtx>,
+) -> Result<(), RejectReason> {
+    let refused = |why: String| RejectReason::Governance(why);
+    let Some(ctx) = gov else {
+        return Err(refused(GOVERNANCE_DISABLED.into()));
+    };
+    let Some(settings) = ctx.settings else {
+        return Err(refused(GOVERNANCE_DISABLED.into()));
+    };
+    let mut next = ctx.accepted.clone().unwrap_or_else(|| ctx.current.clone());
+    next.accept(
+        chain,
+        change,
+        settings.rule,
+        ctx.height,
+        settings.epoch_delay,
+    )
+    .map_err(|e| refused(e.to_string()))?;
+    ctx.accepted = Some(next);
+    Ok(())
 }

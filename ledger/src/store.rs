@@ -14,11 +14,15 @@
 //!   execution rejects with `NonceTooLow`, or, for an unsigned raw transaction, applies again
 //!   with no effect) never overwrites a committed receipt.
 //! - Blocks are committed at consecutive heights starting at 1.
+//! - Every validator state a block produced ([`Executed::validators`]) is kept, with its
+//!   height, in the same atomic write as the block, and is never pruned: old certificates
+//!   are checked against it. Genesis writes the first at height 0.
 
 use crate::Address;
 use crate::block::Block;
 use crate::ledger::Executed;
 use crate::state::{Account, Receipt};
+use crate::validators::ValidatorState;
 use crypto::Digest;
 use jmt::storage::{Node, NodeKey, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Version};
@@ -45,14 +49,20 @@ pub struct TxRecord {
 
 /// Durable storage for blocks, the transaction index, accounts and metadata.
 pub trait Store {
-    /// Writes the genesis accounts, their tree (version 0) and the genesis hash into an empty
-    /// store. Fails if the store already holds a different genesis hash.
+    /// Writes the genesis accounts, their tree (version 0), the genesis validator state (at
+    /// height 0) and the genesis hash into an empty store. Fails if the store already holds
+    /// a different genesis hash.
     fn init_genesis(
         &mut self,
         genesis_hash: Digest,
         accounts: &[(Address, Account)],
         tree: &TreeUpdateBatch,
+        validators: &ValidatorState,
     ) -> Result<(), StoreError>;
+    /// The validator state after block `height`: the newest stored at or below it (`None`
+    /// below the first stored, e.g. under a state snapshot, or in a store from before
+    /// validator states were recorded).
+    fn validators_at(&self, height: u64) -> Result<Option<ValidatorState>, StoreError>;
     /// The genesis hash the store was initialised with, if any.
     fn genesis_hash(&self) -> Result<Option<Digest>, StoreError>;
     /// Atomically and durably stores an executed block at its height (which must be
@@ -82,14 +92,16 @@ pub trait Store {
     /// (a whole tree built at that height), and `block`, which must be above
     /// [`Store::height`], becomes the last block. Blocks (and transaction records) between
     /// the old height and the snapshot are not stored here: queries for them find nothing.
-    /// Stores that cannot hold a gap refuse.
+    /// Stores that cannot hold a gap refuse. `validators` (the state after `block`) replaces
+    /// the stored validator states: the history below the snapshot is not known here.
     fn install_snapshot(
         &mut self,
         block: &Block,
         accounts: &[(Address, Account)],
         tree: &TreeUpdateBatch,
+        validators: &ValidatorState,
     ) -> Result<(), StoreError> {
-        let _ = (block, accounts, tree);
+        let _ = (block, accounts, tree, validators);
         Err(StoreError(
             "this store cannot install a state snapshot".into(),
         ))
@@ -111,6 +123,7 @@ pub struct MemStore {
     meta: BTreeMap<String, Vec<u8>>,
     nodes: BTreeMap<NodeKey, Node>,
     values: BTreeMap<(KeyHash, Version), Option<OwnedValue>>,
+    validators: BTreeMap<u64, ValidatorState>,
 }
 
 impl MemStore {
@@ -159,12 +172,14 @@ impl Store for MemStore {
         genesis_hash: Digest,
         accounts: &[(Address, Account)],
         tree: &TreeUpdateBatch,
+        validators: &ValidatorState,
     ) -> Result<(), StoreError> {
         if check_genesis(self.genesis_hash()?, genesis_hash)? {
             return Ok(());
         }
         self.accounts.extend(accounts.iter().copied());
         self.put_tree(tree);
+        self.validators.insert(0, validators.clone());
         self.meta
             .insert(GENESIS_KEY.into(), genesis_hash.0.to_vec());
         Ok(())
@@ -184,10 +199,14 @@ impl Store for MemStore {
             receipts,
             changed,
             tree,
+            validators,
         } = executed;
         check_next_height(self.top, block)?;
         self.put_tree(tree);
         let height = block.header.height;
+        if let Some(v) = validators {
+            self.validators.insert(height, v.clone());
+        }
         for (i, r) in receipts.iter().enumerate() {
             self.txs.entry(r.tx_hash).or_insert_with(|| TxRecord {
                 height,
@@ -215,10 +234,14 @@ impl Store for MemStore {
         block: &Block,
         accounts: &[(Address, Account)],
         tree: &TreeUpdateBatch,
+        validators: &ValidatorState,
     ) -> Result<(), StoreError> {
         // Everything below the snapshot is gone, as in a store that installed one.
         self.blocks.clear();
         self.by_hash.clear();
+        self.validators.clear();
+        self.validators
+            .insert(block.header.height, validators.clone());
         self.accounts = accounts.iter().copied().collect();
         self.put_tree(tree);
         let h = block.header.height;
@@ -230,6 +253,14 @@ impl Store for MemStore {
 
     fn height_of(&self, block_hash: &Digest) -> Result<Option<u64>, StoreError> {
         Ok(self.by_hash.get(block_hash).copied())
+    }
+
+    fn validators_at(&self, height: u64) -> Result<Option<ValidatorState>, StoreError> {
+        Ok(self
+            .validators
+            .range(..=height)
+            .next_back()
+            .map(|(_, v)| v.clone()))
     }
 
     fn tx(&self, tx_hash: &Digest) -> Result<Option<TxRecord>, StoreError> {

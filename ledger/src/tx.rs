@@ -42,6 +42,10 @@ pub enum Payload {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// A validator-set change with a quorum of the current set's approvals
+    /// ([`crate::validators`]). The sender pays nothing but its nonce: any funded account
+    /// may carry it, since the approvals, not the sender, authorise the change.
+    Governance(crate::validators::Change),
 }
 
 /// The signed part of a transaction.

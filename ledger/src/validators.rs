@@ -9,7 +9,9 @@
 //! members. Everything here is a function of committed history, so every honest replica
 //! ends an epoch at the same height with the same next set.
 //!
-//! Pure: no I/O, no clock. Nothing is wired into execution yet (next step of the issue).
+//! Pure: no I/O, no clock. Execution applies a change only where the ledger was opened with
+//! [`Governance`] settings; a chain whose consensus cannot switch sets yet refuses every
+//! change with a receipt saying so.
 
 use crate::tx::ChainBinding;
 use crypto::{Digest, Domain, KeyError, PublicKey, SecretKey, Signature, codec};
@@ -114,9 +116,21 @@ pub struct Pending {
     pub effective_after: u64,
 }
 
+/// How a chain changes its validator set: the approval rule and the delay between the block
+/// that accepts a change and the end of its epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Governance {
+    pub rule: Rule,
+    /// `E = h + epoch_delay` ([`ValidatorState::accept`]); 0 counts as 1.
+    pub epoch_delay: u64,
+}
+
 /// The validator set after some block: its epoch, the first height of that epoch, the
 /// members in order (a member's index is its consensus replica id), and a pending change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The default is an empty set, for ledgers whose set is not tracked (tools and tests that
+/// execute transfers only); every header still names its hash.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidatorState {
     pub epoch: u64,
     pub start_height: u64,

@@ -35,6 +35,7 @@ fn fixed_header() -> BlockHeader {
         parent: Digest([0xaa; 32]),
         tx_root: ledger::tx_root(&[fixed_tx()]),
         state_root: Digest([0xbb; 32]),
+        validators: Digest([0xcc; 32]),
         proposer: SecretKey::from_seed([3; 32]).public(),
         view: 99,
         timestamp_ms: 1_764_000_000_000,
@@ -87,8 +88,19 @@ fn decoding_rejects_trailing_and_truncated_bytes() {
 }
 
 const GOLDEN_TX_BYTES: &str = "0600000000000000676f6c64656ef268c47b202ba36e725dbe89c486bccfa3aed2ab8696e31d8a4afea09112cf728a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c0700000000000000000000004c1afb945231601f50e2b12b14329ce6eeb295ad3930000000000000c3abd08932409f44b97b2836f3b1e47e44e30dd93e80b70660cae25bdb58f82c7a5844d6c6094bcb317b3d5a8ab02bbb133399d7a21a0e8e2dfe1fbdf9157c08";
-const GOLDEN_HEADER_HASH: &str = "05ef68e7604423885b56f54e11239667fe57abafd88c1196fa08b68ca3d85445";
-const GOLDEN_HEADER_BYTES: &str = "2a00000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa19f160de685e3a00adaae80ee43267cf84699327635f631c0c69d017ba4bf9f3bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1630000000000000000e897b69a010000";
+const GOLDEN_HEADER_HASH: &str = "6cda303c6a58ddcdeddb0fc6d1448e45c3ce76c4a3fee7f182b1b80df647d5de";
+// The fields in order: height, parent, tx_root, state_root, validators, proposer, view,
+// timestamp.
+const GOLDEN_HEADER_BYTES: &str = concat!(
+    "2a00000000000000",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "19f160de685e3a00adaae80ee43267cf84699327635f631c0c69d017ba4bf9f3",
+    "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+    "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc",
+    "ed4928c628d1c2c6eae90338905995612959273a5c63f93636c14614ac8737d1",
+    "6300000000000000",
+    "00e897b69a010000",
+);
 const GOLDEN_TX_HASH: &str = "be29e88bafad7dd24b8c3f60e85694e6b7289a98cb2e49e2eb588791c7af33de";
 const GOLDEN_RAW_TX_BYTES: &str = "0600000000000000676f6c64656ef268c47b202ba36e725dbe89c486bccfa3aed2ab8696e31d8a4afea09112cf7200000000000000000000000000000000000000000000000000000000000000000700000000000000010000000400000000000000deadbeef00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000";
 const GOLDEN_RAW_TX_HASH: &str = "0bb16d843d08a7b05020a06e2f78d38ccc7eb748a1063fede68f2bac3d07fb8b";

@@ -357,3 +357,218 @@ fn raft_sets_need_a_majority_and_may_shrink_to_one() {
     assert_eq!(s.members, vec![member(0)]);
     assert_eq!(Rule::Majority.quorum(1), 1);
 }
+
+// ---- Execution: a change as a transaction, through the ledger (issue 21, step 1) ----
+
+use ledger::validators::Governance;
+use ledger::{
+    Address, BlockInput, GOVERNANCE_DISABLED, Ledger, LedgerGenesis, MemStore, Payload,
+    RejectReason, Store, Transaction,
+};
+
+/// A funded account that carries changes (any account may: the approvals authorise them).
+fn carrier() -> SecretKey {
+    SecretKey::from_seed([200; 32])
+}
+
+fn ledger(governance: Option<Governance>) -> Ledger<MemStore> {
+    let genesis = LedgerGenesis {
+        accounts: vec![(Address::of(&carrier().public()), 1_000)],
+        validators: set(4),
+        governance,
+    };
+    Ledger::open_genesis(MemStore::new(), chain(), &genesis, 1 << 20).expect("genesis")
+}
+
+fn block(txs: Vec<Transaction>) -> BlockInput {
+    BlockInput {
+        proposer: consensus_key(0).public(),
+        view: 1,
+        timestamp_ms: 0,
+        txs,
+        certificate: Vec::new(),
+        batch_sizes: Vec::new(),
+    }
+}
+
+fn carried(nonce: u64, change: Change) -> Transaction {
+    Transaction::sign(&carrier(), &chain(), nonce, Payload::Governance(change))
+}
+
+const BFT_DELAY_3: Governance = Governance {
+    rule: Rule::Bft,
+    epoch_delay: 3,
+};
+
+/// A fifth validator approved by validators 0, 1 and 2 in epoch 0.
+fn add_fifth() -> Change {
+    approved(0, SetChange::Add(member(4)), &[(0, 0), (1, 1), (2, 2)])
+}
+
+#[test]
+fn a_chain_without_governance_refuses_every_change_and_changes_nothing() {
+    let mut l = ledger(None);
+    let before = l.validators().clone();
+    let (b, receipts) = l.commit(block(vec![carried(0, add_fifth())])).unwrap();
+    assert_eq!(
+        receipts[0].outcome,
+        Err(RejectReason::Governance(GOVERNANCE_DISABLED.into()))
+    );
+    assert_eq!(
+        receipts[0].outcome.as_ref().unwrap_err().code(),
+        "governance_refused"
+    );
+    assert_eq!(l.validators(), &before);
+    assert_eq!(b.header.validators, before.hash());
+    let sender = Address::of(&carrier().public());
+    assert_eq!(
+        l.account(&sender).unwrap().nonce,
+        0,
+        "a refusal changes nothing"
+    );
+}
+
+/// The whole path: accepted at height 1 (the header names the pending change), blocks 2 and
+/// 3 keep it, block 4 = 1 + 3 ends epoch 0 (its header names the five), and every version is
+/// in the store at the height that produced it, and read back on reopening.
+#[test]
+fn an_accepted_change_is_in_the_headers_the_store_and_a_reopened_ledger() {
+    let mut l = ledger(Some(BFT_DELAY_3));
+    let genesis = l.validators().clone();
+    let (b1, r1) = l.commit(block(vec![carried(0, add_fifth())])).unwrap();
+    assert_eq!(r1[0].outcome, Ok(()));
+    let pending = l.validators().clone();
+    assert_eq!(pending.epoch, 0);
+    assert_eq!(pending.pending.as_ref().unwrap().effective_after, 4);
+    assert_eq!(b1.header.validators, pending.hash());
+    assert_ne!(pending.hash(), genesis.hash());
+    let sender = Address::of(&carrier().public());
+    assert_eq!(
+        l.account(&sender).unwrap().nonce,
+        1,
+        "the carrier's nonce moves"
+    );
+    let mut headers = vec![b1.header];
+    for _ in 2..=5 {
+        headers.push(l.commit(block(Vec::new())).unwrap().0.header);
+    }
+    let next = l.validators().clone();
+    assert_eq!((next.epoch, next.start_height), (1, 5));
+    assert_eq!(next.members.len(), 5);
+    assert_eq!(next.pending, None);
+    let names: Vec<_> = headers.iter().map(|h| h.validators).collect();
+    assert_eq!(
+        names,
+        [
+            pending.hash(),
+            pending.hash(),
+            pending.hash(),
+            next.hash(),
+            next.hash()
+        ]
+    );
+    let store = l.store();
+    assert_eq!(store.validators_at(0).unwrap(), Some(genesis.clone()));
+    for h in 1..=3 {
+        assert_eq!(
+            store.validators_at(h).unwrap(),
+            Some(pending.clone()),
+            "{h}"
+        );
+    }
+    for h in 4..=9 {
+        assert_eq!(store.validators_at(h).unwrap(), Some(next.clone()), "{h}");
+    }
+    let reopened = Ledger::open(l.into_store(), chain(), &[]).unwrap();
+    assert_eq!(reopened.validators(), &next);
+}
+
+#[test]
+fn execution_refuses_bad_changes_with_the_rule_they_break() {
+    let mut l = ledger(Some(BFT_DELAY_3));
+    let too_few = approved(0, SetChange::Add(member(5)), &[(0, 0), (1, 1)]);
+    let second = approved(0, SetChange::Add(member(6)), &[(0, 0), (1, 1), (3, 3)]);
+    let (_, r) = l
+        .commit(block(vec![
+            carried(0, too_few),
+            carried(0, add_fifth()),
+            carried(1, second),
+            carried(0, add_fifth()),
+        ]))
+        .unwrap();
+    let refused = |i: usize| match &r[i].outcome {
+        Err(RejectReason::Governance(why)) => why.clone(),
+        other => panic!("receipt {i}: {other:?}"),
+    };
+    assert_eq!(
+        refused(0),
+        GovernanceError::NotEnoughApprovals {
+            got: 2,
+            need: 3,
+            n: 4
+        }
+        .to_string()
+    );
+    assert_eq!(r[1].outcome, Ok(()), "the carrier's nonce 0 is still free");
+    assert_eq!(
+        refused(2),
+        GovernanceError::ChangePending { effective_after: 4 }.to_string(),
+        "one change per epoch, even within one block"
+    );
+    // The accepted transaction again: its nonce is spent, checked before any governance
+    // rule is read.
+    assert!(matches!(
+        r[3].outcome,
+        Err(RejectReason::NonceTooLow { .. })
+    ));
+}
+
+#[test]
+fn a_snapshot_must_carry_the_validator_set_its_block_names() {
+    let mut source = ledger(Some(BFT_DELAY_3));
+    source.commit(block(vec![carried(0, add_fifth())])).unwrap();
+    let (b2, _) = source.commit(block(Vec::new())).unwrap();
+    let (block2, accounts) = source.snapshot().unwrap().unwrap();
+    assert_eq!(block2, b2);
+    let mut fresh = ledger(Some(BFT_DELAY_3));
+    let wrong = fresh.validators().clone();
+    let err = fresh
+        .install_snapshot(block2.clone(), accounts.clone(), wrong)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is not block 2's validators"), "{err}");
+    let right = source.validators().clone();
+    fresh
+        .install_snapshot(block2, accounts, right.clone())
+        .unwrap();
+    assert_eq!(fresh.validators(), &right);
+    assert_eq!(fresh.store().validators_at(2).unwrap(), Some(right));
+    assert_eq!(
+        fresh.store().validators_at(1).unwrap(),
+        None,
+        "history below is unknown"
+    );
+}
+
+/// Every replica that executes the same blocks computes the same boundary and set: two
+/// ledgers fed the same blocks agree on every header (so a replica that switched at another
+/// height would produce a different block hash at once).
+#[test]
+fn two_ledgers_fed_the_same_blocks_agree_on_every_header() {
+    let mut a = ledger(Some(BFT_DELAY_3));
+    let mut b = ledger(Some(BFT_DELAY_3));
+    let inputs = [
+        vec![],
+        vec![carried(0, add_fifth())],
+        vec![],
+        vec![],
+        vec![],
+        vec![],
+    ];
+    for txs in inputs {
+        let (ba, _) = a.commit(block(txs.clone())).unwrap();
+        let (bb, _) = b.commit(block(txs)).unwrap();
+        assert_eq!(ba.hash(), bb.hash(), "height {}", ba.header.height);
+    }
+    assert_eq!(a.validators().epoch, 1);
+}

@@ -71,7 +71,7 @@ fn hs_certificate() -> Vec<u8> {
         view: b.view,
         votes: (0..3)
             .map(|i| {
-                let v = hs::Vote::new(b.id(), b.view, ReplicaId(i), &key(i));
+                let v = hs::Vote::new(&genesis(), b.id(), b.view, ReplicaId(i), &key(i));
                 (ReplicaId(i), v.signature)
             })
             .collect(),
@@ -162,7 +162,13 @@ impl Fixture for HotStuffProtocol {
         };
         let leader = key(b.proposer.0);
         vec![
-            hs::Message::Vote(hs::Vote::new(b.id(), View(1), ReplicaId(3), &key(3))),
+            hs::Message::Vote(hs::Vote::new(
+                &genesis(),
+                b.id(),
+                View(1),
+                ReplicaId(3),
+                &key(3),
+            )),
             hs::Message::Propose(Box::new(hs::Proposal::new(b.clone(), None, &leader))),
             hs::Message::SyncResponse { blocks: vec![b] },
         ]

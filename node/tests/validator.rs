@@ -169,7 +169,10 @@ impl<P: Protocol> Cluster<P> {
             key: self.keys[i].clone(),
             committee: self.committee.clone(),
             chain: self.chain.clone(),
-            genesis_accounts: self.alloc.clone(),
+            genesis: ledger::LedgerGenesis {
+                accounts: self.alloc.clone(),
+                ..Default::default()
+            },
             base_timeout_ms: 500,
             max_timeout_ms: 4_000,
             idle_block_ms: 50,

@@ -149,7 +149,7 @@ impl HotStuff {
         for b in blocks {
             tree.insert(b, true);
         }
-        let safety = SafetyRules::new(data, cfg.me, cfg.key.clone());
+        let safety = SafetyRules::new(data, cfg.me, cfg.key.clone(), cfg.genesis);
         Ok(HotStuff {
             pacemaker: Pacemaker::new(cfg.base_timeout_ms, cfg.max_timeout_ms),
             safety,

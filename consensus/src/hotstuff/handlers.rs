@@ -91,7 +91,7 @@ impl HotStuff {
         if v.view.next() < self.view || self.leader(v.view.next()) != self.cfg.me {
             return;
         }
-        if v.verify(&self.cfg.committee).is_err() {
+        if v.verify(&self.cfg.committee, &self.cfg.genesis).is_err() {
             return self.invalid();
         }
         if let Some(qc) = self

@@ -155,12 +155,33 @@ impl Message {
     }
 }
 
-fn vote_bytes(block: &Digest, view: View) -> Vec<u8> {
-    codec::encode(&(block, view))
+/// What a vote signs: the instance's anchor ([`epoch_anchor`]), the block and its view. The
+/// anchor makes a vote of one epoch (or one chain) worthless in any other, even where the
+/// same key is in both sets and the views repeat.
+fn vote_bytes(anchor: &Digest, block: &Digest, view: View) -> Vec<u8> {
+    codec::encode(&(anchor, block, view))
 }
 
-fn timeout_bytes(view: View, high_qc_view: View) -> Vec<u8> {
-    codec::encode(&(view, high_qc_view))
+/// What a timeout signs: the anchor, the view and the signer's high-QC view.
+fn timeout_bytes(anchor: &Digest, view: View, high_qc_view: View) -> Vec<u8> {
+    codec::encode(&(anchor, view, high_qc_view))
+}
+
+/// The id a HotStuff instance starts from, and that its votes and timeouts sign: the genesis
+/// hash for epoch 0; for a later epoch, a hash of the genesis hash, the epoch and the hash of
+/// the ledger block that ended the epoch before (issue 21: one instance per epoch, the next
+/// one anchored at the last block the previous set committed). Every honest replica computes
+/// the same anchor from the same committed chain.
+pub fn epoch_anchor(genesis: &Digest, epoch: u64, last_block: &Digest) -> Digest {
+    if epoch == 0 {
+        return *genesis;
+    }
+    let mut h = Hasher::new();
+    h.part(b"cairn/hotstuff/epoch/v1")
+        .part(&genesis.0)
+        .part(&epoch.to_le_bytes())
+        .part(&last_block.0);
+    h.finish()
 }
 
 fn check_signers<T>(entries: &[(ReplicaId, T)], c: &Committee) -> Result<(), Invalid> {
@@ -217,7 +238,7 @@ impl QuorumCert {
             };
         }
         check_signers(&self.votes, c)?;
-        let msg = vote_bytes(&self.block, self.view);
+        let msg = vote_bytes(genesis, &self.block, self.view);
         batch_check(
             self.votes
                 .iter()
@@ -356,8 +377,15 @@ impl Verify for Proposal {
 }
 
 impl Vote {
-    pub fn new(block: Digest, view: View, voter: ReplicaId, key: &SecretKey) -> Vote {
-        let signature = key.sign(Domain::Vote, &vote_bytes(&block, view));
+    /// `anchor` is the instance's ([`epoch_anchor`]; the genesis hash in epoch 0).
+    pub fn new(
+        anchor: &Digest,
+        block: Digest,
+        view: View,
+        voter: ReplicaId,
+        key: &SecretKey,
+    ) -> Vote {
+        let signature = key.sign(Domain::Vote, &vote_bytes(anchor, &block, view));
         Vote {
             block,
             view,
@@ -366,13 +394,13 @@ impl Vote {
         }
     }
 
-    pub fn verify(&self, c: &Committee) -> Result<(), Invalid> {
+    pub fn verify(&self, c: &Committee, anchor: &Digest) -> Result<(), Invalid> {
         let key = c
             .key(self.voter)
             .ok_or(Invalid::UnknownReplica(self.voter))?;
         crypto::verify(
             Domain::Vote,
-            &vote_bytes(&self.block, self.view),
+            &vote_bytes(anchor, &self.block, self.view),
             key,
             &self.signature,
         )
@@ -381,8 +409,15 @@ impl Vote {
 }
 
 impl Timeout {
-    pub fn new(view: View, high_qc: QuorumCert, author: ReplicaId, key: &SecretKey) -> Timeout {
-        let signature = key.sign(Domain::Timeout, &timeout_bytes(view, high_qc.view));
+    /// `anchor` is the instance's ([`epoch_anchor`]; the genesis hash in epoch 0).
+    pub fn new(
+        anchor: &Digest,
+        view: View,
+        high_qc: QuorumCert,
+        author: ReplicaId,
+        key: &SecretKey,
+    ) -> Timeout {
+        let signature = key.sign(Domain::Timeout, &timeout_bytes(anchor, view, high_qc.view));
         Timeout {
             view,
             high_qc,
@@ -411,7 +446,7 @@ impl Verify for Timeout {
         }
         crypto::verify(
             Domain::Timeout,
-            &timeout_bytes(self.view, self.high_qc.view),
+            &timeout_bytes(genesis, self.view, self.high_qc.view),
             key,
             &self.signature,
         )
@@ -466,7 +501,7 @@ impl Verify for TimeoutCert {
                 .map(|(id, hqc, sig)| {
                     (
                         Domain::Timeout,
-                        timeout_bytes(self.view, *hqc),
+                        timeout_bytes(genesis, self.view, *hqc),
                         *c.key(*id).expect("checked"),
                         *sig,
                         *id,

@@ -13,7 +13,7 @@
 use super::messages::{Block, Proposal, QuorumCert, Timeout, TimeoutCert, Vote};
 use crate::durable::Unreleased;
 use crate::types::{ReplicaId, View};
-use crypto::{SecretKey, codec};
+use crypto::{Digest, SecretKey, codec};
 use serde::{Deserialize, Serialize};
 
 /// What survives a crash. Written with [`crate::Durable::Safety`] before anything signed
@@ -58,11 +58,18 @@ pub struct SafetyRules {
     pub data: SafetyData,
     me: ReplicaId,
     key: SecretKey,
+    /// The instance's anchor, which votes and timeouts sign ([`super::epoch_anchor`]).
+    anchor: Digest,
 }
 
 impl SafetyRules {
-    pub fn new(data: SafetyData, me: ReplicaId, key: SecretKey) -> Self {
-        SafetyRules { data, me, key }
+    pub fn new(data: SafetyData, me: ReplicaId, key: SecretKey, anchor: Digest) -> Self {
+        SafetyRules {
+            data,
+            me,
+            key,
+            anchor,
+        }
     }
 
     /// Signs a vote for `block`, updating the record; `true` if the vote is new. The caller
@@ -90,7 +97,7 @@ impl SafetyRules {
         if !follows_qc && !follows_tc {
             return Err(Refusal::NotSafeToVote);
         }
-        let vote = Vote::new(id, block.view, self.me, &self.key);
+        let vote = Vote::new(&self.anchor, id, block.view, self.me, &self.key);
         self.data.last_voted_view = block.view;
         self.data.last_vote = Some(vote.clone());
         self.data.one_chain_view = self.data.one_chain_view.max(qc_view);
@@ -114,7 +121,7 @@ impl SafetyRules {
         if view < self.data.last_voted_view || !follows || high_qc.view < self.data.one_chain_view {
             return Err(Refusal::NotSafeToTimeout);
         }
-        let t = Timeout::new(view, high_qc.clone(), self.me, &self.key);
+        let t = Timeout::new(&self.anchor, view, high_qc.clone(), self.me, &self.key);
         self.data.last_voted_view = view;
         self.data.last_timeout = Some(t.clone());
         Ok((Unreleased::new(t), true))

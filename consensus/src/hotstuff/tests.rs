@@ -61,7 +61,7 @@ fn qc(b: &Block, signers: &[u16]) -> QuorumCert {
             .map(|i| {
                 (
                     ReplicaId(*i),
-                    Vote::new(b.id(), b.view, ReplicaId(*i), &key(*i)).signature,
+                    Vote::new(&genesis(), b.id(), b.view, ReplicaId(*i), &key(*i)).signature,
                 )
             })
             .collect(),
@@ -80,7 +80,13 @@ fn tc_over(view: u64, high: &QuorumCert, signers: &[u16]) -> TimeoutCert {
         timeouts: signers
             .iter()
             .map(|i| {
-                let t = Timeout::new(View(view), high.clone(), ReplicaId(*i), &key(*i));
+                let t = Timeout::new(
+                    &genesis(),
+                    View(view),
+                    high.clone(),
+                    ReplicaId(*i),
+                    &key(*i),
+                );
                 (ReplicaId(*i), high.view, t.signature)
             })
             .collect(),
@@ -116,7 +122,7 @@ fn vote_is_held_until_its_persist_is_acknowledged() {
     let mut r = replica(0);
     let b1 = block(1, gqc(), vec![]);
     let acts = r.handle(0, propose(&b1, None));
-    let vote = Vote::new(b1.id(), View(1), ReplicaId(0), &key(0));
+    let vote = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(0), &key(0));
     let expected = SafetyData {
         last_voted_view: View(1),
         last_vote: Some(vote.clone()),
@@ -177,7 +183,13 @@ fn one_vote_per_view_even_for_an_equivocating_leader() {
         again,
         vec![Action::Send {
             to: ReplicaId(2),
-            msg: Message::Vote(Vote::new(a.id(), View(1), ReplicaId(0), &key(0)))
+            msg: Message::Vote(Vote::new(
+                &genesis(),
+                a.id(),
+                View(1),
+                ReplicaId(0),
+                &key(0)
+            ))
         }]
     );
     // A fresh core on the same record refuses the other block even when it sees it first.
@@ -241,10 +253,16 @@ fn vote_with_bad_signature_is_ignored_and_quorum_forms_from_valid_ones() {
     assert_eq!(r.handle(0, Input::Persisted(1)), vec![]);
     let vote = |i: u16| Input::Message {
         from: ReplicaId(i),
-        msg: Message::Vote(Vote::new(b1.id(), View(1), ReplicaId(i), &key(i))),
+        msg: Message::Vote(Vote::new(
+            &genesis(),
+            b1.id(),
+            View(1),
+            ReplicaId(i),
+            &key(i),
+        )),
     };
-    let mut forged = Vote::new(b1.id(), View(1), ReplicaId(3), &key(3));
-    forged.signature = Vote::new(b1.id(), View(1), ReplicaId(0), &key(0)).signature;
+    let mut forged = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(3), &key(3));
+    forged.signature = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(0), &key(0)).signature;
     assert_eq!(
         r.handle(
             0,
@@ -356,6 +374,7 @@ fn timeouts_form_a_tc_that_is_broadcast_and_advances_the_view() {
     let t = |i: u16| Input::Message {
         from: ReplicaId(i),
         msg: Message::Timeout(Box::new(Timeout::new(
+            &genesis(),
             View(1),
             gqc(),
             ReplicaId(i),
@@ -401,7 +420,7 @@ fn own_timeout_is_persisted_first_and_resent_unchanged() {
     );
     assert!(matches!(acts[1], Action::Persist { seq: 1, .. }));
     assert_eq!(acts.len(), 2);
-    let t = Timeout::new(View(1), gqc(), ReplicaId(3), &key(3));
+    let t = Timeout::new(&genesis(), View(1), gqc(), ReplicaId(3), &key(3));
     let sent = r.handle(0, Input::Persisted(1));
     assert_eq!(
         sent,
@@ -478,7 +497,8 @@ fn forged_future_certificates_move_nothing() {
         view: View(0),
         votes: vec![],
     };
-    forged_tc.timeouts[2].2 = Timeout::new(View(100), q, ReplicaId(3), &outsider).signature;
+    forged_tc.timeouts[2].2 =
+        Timeout::new(&genesis(), View(100), q, ReplicaId(3), &outsider).signature;
     assert_eq!(
         r.handle(
             0,
@@ -498,7 +518,7 @@ fn forged_future_certificates_move_nothing() {
     // A timeout for view 60 carrying a high QC whose votes are not for that block.
     let mut lying = qc(&fake_parent, &[1, 2, 3]);
     lying.view = View(59);
-    let t = Timeout::new(View(60), lying, ReplicaId(1), &key(1));
+    let t = Timeout::new(&genesis(), View(60), lying, ReplicaId(1), &key(1));
     assert_eq!(
         r.handle(
             0,
@@ -543,7 +563,13 @@ fn missing_parent_is_requested_and_the_proposal_is_voted_once_it_arrives() {
             0,
             Input::Message {
                 from: ReplicaId(i),
-                msg: Message::Vote(Vote::new(b1.id(), View(1), ReplicaId(i), &key(i))),
+                msg: Message::Vote(Vote::new(
+                    &genesis(),
+                    b1.id(),
+                    View(1),
+                    ReplicaId(i),
+                    &key(i),
+                )),
             },
         );
     }
@@ -616,7 +642,13 @@ fn tc_must_carry_the_qc_behind_its_highest_claim() {
     // A Byzantine signer claims a high QC in view 1 that the TC does not prove.
     let b1 = block(1, gqc(), vec![]);
     let mut inflated = tc(2, &[0, 1, 2]);
-    let fake = Timeout::new(View(2), qc(&b1, &[0, 1, 2]), ReplicaId(2), &key(2));
+    let fake = Timeout::new(
+        &genesis(),
+        View(2),
+        qc(&b1, &[0, 1, 2]),
+        ReplicaId(2),
+        &key(2),
+    );
     inflated.timeouts[2] = (ReplicaId(2), View(1), fake.signature);
     assert!(matches!(
         inflated.verify(&committee(), &genesis()),
@@ -663,7 +695,13 @@ fn whole_committee_restart_can_extend_the_highest_qc() {
     r.handle(0, propose(&b1, None));
     r.handle(0, propose(&b2, None));
     // It learns QC(b2) through a timeout, then persists (its own timeout for view 3).
-    let t = Timeout::new(View(3), qc(&b2, &[0, 1, 2]), ReplicaId(1), &key(1));
+    let t = Timeout::new(
+        &genesis(),
+        View(3),
+        qc(&b2, &[0, 1, 2]),
+        ReplicaId(1),
+        &key(1),
+    );
     r.handle(
         0,
         Input::Message {
@@ -712,7 +750,13 @@ fn oversized_or_duplicate_payload_is_rejected() {
 #[test]
 fn extreme_views_do_not_panic() {
     let mut r = replica(0);
-    let v = Vote::new(Digest([1; 32]), View(u64::MAX), ReplicaId(1), &key(1));
+    let v = Vote::new(
+        &genesis(),
+        Digest([1; 32]),
+        View(u64::MAX),
+        ReplicaId(1),
+        &key(1),
+    );
     assert_eq!(
         r.handle(
             0,
@@ -723,7 +767,7 @@ fn extreme_views_do_not_panic() {
         ),
         vec![]
     );
-    let t = Timeout::new(View(u64::MAX), gqc(), ReplicaId(1), &key(1));
+    let t = Timeout::new(&genesis(), View(u64::MAX), gqc(), ReplicaId(1), &key(1));
     r.handle(
         0,
         Input::Message {
@@ -827,7 +871,7 @@ fn idle_leader_does_not_wait_while_the_chain_carries_a_batch() {
         let mut acts = r.handle(0, propose(&b1, None));
         acts.extend(r.handle(0, Input::Persisted(1)));
         for i in [0u16, 1] {
-            let vote = Vote::new(b1.id(), View(1), ReplicaId(i), &key(i));
+            let vote = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(i), &key(i));
             let msg = Message::Vote(vote);
             acts.extend(r.handle(
                 0,

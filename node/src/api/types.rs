@@ -156,6 +156,8 @@ pub struct BlockView {
     pub parent: Digest,
     pub tx_root: Digest,
     pub state_root: Digest,
+    /// Hash of the validator set after this block (`ledger::validators::ValidatorState`).
+    pub validators: Digest,
     pub proposer: PublicKey,
     #[serde(with = "dec")]
     pub view: u64,
@@ -175,6 +177,7 @@ impl From<&Block> for BlockView {
             parent: h.parent,
             tx_root: h.tx_root,
             state_root: h.state_root,
+            validators: h.validators,
             proposer: h.proposer,
             view: h.view,
             timestamp_ms: h.timestamp_ms,

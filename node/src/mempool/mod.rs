@@ -171,6 +171,9 @@ impl Mempool {
         if tx.is_raw() && !self.limits.raw_transactions {
             return Err(Rejected::RawDisabled);
         }
+        if matches!(body.payload, Payload::Governance(_)) && !self.limits.governance {
+            return Err(Rejected::GovernanceDisabled);
+        }
         Ok(())
     }
 
@@ -232,7 +235,7 @@ impl Mempool {
             });
         }
         let amount = transfer_amount(&tx);
-        if amount == 0 {
+        if amount == 0 && !matches!(tx.body.payload, Payload::Governance(_)) {
             return Err(Rejected::ZeroAmount);
         }
         let mut needed = u128::from(amount);
@@ -537,11 +540,12 @@ impl Mempool {
     }
 }
 
-/// A transfer's amount; 0 for a raw transaction, which never reaches the balance check.
+/// A transfer's amount; 0 for a raw transaction, which never reaches the balance check, and
+/// for a validator-set change, which moves no balance.
 fn transfer_amount(tx: &Transaction) -> u64 {
     match tx.body.payload {
         Payload::Transfer { amount, .. } => amount,
-        Payload::Raw { .. } => 0,
+        Payload::Raw { .. } | Payload::Governance(_) => 0,
     }
 }
 

@@ -731,3 +731,34 @@ fn ten_thousand_raw_transactions_drain_in_batches_without_loss_or_duplicates() {
     assert_eq!((pool.len(), pool.bytes()), (0, 0));
     check(&pool);
 }
+
+/// A validator-set change: refused at admission, with the reason, where the chain does not
+/// enable changes; where it does, admitted like a transfer of nothing (no zero-amount or
+/// balance refusal: it moves no balance), its nonce in its sender's lane.
+#[test]
+fn validator_set_changes_are_admitted_only_where_enabled() {
+    let change = ledger::validators::Change {
+        epoch: 0,
+        op: ledger::validators::SetChange::Remove {
+            consensus_key: key(9).public(),
+        },
+        approvals: Vec::new(),
+    };
+    let t = Transaction::sign(&key(1), &chain(), 0, Payload::Governance(change));
+    let mut off = pool(ANY, ANY, 16);
+    let (r, msg) = reject(&mut off, t.clone(), acct(0, 0));
+    assert_eq!(r, Rejected::GovernanceDisabled);
+    assert_eq!(r.code(), "governance_disabled");
+    assert!(
+        msg.starts_with("validator-set changes are not enabled"),
+        "{msg}"
+    );
+    let mut on = Mempool::new(Limits {
+        governance: true,
+        ..Limits::default()
+    });
+    assert_eq!(
+        on.admit(t.clone(), &chain(), acct(0, 0)),
+        Ok(Admitted::Added(t.hash()))
+    );
+}

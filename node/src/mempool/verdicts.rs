@@ -19,6 +19,9 @@ pub struct Limits {
     /// Admit unsigned raw transactions ([`Payload::Raw`]); from genesis
     /// `params.raw_transactions`. Off by default.
     pub raw_transactions: bool,
+    /// Admit validator-set changes (`ledger::Payload::Governance`); from genesis
+    /// (`Genesis::governance`). Off until the chain's protocol can switch sets.
+    pub governance: bool,
 }
 
 impl Default for Limits {
@@ -29,6 +32,7 @@ impl Default for Limits {
             max_per_sender: 1_024,
             max_tx_bytes: usize::try_from(MAX_TX_BYTES).unwrap_or(usize::MAX),
             raw_transactions: false,
+            governance: false,
         }
     }
 }
@@ -114,6 +118,8 @@ pub enum Rejected {
     NonceConflict { nonce: u64, pending: Digest },
     #[error("transfer amount is 0: send a positive amount")]
     ZeroAmount,
+    #[error("{}", ledger::GOVERNANCE_DISABLED)]
+    GovernanceDisabled,
     /// `needed` is this amount plus the `pending` pooled transfers with lower nonces.
     #[error(
         "insufficient balance: have {balance}, need {needed} (this transfer plus {pending} \
@@ -158,6 +164,7 @@ impl Rejected {
             Rejected::NonceTooFarAhead { .. } => "nonce_too_far_ahead",
             Rejected::NonceConflict { .. } => "nonce_conflict",
             Rejected::ZeroAmount => "zero_amount",
+            Rejected::GovernanceDisabled => "governance_disabled",
             Rejected::InsufficientBalance { .. } => "insufficient_balance",
             Rejected::PoolFull { .. } => "pool_full",
             Rejected::Busy(_) => "busy",

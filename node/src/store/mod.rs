@@ -19,8 +19,9 @@
 //!   log moved into it when it is first opened.
 
 use crypto::{Digest, codec};
+use ledger::validators::ValidatorState;
 use ledger::{
-    Account, Address, Block, Receipt, Store, StoreError, TxRecord, check_genesis, check_next_height,
+    Account, Address, Block, Store, StoreError, TxRecord, check_genesis, check_next_height,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -56,6 +57,9 @@ const GENESIS_KEY: &str = "genesis_hash";
 /// Header certificates (encoded `consensus::attest::HeaderCert`) by height: 2f+1 validators'
 /// signatures on the header this store holds at that height (see [`RedbStore::header_cert`]).
 const HEADER_CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("header_certs");
+/// Every validator state a block produced (encoded `ledger::validators::ValidatorState`), by
+/// that block's height; genesis at 0. Never pruned: old certificates are checked against it.
+const VALIDATORS: TableDefinition<u64, &[u8]> = TableDefinition::new("validator_states");
 
 const MAX_RECORD_BYTES: u64 = 1 << 20;
 
@@ -121,6 +125,7 @@ impl RedbStore {
             tx.open_table(EVIDENCE)?;
             tree::open_tables(tx)?;
             tx.open_table(HEADER_CERTS)?;
+            tx.open_table(VALIDATORS)?;
             tx.open_table(prune::FLOORS)?;
             Ok(())
         };
@@ -160,18 +165,53 @@ impl RedbStore {
         blocks: &[ledger::Executed],
         certs: &[(u64, Vec<u8>)],
     ) -> Result<(), StoreError> {
-        let parts: Vec<Parts> = blocks
-            .iter()
-            .map(|b| {
-                (
-                    &b.block,
-                    b.receipts.as_slice(),
-                    b.changed.as_slice(),
-                    &b.tree,
-                )
-            })
-            .collect();
-        self.commit_parts(&parts, certs)
+        if self.index.unflushed() > index::MAX_UNFLUSHED {
+            // The indexer fell far behind (or is not running): move the records now, so
+            // memory stays bounded.
+            self.index.flush()?;
+        }
+        let mut encoded = Vec::with_capacity(blocks.len());
+        let stored = if blocks.is_empty() { 0 } else { self.height()? };
+        for (height, b) in (stored..).zip(blocks) {
+            check_next_height(height, &b.block)?;
+            encoded.push((
+                b.block.encode(),
+                codec::encode(&b.receipts),
+                b.validators.as_ref().map(codec::encode),
+            ));
+        }
+        let indexed = self.index.indexed_height();
+        self.write(|tx| {
+            let mut table = tx.open_table(BLOCKS)?;
+            let mut heights = tx.open_table(BLOCK_HEIGHTS)?;
+            let mut journal = tx.open_table(RECEIPTS)?;
+            let mut accts = tx.open_table(ACCOUNTS)?;
+            let mut sets = tx.open_table(VALIDATORS)?;
+            for (b, (bytes, receipts, set)) in blocks.iter().zip(&encoded) {
+                let h = b.block.header.height;
+                table.insert(h, bytes.as_slice())?;
+                heights.insert(b.block.hash().0, h)?;
+                journal.insert(h, receipts.as_slice())?;
+                for (a, acc) in &b.changed {
+                    accts.insert(a.0, (acc.balance, acc.nonce))?;
+                }
+                if let Some(set) = set {
+                    sets.insert(h, set.as_slice())?;
+                }
+                tree::put_tree(tx, &b.tree)?;
+            }
+            // Rows the index file now holds.
+            journal.retain_in(..=indexed, |_, _| false)?;
+            let mut cert_table = tx.open_table(HEADER_CERTS)?;
+            for (h, c) in certs {
+                cert_table.insert(*h, c.as_slice())?;
+            }
+            Ok(())
+        })?;
+        for b in blocks {
+            self.index.remember(b.block.header.height, &b.receipts)?;
+        }
+        Ok(())
     }
 
     /// An account and the stored height it was read at, from one read transaction (the
@@ -208,48 +248,6 @@ impl RedbStore {
             let last = t.range(..=at_most)?.next_back().transpose()?;
             Ok(last.map(|(k, v)| (k.value(), v.value().to_vec())))
         })
-    }
-
-    fn commit_parts(&self, blocks: &[Parts], certs: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
-        if self.index.unflushed() > index::MAX_UNFLUSHED {
-            // The indexer fell far behind (or is not running): move the records now, so
-            // memory stays bounded.
-            self.index.flush()?;
-        }
-        let mut encoded = Vec::with_capacity(blocks.len());
-        let stored = if blocks.is_empty() { 0 } else { self.height()? };
-        for (height, (block, receipts, _, _)) in (stored..).zip(blocks) {
-            check_next_height(height, block)?;
-            encoded.push((block.encode(), codec::encode(receipts)));
-        }
-        let indexed = self.index.indexed_height();
-        self.write(|tx| {
-            let mut table = tx.open_table(BLOCKS)?;
-            let mut heights = tx.open_table(BLOCK_HEIGHTS)?;
-            let mut journal = tx.open_table(RECEIPTS)?;
-            let mut accts = tx.open_table(ACCOUNTS)?;
-            for ((block, _, changed, tree), (bytes, receipts)) in blocks.iter().zip(&encoded) {
-                let h = block.header.height;
-                table.insert(h, bytes.as_slice())?;
-                heights.insert(block.hash().0, h)?;
-                journal.insert(h, receipts.as_slice())?;
-                for (a, acc) in *changed {
-                    accts.insert(a.0, (acc.balance, acc.nonce))?;
-                }
-                tree::put_tree(tx, tree)?;
-            }
-            // Rows the index file now holds.
-            journal.retain_in(..=indexed, |_, _| false)?;
-            let mut cert_table = tx.open_table(HEADER_CERTS)?;
-            for (h, c) in certs {
-                cert_table.insert(*h, c.as_slice())?;
-            }
-            Ok(())
-        })?;
-        for (block, receipts, _, _) in blocks {
-            self.index.remember(block.header.height, receipts)?;
-        }
-        Ok(())
     }
 
     /// [`RedbStore::write`] on the consensus file.
@@ -316,16 +314,19 @@ impl Store for RedbStore {
         genesis_hash: Digest,
         accounts: &[(Address, Account)],
         tree: &jmt::storage::TreeUpdateBatch,
+        validators: &ValidatorState,
     ) -> Result<(), StoreError> {
         if check_genesis(self.genesis_hash()?, genesis_hash)? {
             return Ok(());
         }
+        let set = codec::encode(validators);
         self.write(|tx| {
             let mut t = tx.open_table(ACCOUNTS)?;
             for (a, acc) in accounts {
                 t.insert(a.0, (acc.balance, acc.nonce))?;
             }
             tree::put_tree(tx, tree)?;
+            tx.open_table(VALIDATORS)?.insert(0, set.as_slice())?;
             tx.open_table(META)?
                 .insert(GENESIS_KEY, genesis_hash.0.as_slice())?;
             Ok(())
@@ -377,6 +378,19 @@ impl Store for RedbStore {
         })?;
         raw.map(|b| Block::decode(&b).map_err(|e| StoreError::new("stored block", e)))
             .transpose()
+    }
+
+    fn validators_at(&self, height: u64) -> Result<Option<ValidatorState>, StoreError> {
+        let raw = self.read(|tx| {
+            let t = tx.open_table(VALIDATORS)?;
+            let last = t.range(..=height)?.next_back().transpose()?;
+            Ok(last.map(|(_, v)| v.value().to_vec()))
+        })?;
+        raw.map(|v| {
+            codec::decode(&v, MAX_RECORD_BYTES, "validator state")
+                .map_err(|e| StoreError::new("stored validator state", e))
+        })
+        .transpose()
     }
 
     fn height_of(&self, block_hash: &Digest) -> Result<Option<u64>, StoreError> {
@@ -452,8 +466,10 @@ impl Store for RedbStore {
         block: &Block,
         accounts: &[(Address, Account)],
         tree: &jmt::storage::TreeUpdateBatch,
+        validators: &ValidatorState,
     ) -> Result<(), StoreError> {
         let current = self.height()?;
+        let set = codec::encode(validators);
         let height = block.header.height;
         if height <= current {
             return Err(StoreError(format!(
@@ -474,6 +490,10 @@ impl Store for RedbStore {
             // certificate of an older height can be served with it.
             tree::clear_tree(tx)?;
             tx.open_table(HEADER_CERTS)?.retain(|_, _| false)?;
+            // The sets below the snapshot are not known here (see `Store::validators_at`).
+            let mut sets = tx.open_table(VALIDATORS)?;
+            sets.retain(|_, _| false)?;
+            sets.insert(height, set.as_slice())?;
             tree::put_tree(tx, tree)?;
             // Nothing below the snapshot is here, and its own block's transactions were
             // never indexed: lookups of those answer "pruned", never "unknown".
@@ -511,14 +531,6 @@ impl RedbStore {
         })
     }
 }
-
-/// A block, its receipts and the accounts it changed, as [`RedbStore::commit_parts`] writes.
-type Parts<'a> = (
-    &'a Block,
-    &'a [Receipt],
-    &'a [(Address, Account)],
-    &'a jmt::storage::TreeUpdateBatch,
-);
 
 #[cfg(test)]
 mod tests;

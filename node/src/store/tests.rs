@@ -314,7 +314,7 @@ fn a_pruned_store_stops_growing() {
                 .unwrap();
             if prune && h % 50 == 0 {
                 l.store().tx_index().flush().unwrap();
-                while l.store().prune_step(h - WINDOW).unwrap().more {}
+                while l.store().prune_step(h.saturating_sub(WINDOW)).unwrap().more {}
             }
             if h == 600 || h == 1200 {
                 at.push(std::fs::metadata(&path).unwrap().len());
@@ -356,7 +356,8 @@ fn a_snapshot_install_sets_the_floors() {
     }
     let block = block.unwrap();
     let accounts = a.store().accounts().unwrap();
-    b.install_snapshot(block.clone(), accounts).unwrap();
+    let set = a.validators().clone();
+    b.install_snapshot(block.clone(), accounts, set).unwrap();
     assert_eq!(b.store().floors().unwrap(), Floors { history: 7, tx: 8 });
     assert!(b.store().block(7).unwrap().is_some());
     assert!(b.store().block(6).unwrap().is_none());
@@ -388,4 +389,85 @@ fn the_pruner_thread_keeps_the_window() {
     t.join().unwrap();
     assert_eq!(l.store().floors().unwrap().history, 160);
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 160);
+}
+
+/// The validator states a chain produced are in the chain file, at the heights that produced
+/// them, written with their blocks (group commit), kept by pruning, and read back by a
+/// reopened ledger; a store without them (written before they were recorded) is refused
+/// with a message that says what to do.
+#[test]
+fn validator_states_are_stored_with_their_blocks_and_survive_pruning_and_reopening() {
+    use ledger::validators::{
+        Change, Governance, Member, Rule, SetChange, ValidatorState, approve,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v.redb");
+    let keys: Vec<SecretKey> = (1..=5).map(|i| SecretKey::from_seed([i; 32])).collect();
+    let member = |i: usize| Member {
+        name: format!("v{i}"),
+        consensus_key: keys[i].public(),
+        network_key: SecretKey::from_seed([50 + i as u8; 32]).public(),
+        p2p_address: format!("/ip4/127.0.0.1/tcp/{}", 27000 + i),
+    };
+    let genesis = ledger::LedgerGenesis {
+        accounts: vec![(Address::of(&keys[0].public()), 10)],
+        validators: ValidatorState::genesis((0..4).map(member).collect(), Rule::Bft).unwrap(),
+        governance: Some(Governance {
+            rule: Rule::Bft,
+            epoch_delay: 2,
+        }),
+    };
+    let open = || Ledger::open_genesis(RedbStore::open(&path).unwrap(), chain(), &genesis, 1 << 20);
+    let mut l = open().unwrap();
+    let op = SetChange::Add(member(4));
+    let change = Change {
+        epoch: 0,
+        approvals: (0..3u16)
+            .map(|i| (i, approve(&keys[i as usize], &chain(), 0, &op)))
+            .collect(),
+        op,
+    };
+    let carrier = Transaction::sign(&keys[0], &chain(), 0, Payload::Governance(change));
+    // Heights 1 to 4 in one group commit: the change is accepted at 1, its epoch ends at 3.
+    let executed: Vec<_> = [vec![carrier], vec![], vec![], vec![]]
+        .into_iter()
+        .map(|txs| l.execute_checked(input(&keys[0], txs), &[]).unwrap())
+        .collect();
+    assert_eq!(executed[0].receipts[0].outcome, Ok(()));
+    let changed: Vec<u64> = executed
+        .iter()
+        .filter(|e| e.validators.is_some())
+        .map(|e| e.block.header.height)
+        .collect();
+    assert_eq!(changed, [1, 3]);
+    l.store().commit_executed(&executed).unwrap();
+    l.stored_up_to(4);
+    let after = l.validators().clone();
+    assert_eq!((after.epoch, after.members.len()), (1, 5));
+    for _ in 5..=8 {
+        l.commit(input(&keys[0], Vec::new())).unwrap();
+    }
+    while l.store().prune_step(7).unwrap().more {}
+    drop(l);
+    let l = open().unwrap();
+    assert_eq!(l.validators(), &after);
+    let epochs: Vec<u64> = (0..=8)
+        .map(|h| l.validators_at(h).unwrap().unwrap().epoch)
+        .collect();
+    assert_eq!(epochs, [0, 0, 0, 1, 1, 1, 1, 1, 1]);
+    assert!(l.validators_at(1).unwrap().unwrap().pending.is_some());
+    // A store from before validator states were recorded: no row at all.
+    let store = l.into_store();
+    store
+        .write(|tx| {
+            tx.open_table(VALIDATORS)?.retain(|_, _| false)?;
+            Ok(())
+        })
+        .unwrap();
+    drop(store);
+    let err = open().err().expect("refused").to_string();
+    assert!(
+        err.contains("from before validator sets were recorded") && err.contains("empty data"),
+        "{err}"
+    );
 }

@@ -27,7 +27,7 @@ use crate::mempool::{Limits, Mempool};
 use crate::store::{DurableOp, LogRow, RedbStore};
 use consensus::{Action, Committed, Committee, Core, Durable, Input, ReplicaId};
 use crypto::{Digest, SecretKey};
-use ledger::{Address, Block, ChainBinding, Ledger, LedgerError, Receipt, Store};
+use ledger::{Block, ChainBinding, Ledger, LedgerError, Receipt, Store};
 use std::collections::{BTreeSet, VecDeque};
 
 /// Proposals held for missing batches, at most.
@@ -44,7 +44,8 @@ pub struct DriverConfig {
     pub key: SecretKey,
     pub committee: Committee,
     pub chain: ChainBinding,
-    pub genesis_accounts: Vec<(Address, u64)>,
+    /// The genesis accounts and validator set, and how the set may change.
+    pub genesis: ledger::LedgerGenesis,
     pub base_timeout_ms: u64,
     pub max_timeout_ms: u64,
     /// How long a leader with nothing to order waits before an empty block
@@ -144,10 +145,10 @@ impl<P: Protocol> Driver<P> {
     /// Opens a validator over `store`: recovers the ledger, the safety record and the last
     /// committed block, so a restarted validator neither double-votes nor re-executes.
     pub fn open(cfg: DriverConfig, store: RedbStore) -> Result<Driver<P>, DriverError> {
-        let ledger = Ledger::open_with_cache(
+        let ledger = Ledger::open_genesis(
             store,
             cfg.chain.clone(),
-            &cfg.genesis_accounts,
+            &cfg.genesis,
             cfg.state_cache_bytes,
         )?;
         let attestor = P::ATTESTS_HEADERS.then(|| {

@@ -173,6 +173,7 @@ mod tests {
 
     fn vote(keys: &[SecretKey], voter: u16, view: u64, block: &[u8]) -> Message {
         Message::Vote(Vote::new(
+            &G,
             crypto::hash(block),
             View(view),
             ReplicaId(voter),
@@ -226,7 +227,13 @@ mod tests {
         let c = committee(&ks);
         let mut w = Watcher::default();
         // Validator 3 forges a vote "from" validator 2 (signed with its own key).
-        let forged = Message::Vote(Vote::new(crypto::hash(b"x"), View(5), ReplicaId(2), &ks[3]));
+        let forged = Message::Vote(Vote::new(
+            &G,
+            crypto::hash(b"x"),
+            View(5),
+            ReplicaId(2),
+            &ks[3],
+        ));
         let honest = vote(&ks, 2, 5, b"a");
         assert!(w.observe::<HotStuffProtocol>(&forged, &c, &G, 1).is_none());
         // The honest vote conflicts with the remembered forgery: no evidence, and the honest

@@ -306,18 +306,18 @@ impl Protocol for HotStuffProtocol {
         }
     }
 
-    fn verify_statement(msg: &Message, committee: &Committee, _genesis: &Digest) -> bool {
+    fn verify_statement(msg: &Message, committee: &Committee, genesis: &Digest) -> bool {
         match msg {
             Message::Propose(p) => committee.key(p.block.proposer).is_some_and(|key| {
                 crypto::verify(crypto::Domain::Proposal, &p.block.id().0, key, &p.signature).is_ok()
             }),
-            Message::Vote(v) => v.verify(committee).is_ok(),
+            Message::Vote(v) => v.verify(committee, genesis).is_ok(),
             _ => false,
         }
     }
 
     #[cfg(feature = "byzantine")]
-    fn twin(msg: &Message, key: &SecretKey, _genesis: &Digest) -> Option<Message> {
+    fn twin(msg: &Message, key: &SecretKey, genesis: &Digest) -> Option<Message> {
         match msg {
             Message::Propose(p) => {
                 let mut block = p.block.clone();
@@ -329,6 +329,7 @@ impl Protocol for HotStuffProtocol {
                 ))))
             }
             Message::Vote(v) => Some(Message::Vote(hotstuff::Vote::new(
+                genesis,
                 other_digest(&v.block),
                 v.view,
                 v.voter,

@@ -148,11 +148,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
         key,
         committee,
         chain,
-        genesis_accounts: genesis
-            .accounts
-            .iter()
-            .map(|a| (a.address, a.balance))
-            .collect(),
+        genesis: genesis.ledger_genesis(),
         base_timeout_ms: p.round_timeout_ms,
         max_timeout_ms: p.max_round_timeout_ms,
         idle_block_ms: p.heartbeat_ms,
@@ -166,6 +162,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
             .max(ledger::MAX_TX_BYTES as usize),
         mempool: Limits {
             raw_transactions: p.raw_transactions,
+            governance: genesis.governance().is_some(),
             ..Limits::default()
         },
         state_cache_bytes: config.state_cache_mb << 20,

@@ -520,7 +520,10 @@ impl<P: Protocol> Driver<P> {
         };
         let n = p.accounts.len();
         let started = std::time::Instant::now();
-        if let Err(e) = self.ledger.install_snapshot(block, p.accounts) {
+        // No snapshot carries a validator set yet: the set must be the one this replica
+        // knows, or the ledger refuses the snapshot (issue 21 adds it to the offers).
+        let set = self.ledger.validators().clone();
+        if let Err(e) = self.ledger.install_snapshot(block, p.accounts, set) {
             if matches!(e, LedgerError::Snapshot(_)) {
                 tracing::warn!(peer = from.0, height, error = %e, "snapshot refused");
                 return Ok(Vec::new());

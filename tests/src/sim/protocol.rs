@@ -302,7 +302,8 @@ impl SimProtocol for HotStuffSim {
                 if let Message::Timeout(t) = &m {
                     let ahead = View(t.view.0 + rng.gen_range(2..40));
                     let me = t.author;
-                    let future = hotstuff::Timeout::new(ahead, t.high_qc.clone(), me, key);
+                    let future =
+                        hotstuff::Timeout::new(ctx.genesis, ahead, t.high_qc.clone(), me, key);
                     out.push((Dest::All, Message::Timeout(Box::new(future.clone()))));
                     let forged = hotstuff::TimeoutCert {
                         view: ahead,

@@ -191,9 +191,10 @@ impl<P: SimProtocol> Sim<P> {
             let (root, _) = tree::update(&MemTreeStore::default(), 0, &accounts).ok()?;
             block.header.state_root = root;
         }
+        let set = self.instances[to].ledger.validators().clone();
         if let Err(e) = self.instances[to]
             .ledger
-            .install_snapshot(block.clone(), accounts)
+            .install_snapshot(block.clone(), accounts, set)
         {
             if std::env::var("SIM_DEBUG_SYNC").is_ok() {
                 eprintln!("instance {to}: install at {h}: {e}");
