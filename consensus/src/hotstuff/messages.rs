@@ -168,11 +168,12 @@ fn timeout_bytes(anchor: &Digest, view: View, high_qc_view: View) -> Vec<u8> {
 }
 
 /// The id a HotStuff instance starts from, and that its votes and timeouts sign: the genesis
-/// hash for epoch 0; for a later epoch, a hash of the genesis hash, the epoch and the hash of
-/// the ledger block that ended the epoch before (issue 21: one instance per epoch, the next
-/// one anchored at the last block the previous set committed). Every honest replica computes
-/// the same anchor from the same committed chain.
-pub fn epoch_anchor(genesis: &Digest, epoch: u64, last_block: &Digest) -> Digest {
+/// hash for epoch 0; for a later epoch, a hash of the genesis hash, the epoch and `set`, the
+/// hash of the validator state the epoch starts with (`ledger::validators::ValidatorState`
+/// with no pending change: what the header of the previous epoch's last block names). Every
+/// honest replica computes the same anchor from the same committed chain, including one
+/// that restored a state snapshot taken later in the epoch.
+pub fn epoch_anchor(genesis: &Digest, epoch: u64, set: &Digest) -> Digest {
     if epoch == 0 {
         return *genesis;
     }
@@ -180,7 +181,7 @@ pub fn epoch_anchor(genesis: &Digest, epoch: u64, last_block: &Digest) -> Digest
     h.part(b"cairn/hotstuff/epoch/v1")
         .part(&genesis.0)
         .part(&epoch.to_le_bytes())
-        .part(&last_block.0);
+        .part(&set.0);
     h.finish()
 }
 

@@ -61,8 +61,12 @@ pub struct Checker {
     /// Per instance: committed height and tip hash.
     tips: Vec<(u64, Option<Digest>)>,
     supply: u128,
-    /// Every vote an honest replica signed: (replica, slot) → what it signed there.
-    votes: BTreeMap<(ReplicaId, VoteSlot), Digest>,
+    /// Every vote an honest replica signed: (validator-set epoch, replica, slot) → what it
+    /// signed there (views start again in each epoch's core).
+    votes: BTreeMap<(u64, ReplicaId, VoteSlot), Digest>,
+    /// Per validator-set epoch: the height after which the first honest replica switched
+    /// cores, and the hash of the set it switched to.
+    switches: BTreeMap<u64, (u64, Digest)>,
     pub violations: Vec<String>,
 }
 
@@ -73,6 +77,7 @@ impl Checker {
             tips: vec![(0, Some(genesis)); instances],
             supply,
             votes: BTreeMap::new(),
+            switches: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -139,18 +144,35 @@ impl Checker {
 
     /// An honest replica sent a signed vote. Two different votes in one slot are a double
     /// vote: what persisting the safety record before voting exists to prevent.
-    pub fn on_vote(&mut self, at_ms: u64, replica: ReplicaId, slot: VoteSlot, block: Digest) {
-        let first = *self.votes.entry((replica, slot)).or_insert(block);
+    pub fn on_vote(
+        &mut self,
+        at_ms: u64,
+        epoch: u64,
+        replica: ReplicaId,
+        slot: VoteSlot,
+        block: Digest,
+    ) {
+        let first = *self.votes.entry((epoch, replica, slot)).or_insert(block);
         if first != block {
+            let in_epoch = if epoch > 0 {
+                format!(" of epoch {epoch}")
+            } else {
+                String::new()
+            };
             self.fail(
                 at_ms,
                 format!(
-                    "DOUBLE VOTE: {replica} voted for {} and {} in {slot}",
+                    "DOUBLE VOTE: {replica} voted for {} and {} in {slot}{in_epoch}",
                     first.short(),
                     block.short()
                 ),
             );
         }
+    }
+
+    /// A violation found outside the checks here (kept, like the others, to the first 16).
+    pub fn report(&mut self, at_ms: u64, what: String) {
+        self.fail(at_ms, what);
     }
 
     /// A protocol-specific invariant of one replica's core failed (e.g. an unbounded log).
@@ -238,6 +260,46 @@ impl Checker {
 
     pub fn max_height(&self) -> u64 {
         self.canonical.len() as u64
+    }
+
+    /// Honest instance `inst` retired its core after block `height` and started epoch
+    /// `epoch`'s, for the set hashing to `set`. Every honest replica must switch to each
+    /// epoch after the same block and to the same set (issue 21's safety rule across
+    /// epochs): a replica that switches at another height is a violation even before a fork
+    /// shows.
+    pub fn on_switch(&mut self, at_ms: u64, inst: usize, epoch: u64, height: u64, set: Digest) {
+        match self.switches.get(&epoch).copied() {
+            None => {
+                self.switches.insert(epoch, (height, set));
+            }
+            Some((h, s)) if (h, s) != (height, set) => self.fail(
+                at_ms,
+                format!(
+                    "EPOCH {epoch}: instance {inst} switched after height {height} to set {}, \
+                     another honest replica after height {h} to set {}",
+                    set.short(),
+                    s.short()
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    /// An honest running replica whose ledger entered `ledger_epoch` still runs a core of
+    /// `core_epoch` at the end of a run.
+    pub fn stale_core(&mut self, at_ms: u64, inst: usize, core_epoch: u64, ledger_epoch: u64) {
+        self.fail(
+            at_ms,
+            format!(
+                "instance {inst} still runs its epoch-{core_epoch} core; its ledger entered \
+                 epoch {ledger_epoch}"
+            ),
+        );
+    }
+
+    /// Epochs any honest replica switched to.
+    pub fn epochs(&self) -> u64 {
+        self.switches.keys().next_back().copied().unwrap_or(0)
     }
 }
 
@@ -364,21 +426,21 @@ mod tests {
         };
         let mut c = Checker::default();
         // HotStuff: one vote per view.
-        c.on_vote(0, r, VoteSlot::view(View(3)), x);
-        c.on_vote(0, r, VoteSlot::view(View(3)), x);
-        c.on_vote(0, r, VoteSlot::view(View(4)), y);
+        c.on_vote(0, 0, r, VoteSlot::view(View(3)), x);
+        c.on_vote(0, 0, r, VoteSlot::view(View(3)), x);
+        c.on_vote(0, 0, r, VoteSlot::view(View(4)), y);
         assert!(c.violations.is_empty());
-        c.on_vote(0, r, VoteSlot::view(View(3)), y);
+        c.on_vote(0, 0, r, VoteSlot::view(View(3)), y);
         assert!(has(&c, "DOUBLE VOTE: r2"), "{:?}", c.violations);
         // PBFT: phases and sequence numbers are separate slots; one digest in each.
         let mut c = Checker::default();
-        c.on_vote(0, r, slot(1, 5, VoteKind::Prepare), x);
-        c.on_vote(0, r, slot(1, 5, VoteKind::Commit), x);
-        c.on_vote(0, r, slot(1, 6, VoteKind::Prepare), y);
-        c.on_vote(0, r, slot(2, 5, VoteKind::Prepare), y);
-        c.on_vote(0, ReplicaId(3), slot(1, 5, VoteKind::Prepare), y);
+        c.on_vote(0, 0, r, slot(1, 5, VoteKind::Prepare), x);
+        c.on_vote(0, 0, r, slot(1, 5, VoteKind::Commit), x);
+        c.on_vote(0, 0, r, slot(1, 6, VoteKind::Prepare), y);
+        c.on_vote(0, 0, r, slot(2, 5, VoteKind::Prepare), y);
+        c.on_vote(0, 0, ReplicaId(3), slot(1, 5, VoteKind::Prepare), y);
         assert!(c.violations.is_empty(), "{:?}", c.violations);
-        c.on_vote(0, r, slot(1, 5, VoteKind::Commit), y);
+        c.on_vote(0, 0, r, slot(1, 5, VoteKind::Commit), y);
         assert!(has(&c, "in view 1 (commit at seq 5)"), "{:?}", c.violations);
     }
 }

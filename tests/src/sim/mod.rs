@@ -16,9 +16,11 @@
 //! Everything random comes from one ChaCha8 stream seeded by the scenario's seed, and every
 //! collection iterated is ordered, so one seed gives one trace (checked by its hash).
 
+mod actions;
 mod byz;
 mod check;
 mod cluster;
+mod epochs;
 mod net;
 mod node;
 mod protocol;
@@ -37,7 +39,8 @@ pub use net::{Crash, Cut, Network, Partition, TwinsSchedule};
 pub use protocol::{ByzCtx, Dest, Disk, HotStuffSim, Params, PbftSim, RaftParams, SimProtocol};
 pub use raft::RaftSim;
 pub use scenario::{
-    Scenario, SyncFaults, amnesia_scenario, amnesia_scenario_with, random_scenario, wipe_scenario,
+    Scenario, SetChangeAt, SetChanges, SyncFaults, amnesia_scenario, amnesia_scenario_with,
+    epoch_scenario, random_scenario, wipe_scenario,
 };
 
 use consensus::{Committee, Core, ReplicaId};
@@ -69,6 +72,10 @@ pub struct Report {
     pub reads_failed: u64,
     /// BFT state syncs of wiped replicas (see `statesync.rs`).
     pub sync: statesync::SyncStats,
+    /// The highest validator-set epoch an honest replica switched to (`epochs.rs`).
+    pub epochs: u64,
+    /// Ledger-level catch-ups to an epoch boundary (`epochs.rs`).
+    pub catch_ups: u64,
 }
 
 enum Ev<M> {
@@ -117,6 +124,14 @@ enum Ev<M> {
         epoch: u64,
     },
     Healed,
+    /// Validator-set change `k` of the scenario is submitted (`epochs.rs`).
+    SetChange {
+        k: usize,
+    },
+    /// Instance `inst` looks for a peer past an epoch boundary it has not reached.
+    CatchUp {
+        inst: usize,
+    },
 }
 
 /// A simulation of one scenario.
@@ -149,6 +164,9 @@ pub struct Sim<P: SimProtocol> {
     snapshots: u64,
     sync_stats: statesync::SyncStats,
     reads: reads::ReadChecker,
+    /// Every consensus key's secret, genesis and rotated (`epochs.rs`).
+    keys: BTreeMap<crypto::PublicKey, SecretKey>,
+    catch_ups: u64,
 }
 
 const BATCH_TICK_MS: u64 = 25;
@@ -176,8 +194,27 @@ impl<P: SimProtocol> Sim<P> {
             genesis_hash: genesis,
         };
         let wallet_keys = crate::workload::keys(sc.seed ^ 0x5eed, WALLETS);
-        let alloc = crate::workload::allocation(&wallet_keys, 1_000_000);
+        let mut alloc = crate::workload::allocation(&wallet_keys, 1_000_000);
+        if !sc.sets.changes.is_empty() {
+            alloc.push((
+                ledger::Address::of(&epochs::carrier_key(sc.seed).public()),
+                1,
+            ));
+        }
         let supply = alloc.iter().map(|(_, b)| *b as u128).sum();
+        let genesis_state = ledger::LedgerGenesis {
+            accounts: alloc,
+            validators: ledger::validators::ValidatorState {
+                epoch: 0,
+                start_height: 1,
+                members: epochs::members(&keys, sc.seed),
+                pending: None,
+            },
+            governance: P::governance().map(|rule| ledger::validators::Governance {
+                rule,
+                epoch_delay: sc.sets.epoch_delay,
+            }),
+        };
         let workload = crate::workload::Transfers::new(sc.seed, wallet_keys, chain.clone());
 
         // One instance per replica, plus a second one for each twin.
@@ -191,7 +228,14 @@ impl<P: SimProtocol> Sim<P> {
             .iter()
             .map(|id| {
                 let byz = sc.byzantine.iter().find(|(b, _)| b == id).map(|(_, b)| *b);
-                Instance::new(*id, keys[id.0 as usize].clone(), byz, chain.clone(), &alloc)
+                Instance::new(
+                    *id,
+                    keys[id.0 as usize].clone(),
+                    byz,
+                    chain.clone(),
+                    &genesis_state,
+                    committee.clone(),
+                )
             })
             .collect();
         let checker = Checker::new(instances.len(), supply, genesis);
@@ -218,6 +262,8 @@ impl<P: SimProtocol> Sim<P> {
             snapshots: 0,
             sync_stats: statesync::SyncStats::default(),
             reads: reads::ReadChecker::default(),
+            keys: keys.iter().map(|k| (k.public(), k.clone())).collect(),
+            catch_ups: 0,
             instances,
             sc,
         }
@@ -248,6 +294,14 @@ impl<P: SimProtocol> Sim<P> {
             self.schedule(c.at_ms, Ev::Wipe { inst: c.instance });
             self.schedule(c.restart_ms, Ev::SyncRestart { inst: c.instance });
         }
+        for (k, c) in self.sc.sets.changes.clone().into_iter().enumerate() {
+            self.schedule(c.at_ms, Ev::SetChange { k });
+        }
+        if !self.sc.sets.changes.is_empty() {
+            for inst in 0..self.instances.len() {
+                self.schedule(epochs::CATCH_UP_EVERY_MS, Ev::CatchUp { inst });
+            }
+        }
         let heal = self.sc.heal_ms();
         self.schedule(heal, Ev::Healed);
         let end = heal + self.sc.liveness_window_ms;
@@ -264,6 +318,7 @@ impl<P: SimProtocol> Sim<P> {
         }
         self.now = end;
         self.check_cluster(true);
+        self.check_epochs_at_end();
         for (inst, before) in self.healed_heights.clone().into_iter().enumerate() {
             if self.instances[inst].honest() {
                 self.checker.require_progress(end, inst, before);
@@ -297,6 +352,8 @@ impl<P: SimProtocol> Sim<P> {
             reads_served: self.reads.served,
             reads_failed: self.reads.failed,
             sync: self.sync_stats.clone(),
+            epochs: self.checker.epochs(),
+            catch_ups: self.catch_ups,
         }
     }
 
@@ -396,6 +453,7 @@ impl<P: SimProtocol> Sim<P> {
                 self.schedule(self.now + BATCH_TICK_MS, Ev::BatchTick { inst });
             }
             Ev::BatchArrive { inst, digest } => {
+                self.instances[inst].unexecuted.insert(digest);
                 self.input(inst, consensus::Input::Payload(digest));
             }
             Ev::Crash { inst } => {
@@ -415,6 +473,8 @@ impl<P: SimProtocol> Sim<P> {
                     .map(|i| self.checker.height(i))
                     .collect();
             }
+            Ev::SetChange { k } => self.set_change(k),
+            Ev::CatchUp { inst } => self.catch_up(inst),
         }
     }
 
@@ -426,16 +486,18 @@ impl<P: SimProtocol> Sim<P> {
     /// and starts it.
     fn start_core(&mut self, i: usize, amnesia: bool) {
         let disk = self.instances[i].disk(amnesia);
+        let (epoch, committee, anchor) = self.epoch_context(i);
         let inst = &mut self.instances[i];
         let core = P::build(
             inst.id,
             inst.key.clone(),
-            self.committee.clone(),
-            self.genesis,
+            committee.clone(),
+            anchor,
             &self.sc.params,
             &disk,
         );
         inst.core = Some(core);
+        (inst.core_epoch, inst.committee, inst.anchor) = (epoch, committee, anchor);
         let (h, tip) = (inst.ledger.height(), inst.ledger.tip());
         self.checker.restarted(i, h, tip);
         let actions = self.instances[i]
@@ -474,135 +536,6 @@ impl<P: SimProtocol> Sim<P> {
         }
         self.apply(i, actions);
         self.check_core(i);
-    }
-
-    fn apply(&mut self, i: usize, actions: Vec<consensus::Action<P::Msg>>) {
-        use consensus::Action;
-        for a in actions {
-            match a {
-                Action::Send { to, msg } => self.route(i, protocol::Dest::To(to), msg),
-                Action::Broadcast { msg } => self.route(i, protocol::Dest::All, msg),
-                Action::Persist { seq, what } => {
-                    if self.instances[i].persist(seq, what) {
-                        let (lo, hi) = self.sc.fsync_ms;
-                        let at = self.now + self.rng.gen_range(lo..=hi);
-                        let epoch = self.instances[i].epoch;
-                        self.schedule(at, Ev::Fsync { inst: i, epoch });
-                    }
-                }
-                Action::Commit(c) => self.commit(i, c),
-                Action::ReadReady { id, index } => self.read_answered(i, id, Some(index)),
-                Action::ReadFailed { id } => self.read_answered(i, id, None),
-                Action::SetTimer { id, after_ms } => {
-                    let generation = self.instances[i].set_timer(id);
-                    self.schedule(
-                        self.now + after_ms,
-                        Ev::Timer {
-                            inst: i,
-                            id,
-                            generation,
-                        },
-                    );
-                }
-            }
-        }
-        self.feed_executed(i);
-    }
-
-    /// Tells the core of every block its ledger executed, one at a time and in height order,
-    /// once the actions that committed them are carried out. Blocks those inputs commit in
-    /// turn are queued behind and told by the same loop (never out of order by recursion).
-    fn feed_executed(&mut self, i: usize) {
-        if std::mem::replace(&mut self.instances[i].feeding, true) {
-            return;
-        }
-        while let Some((height, state_root)) = self.instances[i].executed.pop_front() {
-            self.input(i, consensus::Input::Executed { height, state_root });
-        }
-        self.instances[i].feeding = false;
-    }
-
-    fn commit(&mut self, i: usize, c: consensus::Committed) {
-        let (committee, genesis) = (&self.committee, &self.genesis);
-        let cert_ok = *self
-            .certificates
-            .entry(crypto::hash(&c.certificate))
-            .or_insert_with(|| P::verify_certificate(&c.certificate, committee, genesis));
-        let batches = &self.batches;
-        let input = ::node::validator::block_input(c, &self.committee, |d| batches.get(d).cloned());
-        let block = self.instances[i].execute(input);
-        self.instances[i]
-            .executed
-            .push_back((block.header.height, block.header.state_root));
-        self.trace.part(&[0xc0, i as u8]).part(&block.hash().0);
-        if self.instances[i].honest() {
-            if !cert_ok {
-                self.checker.violations.push(format!(
-                    "t={}ms: instance {i} committed height {} with an invalid certificate",
-                    self.now, block.header.height
-                ));
-            }
-            let supply = self.instances[i]
-                .ledger
-                .total_supply()
-                .expect("in-memory store cannot fail");
-            self.checker.on_commit(self.now, i, &block, supply);
-        }
-    }
-
-    fn read_answered(&mut self, i: usize, id: u64, index: Option<u64>) {
-        if let Some(v) = self.reads.answered(self.now, i, id, index) {
-            self.checker.violations.push(v);
-        }
-    }
-
-    fn route(&mut self, from: usize, dest: protocol::Dest, msg: P::Msg) {
-        let inst = &self.instances[from];
-        let outgoing = match inst.byz {
-            Some(behaviour) if behaviour != Behaviour::Twin => {
-                let ctx = protocol::ByzCtx {
-                    behaviour,
-                    key: &inst.key,
-                    committee: &self.committee,
-                    genesis: &self.genesis,
-                    seen: &inst.seen,
-                };
-                P::misbehave(&ctx, dest, msg, &mut self.rng)
-            }
-            _ => vec![(dest, msg)],
-        };
-        let sender = self.instances[from].id;
-        let honest = self.instances[from].honest();
-        for (dest, msg) in outgoing {
-            if honest {
-                for (slot, what) in P::votes_of(&msg) {
-                    self.checker.on_vote(self.now, sender, slot, what);
-                }
-            }
-            let view = P::view_of(&msg);
-            for to in 0..self.instances.len() {
-                let id = self.instances[to].id;
-                let wanted = id != sender
-                    && match &dest {
-                        protocol::Dest::To(r) => *r == id,
-                        protocol::Dest::All => true,
-                        protocol::Dest::Some(set) => set.contains(&id),
-                    };
-                if !wanted || self.sc.network.cut(from, to, self.now, view) {
-                    continue;
-                }
-                for d in self.sc.network.delays(self.now, &mut self.rng) {
-                    self.schedule(
-                        self.now + d,
-                        Ev::Deliver {
-                            to,
-                            from: sender,
-                            msg: msg.clone(),
-                        },
-                    );
-                }
-            }
-        }
     }
 
     /// The chain binding of this run (for tests that build their own transactions).

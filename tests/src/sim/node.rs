@@ -9,10 +9,12 @@
 
 use super::byz::Behaviour;
 use super::protocol::{Disk, SimProtocol};
-use consensus::{Durable, ReplicaId};
+use consensus::{Committee, Durable, ReplicaId};
 use crypto::{Digest, SecretKey};
-use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, MemStore, Store, Transaction};
-use std::collections::{BTreeMap, VecDeque};
+use ledger::{
+    Block, BlockInput, ChainBinding, Ledger, LedgerGenesis, MemStore, Store, Transaction,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const SEEN_KEPT: usize = 64;
 const MEMPOOL_MAX: usize = 10_000;
@@ -40,8 +42,16 @@ pub struct Instance<P: SimProtocol> {
     pub feeding: bool,
     /// A state transfer (Raft snapshot) is under way.
     pub snapshot_pending: bool,
-    /// The genesis accounts (a wiped store starts from them again).
-    alloc: Vec<(Address, u64)>,
+    /// The genesis accounts and validator set, and the governance settings (a wiped store
+    /// starts from them again; a reopened ledger keeps the settings).
+    genesis: LedgerGenesis,
+    /// The validator-set epoch of the running core (or of the last one), its committee and
+    /// its anchor (issue 21: one core instance per epoch).
+    pub core_epoch: u64,
+    pub committee: Committee,
+    pub anchor: Digest,
+    /// Batches offered to a core and not executed yet: offered again to the next epoch's.
+    pub unexecuted: BTreeSet<Digest>,
 }
 
 impl<P: SimProtocol> Instance<P> {
@@ -50,14 +60,16 @@ impl<P: SimProtocol> Instance<P> {
         key: SecretKey,
         byz: Option<Behaviour>,
         chain: ChainBinding,
-        alloc: &[(Address, u64)],
+        genesis: &LedgerGenesis,
+        committee: Committee,
     ) -> Self {
         Instance {
             id,
             key,
             byz,
             core: None,
-            ledger: Ledger::open(MemStore::new(), chain, alloc).expect("fresh ledger"),
+            anchor: chain.genesis_hash,
+            ledger: open(MemStore::new(), chain, genesis),
             disk_safety: None,
             disk_log: BTreeMap::new(),
             unsynced: Vec::new(),
@@ -70,7 +82,10 @@ impl<P: SimProtocol> Instance<P> {
             executed: VecDeque::new(),
             feeding: false,
             snapshot_pending: false,
-            alloc: alloc.to_vec(),
+            genesis: genesis.clone(),
+            core_epoch: 0,
+            committee,
+            unexecuted: BTreeSet::new(),
         }
     }
 
@@ -78,7 +93,7 @@ impl<P: SimProtocol> Instance<P> {
     /// safety record and the log stay.
     pub fn wipe_store(&mut self) {
         let chain = self.ledger.chain().clone();
-        self.ledger = Ledger::open(MemStore::new(), chain, &self.alloc).expect("fresh ledger");
+        self.ledger = open(MemStore::new(), chain, &self.genesis);
     }
 
     pub fn honest(&self) -> bool {
@@ -87,9 +102,13 @@ impl<P: SimProtocol> Instance<P> {
 
     /// What a restart finds on disk. With `amnesia` the safety record is gone (negative
     /// control: a validator restarted without its persisted safety state).
+    ///
+    /// What the core of the ledger's epoch committed: nothing before the epoch's first block
+    /// (it starts from its anchor), and only certificates of its own epoch.
     pub fn disk(&self, amnesia: bool) -> Disk {
+        let first = self.ledger.validators().start_height;
         let committed = match self.ledger.height() {
-            0 => None,
+            h if h < first => None,
             h => self
                 .ledger
                 .store()
@@ -107,7 +126,7 @@ impl<P: SimProtocol> Instance<P> {
             height: self.ledger.height(),
             log: self.disk_log.values().cloned().collect(),
             committed,
-            certificates: (self.ledger.height().saturating_sub(P::HISTORY) + 1
+            certificates: ((self.ledger.height().saturating_sub(P::HISTORY) + 1).max(first)
                 ..=self.ledger.height())
                 .filter_map(|h| self.ledger.store().block(h).ok().flatten())
                 .map(|b| b.certificate)
@@ -118,10 +137,11 @@ impl<P: SimProtocol> Instance<P> {
     pub fn crash(&mut self) {
         // The ledger is reopened from its store, as a restarted process does: the account
         // tree's stored root must be the one this replica had (and the last header's).
-        let reopened = Ledger::open(
+        let reopened = Ledger::open_genesis(
             self.ledger.store().clone(),
             self.ledger.chain().clone(),
-            &[],
+            &self.genesis,
+            ledger::view::DEFAULT_CACHE_BYTES,
         )
         .unwrap_or_else(|e| panic!("replica {}: reopening its store failed: {e}", self.id.0));
         assert_eq!(
@@ -250,4 +270,17 @@ impl<P: SimProtocol> Instance<P> {
             .expect("in-memory store cannot fail")
             .0
     }
+
+    /// The epoch's core is gone for good (its epoch ended): its safety record is worthless
+    /// to the next epoch's core, which starts with none (the node keys records by epoch).
+    pub fn end_core_epoch(&mut self) {
+        self.retire_core();
+        self.disk_safety = None;
+        self.unsynced.clear();
+    }
+}
+
+fn open(store: MemStore, chain: ChainBinding, genesis: &LedgerGenesis) -> Ledger<MemStore> {
+    Ledger::open_genesis(store, chain, genesis, ledger::view::DEFAULT_CACHE_BYTES)
+        .expect("fresh ledger")
 }

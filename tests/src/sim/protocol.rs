@@ -143,6 +143,18 @@ pub trait SimProtocol {
     /// Checks a committed block's certificate as an outside verifier would.
     fn verify_certificate(certificate: &[u8], committee: &Committee, genesis: &Digest) -> bool;
 
+    /// How the validator set may change (issue 21): `None` where the protocol's cores cannot
+    /// switch sets yet, so every change is refused.
+    fn governance() -> Option<ledger::validators::Rule> {
+        None
+    }
+
+    /// What a (verified) certificate names, for ledger-level catch-up: the block's id, its
+    /// parent's id (where the protocol links blocks), and its batch digests in order.
+    fn certified_payload(_certificate: &[u8]) -> Option<(Digest, Option<Digest>, Vec<Digest>)> {
+        None
+    }
+
     /// The view a message belongs to (Twins partitions are per view).
     fn view_of(msg: &Self::Msg) -> Option<View>;
 
@@ -222,6 +234,15 @@ impl SimProtocol for HotStuffSim {
     fn verify_certificate(certificate: &[u8], committee: &Committee, genesis: &Digest) -> bool {
         hotstuff::CommitCertificate::decode(certificate)
             .is_ok_and(|c| c.verify(committee, genesis).is_ok())
+    }
+
+    fn governance() -> Option<ledger::validators::Rule> {
+        Some(ledger::validators::Rule::Bft)
+    }
+
+    fn certified_payload(certificate: &[u8]) -> Option<(Digest, Option<Digest>, Vec<Digest>)> {
+        let c = hotstuff::CommitCertificate::decode(certificate).ok()?;
+        Some((c.block.id(), Some(c.block.parent()), c.block.payload))
     }
 
     fn view_of(msg: &Message) -> Option<View> {

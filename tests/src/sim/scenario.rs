@@ -29,6 +29,28 @@ pub struct Scenario {
     pub liveness_window_ms: u64,
     /// Stores wiped and rebuilt by state sync (HotStuff, PBFT).
     pub sync: SyncFaults,
+    /// Validator-set changes (issue 21), for protocols that switch sets.
+    pub sets: SetChanges,
+}
+
+/// Validator-set changes: each is approved by a quorum of the set of its moment and carried
+/// by a transaction through every replica's mempool; it takes effect after `epoch_delay`
+/// blocks, when every replica retires its core and starts the next epoch's.
+#[derive(Clone, Debug, Default)]
+pub struct SetChanges {
+    pub changes: Vec<SetChangeAt>,
+    /// `ledger::validators::Governance::epoch_delay`.
+    pub epoch_delay: u64,
+    /// Negative control: this instance's driver switches cores one block late (it keeps its
+    /// old core for the block after the epoch's last).
+    pub late_switch: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SetChangeAt {
+    pub at_ms: u64,
+    /// The member (index in the set of that moment) whose consensus key is replaced.
+    pub rotate: usize,
 }
 
 /// State-sync faults: replicas whose store is deleted while they are down (they restart
@@ -72,6 +94,7 @@ impl Scenario {
             faults_until_ms: 0,
             liveness_window_ms: 5_000,
             sync: SyncFaults::default(),
+            sets: SetChanges::default(),
         }
     }
 
@@ -257,5 +280,29 @@ pub fn wipe_scenario(seed: u64, n: usize, unverified: bool) -> Scenario {
     sc.sync.corrupt_chunks = Some(liar);
     sc.sync.forged_offer = Some(liar);
     sc.sync.unverified = unverified;
+    sc
+}
+
+/// [`random_scenario`] with three validator-set changes (issue 21): the keys of a random
+/// member are rotated at about 0.5 s, 2.5 s and 4.5 s, each taking effect 8 blocks after the
+/// block that accepts it, while the scenario's faults (partitions, crashes, a Byzantine
+/// replica, lossy links) go on. `late_switch` is the negative control: one honest replica's
+/// driver keeps its old core one block past each epoch's end.
+pub fn epoch_scenario(seed: u64, n: usize, late_switch: bool) -> Scenario {
+    let mut sc = random_scenario(seed, n);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6570_6f63_6873);
+    sc.sets.epoch_delay = 8;
+    for k in 0..3u64 {
+        sc.sets.changes.push(SetChangeAt {
+            at_ms: 500 + 2_000 * k + rng.gen_range(0..200),
+            rotate: rng.gen_range(0..n),
+        });
+    }
+    if late_switch {
+        let byz: Vec<usize> = sc.byzantine.iter().map(|(id, _)| id.0 as usize).collect();
+        sc.sets.late_switch = (0..n).find(|i| !byz.contains(i));
+    }
+    // The run lasts past the last change's epoch, whatever the faults' heal time.
+    sc.faults_until_ms = sc.faults_until_ms.max(5_000);
     sc
 }

@@ -66,7 +66,7 @@ impl<P: SimProtocol> Sim<P> {
         self.start_instance(to);
     }
 
-    fn reachable(&self, a: usize, b: usize) -> bool {
+    pub(super) fn reachable(&self, a: usize, b: usize) -> bool {
         self.instances[b].core.is_some()
             && !self.sc.network.cut(a, b, self.now, None)
             && !self.sc.network.cut(b, a, self.now, None)

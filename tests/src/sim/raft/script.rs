@@ -62,7 +62,18 @@ impl Script {
         let nodes = keys
             .iter()
             .enumerate()
-            .map(|(i, k)| Instance::new(ReplicaId(i as u16), k.clone(), None, chain.clone(), &[]))
+            .map(|(i, k)| {
+                let id = ReplicaId(i as u16);
+                let genesis = ledger::LedgerGenesis::default();
+                Instance::new(
+                    id,
+                    k.clone(),
+                    None,
+                    chain.clone(),
+                    &genesis,
+                    committee.clone(),
+                )
+            })
             .collect();
         let mut s = Script {
             nodes,

@@ -1,0 +1,276 @@
+//! Validator-set changes in the simulator (issue 21, `docs/design/validator-sets.md` §3):
+//!
+//! - a change (`Scenario::sets`) is approved by a quorum of the set of its moment and
+//!   carried by a transaction through every replica's mempool; the ledger accepts it and
+//!   ends the epoch `epoch_delay` blocks later;
+//! - a replica whose ledger executed the epoch's last block retires its core at once
+//!   (dropping what it committed past the boundary), and starts the next epoch's core for the
+//!   new committee, anchored at [`consensus::hotstuff::epoch_anchor`], with no safety record,
+//!   and offers it every batch not executed yet;
+//! - a replica that reaches the boundary late (partitioned, crashed) cannot finish the epoch
+//!   through its core, since the others retired theirs: it copies the committed blocks up to
+//!   the boundary from a peer that passed it, each certificate checked against its own
+//!   epoch's committee and anchor, each batch against the digests the certificate names;
+//! - the checker requires every honest replica to switch after the same block to the same
+//!   set, and no honest running replica to be left in an old epoch at the end.
+//!
+//! Negative control (`sets.late_switch`): one replica's driver keeps its old core for one
+//! block past the boundary; the checker must report it.
+
+use super::{Ev, Sim, SimProtocol};
+use consensus::Committee;
+use crypto::{Digest, SecretKey};
+use ledger::validators::{Change, SetChange, ValidatorState, approve};
+use ledger::{Address, BlockInput, Payload, Store, Transaction};
+
+/// How often a replica looks for a peer that passed an epoch boundary it has not.
+pub(super) const CATCH_UP_EVERY_MS: u64 = 100;
+
+impl<P: SimProtocol> Sim<P> {
+    /// The validator state whose epoch instance `i`'s driver runs a core for: its ledger's.
+    /// The negative control's driver (`sets.late_switch`) still takes the previous epoch's
+    /// right after the boundary block.
+    fn driver_set(&self, i: usize) -> ValidatorState {
+        let ledger = &self.instances[i].ledger;
+        let vs = ledger.validators();
+        let h = ledger.height();
+        if self.sc.sets.late_switch == Some(i) && vs.epoch > 0 && h + 1 == vs.start_height {
+            return ledger
+                .validators_at(h - 1)
+                .ok()
+                .flatten()
+                .expect("the in-memory store keeps every validator state");
+        }
+        vs.clone()
+    }
+
+    /// The epoch, committee and anchor of the core instance `i`'s driver runs.
+    pub(super) fn epoch_context(&self, i: usize) -> (u64, Committee, Digest) {
+        let vs = self.driver_set(i);
+        if vs.epoch == 0 {
+            return (0, self.committee.clone(), self.genesis);
+        }
+        let committee = P::committee(vs.members.iter().map(|m| m.consensus_key).collect());
+        (vs.epoch, committee, anchor(&self.genesis, &vs))
+    }
+
+    /// After instance `i` executed a block: whether its running core is not the one of the
+    /// epoch its driver is in.
+    pub(super) fn switch_due(&self, i: usize) -> bool {
+        let inst = &self.instances[i];
+        inst.core.is_some() && self.driver_set(i).epoch != inst.core_epoch
+    }
+
+    /// Retires instance `i`'s core and starts the one of its ledger's epoch.
+    pub(super) fn switch_epoch(&mut self, i: usize) {
+        self.instances[i].end_core_epoch();
+        let vs = self.instances[i].ledger.validators().clone();
+        let height = self.instances[i].ledger.height();
+        if self.instances[i].honest() {
+            let set = ValidatorState {
+                pending: None,
+                ..vs.clone()
+            };
+            self.checker
+                .on_switch(self.now, i, vs.epoch, height, set.hash());
+        }
+        self.trace
+            .part(&[0xe0, i as u8])
+            .part(&vs.epoch.to_le_bytes());
+        // A rotated member takes its new key; its index (replica id) stays.
+        let id = self.instances[i].id.0 as usize;
+        if let Some(m) = vs.members.get(id)
+            && let Some(k) = self.keys.get(&m.consensus_key)
+        {
+            self.instances[i].key = k.clone();
+        }
+        self.start_instance(i);
+        let pending: Vec<Digest> = self.instances[i].unexecuted.iter().copied().collect();
+        for d in pending {
+            self.input(i, consensus::Input::Payload(d));
+        }
+    }
+
+    /// Change `k` of the scenario: a rotation of one member's keys, approved by the first
+    /// quorum of the set the most advanced honest ledger holds, submitted to every replica.
+    pub(super) fn set_change(&mut self, k: usize) {
+        let Some(src) = (0..self.instances.len())
+            .filter(|&j| self.instances[j].honest())
+            .max_by_key(|&j| self.instances[j].ledger.height())
+        else {
+            return;
+        };
+        let vs = self.instances[src].ledger.validators().clone();
+        let index = self.sc.sets.changes[k].rotate % vs.members.len();
+        let seed = |what: &[u8]| {
+            crypto::hash_parts(&[&self.sc.seed.to_le_bytes(), &(k as u64).to_le_bytes(), what]).0
+        };
+        let key = SecretKey::from_seed(seed(b"consensus"));
+        let mut new = vs.members[index].clone();
+        new.consensus_key = key.public();
+        new.network_key = SecretKey::from_seed(seed(b"network")).public();
+        self.keys.insert(key.public(), key);
+        let op = SetChange::Rotate {
+            old_consensus_key: vs.members[index].consensus_key,
+            new,
+        };
+        let quorum = P::governance().map_or(0, |r| r.quorum(vs.members.len()));
+        let approvals = (0..quorum)
+            .map(|j| {
+                let signer = &self.keys[&vs.members[j].consensus_key];
+                (j as u16, approve(signer, &self.chain, vs.epoch, &op))
+            })
+            .collect();
+        let change = Change {
+            epoch: vs.epoch,
+            op,
+            approvals,
+        };
+        let carrier = carrier_key(self.sc.seed);
+        let nonce = self.instances[src]
+            .ledger
+            .account(&Address::of(&carrier.public()))
+            .map_or(0, |a| a.nonce);
+        let tx = Transaction::sign(&carrier, &self.chain, nonce, Payload::Governance(change));
+        for inst in &mut self.instances {
+            inst.submit(tx.clone());
+        }
+    }
+
+    /// Instance `to` copies committed blocks, up to the end of its epoch, from a reachable
+    /// peer whose ledger is in a later epoch (see the module docs); then switches.
+    pub(super) fn catch_up(&mut self, to: usize) {
+        self.schedule(self.now + CATCH_UP_EVERY_MS, Ev::CatchUp { inst: to });
+        if self.instances[to].core.is_none() {
+            return;
+        }
+        let epoch = self.instances[to].ledger.validators().epoch;
+        let Some(src) = (0..self.instances.len()).find(|&j| {
+            j != to && self.reachable(to, j) && self.instances[j].ledger.validators().epoch > epoch
+        }) else {
+            return;
+        };
+        let mut applied = 0;
+        while self.instances[to].ledger.validators().epoch == epoch {
+            let h = self.instances[to].ledger.height() + 1;
+            let Some(b) = self.instances[src].ledger.store().block(h).ok().flatten() else {
+                break;
+            };
+            let Some(input) = self.checked_input(to, &b) else {
+                self.checker.report(
+                    self.now,
+                    format!(
+                        "instance {to} refused block {h} from instance {src} while catching up \
+                         to an epoch boundary"
+                    ),
+                );
+                return;
+            };
+            let payload = P::certified_payload(&b.certificate).map(|p| p.2);
+            let block = self.instances[to].execute(input);
+            for d in payload.into_iter().flatten() {
+                self.instances[to].unexecuted.remove(&d);
+            }
+            self.trace.part(&[0xc1, to as u8]).part(&block.hash().0);
+            if self.instances[to].honest() {
+                let supply = self.instances[to]
+                    .ledger
+                    .total_supply()
+                    .expect("in-memory store cannot fail");
+                self.checker.on_commit(self.now, to, &block, supply);
+            }
+            applied += 1;
+        }
+        if applied > 0 {
+            self.catch_ups += 1;
+            if self.switch_due(to) {
+                self.switch_epoch(to);
+            } else {
+                // The core restarts from the ledger's committed point (it keeps its record).
+                self.instances[to].retire_core();
+                self.start_instance(to);
+            }
+        }
+    }
+
+    /// `b` as instance `to` would execute it, if its certificate verifies against `to`'s
+    /// committee and anchor, links to `to`'s last block, and names `b`'s batches.
+    fn checked_input(&self, to: usize, b: &ledger::Block) -> Option<BlockInput> {
+        let inst = &self.instances[to];
+        if !P::verify_certificate(&b.certificate, &inst.committee, &inst.anchor) {
+            return None;
+        }
+        let (_, parent, payload) = P::certified_payload(&b.certificate)?;
+        let h = inst.ledger.height();
+        let previous = if h + 1 == inst.ledger.validators().start_height {
+            inst.anchor
+        } else {
+            let last = inst.ledger.store().block(h).ok().flatten()?;
+            P::certified_payload(&last.certificate)?.0
+        };
+        if parent.is_some_and(|p| p != previous) || b.header.parent != inst.ledger.tip() {
+            return None;
+        }
+        let mut txs = b.txs.iter();
+        if b.batch_sizes.len() != payload.len() {
+            return None;
+        }
+        for (size, digest) in b.batch_sizes.iter().zip(&payload) {
+            let batch: Vec<Transaction> = txs.by_ref().take(*size as usize).cloned().collect();
+            if crypto::hash(&crypto::codec::encode(&batch)) != *digest {
+                return None;
+            }
+        }
+        Some(BlockInput {
+            proposer: b.header.proposer,
+            view: b.header.view,
+            timestamp_ms: b.header.timestamp_ms,
+            txs: b.txs.clone(),
+            certificate: b.certificate.clone(),
+            batch_sizes: b.batch_sizes.clone(),
+        })
+    }
+
+    /// At the end of a run: no honest running replica is left in an old epoch.
+    pub(super) fn check_epochs_at_end(&mut self) {
+        for i in 0..self.instances.len() {
+            let inst = &self.instances[i];
+            let ledger_epoch = inst.ledger.validators().epoch;
+            if inst.honest() && inst.core.is_some() && inst.core_epoch != ledger_epoch {
+                let core_epoch = inst.core_epoch;
+                self.checker
+                    .stale_core(self.now, i, core_epoch, ledger_epoch);
+            }
+        }
+    }
+}
+
+/// The anchor of the epoch `vs` is in: its set as the epoch started (no pending change).
+fn anchor(genesis: &Digest, vs: &ValidatorState) -> Digest {
+    let start = ValidatorState {
+        pending: None,
+        ..vs.clone()
+    };
+    consensus::hotstuff::epoch_anchor(genesis, vs.epoch, &start.hash())
+}
+
+/// The funded account that carries the scenario's set changes.
+pub(super) fn carrier_key(seed: u64) -> SecretKey {
+    SecretKey::from_seed(crypto::hash_parts(&[b"carrier", &seed.to_le_bytes()]).0)
+}
+
+/// The genesis members of a simulated set: the replicas' consensus keys, in order.
+pub(super) fn members(keys: &[SecretKey], seed: u64) -> Vec<ledger::validators::Member> {
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| ledger::validators::Member {
+            name: format!("replica-{i}"),
+            consensus_key: k.public(),
+            network_key: SecretKey::from_seed(
+                crypto::hash_parts(&[b"network", &seed.to_le_bytes(), &[i as u8]]).0,
+            )
+            .public(),
+            p2p_address: format!("/memory/{i}"),
+        })
+        .collect()
+}
