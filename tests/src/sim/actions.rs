@@ -68,9 +68,7 @@ impl<P: SimProtocol> Sim<P> {
             // late switch executes it).
             return;
         }
-        for d in &c.payload {
-            self.instances[i].unexecuted.remove(d);
-        }
+        self.instances[i].batches_executed(&c.payload);
         let (committee, genesis) = (&self.instances[i].committee, &self.instances[i].anchor);
         let cert_ok = *self
             .certificates

@@ -85,8 +85,7 @@ impl<P: SimProtocol> Sim<P> {
             self.instances[i].key = k.clone();
         }
         self.start_instance(i);
-        let pending: Vec<Digest> = self.instances[i].unexecuted.iter().copied().collect();
-        for d in pending {
+        for d in self.instances[i].unexecuted() {
             self.input(i, consensus::Input::Payload(d));
         }
     }
@@ -168,9 +167,7 @@ impl<P: SimProtocol> Sim<P> {
             };
             let payload = P::certified_payload(&b.certificate).map(|p| p.2);
             let block = self.instances[to].execute(input);
-            for d in payload.into_iter().flatten() {
-                self.instances[to].unexecuted.remove(&d);
-            }
+            self.instances[to].batches_executed(&payload.unwrap_or_default());
             self.trace.part(&[0xc1, to as u8]).part(&block.hash().0);
             if self.instances[to].honest() {
                 let supply = self.instances[to]

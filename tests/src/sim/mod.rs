@@ -453,7 +453,9 @@ impl<P: SimProtocol> Sim<P> {
                 self.schedule(self.now + BATCH_TICK_MS, Ev::BatchTick { inst });
             }
             Ev::BatchArrive { inst, digest } => {
-                self.instances[inst].unexecuted.insert(digest);
+                // The core is told either way (as before set changes existed); the driver
+                // remembers only batches not executed yet, to offer the next epoch's core.
+                self.instances[inst].batch_arrived(digest);
                 self.input(inst, consensus::Input::Payload(digest));
             }
             Ev::Crash { inst } => {

@@ -51,7 +51,9 @@ pub struct Instance<P: SimProtocol> {
     pub committee: Committee,
     pub anchor: Digest,
     /// Batches offered to a core and not executed yet: offered again to the next epoch's.
-    pub unexecuted: BTreeSet<Digest>,
+    unexecuted: BTreeSet<Digest>,
+    /// Batches executed (a batch that arrives after its block is not offered again).
+    executed_batches: BTreeSet<Digest>,
 }
 
 impl<P: SimProtocol> Instance<P> {
@@ -86,6 +88,7 @@ impl<P: SimProtocol> Instance<P> {
             core_epoch: 0,
             committee,
             unexecuted: BTreeSet::new(),
+            executed_batches: BTreeSet::new(),
         }
     }
 
@@ -269,6 +272,24 @@ impl<P: SimProtocol> Instance<P> {
             .commit(input)
             .expect("in-memory store cannot fail")
             .0
+    }
+
+    /// A batch arrived: whether it is new to this replica's cores (not executed yet).
+    pub fn batch_arrived(&mut self, digest: Digest) -> bool {
+        !self.executed_batches.contains(&digest) && self.unexecuted.insert(digest)
+    }
+
+    /// A block naming `payload` executed.
+    pub fn batches_executed(&mut self, payload: &[Digest]) {
+        for d in payload {
+            self.unexecuted.remove(d);
+            self.executed_batches.insert(*d);
+        }
+    }
+
+    /// Batches offered to the core and not executed yet, in digest order.
+    pub fn unexecuted(&self) -> Vec<Digest> {
+        self.unexecuted.iter().copied().collect()
     }
 
     /// The epoch's core is gone for good (its epoch ended): its safety record is worthless
