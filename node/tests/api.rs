@@ -638,6 +638,7 @@ async fn blocks_latest_and_by_height() {
         "height": "3", "hash": b[2].hash().to_string(), "parent": b[1].hash().to_string(),
         "tx_root": b[2].header.tx_root.to_string(),
         "state_root": b[2].header.state_root.to_string(),
+        "validators": b[2].header.validators.to_string(),
         "proposer": proposer().public().to_string(), "view": "6",
         "timestamp_ms": (T0_MS + 3000).to_string(), "tx_hashes": [], "certificate": "ce03",
     });

@@ -1,19 +1,23 @@
-//! Validator-set changes in the simulator (issue 21, step 2, HotStuff): members' keys are
-//! rotated three times while the usual faults go on; every replica switches cores after the
-//! same block, and every safety check still holds across epochs. The negative control: a
-//! replica that switches one block late is caught.
+//! Validator-set changes in the simulator (issue 21, step 2, HotStuff; PBFT is step 3):
+//! members' keys are rotated three times while the usual faults go on; every replica
+//! switches cores after the same block, and every safety check still holds across epochs.
+//! The negative control: a replica that switches one block late is caught.
 //!
 //! Replay one seed: `SIM_DEBUG=instance` with `sim::run::<HotStuffSim>(sim::epoch_scenario(seed, 4, false))`.
 
-use tests::sim::{self, HotStuffSim};
+use tests::sim::{self, HotStuffSim, SimProtocol};
 
 #[test]
 fn hotstuff_key_rotations_across_epochs_under_random_faults() {
+    rotations_under_random_faults::<HotStuffSim>();
+}
+
+fn rotations_under_random_faults<P: SimProtocol>() {
     let mut epochs = Vec::new();
     let mut failures = Vec::new();
     let mut catch_ups = 0;
     for seed in 0..40 {
-        let r = sim::run::<HotStuffSim>(sim::epoch_scenario(seed, 4, false));
+        let r = sim::run::<P>(sim::epoch_scenario(seed, 4, false));
         if !r.violations.is_empty() {
             failures.push(format!("seed {seed}: {}", r.violations.join("; ")));
         }
@@ -35,10 +39,14 @@ fn hotstuff_key_rotations_across_epochs_under_random_faults() {
 }
 
 #[test]
-fn negative_control_a_late_switch_is_detected() {
+fn negative_control_a_late_switch_is_detected_hotstuff() {
+    late_switch_is_detected::<HotStuffSim>();
+}
+
+fn late_switch_is_detected<P: SimProtocol>() {
     let mut caught = 0;
     for seed in 0..10 {
-        let r = sim::run::<HotStuffSim>(sim::epoch_scenario(seed, 4, true));
+        let r = sim::run::<P>(sim::epoch_scenario(seed, 4, true));
         // Caught as a switch at another height, a core left in an old epoch, a fork, or a
         // refused catch-up (its stale committee cannot check the next epoch's blocks),
         // depending on what the late core did.

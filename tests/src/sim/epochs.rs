@@ -165,7 +165,7 @@ impl<P: SimProtocol> Sim<P> {
                 );
                 return;
             };
-            let payload = P::certified_payload(&b.certificate).map(|p| p.2);
+            let payload = P::certified_payload(&b.certificate).map(|p| p.payload);
             let block = self.instances[to].execute(input);
             self.instances[to].batches_executed(&payload.unwrap_or_default());
             self.trace.part(&[0xc1, to as u8]).part(&block.hash().0);
@@ -197,17 +197,23 @@ impl<P: SimProtocol> Sim<P> {
         if !P::verify_certificate(&b.certificate, &inst.committee, &inst.anchor) {
             return None;
         }
-        let (_, parent, payload) = P::certified_payload(&b.certificate)?;
+        let named = P::certified_payload(&b.certificate)?;
         let h = inst.ledger.height();
-        let previous = if h + 1 == inst.ledger.validators().start_height {
-            inst.anchor
-        } else {
-            let last = inst.ledger.store().block(h).ok().flatten()?;
-            P::certified_payload(&last.certificate)?.0
-        };
-        if parent.is_some_and(|p| p != previous) || b.header.parent != inst.ledger.tip() {
+        if named.height.is_some_and(|n| n != h + 1) || b.header.parent != inst.ledger.tip() {
             return None;
         }
+        if let Some(parent) = named.parent {
+            let previous = if h + 1 == inst.ledger.validators().start_height {
+                inst.anchor
+            } else {
+                let last = inst.ledger.store().block(h).ok().flatten()?;
+                P::certified_payload(&last.certificate)?.id
+            };
+            if parent != previous {
+                return None;
+            }
+        }
+        let payload = named.payload;
         let mut txs = b.txs.iter();
         if b.batch_sizes.len() != payload.len() {
             return None;

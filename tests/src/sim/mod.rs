@@ -36,7 +36,9 @@ pub use byz::Behaviour;
 pub use check::{Checker, VoteKind, VoteSlot};
 pub use cluster::{ClusterInvariants, NodeView};
 pub use net::{Crash, Cut, Network, Partition, TwinsSchedule};
-pub use protocol::{ByzCtx, Dest, Disk, HotStuffSim, Params, PbftSim, RaftParams, SimProtocol};
+pub use protocol::{
+    ByzCtx, Dest, Disk, HotStuffSim, Named, Params, PbftSim, RaftParams, SimProtocol,
+};
 pub use raft::RaftSim;
 pub use scenario::{
     Scenario, SetChangeAt, SetChanges, SyncFaults, amnesia_scenario, amnesia_scenario_with,
