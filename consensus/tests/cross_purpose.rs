@@ -1024,15 +1024,19 @@ proptest! {
 fn hotstuff_votes_and_timeouts_of_one_epoch_count_in_no_other() {
     let (c, g) = (bft(), genesis());
     let last = Digest([9; 32]);
-    let e1 = hs::epoch_anchor(&g, 1, &last);
+    let e1 = consensus::epoch_anchor(&g, 1, &last);
     assert_eq!(
-        hs::epoch_anchor(&g, 0, &last),
+        consensus::epoch_anchor(&g, 0, &last),
         g,
         "epoch 0 is anchored at genesis"
     );
     assert_ne!(e1, g);
-    assert_ne!(e1, hs::epoch_anchor(&g, 2, &last), "another epoch");
-    assert_ne!(e1, hs::epoch_anchor(&g, 1, &Digest([8; 32])), "another set");
+    assert_ne!(e1, consensus::epoch_anchor(&g, 2, &last), "another epoch");
+    assert_ne!(
+        e1,
+        consensus::epoch_anchor(&g, 1, &Digest([8; 32])),
+        "another set"
+    );
 
     let (_, qc1, b2) = hs_chain();
     let vote = hs::Vote::new(&g, b2.id(), View(2), ReplicaId(3), &key(3));

@@ -155,7 +155,7 @@ impl Message {
     }
 }
 
-/// What a vote signs: the instance's anchor ([`epoch_anchor`]), the block and its view. The
+/// What a vote signs: the instance's anchor ([`crate::epoch_anchor`]), the block and its view. The
 /// anchor makes a vote of one epoch (or one chain) worthless in any other, even where the
 /// same key is in both sets and the views repeat.
 fn vote_bytes(anchor: &Digest, block: &Digest, view: View) -> Vec<u8> {
@@ -165,24 +165,6 @@ fn vote_bytes(anchor: &Digest, block: &Digest, view: View) -> Vec<u8> {
 /// What a timeout signs: the anchor, the view and the signer's high-QC view.
 fn timeout_bytes(anchor: &Digest, view: View, high_qc_view: View) -> Vec<u8> {
     codec::encode(&(anchor, view, high_qc_view))
-}
-
-/// The id a HotStuff instance starts from, and that its votes and timeouts sign: the genesis
-/// hash for epoch 0; for a later epoch, a hash of the genesis hash, the epoch and `set`, the
-/// hash of the validator state the epoch starts with (`ledger::validators::ValidatorState`
-/// with no pending change: what the header of the previous epoch's last block names). Every
-/// honest replica computes the same anchor from the same committed chain, including one
-/// that restored a state snapshot taken later in the epoch.
-pub fn epoch_anchor(genesis: &Digest, epoch: u64, set: &Digest) -> Digest {
-    if epoch == 0 {
-        return *genesis;
-    }
-    let mut h = Hasher::new();
-    h.part(b"cairn/hotstuff/epoch/v1")
-        .part(&genesis.0)
-        .part(&epoch.to_le_bytes())
-        .part(&set.0);
-    h.finish()
 }
 
 fn check_signers<T>(entries: &[(ReplicaId, T)], c: &Committee) -> Result<(), Invalid> {
@@ -378,7 +360,7 @@ impl Verify for Proposal {
 }
 
 impl Vote {
-    /// `anchor` is the instance's ([`epoch_anchor`]; the genesis hash in epoch 0).
+    /// `anchor` is the instance's ([`crate::epoch_anchor`]; the genesis hash in epoch 0).
     pub fn new(
         anchor: &Digest,
         block: Digest,
@@ -410,7 +392,7 @@ impl Vote {
 }
 
 impl Timeout {
-    /// `anchor` is the instance's ([`epoch_anchor`]; the genesis hash in epoch 0).
+    /// `anchor` is the instance's ([`crate::epoch_anchor`]; the genesis hash in epoch 0).
     pub fn new(
         anchor: &Digest,
         view: View,

@@ -29,7 +29,7 @@ pub use aggregator::VIEW_WINDOW;
 pub use core::{Config, HotStuff, Recovered, Stats, activity_of};
 pub use messages::{
     Block, CommitCertificate, Invalid, MAX_MESSAGE_BYTES, Message, Proposal, QcCache, QuorumCert,
-    Timeout, TimeoutCert, Verify, Vote, epoch_anchor,
+    Timeout, TimeoutCert, Verify, Vote,
 };
 pub use pacemaker::Pacemaker;
 pub use safety::{Refusal, SafetyData, SafetyRules};

@@ -58,7 +58,7 @@ pub struct SafetyRules {
     pub data: SafetyData,
     me: ReplicaId,
     key: SecretKey,
-    /// The instance's anchor, which votes and timeouts sign ([`super::epoch_anchor`]).
+    /// The instance's anchor, which votes and timeouts sign ([`crate::epoch_anchor`]).
     anchor: Digest,
 }
 

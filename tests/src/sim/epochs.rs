@@ -5,7 +5,7 @@
 //!   ends the epoch `epoch_delay` blocks later;
 //! - a replica whose ledger executed the epoch's last block retires its core at once
 //!   (dropping what it committed past the boundary), and starts the next epoch's core for the
-//!   new committee, anchored at [`consensus::hotstuff::epoch_anchor`], with no safety record,
+//!   new committee, anchored at [`consensus::epoch_anchor`], with no safety record,
 //!   and offers it every batch not executed yet;
 //! - a replica that reaches the boundary late (partitioned, crashed) cannot finish the epoch
 //!   through its core, since the others retired theirs: it copies the committed blocks up to
@@ -254,7 +254,7 @@ fn anchor(genesis: &Digest, vs: &ValidatorState) -> Digest {
         pending: None,
         ..vs.clone()
     };
-    consensus::hotstuff::epoch_anchor(genesis, vs.epoch, &start.hash())
+    consensus::epoch_anchor(genesis, vs.epoch, &start.hash())
 }
 
 /// The funded account that carries the scenario's set changes.
