@@ -443,7 +443,10 @@ fn pbft_checkpoints_view_changes_and_new_views_are_not_interchangeable() {
         &g,
         &key(2),
     );
-    assert_eq!(vc.verify(c, &g, MAX_PAYLOAD, WINDOW), Ok(()));
+    assert_eq!(
+        vc.verify(c, &g, MAX_PAYLOAD, WINDOW, &pbft::CheckpointCert::genesis()),
+        Ok(())
+    );
     let commit = pbft_vote(&s, Commit, 2);
     let bad = pbft::Invalid::BadSignature(ReplicaId(2));
 
@@ -463,11 +466,23 @@ fn pbft_checkpoints_view_changes_and_new_views_are_not_interchangeable() {
     assert_eq!(cp_with(vc.signature).verify(c, &g), Err(bad.clone()));
     assert_eq!(cp_with(commit.signature).verify(c, &g), Err(bad.clone()));
     assert_eq!(
-        vc_with(checkpoint.signature).verify(c, &g, MAX_PAYLOAD, WINDOW),
+        vc_with(checkpoint.signature).verify(
+            c,
+            &g,
+            MAX_PAYLOAD,
+            WINDOW,
+            &pbft::CheckpointCert::genesis()
+        ),
         Err(bad.clone())
     );
     assert_eq!(
-        vc_with(commit.signature).verify(c, &g, MAX_PAYLOAD, WINDOW),
+        vc_with(commit.signature).verify(
+            c,
+            &g,
+            MAX_PAYLOAD,
+            WINDOW,
+            &pbft::CheckpointCert::genesis()
+        ),
         Err(bad.clone())
     );
     for phase in [Prepare, Commit] {
@@ -589,7 +604,7 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 state_root: root,
                 signatures,
             };
-            cert.verify(c, &g).is_ok()
+            cert.verify(c, &g, &pbft::CheckpointCert::genesis()).is_ok()
         },
     );
 
@@ -625,7 +640,8 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 signature,
                 ..vcs[0].clone()
             };
-            vc.verify(c, &g, MAX_PAYLOAD, WINDOW).is_ok()
+            vc.verify(c, &g, MAX_PAYLOAD, WINDOW, &pbft::CheckpointCert::genesis())
+                .is_ok()
         },
     );
     let primary2 = c.leader(View(2));
@@ -645,7 +661,9 @@ fn every_pbft_signature_only_under_its_own_domain() {
                 signature,
                 ..nv.clone()
             };
-            forged.verify(c, &g, MAX_PAYLOAD, WINDOW).is_ok()
+            forged
+                .verify(c, &g, MAX_PAYLOAD, WINDOW, &pbft::CheckpointCert::genesis())
+                .is_ok()
         },
     );
 }

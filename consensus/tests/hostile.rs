@@ -333,6 +333,7 @@ fn pbft_core(rec: pbft::Recovered) -> Option<pbft::Pbft> {
         max_payload: MAX_PAYLOAD,
         idle_block_ms: 0,
         checkpoint_interval: CHECKPOINT_INTERVAL,
+        start: pbft::CheckpointCert::genesis(),
     };
     let mut core = pbft::Pbft::new(cfg, rec).ok()?;
     core.start(0);
@@ -433,8 +434,12 @@ fn pbft_verify(m: &pbft::Message) -> Option<bool> {
         pbft::Message::Prepare(v) => v.verify(pbft::Phase::Prepare, c, g).is_ok(),
         pbft::Message::Commit(v) => v.verify(pbft::Phase::Commit, c, g).is_ok(),
         pbft::Message::Checkpoint(cp) => cp.verify(c, g).is_ok(),
-        pbft::Message::ViewChange(vc) => vc.verify(c, g, MAX_PAYLOAD, WINDOW).is_ok(),
-        pbft::Message::NewView(nv) => nv.verify(c, g, MAX_PAYLOAD, WINDOW).is_ok(),
+        pbft::Message::ViewChange(vc) => vc
+            .verify(c, g, MAX_PAYLOAD, WINDOW, &pbft::CheckpointCert::genesis())
+            .is_ok(),
+        pbft::Message::NewView(nv) => nv
+            .verify(c, g, MAX_PAYLOAD, WINDOW, &pbft::CheckpointCert::genesis())
+            .is_ok(),
         pbft::Message::Fetch { .. } => return None,
         pbft::Message::Committed(certs) => certs.iter().all(|x| x.verify(c, g).is_ok()),
     })

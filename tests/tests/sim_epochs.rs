@@ -1,15 +1,20 @@
-//! Validator-set changes in the simulator (issue 21, step 2, HotStuff; PBFT is step 3):
+//! Validator-set changes in the simulator (issue 21, steps 2 and 3, HotStuff and PBFT):
 //! members' keys are rotated three times while the usual faults go on; every replica
 //! switches cores after the same block, and every safety check still holds across epochs.
 //! The negative control: a replica that switches one block late is caught.
 //!
 //! Replay one seed: `SIM_DEBUG=instance` with `sim::run::<HotStuffSim>(sim::epoch_scenario(seed, 4, false))`.
 
-use tests::sim::{self, HotStuffSim, SimProtocol};
+use tests::sim::{self, HotStuffSim, PbftSim, SimProtocol};
 
 #[test]
 fn hotstuff_key_rotations_across_epochs_under_random_faults() {
     rotations_under_random_faults::<HotStuffSim>();
+}
+
+#[test]
+fn pbft_key_rotations_across_epochs_under_random_faults() {
+    rotations_under_random_faults::<PbftSim>();
 }
 
 fn rotations_under_random_faults<P: SimProtocol>() {
@@ -41,6 +46,11 @@ fn rotations_under_random_faults<P: SimProtocol>() {
 #[test]
 fn negative_control_a_late_switch_is_detected_hotstuff() {
     late_switch_is_detected::<HotStuffSim>();
+}
+
+#[test]
+fn negative_control_a_late_switch_is_detected_pbft() {
+    late_switch_is_detected::<PbftSim>();
 }
 
 fn late_switch_is_detected<P: SimProtocol>() {

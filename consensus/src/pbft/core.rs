@@ -50,6 +50,9 @@ pub struct Config {
     pub idle_block_ms: u64,
     /// Checkpoint every k sequence numbers; the water marks are h < n <= h + 2k.
     pub checkpoint_interval: u64,
+    /// The instance's start, its first stable checkpoint: [`CheckpointCert::genesis`] in
+    /// epoch 0, [`CheckpointCert::start`] after a validator-set change.
+    pub start: CheckpointCert,
 }
 
 /// What a restarted replica recovered from its store.
@@ -237,7 +240,11 @@ impl Pbft {
             window,
             view: data.view,
             changing: data.changing,
-            stable: data.stable,
+            stable: if data.stable.seq < cfg.start.seq {
+                cfg.start.clone()
+            } else {
+                data.stable
+            },
             slots,
             records: data.slots,
             ready: BTreeMap::new(),

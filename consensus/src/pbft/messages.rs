@@ -87,8 +87,10 @@ pub struct PreparedCert {
     pub prepares: Vec<(ReplicaId, Signature)>,
 }
 
-/// A *stable* checkpoint: `quorum` matching checkpoint messages. The one at sequence 0 is the
-/// genesis state and carries no signatures.
+/// A *stable* checkpoint: `quorum` matching checkpoint messages. An instance's start (the
+/// genesis state at sequence 0 in epoch 0; after a validator-set change, the last block of
+/// the previous epoch, see [`CheckpointCert::start`]) is stable by definition and carries no
+/// signatures.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointCert {
     pub seq: u64,
@@ -337,7 +339,7 @@ impl Checkpoint {
 }
 
 impl CheckpointCert {
-    /// The genesis state, stable by definition.
+    /// The genesis state, stable by definition: epoch 0's start.
     pub fn genesis() -> CheckpointCert {
         CheckpointCert {
             seq: 0,
@@ -346,12 +348,39 @@ impl CheckpointCert {
         }
     }
 
-    pub fn verify(&self, c: &Committee, genesis: &Digest) -> Result<(), Invalid> {
-        if self.seq == 0 {
-            return if self.signatures.is_empty() && self.state_root == Digest::ZERO {
+    /// The start of an instance that begins after ledger height `seq` (a validator-set
+    /// epoch's first instance begins after the previous epoch's last block): stable by
+    /// definition, unsigned, and naming the instance's anchor (`crate::epoch_anchor`) where
+    /// a signed checkpoint names a state root, so every replica of the epoch holds the same
+    /// one without reading any state.
+    pub fn start(seq: u64, anchor: Digest) -> CheckpointCert {
+        if seq == 0 {
+            return CheckpointCert::genesis();
+        }
+        CheckpointCert {
+            seq,
+            state_root: anchor,
+            signatures: Vec::new(),
+        }
+    }
+
+    /// An unsigned checkpoint must be the instance's `start`; a signed one must lie above it
+    /// and carry a quorum of valid signatures.
+    pub fn verify(
+        &self,
+        c: &Committee,
+        genesis: &Digest,
+        start: &CheckpointCert,
+    ) -> Result<(), Invalid> {
+        if self.signatures.is_empty() || self.seq <= start.seq {
+            return if self == start {
                 Ok(())
-            } else {
+            } else if start.seq == 0 {
                 Err(Invalid::Malformed("checkpoint 0 is the genesis state"))
+            } else {
+                Err(Invalid::Malformed(
+                    "an unsigned checkpoint, or one at or below, that is not the instance's start",
+                ))
             };
         }
         check_signers(&self.signatures, c, c.quorum())?;

@@ -29,6 +29,7 @@ fn config(i: u16) -> Config {
         max_payload: 10,
         idle_block_ms: 0,
         checkpoint_interval: K,
+        start: CheckpointCert::genesis(),
     }
 }
 fn replica(i: u16) -> Pbft {
@@ -422,7 +423,7 @@ fn checkpoint_garbage_collection_frees_the_log() {
     assert_eq!(r.safety_data().stable.seq, 2);
     r.safety_data()
         .stable
-        .verify(&committee(), &genesis())
+        .verify(&committee(), &genesis(), &CheckpointCert::genesis())
         .unwrap();
     // The water marks moved: 6 = 2 + 2k is in now, 2 is below.
     assert_eq!(
@@ -472,7 +473,14 @@ fn new_view_reissues_prepared_requests_with_nulls_in_gaps() {
         (1, 0, ReplicaId(2))
     );
     assert_eq!(blocks[1], b2);
-    nv.verify(&committee(), &genesis(), 10, 2 * K).unwrap();
+    nv.verify(
+        &committee(),
+        &genesis(),
+        10,
+        2 * K,
+        &CheckpointCert::genesis(),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -574,7 +582,14 @@ fn timer_retransmits_then_changes_view_with_prepared_certificates() {
     assert_eq!((vc.view, vc.replica), (View(2), ReplicaId(2)));
     assert_eq!(vc.prepared.len(), 1);
     assert_eq!(vc.prepared[0].digest(), b.digest());
-    vc.verify(&committee(), &genesis(), 10, 2 * K).unwrap();
+    vc.verify(
+        &committee(),
+        &genesis(),
+        10,
+        2 * K,
+        &CheckpointCert::genesis(),
+    )
+    .unwrap();
     // In the view change, view-1 messages are ignored: no commit even with a quorum.
     r.handle(0, commit(1, &b, 3));
     assert!(commits(&r.handle(0, commit(1, &b, 1))).is_empty());
@@ -614,7 +629,14 @@ fn the_new_primary_sends_new_view_after_a_quorum_of_view_changes() {
         })
         .expect("a NEW-VIEW");
     assert_eq!(nv.view_changes.len(), 3);
-    nv.verify(&committee(), &genesis(), 10, 2 * K).unwrap();
+    nv.verify(
+        &committee(),
+        &genesis(),
+        10,
+        2 * K,
+        &CheckpointCert::genesis(),
+    )
+    .unwrap();
     assert_eq!((r.view(), r.changing()), (View(2), false));
     // It proposes in view 2 at once.
     let acts = step(&mut r, 0, Input::Payload(d(7)));
@@ -751,4 +773,51 @@ fn a_new_primary_proposes_surviving_batches_in_arrival_order() {
         (pp.view, pp.block.payload.clone()),
         (View(2), arrival.to_vec())
     );
+}
+
+/// An instance started after ledger height 40 (a validator-set epoch's first): its start
+/// checkpoint is stable without signatures there and nowhere else; a core built with it
+/// starts its water marks at 40 and proposes 41 at once, where one left at the genesis
+/// checkpoint would be 40 sequence numbers past its high water mark.
+#[test]
+fn an_instance_starts_from_its_configured_checkpoint() {
+    let anchor = crypto::hash(b"epoch 1");
+    let start = CheckpointCert::start(40, anchor);
+    let c = committee();
+    assert_eq!(start.verify(&c, &genesis(), &start), Ok(()));
+    assert!(
+        start
+            .verify(&c, &genesis(), &CheckpointCert::genesis())
+            .is_err()
+    );
+    assert!(
+        CheckpointCert::genesis()
+            .verify(&c, &genesis(), &start)
+            .is_err(),
+        "the genesis checkpoint is not this instance's start"
+    );
+    let forged = CheckpointCert::start(41, anchor);
+    assert!(
+        forged.verify(&c, &genesis(), &start).is_err(),
+        "another unsigned one"
+    );
+    assert_eq!(CheckpointCert::start(0, anchor), CheckpointCert::genesis());
+
+    // The primary of view 0 is given a batch: it proposes (and persists its record first)
+    // only when 41 lies within its water marks.
+    let proposes = |start: CheckpointCert| {
+        let cfg = Config { start, ..config(1) };
+        let rec = Recovered {
+            height: 40,
+            ..Recovered::default()
+        };
+        let mut r = Pbft::new(cfg, rec).unwrap();
+        r.start(0);
+        let low = r.low_water_mark();
+        let out = r.handle(0, Input::Payload(d(9)));
+        (low, out.iter().any(|a| matches!(a, Action::Persist { .. })))
+    };
+    assert_eq!(proposes(start), (40, true));
+    // The control: the same core left at the genesis checkpoint cannot.
+    assert_eq!(proposes(CheckpointCert::genesis()), (0, false));
 }

@@ -75,6 +75,7 @@ impl Pbft {
                 &self.cfg.genesis,
                 self.cfg.max_payload,
                 self.window,
+                &self.cfg.start,
             )
             .is_err()
         {
@@ -138,6 +139,7 @@ impl Pbft {
             &self.cfg.genesis,
             self.cfg.max_payload,
             self.window,
+            &self.cfg.start,
         ) else {
             return self.invalid();
         };

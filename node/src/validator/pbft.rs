@@ -66,6 +66,8 @@ impl Protocol for PbftProtocol {
             max_payload: params.max_payload,
             idle_block_ms: params.idle_block_ms,
             checkpoint_interval: params.checkpoint_interval,
+            // The validator runs epoch 0 only until it can switch sets (issue 21, step 4).
+            start: pbft::CheckpointCert::genesis(),
         };
         Pbft::new(
             cfg,

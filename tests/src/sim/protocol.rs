@@ -28,6 +28,9 @@ pub struct Disk {
     /// Certificates of the last [`SimProtocol::HISTORY`] committed ledger blocks, oldest
     /// first (HotStuff: leader election; PBFT: answering peers that fetch).
     pub certificates: Vec<Vec<u8>>,
+    /// The ledger height the running epoch's instance starts after (0 in epoch 0; the
+    /// previous epoch's last block after a set change): PBFT's start checkpoint.
+    pub start: u64,
 }
 
 /// Where a (possibly mutated) outgoing message goes.
@@ -394,6 +397,7 @@ impl SimProtocol for PbftSim {
             max_payload: params.max_payload,
             idle_block_ms: params.idle_block_ms,
             checkpoint_interval: params.checkpoint_interval,
+            start: pbft::CheckpointCert::start(disk.start, genesis),
         };
         let rec = pbft::Recovered {
             safety: disk.safety.clone(),
@@ -414,8 +418,9 @@ impl SimProtocol for PbftSim {
             .is_ok_and(|c| c.verify(committee, genesis).is_ok())
     }
 
-    // No `governance` yet: a PBFT core started after an epoch boundary keeps its stable
-    // checkpoint at 0 and stalls once the chain passes its water marks (issue 21, step 3).
+    fn governance() -> Option<ledger::validators::Rule> {
+        Some(ledger::validators::Rule::Bft)
+    }
 
     fn certified_payload(certificate: &[u8]) -> Option<Named> {
         let c = pbft::CommitCertificate::decode(certificate).ok()?;

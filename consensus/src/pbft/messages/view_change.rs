@@ -77,6 +77,7 @@ impl ViewChange {
         genesis: &Digest,
         max_payload: usize,
         window: u64,
+        start: &CheckpointCert,
     ) -> Result<(), Invalid> {
         crypto::verify(
             Domain::PbftViewChange,
@@ -85,7 +86,7 @@ impl ViewChange {
             &self.signature,
         )
         .map_err(|_| Invalid::BadSignature(self.replica))?;
-        self.stable.verify(c, genesis)?;
+        self.stable.verify(c, genesis, start)?;
         let mut prev = self.stable.seq;
         for p in &self.prepared {
             if p.seq() <= prev || p.seq() > self.stable.seq + window {
@@ -205,6 +206,7 @@ impl NewView {
         genesis: &Digest,
         max_payload: usize,
         window: u64,
+        start: &CheckpointCert,
     ) -> Result<CheckpointCert, Invalid> {
         let primary = c.leader(self.view);
         crypto::verify(
@@ -226,7 +228,7 @@ impl NewView {
                     "new view carries a view change for another view",
                 ));
             }
-            vc.verify(c, genesis, max_payload, window)?;
+            vc.verify(c, genesis, max_payload, window, start)?;
         }
         let (stable, blocks) = NewView::reissue(self.view, &self.view_changes, c);
         if blocks.len() != self.pre_prepares.len()
