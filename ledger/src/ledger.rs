@@ -38,6 +38,21 @@ pub struct BlockInput {
     pub batch_sizes: Vec<u32>,
 }
 
+impl BlockInput {
+    /// What re-executes `block`: its proposer, view, timestamp, transactions, certificate and
+    /// batch sizes (a replica that copies a committed block from a peer, a replay check).
+    pub fn of(block: &Block) -> BlockInput {
+        BlockInput {
+            proposer: block.header.proposer,
+            view: block.header.view,
+            timestamp_ms: block.header.timestamp_ms,
+            txs: block.txs.clone(),
+            certificate: block.certificate.clone(),
+            batch_sizes: block.batch_sizes.clone(),
+        }
+    }
+}
+
 /// A block executed in memory by [`Ledger::execute_checked`], with what its durable write
 /// needs.
 #[derive(Clone, Debug, PartialEq, Eq)]

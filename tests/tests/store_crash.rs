@@ -45,16 +45,7 @@ fn crash_once(seed: u64, kill_after: u64) {
         assert_eq!(b.header.height, h);
         assert_eq!(b.header.parent, parent, "hash link at {h}");
         assert!(b.tx_root_matches(), "tx root at {h}");
-        let (rb, _) = replay
-            .commit(BlockInput {
-                proposer: b.header.proposer,
-                view: b.header.view,
-                timestamp_ms: b.header.timestamp_ms,
-                txs: b.txs.clone(),
-                certificate: b.certificate.clone(),
-                batch_sizes: b.batch_sizes.clone(),
-            })
-            .unwrap();
+        let (rb, _) = replay.commit(BlockInput::of(&b)).unwrap();
         assert_eq!(rb.hash(), b.hash(), "replayed block {h} differs");
         assert_eq!(store.height_of(&b.hash()).unwrap(), Some(h));
         parent = b.hash();

@@ -224,14 +224,7 @@ impl<P: SimProtocol> Sim<P> {
                 return None;
             }
         }
-        Some(BlockInput {
-            proposer: b.header.proposer,
-            view: b.header.view,
-            timestamp_ms: b.header.timestamp_ms,
-            txs: b.txs.clone(),
-            certificate: b.certificate.clone(),
-            batch_sizes: b.batch_sizes.clone(),
-        })
+        Some(BlockInput::of(b))
     }
 
     /// At the end of a run: no honest running replica is left in an old epoch.

@@ -60,14 +60,7 @@ impl<P: SimProtocol> Sim<P> {
                 .block(h)
                 .expect("in-memory store cannot fail")
                 .expect("block below the sender's height");
-            let copied = self.instances[to].execute(BlockInput {
-                proposer: b.header.proposer,
-                view: b.header.view,
-                timestamp_ms: b.header.timestamp_ms,
-                txs: b.txs.clone(),
-                certificate: b.certificate.clone(),
-                batch_sizes: b.batch_sizes.clone(),
-            });
+            let copied = self.instances[to].execute(BlockInput::of(&b));
             if copied.hash() != b.hash() || copied.header.state_root != b.header.state_root {
                 self.checker.violations.push(format!(
                     "t={}ms: SNAPSHOT: instance {to} rebuilt block {h} from instance {src} \
