@@ -128,14 +128,25 @@ pub struct Governance {
 /// The validator set after some block: its epoch, the first height of that epoch, the
 /// members in order (a member's index is its consensus replica id), and a pending change.
 ///
-/// The default is an empty set, for ledgers whose set is not tracked (tools and tests that
-/// execute transfers only); every header still names its hash.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The default is an empty set in epoch 0 from height 1, for ledgers whose set is not
+/// tracked (tools and tests that execute transfers only); every header still names its hash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidatorState {
     pub epoch: u64,
     pub start_height: u64,
     pub members: Vec<Member>,
     pub pending: Option<Pending>,
+}
+
+impl Default for ValidatorState {
+    fn default() -> Self {
+        ValidatorState {
+            epoch: 0,
+            start_height: 1,
+            members: Vec::new(),
+            pending: None,
+        }
+    }
 }
 
 /// Why a change or a set is refused. Every replica computes the same reason.

@@ -11,6 +11,11 @@ const MAX: u64 = 8000;
 fn key(i: u16) -> SecretKey {
     SecretKey::from_seed([i as u8 + 1; 32])
 }
+/// Replica `i`'s vote for `block` in `view`, signed over the genesis anchor.
+fn vote_of(block: Digest, view: u64, i: u16) -> Vote {
+    Vote::new(&genesis(), block, View(view), ReplicaId(i), &key(i))
+}
+
 fn genesis() -> Digest {
     crypto::hash(b"genesis")
 }
@@ -122,7 +127,7 @@ fn vote_is_held_until_its_persist_is_acknowledged() {
     let mut r = replica(0);
     let b1 = block(1, gqc(), vec![]);
     let acts = r.handle(0, propose(&b1, None));
-    let vote = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(0), &key(0));
+    let vote = vote_of(b1.id(), 1, 0);
     let expected = SafetyData {
         last_voted_view: View(1),
         last_vote: Some(vote.clone()),
@@ -183,13 +188,7 @@ fn one_vote_per_view_even_for_an_equivocating_leader() {
         again,
         vec![Action::Send {
             to: ReplicaId(2),
-            msg: Message::Vote(Vote::new(
-                &genesis(),
-                a.id(),
-                View(1),
-                ReplicaId(0),
-                &key(0)
-            ))
+            msg: Message::Vote(vote_of(a.id(), 1, 0))
         }]
     );
     // A fresh core on the same record refuses the other block even when it sees it first.
@@ -253,16 +252,10 @@ fn vote_with_bad_signature_is_ignored_and_quorum_forms_from_valid_ones() {
     assert_eq!(r.handle(0, Input::Persisted(1)), vec![]);
     let vote = |i: u16| Input::Message {
         from: ReplicaId(i),
-        msg: Message::Vote(Vote::new(
-            &genesis(),
-            b1.id(),
-            View(1),
-            ReplicaId(i),
-            &key(i),
-        )),
+        msg: Message::Vote(vote_of(b1.id(), 1, i)),
     };
-    let mut forged = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(3), &key(3));
-    forged.signature = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(0), &key(0)).signature;
+    let mut forged = vote_of(b1.id(), 1, 3);
+    forged.signature = vote_of(b1.id(), 1, 0).signature;
     assert_eq!(
         r.handle(
             0,
@@ -563,13 +556,7 @@ fn missing_parent_is_requested_and_the_proposal_is_voted_once_it_arrives() {
             0,
             Input::Message {
                 from: ReplicaId(i),
-                msg: Message::Vote(Vote::new(
-                    &genesis(),
-                    b1.id(),
-                    View(1),
-                    ReplicaId(i),
-                    &key(i),
-                )),
+                msg: Message::Vote(vote_of(b1.id(), 1, i)),
             },
         );
     }
@@ -750,13 +737,7 @@ fn oversized_or_duplicate_payload_is_rejected() {
 #[test]
 fn extreme_views_do_not_panic() {
     let mut r = replica(0);
-    let v = Vote::new(
-        &genesis(),
-        Digest([1; 32]),
-        View(u64::MAX),
-        ReplicaId(1),
-        &key(1),
-    );
+    let v = vote_of(Digest([1; 32]), u64::MAX, 1);
     assert_eq!(
         r.handle(
             0,
@@ -871,7 +852,7 @@ fn idle_leader_does_not_wait_while_the_chain_carries_a_batch() {
         let mut acts = r.handle(0, propose(&b1, None));
         acts.extend(r.handle(0, Input::Persisted(1)));
         for i in [0u16, 1] {
-            let vote = Vote::new(&genesis(), b1.id(), View(1), ReplicaId(i), &key(i));
+            let vote = vote_of(b1.id(), 1, i);
             let msg = Message::Vote(vote);
             acts.extend(r.handle(
                 0,

@@ -32,6 +32,17 @@ fn config(i: u16) -> Config {
         start: CheckpointCert::genesis(),
     }
 }
+/// Verifies a NEW-VIEW as a replica of this test's epoch-0 instance does.
+fn verify_nv(nv: &NewView) -> Result<CheckpointCert, Invalid> {
+    nv.verify(
+        &committee(),
+        &genesis(),
+        10,
+        2 * K,
+        &CheckpointCert::genesis(),
+    )
+}
+
 fn replica(i: u16) -> Pbft {
     let mut r = Pbft::new(config(i), Recovered::default()).unwrap();
     r.start(0);
@@ -473,14 +484,7 @@ fn new_view_reissues_prepared_requests_with_nulls_in_gaps() {
         (1, 0, ReplicaId(2))
     );
     assert_eq!(blocks[1], b2);
-    nv.verify(
-        &committee(),
-        &genesis(),
-        10,
-        2 * K,
-        &CheckpointCert::genesis(),
-    )
-    .unwrap();
+    verify_nv(&nv).unwrap();
 }
 
 #[test]
@@ -629,14 +633,7 @@ fn the_new_primary_sends_new_view_after_a_quorum_of_view_changes() {
         })
         .expect("a NEW-VIEW");
     assert_eq!(nv.view_changes.len(), 3);
-    nv.verify(
-        &committee(),
-        &genesis(),
-        10,
-        2 * K,
-        &CheckpointCert::genesis(),
-    )
-    .unwrap();
+    verify_nv(&nv).unwrap();
     assert_eq!((r.view(), r.changing()), (View(2), false));
     // It proposes in view 2 at once.
     let acts = step(&mut r, 0, Input::Payload(d(7)));

@@ -134,7 +134,7 @@ impl<P: SimProtocol> Instance<P> {
                 .filter_map(|h| self.ledger.store().block(h).ok().flatten())
                 .map(|b| b.certificate)
                 .collect(),
-            start: first.saturating_sub(1),
+            start: first - 1,
         }
     }
 
