@@ -7,6 +7,7 @@
 //! # optional, shown with their defaults; relative paths are relative to the home
 //! data_dir = "data"
 //! consensus_key_file = "consensus_key.json"
+//! next_consensus_key_file = "consensus_key.next.json"  # read only if it exists
 //! network_key_file = "network_key.json"
 //! genesis_file = "genesis.json"
 //! log_level = "info"
@@ -47,6 +48,11 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     #[serde(default = "default_consensus_key_file")]
     pub consensus_key_file: PathBuf,
+    /// A consensus key this validator may be rotated to by a validator-set change (issue
+    /// 21). Read at start when the file exists: from the first block of the epoch whose set
+    /// names its public key, the validator signs with it.
+    #[serde(default = "default_next_consensus_key_file")]
+    pub next_consensus_key_file: PathBuf,
     #[serde(default = "default_network_key_file")]
     pub network_key_file: PathBuf,
     #[serde(default = "default_genesis_file")]
@@ -105,6 +111,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_consensus_key_file() -> PathBuf {
     "consensus_key.json".into()
+}
+fn default_next_consensus_key_file() -> PathBuf {
+    "consensus_key.next.json".into()
 }
 fn default_network_key_file() -> PathBuf {
     "network_key.json".into()
@@ -201,6 +210,7 @@ impl NodeConfig {
             api_listen: api_listen.to_string(),
             data_dir: default_data_dir(),
             consensus_key_file: default_consensus_key_file(),
+            next_consensus_key_file: default_next_consensus_key_file(),
             network_key_file: default_network_key_file(),
             genesis_file: default_genesis_file(),
             log_level: default_log_level(),
@@ -301,6 +311,7 @@ impl NodeConfig {
         for (field, p) in [
             ("data_dir", &self.data_dir),
             ("consensus_key_file", &self.consensus_key_file),
+            ("next_consensus_key_file", &self.next_consensus_key_file),
             ("network_key_file", &self.network_key_file),
             ("genesis_file", &self.genesis_file),
         ] {
@@ -350,6 +361,9 @@ impl NodeConfig {
     }
     pub fn consensus_key_path(&self, home: &Path) -> PathBuf {
         home.join(&self.consensus_key_file)
+    }
+    pub fn next_consensus_key_path(&self, home: &Path) -> PathBuf {
+        home.join(&self.next_consensus_key_file)
     }
     pub fn network_key_path(&self, home: &Path) -> PathBuf {
         home.join(&self.network_key_file)

@@ -87,6 +87,12 @@ pub struct Params {
     /// Accept unsigned raw transactions (benchmarks only: anyone who can reach the API can
     /// then fill blocks for free). See `ledger::Payload::Raw`.
     pub raw_transactions: bool,
+    /// Validator-set changes (BFT protocols; issue 21): 0 turns them off (the default, and
+    /// the only value a raft chain accepts until its membership changes are built); `d ≥ 1`
+    /// lets a governance transaction approved by a quorum of the current set change it,
+    /// with effect after block `h + d` (`h`: the block that accepted the change), so that a
+    /// joining validator has `d` blocks to connect and sync before it must vote.
+    pub epoch_delay_blocks: u64,
 }
 
 impl Default for Params {
@@ -100,6 +106,7 @@ impl Default for Params {
             checkpoint_interval: 16,
             snapshot_interval: 1024,
             raw_transactions: false,
+            epoch_delay_blocks: 0,
         }
     }
 }
@@ -219,14 +226,16 @@ impl Genesis {
         }
     }
 
-    /// How the validator set may change on this chain: `None` for now, for every protocol.
-    /// A change takes effect at an epoch boundary, and no consensus core can switch sets
-    /// there yet (issue 21, steps 2, 3 and 6), so execution refuses every change with a
-    /// receipt saying so (`ledger::GOVERNANCE_DISABLED`) rather than record a set nobody
-    /// follows. The genesis parameter for the epoch delay comes with the first protocol
-    /// that can.
+    /// How the validator set may change on this chain: `None` unless a BFT chain sets
+    /// `params.epoch_delay_blocks` (then every change is refused, at admission with
+    /// `governance_disabled` and at execution with a receipt saying so,
+    /// `ledger::GOVERNANCE_DISABLED`). Raft's membership changes are not built yet (issue
+    /// 21, step 6): validation refuses the parameter there.
     pub fn governance(&self) -> Option<Governance> {
-        None
+        (self.protocol.is_bft() && self.params.epoch_delay_blocks > 0).then(|| Governance {
+            rule: self.rule(),
+            epoch_delay: self.params.epoch_delay_blocks,
+        })
     }
 
     /// What a ledger for this chain starts from ([`Ledger::open_genesis`]): the accounts,

@@ -27,6 +27,17 @@ impl Genesis {
             )
         })?;
         check_params(&self.params)?;
+        if !self.protocol.is_bft() && self.params.epoch_delay_blocks > 0 {
+            return Err(GenesisError::new(
+                "params.epoch_delay_blocks",
+                format!(
+                    "{} enables validator-set changes, which raft does not support yet (its \
+                     learners and membership changes are not built); omit the field or set it \
+                     to 0",
+                    self.params.epoch_delay_blocks
+                ),
+            ));
+        }
         if self.params.raw_transactions {
             warnings.push(
                 "params.raw_transactions: true; anyone who can reach a validator's API can \
@@ -97,6 +108,8 @@ fn check_chain_id(id: &str) -> Result<(), GenesisError> {
 
 /// Largest `params.checkpoint_interval` accepted.
 pub const MAX_CHECKPOINT_INTERVAL: u64 = 256;
+/// Largest `params.epoch_delay_blocks` accepted (a change waits at most this long).
+pub const MAX_EPOCH_DELAY_BLOCKS: u64 = 1_000_000;
 
 fn check_params(p: &Params) -> Result<(), GenesisError> {
     let err = |field: &str, msg: String| Err(GenesisError::new(format!("params.{field}"), msg));
@@ -163,6 +176,15 @@ fn check_params(p: &Params) -> Result<(), GenesisError> {
                 "{} must be at most half of round_timeout_ms ({}), or followers time out \
                  while an idle leader waits (BFT) or between heartbeats (raft)",
                 p.heartbeat_ms, p.round_timeout_ms
+            ),
+        );
+    }
+    if p.epoch_delay_blocks > MAX_EPOCH_DELAY_BLOCKS {
+        return err(
+            "epoch_delay_blocks",
+            format!(
+                "{} is above the limit of {MAX_EPOCH_DELAY_BLOCKS} blocks",
+                p.epoch_delay_blocks
             ),
         );
     }

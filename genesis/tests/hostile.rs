@@ -110,6 +110,7 @@ const GENESIS_FIELDS: &[&str] = &[
     "/params/checkpoint_interval",
     "/params/snapshot_interval",
     "/params/raw_transactions",
+    "/params/epoch_delay_blocks",
     "/validators",
     "/validators/0",
     "/validators/1/name",

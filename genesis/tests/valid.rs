@@ -38,6 +38,31 @@ fn params_and_each_param_are_optional() {
 }
 
 #[test]
+fn validator_set_changes_are_off_by_default_and_on_for_bft_with_a_delay() {
+    assert_eq!(Params::default().epoch_delay_blocks, 0);
+    let g = parse(&valid()).unwrap();
+    assert_eq!(g.governance(), None);
+    assert_eq!(g.ledger_genesis().governance, None);
+    let mut doc = valid();
+    doc["params"]["epoch_delay_blocks"] = json!(100);
+    let g = parse(&doc).unwrap();
+    let gov = g.governance().expect("on with a delay");
+    assert_eq!(gov.epoch_delay, 100);
+    assert_eq!(gov.rule, ledger::validators::Rule::Bft);
+    assert_eq!(g.ledger_genesis().governance, Some(gov));
+    // Raft refuses it, naming the field and why.
+    doc["protocol"] = json!("raft");
+    let err = parse(&doc).unwrap_err().to_string();
+    assert!(err.contains("params.epoch_delay_blocks"), "{err}");
+    assert!(err.contains("raft does not support"), "{err}");
+    // Above the limit.
+    let mut doc = valid();
+    doc["params"]["epoch_delay_blocks"] = json!(1_000_001);
+    let err = parse(&doc).unwrap_err().to_string();
+    assert!(err.contains("above the limit"), "{err}");
+}
+
+#[test]
 fn raw_transactions_are_off_by_default_and_warn_when_on() {
     assert!(!Params::default().raw_transactions);
     assert!(!parse(&valid()).unwrap().params.raw_transactions);
@@ -232,6 +257,9 @@ fn hash_changes_with_every_field() {
         ("raw transactions", |g| {
             g["params"]["raw_transactions"] = json!(true)
         }),
+        ("epoch delay", |g| {
+            g["params"]["epoch_delay_blocks"] = json!(100)
+        }),
         ("name", |g| g["validators"][0]["name"] = json!("v0")),
         ("consensus_key", |g| {
             g["validators"][0]["consensus_key"] = json!(pk(50))
@@ -278,11 +306,11 @@ fn hash_changes_with_every_field() {
 #[test]
 fn hash_is_pinned() {
     // Guards the canonical encoding: if this changes, every existing chain's genesis hash
-    // changes with it. (Last changed on purpose by params.raw_transactions, from
-    // b54a6073af3c9a968b88374f09747c83dc5bb7251a3e0dc3ce0b2c9f1216d881.)
+    // changes with it. (Last changed on purpose by params.epoch_delay_blocks, from
+    // 45839e1dbe60c1463dd361cafde7eafe8a8e1653cb98d990c1683a52df55aebb.)
     assert_eq!(
         parse(&valid()).unwrap().hash().to_string(),
-        "45839e1dbe60c1463dd361cafde7eafe8a8e1653cb98d990c1683a52df55aebb"
+        "cb65822c14ad9ece190c0a129bab9d2f6fea08f92931bbc2c7367c4cbd1c52ca"
     );
 }
 

@@ -241,7 +241,10 @@ fn frames<P: Fixture>() -> Vec<Wire<P::Message>> {
             )
         })
         .collect();
-    let mut out: Vec<Wire<P::Message>> = P::messages().into_iter().map(Wire::Consensus).collect();
+    let mut out: Vec<Wire<P::Message>> = P::messages()
+        .into_iter()
+        .map(|m| Wire::Consensus(0, m))
+        .collect();
     out.extend([
         Wire::Batch(txs()),
         Wire::BatchRequest(vec![batch_digest(&txs()), d(9)]),
@@ -250,6 +253,7 @@ fn frames<P: Fixture>() -> Vec<Wire<P::Message>> {
         Wire::Blocks {
             blocks: blocks.clone(),
             tip: 2,
+            certs: vec![(2, vec![0xff; 40])],
         },
         Wire::SnapshotRequest {
             height: 2,

@@ -8,365 +8,16 @@
 //! ledger commits, in height order. Raft runs on three validators (a crash-fault committee),
 //! where a follower left behind a log compaction pulls the leader's state in chunks.
 
+mod cluster;
+
+use cluster::*;
 use consensus::{Committee, ReplicaId};
-use crypto::SecretKey;
-use ledger::{Address, ChainBinding, Payload, Store, Transaction};
-use node::mempool::{Admitted, Limits};
+use ledger::{Address, Payload, Store, Transaction};
+use node::mempool::Admitted;
 use node::store::RedbStore;
-use node::validator::admission::{Admission, Verified};
-use node::validator::{
-    CoreParams, Driver, DriverConfig, HotStuffProtocol, Out, Protocol, RaftProtocol, Wire,
-};
+use node::validator::{CoreParams, HotStuffProtocol, Protocol, RaftProtocol, Wire};
 use std::cell::RefCell;
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::rc::Rc;
-
-const N: usize = 4;
-const LATENCY_MS: u64 = 2;
-const BATCH_EVERY_MS: u64 = 10;
-
-enum Ev {
-    Frame {
-        to: usize,
-        from: usize,
-        bytes: Vec<u8>,
-    },
-    Timer {
-        node: usize,
-        id: u64,
-        generation: u64,
-    },
-    Batch {
-        node: usize,
-    },
-    /// The admission workers' verdict on a peer batch, delivered late on purpose.
-    Verified {
-        node: usize,
-        v: Verified,
-    },
-}
-
-/// How long (simulated) a worker verdict takes to reach the driver: long enough that
-/// commits whose batches are pending must wait for it.
-const VERIFY_DELAY_MS: u64 = 30;
-
-/// Sees every frame as it is delivered (from, to, bytes): may change it, or drop it by
-/// returning false.
-type Filter = Box<dyn FnMut(usize, usize, &mut Vec<u8>) -> bool>;
-
-struct Cluster<P: Protocol = HotStuffProtocol> {
-    /// Validators (`N` unless built otherwise).
-    n: usize,
-    dirs: Vec<tempfile::TempDir>,
-    nodes: Vec<Option<Driver<P>>>,
-    keys: Vec<SecretKey>,
-    committee: Committee,
-    chain: ChainBinding,
-    alloc: Vec<(Address, u64)>,
-    now: u64,
-    seq: u64,
-    events: BTreeMap<(u64, u64), Ev>,
-    timers: BTreeMap<(usize, u64), u64>,
-    snapshot_interval: u64,
-    filter: Option<Filter>,
-    /// Per validator, when peers' batch signatures are checked by admission workers (as in
-    /// `cairnd run`): the workers' verdicts, picked up by the pump.
-    verdicts: Vec<Option<tokio::sync::mpsc::UnboundedReceiver<Verified>>>,
-    /// Verdicts delivered to drivers.
-    verdicts_delivered: usize,
-}
-
-fn wallet(i: u8) -> SecretKey {
-    SecretKey::from_seed([100 + i; 32])
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        Cluster::with_protocol()
-    }
-}
-
-fn validator_keys(n: usize) -> Vec<SecretKey> {
-    (0..n as u8)
-        .map(|i| SecretKey::from_seed([i + 1; 32]))
-        .collect()
-}
-
-impl Cluster<RaftProtocol> {
-    /// `n` Raft validators (a crash-fault committee, quorum a majority), compacting every
-    /// `snapshot_interval` entries, with `extra_accounts` funded genesis accounts besides the
-    /// wallets.
-    fn raft(n: usize, extra_accounts: usize, snapshot_interval: u64) -> Cluster<RaftProtocol> {
-        let keys = validator_keys(n);
-        let committee = Committee::new_cft(
-            keys.iter().map(|k| k.public()).collect(),
-            (n - 1) / 2,
-            n / 2 + 1,
-        )
-        .unwrap();
-        Cluster::build(keys, committee, extra_accounts, snapshot_interval)
-    }
-}
-
-impl<P: Protocol> Cluster<P> {
-    fn with_protocol() -> Cluster<P> {
-        let keys = validator_keys(N);
-        let committee = Committee::bft(keys.iter().map(|k| k.public()).collect()).unwrap();
-        Cluster::build(keys, committee, 0, 1024)
-    }
-
-    fn build(
-        keys: Vec<SecretKey>,
-        committee: Committee,
-        extra_accounts: usize,
-        snapshot_interval: u64,
-    ) -> Cluster<P> {
-        let n = keys.len();
-        let chain = ChainBinding {
-            chain_id: "validator-test".into(),
-            genesis_hash: crypto::hash(b"validator-test genesis"),
-        };
-        let mut alloc: Vec<(Address, u64)> = (0..4)
-            .map(|i| (Address::of(&wallet(i).public()), 1_000_000))
-            .collect();
-        alloc.extend((0..extra_accounts).map(|i| {
-            let mut a = [0xA5; 20];
-            a[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            (Address(a), 1 + i as u64)
-        }));
-        let mut c = Cluster {
-            n,
-            dirs: (0..n).map(|_| tempfile::tempdir().unwrap()).collect(),
-            nodes: (0..n).map(|_| None).collect(),
-            keys,
-            committee,
-            chain,
-            alloc,
-            now: 0,
-            seq: 0,
-            events: BTreeMap::new(),
-            timers: BTreeMap::new(),
-            snapshot_interval,
-            filter: None,
-            verdicts: (0..n).map(|_| None).collect(),
-            verdicts_delivered: 0,
-        };
-        for i in 0..n {
-            c.open(i);
-            c.schedule(BATCH_EVERY_MS + i as u64, Ev::Batch { node: i });
-        }
-        c
-    }
-
-    fn db(&self, i: usize) -> PathBuf {
-        self.dirs[i].path().join("store.redb")
-    }
-
-    fn open(&mut self, i: usize) {
-        let cfg = DriverConfig {
-            me: ReplicaId(i as u16),
-            key: self.keys[i].clone(),
-            committee: self.committee.clone(),
-            chain: self.chain.clone(),
-            genesis: ledger::LedgerGenesis {
-                accounts: self.alloc.clone(),
-                ..Default::default()
-            },
-            base_timeout_ms: 500,
-            max_timeout_ms: 4_000,
-            idle_block_ms: 50,
-            checkpoint_interval: CoreParams::DEFAULT_CHECKPOINT_INTERVAL,
-            snapshot_interval: self.snapshot_interval,
-            max_block_batches: 16,
-            batch_max_txs: 64,
-            batch_max_bytes: 1 << 20,
-            mempool: Limits::default(),
-            // Small, so the tests read accounts and tree nodes back from disk.
-            state_cache_bytes: 256 << 10,
-        };
-        let mut d = Driver::<P>::open(cfg, RedbStore::open(&self.db(i)).unwrap()).unwrap();
-        if self.verdicts[i].is_some() {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let (workers, _threads) = Admission::start(1, tx).unwrap();
-            d.use_admission(workers);
-            self.verdicts[i] = Some(rx);
-        }
-        let out = d.start(self.now).unwrap();
-        self.nodes[i] = Some(d);
-        self.apply(i, out);
-    }
-
-    fn schedule(&mut self, at: u64, ev: Ev) {
-        self.seq += 1;
-        self.events.insert((at, self.seq), ev);
-    }
-
-    fn apply(&mut self, from: usize, out: Vec<Out>) {
-        for o in out {
-            match o {
-                Out::Send(to, bytes) => {
-                    let at = self.now + LATENCY_MS;
-                    self.schedule(
-                        at,
-                        Ev::Frame {
-                            to: to.0 as usize,
-                            from,
-                            bytes,
-                        },
-                    );
-                }
-                Out::Broadcast(bytes) => {
-                    for to in (0..self.n).filter(|t| *t != from) {
-                        let at = self.now + LATENCY_MS + to as u64 % 2;
-                        self.schedule(
-                            at,
-                            Ev::Frame {
-                                to,
-                                from,
-                                bytes: bytes.clone(),
-                            },
-                        );
-                    }
-                }
-                Out::Timer { id, after_ms } => {
-                    let generation = self.seq + 1;
-                    self.timers.insert((from, id), generation);
-                    self.schedule(
-                        self.now + after_ms,
-                        Ev::Timer {
-                            node: from,
-                            id,
-                            generation,
-                        },
-                    );
-                }
-                Out::Committed { .. } => {}
-            }
-        }
-    }
-
-    /// Runs until `done` holds or `limit_ms` of simulated time pass; returns whether it held.
-    fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Cluster<P>) -> bool) -> bool {
-        let end = self.now + limit_ms;
-        while let Some(((at, _), ev)) = self.events.pop_first() {
-            if at > end {
-                break;
-            }
-            self.now = at;
-            let (node, out) = match ev {
-                Ev::Frame {
-                    to,
-                    from,
-                    mut bytes,
-                } => {
-                    if self.nodes[to].is_none() {
-                        continue;
-                    }
-                    if let Some(filter) = self.filter.as_mut()
-                        && !filter(from, to, &mut bytes)
-                    {
-                        continue;
-                    }
-                    let d = self.nodes[to].as_mut().expect("checked above");
-                    (to, d.on_frame(at, ReplicaId(from as u16), &bytes).unwrap())
-                }
-                Ev::Timer {
-                    node,
-                    id,
-                    generation,
-                } => {
-                    if self.timers.get(&(node, id)) != Some(&generation) {
-                        continue;
-                    }
-                    match self.nodes[node].as_mut() {
-                        Some(d) => (node, d.on_timer(at, id).unwrap()),
-                        None => continue,
-                    }
-                }
-                Ev::Batch { node } => {
-                    self.schedule(at + BATCH_EVERY_MS, Ev::Batch { node });
-                    self.collect_verdicts();
-                    match self.nodes[node].as_mut() {
-                        Some(d) => (node, d.make_batch(at).unwrap()),
-                        None => continue,
-                    }
-                }
-                Ev::Verified { node, v } => match self.nodes[node].as_mut() {
-                    Some(d) => {
-                        self.verdicts_delivered += 1;
-                        (node, d.on_verified(at, v).unwrap())
-                    }
-                    None => continue,
-                },
-            };
-            self.apply(node, out);
-            if done(self) {
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Schedules the verdicts the workers have sent so far, [`VERIFY_DELAY_MS`] from now.
-    /// The workers run in real time, the pump in simulated time: a verdict not in yet is
-    /// waited for a little, so that every one is delivered.
-    fn collect_verdicts(&mut self) {
-        for i in 0..self.n {
-            let Some(rx) = self.verdicts[i].as_mut() else {
-                continue;
-            };
-            let mut got = Vec::new();
-            while let Ok(v) = rx.try_recv() {
-                got.push(v);
-            }
-            if got.is_empty() && self.nodes[i].as_ref().is_some_and(|d| d.verifying() > 0) {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-                while let Ok(v) = rx.try_recv() {
-                    got.push(v);
-                }
-            }
-            for v in got {
-                self.schedule(self.now + VERIFY_DELAY_MS, Ev::Verified { node: i, v });
-            }
-        }
-    }
-
-    fn node(&self, i: usize) -> &Driver<P> {
-        self.nodes[i].as_ref().unwrap()
-    }
-
-    fn all_committed(&self, hashes: &[crypto::Digest]) -> bool {
-        (0..self.n).all(|i| {
-            self.nodes[i].as_ref().is_some_and(|d| {
-                hashes
-                    .iter()
-                    .all(|h| d.ledger().store().tx(h).unwrap().is_some())
-            })
-        })
-    }
-}
-
-/// `count` transfers from each of wallets 0..4 to the next wallet, nonces from `first`.
-fn transfers(chain: &ChainBinding, first: u64, count: u64) -> Vec<(usize, Transaction)> {
-    let mut out = Vec::new();
-    for n in first..first + count {
-        for w in 0..4u8 {
-            let to = Address::of(&wallet((w + 1) % 4).public());
-            let tx = Transaction::sign(
-                &wallet(w),
-                chain,
-                n,
-                Payload::Transfer {
-                    to,
-                    amount: 1 + w as u64,
-                },
-            );
-            out.push((w as usize, tx));
-        }
-    }
-    out
-}
 
 #[test]
 fn four_validators_commit_transfers_and_a_restarted_one_catches_up() {
@@ -544,6 +195,7 @@ fn forged_synced_blocks_are_not_applied() {
     let frame = Wire::Blocks {
         blocks: forged,
         tip: top,
+        certs: Vec::new(),
     }
     .encode();
     let now = c.now;
@@ -559,6 +211,7 @@ fn forged_synced_blocks_are_not_applied() {
     let frame = Wire::Blocks {
         blocks: genuine[with_txs..].to_vec(),
         tip: top,
+        certs: Vec::new(),
     }
     .encode();
     d.on_frame(now, ReplicaId(0), &frame).unwrap();
@@ -693,7 +346,12 @@ fn the_core_hears_of_every_executed_block_in_height_order() {
     let blocks: Vec<ledger::Block> = (1..=top)
         .map(|h| c.node(0).ledger().store().block(h).unwrap().unwrap())
         .collect();
-    let frame = Wire::Blocks { blocks, tip: top }.encode();
+    let frame = Wire::Blocks {
+        blocks,
+        tip: top,
+        certs: Vec::new(),
+    }
+    .encode();
     let now = c.now;
     let d = c.nodes[3].as_mut().unwrap();
     d.on_frame(now, ReplicaId(0), &frame).unwrap();

@@ -60,12 +60,14 @@ mod query;
 mod sse;
 mod tx;
 mod types;
+mod validators;
 
 pub use limit::ApiLimits;
 pub use metrics::{Metrics, StageHistograms, fetch as fetch_metrics, sample_value};
 pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
 pub(crate) use types::dec;
 pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};
+pub use validators::{MemberView, PendingView, ValidatorsView};
 
 use crate::mempool::{Admitted, Checked, PoolStatus, Rejected};
 use crate::store::RedbStore;
@@ -297,6 +299,7 @@ fn routes(ctx: Ctx) -> Router {
         .route("/v1/blocks/{height}", get(query::block))
         .route("/v1/status", get(query::status))
         .route("/v1/evidence", get(query::evidence))
+        .route("/v1/validators", get(validators::validators))
         .route("/v1/health", get(query::health))
         .route("/v1/events", get(sse::events))
         .route("/v1/events/hashes", get(compact::hashes))

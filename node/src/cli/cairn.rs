@@ -77,7 +77,7 @@ use transfer::{Order, transfer, warn};
 
 mod args;
 
-pub use args::{Cli, Command};
+pub use args::{Cli, Command, ValidatorsCommand};
 
 /// Success: done, committed, or (`transfer` without `--wait`) accepted by the node.
 pub const EXIT_OK: u8 = 0;
@@ -165,6 +165,7 @@ pub fn main() -> ExitCode {
 }
 
 mod transfer;
+mod validators;
 mod verify;
 pub use verify::EXIT_UNVERIFIED;
 
@@ -187,14 +188,17 @@ pub fn run(cli: &Cli) -> Result<(), Fail> {
         } => transfer(
             cli,
             Order {
-                to: *to,
-                amount: *amount,
+                payload: Payload::Transfer {
+                    to: *to,
+                    amount: *amount,
+                },
                 wait: wait.then_some(Duration::from_secs(*timeout)),
                 pinned: *nonce,
             },
         ),
         Command::Tx { hash, verify } => tx(cli, hash, *verify),
         Command::Status => status(cli),
+        Command::Validators(command) => validators::run(cli, command),
     }
 }
 

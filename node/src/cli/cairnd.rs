@@ -89,6 +89,11 @@ pub struct TestnetArgs {
     /// [default: 1024]
     #[arg(long, value_name = "N")]
     pub snapshot_interval: Option<u64>,
+    /// HotStuff and PBFT: allow validator-set changes, each taking effect this many blocks
+    /// after the block that accepts it (genesis `params.epoch_delay_blocks`) [default: 0,
+    /// off]
+    #[arg(long, value_name = "N")]
+    pub epoch_delay_blocks: Option<u64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,6 +228,7 @@ fn testnet(args: TestnetArgs) -> Result<(), CliError> {
             snapshot_interval: args
                 .snapshot_interval
                 .unwrap_or(genesis::Params::default().snapshot_interval),
+            epoch_delay_blocks: args.epoch_delay_blocks.unwrap_or(0),
             ..Default::default()
         },
         funded: (0..args.extra_accounts as u64)

@@ -186,6 +186,17 @@ impl NodeClient {
         }
     }
 
+    /// `GET /v1/validators`.
+    pub fn validators(&self) -> Result<crate::api::ValidatorsView, ClientError> {
+        let what = "GET /v1/validators";
+        let resp = self.send(what, self.http.get(self.url("/v1/validators")))?;
+        let (status, body) = self.read(what, resp)?;
+        match status {
+            200 => self.decode(what, status, &body),
+            _ => Err(self.error_status(what, status, &body)),
+        }
+    }
+
     /// `GET /v1/accounts/{address}`.
     pub fn account(&self, address: &Address) -> Result<AccountView, ClientError> {
         self.account_with(address, false, None, false)

@@ -20,8 +20,8 @@ pub struct LogRow {
 /// them in one fsynced transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DurableOp {
-    /// Replace the metadata record `key` (a protocol's safety record).
-    Meta(&'static str, Vec<u8>),
+    /// Replace the metadata record `key` (a protocol's safety record; one per epoch).
+    Meta(String, Vec<u8>),
     /// Drop log rows above `truncate_after`, then store `rows`.
     Log {
         truncate_after: u64,
@@ -43,7 +43,7 @@ impl RedbStore {
             for op in ops {
                 match op {
                     DurableOp::Meta(key, value) => {
-                        meta.insert(*key, value.as_slice())?;
+                        meta.insert(key.as_str(), value.as_slice())?;
                     }
                     DurableOp::Log {
                         truncate_after,

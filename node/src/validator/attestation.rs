@@ -18,7 +18,7 @@ impl<P: Protocol> Driver<P> {
         header: Digest,
         out: &mut Vec<Out>,
     ) -> Result<(), DriverError> {
-        let Some(a) = &mut self.attestor else {
+        let Some(a) = self.attestor_for(height) else {
             return Ok(());
         };
         let (vote, cert) = a.on_stored(height, header);
@@ -33,7 +33,7 @@ impl<P: Protocol> Driver<P> {
 
     /// A peer's header vote.
     pub(super) fn on_header_vote(&mut self, from: ReplicaId, vote: HeaderVote) -> Res {
-        let Some(a) = &mut self.attestor else {
+        let Some(a) = self.attestor_for(vote.height) else {
             return Ok(Vec::new());
         };
         match a.on_vote(from, vote) {

@@ -96,6 +96,12 @@ impl RecentDigests {
     pub fn contains(&self, d: &Digest) -> bool {
         self.set.contains(d)
     }
+
+    /// Forgets `d` (a commit that was dropped, not executed: see `Driver::switch_core`). Its
+    /// place in the eviction order stays, so it may be forgotten early if inserted again.
+    pub fn remove(&mut self, d: &Digest) {
+        self.set.remove(d);
+    }
 }
 
 impl BatchStore {

@@ -126,11 +126,11 @@ impl<P: Protocol> Byzantine<P> {
                 None => Out::Broadcast(bytes),
             })
         };
-        let Ok(Wire::Consensus(msg)) = Wire::<P::Message>::decode(&bytes) else {
+        let Ok(Wire::Consensus(epoch, msg)) = Wire::<P::Message>::decode(&bytes) else {
             return keep(out, bytes);
         };
         tracing::debug!(?msg, "byzantine: outgoing consensus message");
-        let encode = |m: P::Message| Wire::<P::Message>::Consensus(m).encode();
+        let encode = |m: P::Message| Wire::<P::Message>::Consensus(epoch, m).encode();
         let proposal = P::statement(&msg, &self.committee)
             .map(|s| s.kind.ends_with("proposal") || s.kind.ends_with("pre-prepare"));
         match self.behaviour {

@@ -42,6 +42,10 @@ pub(super) type Res = Result<Vec<Out>, DriverError>;
 pub struct DriverConfig {
     pub me: ReplicaId,
     pub key: SecretKey,
+    /// Further consensus keys this validator holds: a validator-set change may rotate it to
+    /// one of them (issue 21), and it then signs with that key from the change's epoch on.
+    pub next_keys: Vec<SecretKey>,
+    /// The genesis committee (epoch 0); later epochs' come from the ledger's validator set.
     pub committee: Committee,
     pub chain: ChainBinding,
     /// The genesis accounts and validator set, and how the set may change.
@@ -139,6 +143,8 @@ pub struct Driver<P: Protocol> {
     pub(super) reads: super::reads::OpenReads,
     /// Batches the core committed: never offered to it again (`Driver::offer`).
     pub(super) committed_batches: super::batches::RecentDigests,
+    /// The validator-set epoch the core runs, and what a switch needs ([`super::epochs`]).
+    pub(super) epochs: super::epochs::Epochs<P::Message>,
 }
 
 impl<P: Protocol> Driver<P> {
@@ -151,19 +157,42 @@ impl<P: Protocol> Driver<P> {
             &cfg.genesis,
             cfg.state_cache_bytes,
         )?;
-        let attestor = P::ATTESTS_HEADERS.then(|| {
+        // The set the ledger is in now (a restarted validator may be past a set change).
+        let set = super::epochs::EpochSet::of(
+            ledger.validators(),
+            &cfg.chain.genesis_hash,
+            &cfg.committee,
+        )?;
+        let mut keys = vec![cfg.key.clone()];
+        keys.extend(cfg.next_keys.iter().cloned());
+        // Epoch 0 is the genesis committee, given whole (a ledger need not track its set).
+        let place = match set.epoch {
+            0 => Some((cfg.me, cfg.key.clone())),
+            _ => super::epochs::place_in(ledger.validators(), &keys),
+        };
+        let (me, key) = place.clone().unwrap_or((cfg.me, cfg.key.clone()));
+        if place.is_none() {
+            tracing::warn!(
+                epoch = set.epoch,
+                "none of this validator's consensus keys is in the current validator set: it \
+                 follows the chain without voting"
+            );
+        }
+        let attestor = (P::ATTESTS_HEADERS && place.is_some()).then(|| {
             consensus::attest::Attestor::new(
-                cfg.key.clone(),
-                cfg.committee.clone(),
+                key.clone(),
+                set.committee.clone(),
                 cfg.chain.genesis_hash,
                 ledger.height(),
             )
         });
         let params = CoreParams {
-            me: cfg.me,
-            key: cfg.key,
-            committee: cfg.committee.clone(),
-            genesis: cfg.chain.genesis_hash,
+            me,
+            key,
+            committee: set.committee.clone(),
+            genesis: set.anchor,
+            epoch: set.epoch,
+            start_height: set.start_height,
             base_timeout_ms: cfg.base_timeout_ms,
             max_timeout_ms: cfg.max_timeout_ms,
             max_payload: cfg.max_block_batches,
@@ -188,7 +217,7 @@ impl<P: Protocol> Driver<P> {
             ledger,
             mempool: Mempool::new(cfg.mempool),
             batches,
-            committee: cfg.committee,
+            committee: set.committee.clone(),
             held: VecDeque::new(),
             commits: VecDeque::new(),
             executed: VecDeque::new(),
@@ -210,6 +239,15 @@ impl<P: Protocol> Driver<P> {
             admission: None,
             reads: Default::default(),
             committed_batches: super::batches::RecentDigests::new(COMMITTED_DIGESTS_KEPT),
+            epochs: super::epochs::Epochs {
+                set,
+                genesis_committee: cfg.committee,
+                keys,
+                member: place.is_some(),
+                future: Default::default(),
+                old_attestor: None,
+                reoffer: Default::default(),
+            },
         })
     }
 
@@ -234,37 +272,12 @@ impl<P: Protocol> Driver<P> {
         std::mem::take(&mut self.stats.stages)
     }
 
-    /// Appends one line per vote this validator sends to `path`: `vote SLOT DIGEST` (see
-    /// [`Protocol::vote_slot`]; for HotStuff `vote VIEW BLOCK_HASH`), written (one `write`, no
-    /// fsync) before the vote is handed to the network, so a process killed at any point
-    /// never sent a vote that is not in the file. An audit aid: the real-process tests read
-    /// it to show that no validator signs two different votes in one slot, across crashes and
-    /// restarts. It grows by about 80 bytes per vote; off by default.
-    pub fn log_votes_to(&mut self, path: &std::path::Path) -> std::io::Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        self.vote_log = Some(file);
-        Ok(())
-    }
-
-    pub(super) fn record_vote(&mut self, msg: &P::Message, to: Option<ReplicaId>) {
-        use std::io::Write;
-        let Some(file) = &mut self.vote_log else {
-            return;
-        };
-        // One `write` per record, so that a process killed at any moment leaves whole lines.
-        if let Some((slot, digest)) = P::vote_slot(msg, to)
-            && let Err(e) = file.write_all(format!("vote {slot} {digest}\n").as_bytes())
-        {
-            tracing::warn!(error = %e, "cannot write the vote log; no longer recording votes");
-            self.vote_log = None;
-        }
-    }
-
     pub fn start(&mut self, now: u64) -> Res {
-        let acts = self.core.start(now);
+        let acts = if self.epochs.member {
+            self.core.start(now)
+        } else {
+            Vec::new()
+        };
         let mut out = self.run(now, acts)?;
         // Behind by more than the peers' cores keep? Ask (an empty answer costs little).
         if P::LEDGER_SYNC {
@@ -277,7 +290,8 @@ impl<P: Protocol> Driver<P> {
     /// before the first block).
     pub(super) fn ledger_tip_id(&self) -> Result<Digest, DriverError> {
         let h = self.ledger.height();
-        if h == 0 {
+        if h < self.params.first_height() {
+            // The instance starts from its anchor (the genesis hash in epoch 0).
             return Ok(self.params.genesis);
         }
         let b = self
@@ -300,6 +314,7 @@ impl<P: Protocol> Driver<P> {
             self.requested.clear();
         }
         out.extend(self.run(now, Vec::new())?);
+        out.extend(self.replay_future(now)?);
         Ok(out)
     }
 
@@ -312,6 +327,13 @@ impl<P: Protocol> Driver<P> {
 
     /// A decoded frame from validator `from` (see [`super::ingress`]).
     pub fn on_inbound(&mut self, now: u64, from: ReplicaId, inbound: Inbound<P::Message>) -> Res {
+        let mut out = self.inbound(now, from, inbound)?;
+        // A block sync may have moved the core into the epoch of frames held for it.
+        out.extend(self.replay_future(now)?);
+        Ok(out)
+    }
+
+    fn inbound(&mut self, now: u64, from: ReplicaId, inbound: Inbound<P::Message>) -> Res {
         let wire = match inbound {
             Inbound::Bad => {
                 self.stats.bad_frames += 1;
@@ -322,14 +344,10 @@ impl<P: Protocol> Driver<P> {
             Inbound::Frame(wire) => wire,
         };
         match wire {
-            Wire::Consensus(msg) => {
-                self.watch(&msg);
-                let offer =
-                    P::snapshot_offer(&msg).and_then(|h| self.on_snapshot_offer(now, from, h));
-                let mut out = self.on_message(now, from, msg)?;
-                out.extend(offer);
-                Ok(out)
-            }
+            Wire::Consensus(epoch, msg) => match self.route(from, epoch, msg) {
+                Some(msg) => self.on_consensus(now, from, msg),
+                None => Ok(Vec::new()),
+            },
             Wire::SnapshotRequest { .. }
             | Wire::BatchRequest(_)
             | Wire::StateOfferRequest
@@ -361,7 +379,7 @@ impl<P: Protocol> Driver<P> {
             ),
             Wire::BatchRequest(ds) => Ok(self.answer_batch_request(from, &ds)),
             Wire::BlocksRequest { from: start } => self.answer_blocks_request(now, from, start),
-            Wire::Blocks { blocks, tip } => self.on_blocks(now, from, blocks, tip),
+            Wire::Blocks { blocks, tip, certs } => self.on_blocks(now, from, blocks, tip, certs),
             Wire::HeaderVote(vote) => self.on_header_vote(from, vote),
             Wire::StateOfferRequest if P::LEDGER_SYNC => self.answer_state_offer(from),
             Wire::StateOffer {
@@ -396,32 +414,13 @@ impl<P: Protocol> Driver<P> {
         }
     }
 
-    /// Looks for equivocation in a consensus message as received (see [`super::evidence`]);
-    /// stores what it finds. Never fails: evidence is a by-product, not a reason to stop.
-    pub(super) fn watch(&mut self, msg: &P::Message) {
-        let height = self.ledger.height();
-        let Some(e) = self
-            .watcher
-            .observe::<P>(msg, &self.committee, &self.params.genesis, height)
-        else {
-            return;
-        };
-        self.stats.evidence += 1;
-        tracing::warn!(
-            signer = e.signer,
-            kind = %e.kind,
-            slot = %e.slot,
-            first = %e.first.digest,
-            second = %e.second.digest,
-            "equivocation: validator {} signed two conflicting messages; evidence recorded",
-            e.signer
-        );
-        let record = serde_json::to_vec(&e).unwrap_or_default();
-        match self.ledger.store().put_evidence(&e.key(), &record) {
-            Ok(true) => {}
-            Ok(false) => tracing::debug!(key = %e.key(), "evidence already stored or table full"),
-            Err(err) => tracing::warn!(error = %err, "cannot store evidence"),
-        }
+    /// A consensus message of the core's epoch.
+    pub(super) fn on_consensus(&mut self, now: u64, from: ReplicaId, msg: P::Message) -> Res {
+        self.watch(&msg);
+        let offer = P::snapshot_offer(&msg).and_then(|h| self.on_snapshot_offer(now, from, h));
+        let mut out = self.on_message(now, from, msg)?;
+        out.extend(offer);
+        Ok(out)
     }
 
     /// Offers a stored batch to the core, unless the core already committed it (a batch that
@@ -440,7 +439,7 @@ impl<P: Protocol> Driver<P> {
         self.feed(now, Input::Payload(d))
     }
 
-    fn stale_batch(&self, d: &Digest) -> bool {
+    pub(super) fn stale_batch(&self, d: &Digest) -> bool {
         let ledger = &self.ledger;
         self.batches.get(d).is_some_and(|b| {
             !b.is_empty()
@@ -451,6 +450,10 @@ impl<P: Protocol> Driver<P> {
     }
 
     pub(super) fn feed(&mut self, now: u64, input: Input<P::Message>) -> Res {
+        if !self.epochs.member {
+            // Not in the current set: the core is never started, and hears nothing.
+            return self.run(now, Vec::new());
+        }
         let acts = self.core.handle(now, input);
         self.run(now, acts)
     }
@@ -469,11 +472,12 @@ impl<P: Protocol> Driver<P> {
                 match a {
                     Action::Send { to, msg } => {
                         self.record_vote(&msg, Some(to));
-                        out.push(Out::Send(to, Wire::Consensus(msg).encode()))
+                        out.push(Out::Send(to, Wire::Consensus(self.epoch(), msg).encode()))
                     }
                     Action::Broadcast { msg } => {
                         self.record_vote(&msg, None);
-                        out.push(Out::Broadcast(Wire::Consensus(msg).encode()))
+                        let epoch = self.epoch();
+                        out.push(Out::Broadcast(Wire::Consensus(epoch, msg).encode()))
                     }
                     Action::Persist { seq, what } => {
                         top_seq = Some(seq);
@@ -507,10 +511,19 @@ impl<P: Protocol> Driver<P> {
                     super::failpoints::crash_point!("after-persist-safety", 0);
                 }
                 acts = self.core.handle(now, Input::Persisted(seq));
+            } else if self.epoch_ended() {
+                // The ledger executed the epoch's last block: the next epoch's core takes
+                // over (`super::epochs`).
+                acts = self.switch_core(now)?;
             } else if let Some((height, state_root)) = self.executed.pop_front() {
-                acts = self
-                    .core
-                    .handle(now, Input::Executed { height, state_root });
+                // Blocks of an earlier epoch are not this core's to hear of.
+                if height >= self.params.first_height() && self.epochs.member {
+                    acts = self
+                        .core
+                        .handle(now, Input::Executed { height, state_root });
+                }
+            } else if let Some(a) = self.reoffer_next(now) {
+                acts = a;
             } else {
                 return Ok(out);
             }
@@ -523,7 +536,7 @@ impl<P: Protocol> Driver<P> {
     /// [`Protocol::payload_of`]).
     pub(super) fn durable_op(&self, what: Durable) -> Result<DurableOp, DriverError> {
         Ok(match what {
-            Durable::Safety(bytes) => DurableOp::Meta(P::SAFETY_KEY, bytes),
+            Durable::Safety(bytes) => DurableOp::Meta(self.params.safety_key(P::SAFETY_KEY), bytes),
             Durable::Compact { before } => DurableOp::Compact { before },
             Durable::Log {
                 truncate_after,

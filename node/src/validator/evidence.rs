@@ -153,6 +153,36 @@ pub fn verify<P: Protocol>(e: &Evidence, committee: &Committee, genesis: &Digest
         && P::verify_statement(&b, committee, genesis)
 }
 
+impl<P: Protocol> super::driver::Driver<P> {
+    /// Looks for equivocation in a consensus message as received (see [`super::evidence`]);
+    /// stores what it finds. Never fails: evidence is a by-product, not a reason to stop.
+    pub(super) fn watch(&mut self, msg: &P::Message) {
+        let height = self.ledger.height();
+        let Some(e) = self
+            .watcher
+            .observe::<P>(msg, &self.committee, &self.params.genesis, height)
+        else {
+            return;
+        };
+        self.stats.evidence += 1;
+        tracing::warn!(
+            signer = e.signer,
+            kind = %e.kind,
+            slot = %e.slot,
+            first = %e.first.digest,
+            second = %e.second.digest,
+            "equivocation: validator {} signed two conflicting messages; evidence recorded",
+            e.signer
+        );
+        let record = serde_json::to_vec(&e).unwrap_or_default();
+        match self.ledger.store().put_evidence(&e.key(), &record) {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(key = %e.key(), "evidence already stored or table full"),
+            Err(err) => tracing::warn!(error = %err, "cannot store evidence"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,8 @@ impl<P: Protocol> Driver<P> {
             self.executed.push_back((b.height, b.state_root));
         }
         out.extend(self.run(now, Vec::new())?);
+        // The core may have moved to the epoch of frames held for it.
+        out.extend(self.replay_future(now)?);
         Ok(out)
     }
 
@@ -85,6 +87,11 @@ impl<P: Protocol> Driver<P> {
     /// each in [`Driver::run`]).
     pub(super) fn apply_commits(&mut self, out: &mut Vec<Out>) -> Result<(), DriverError> {
         while let Some(c) = self.commits.front() {
+            if self.epoch_ended() {
+                // What the old core commits above its epoch's last block is dropped; the
+                // next core takes over in `run` (`super::epochs`).
+                return Ok(());
+            }
             if self.writer.is_some() && self.unstored >= MAX_UNSTORED {
                 // The store stage is full: execution waits for `on_stored`.
                 return Ok(());

@@ -10,6 +10,8 @@
 //! - `driver.rs`: [`Driver`], the event-loop-free validator, generic over the protocol
 //!   (tested in-process in `node/tests/validator.rs`); the tokio loop over the libp2p
 //!   transport and the HTTP API (`run.rs`) build on it.
+//! - `epochs.rs`: validator-set epochs: the core's switch after an epoch's last block,
+//!   frames routed by epoch, certificates checked against their height's set.
 //! - `attestation.rs`: header votes and certificates (BFT modes), stored beside blocks.
 //! - `store_stage.rs`: the store stage, the thread that writes executed blocks (several per
 //!   fsync under load) and announces them, behind consensus.
@@ -22,6 +24,7 @@ mod batches;
 pub mod byzantine;
 mod dissemination;
 mod driver;
+mod epochs;
 pub mod evidence;
 mod execution;
 pub mod failpoints;
@@ -36,9 +39,11 @@ mod statesync;
 mod stats;
 pub mod store_stage;
 mod sync;
+mod votelog;
 mod wire;
 
 pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, StageSamples};
+pub use epochs::EpochSet;
 pub use pbft::PbftProtocol;
 pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol};
 pub use raft::RaftProtocol;

@@ -47,11 +47,12 @@ impl Protocol for PbftProtocol {
     ) -> Result<Pbft, DriverError> {
         let safety = match safety {
             Some(s) => Some(s),
-            None => ledger.store().meta(Self::SAFETY_KEY)?,
+            None => ledger.store().meta(&params.safety_key(Self::SAFETY_KEY))?,
         };
         let height = ledger.height();
         let mut recent = Vec::new();
-        for h in height.saturating_sub(RECENT_ON_START) + 1..=height {
+        let from = (height.saturating_sub(RECENT_ON_START) + 1).max(params.first_height());
+        for h in from..=height {
             if let Some(b) = ledger.store().block(h)? {
                 recent.push(b.certificate);
             }
@@ -66,8 +67,8 @@ impl Protocol for PbftProtocol {
             max_payload: params.max_payload,
             idle_block_ms: params.idle_block_ms,
             checkpoint_interval: params.checkpoint_interval,
-            // The validator runs epoch 0 only until it can switch sets (issue 21, step 4).
-            start: pbft::CheckpointCert::genesis(),
+            // The instance starts stable after the previous epoch's last block.
+            start: pbft::CheckpointCert::start(params.first_height() - 1, params.genesis),
         };
         Pbft::new(
             cfg,

@@ -19,8 +19,14 @@ pub struct CoreParams {
     pub me: ReplicaId,
     pub key: SecretKey,
     pub committee: Committee,
-    /// The genesis hash: the id of the block every chain starts from.
+    /// The instance's anchor: the id its block tree starts from and every vote signs (the
+    /// genesis hash in epoch 0; `consensus::epoch_anchor` after a validator-set change).
     pub genesis: Digest,
+    /// The validator-set epoch this instance runs (issue 21) and its first ledger height
+    /// (0 and 1 for the genesis set). Blocks below `start_height` belong to earlier
+    /// instances: the core neither resumes from them nor reads their certificates.
+    pub epoch: u64,
+    pub start_height: u64,
     pub base_timeout_ms: u64,
     pub max_timeout_ms: u64,
     /// Batch digests per block, at most.
@@ -37,6 +43,21 @@ pub struct CoreParams {
 impl CoreParams {
     /// Blocks between checkpoints when nothing else says.
     pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 16;
+
+    /// The store key of this instance's safety record: `base` (the protocol's
+    /// [`Protocol::SAFETY_KEY`]) in epoch 0, `base/epoch-N` after. A record of one epoch is
+    /// never given to another epoch's core: its views and sequence numbers start again.
+    pub fn safety_key(&self, base: &str) -> String {
+        match self.epoch {
+            0 => base.to_string(),
+            e => format!("{base}/epoch-{e}"),
+        }
+    }
+
+    /// The ledger height below which this instance has no blocks of its own.
+    pub fn first_height(&self) -> u64 {
+        self.start_height.max(1)
+    }
 }
 
 /// A committed ledger block's certificate, decoded: what the driver checks when it applies
@@ -197,10 +218,10 @@ impl Protocol for HotStuffProtocol {
     ) -> Result<HotStuff, DriverError> {
         let safety = match safety {
             Some(s) => Some(s),
-            None => ledger.store().meta(Self::SAFETY_KEY)?,
+            None => ledger.store().meta(&params.safety_key(Self::SAFETY_KEY))?,
         };
         let committed = match ledger.height() {
-            0 => None,
+            h if h < params.first_height() => None,
             h => {
                 let b = ledger.store().block(h)?.ok_or_else(|| {
                     DriverError::Safety(format!("block {h} missing from the store"))
@@ -224,7 +245,8 @@ impl Protocol for HotStuffProtocol {
         let keep =
             hotstuff::election::window(params.committee.n()) as u64 + hotstuff::election::LAG + 8;
         let mut history = Vec::new();
-        for h in ledger.height().saturating_sub(keep) + 1..=ledger.height() {
+        let from = (ledger.height().saturating_sub(keep) + 1).max(params.first_height());
+        for h in from..=ledger.height() {
             if let Some(a) = ledger
                 .store()
                 .block(h)?

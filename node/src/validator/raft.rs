@@ -71,7 +71,7 @@ impl Protocol for RaftProtocol {
     ) -> Result<Raft, DriverError> {
         let hard_state = match safety {
             Some(s) => Some(s),
-            None => ledger.store().meta(Self::SAFETY_KEY)?,
+            None => ledger.store().meta(&params.safety_key(Self::SAFETY_KEY))?,
         };
         let applied = ledger.height();
         let applied_entry = match applied {

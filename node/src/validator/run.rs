@@ -131,6 +131,13 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
             net_key.public()
         );
     }
+    // A key a validator-set change may rotate this validator to, if the home holds one.
+    let next_path = config.next_consensus_key_path(home);
+    let next_keys = if next_path.exists() {
+        vec![load_key_file(&next_path)?]
+    } else {
+        Vec::new()
+    };
     let keys = genesis.validators.iter().map(|v| v.consensus_key).collect();
     let committee = if genesis.protocol.is_bft() {
         Committee::new_bft(keys, genesis.f(), genesis.quorum())
@@ -146,6 +153,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
     let driver = DriverConfig {
         me: ReplicaId(me as u16),
         key,
+        next_keys,
         committee,
         chain,
         genesis: genesis.ledger_genesis(),

@@ -179,9 +179,20 @@ impl<P: Protocol> Driver<P> {
         let h = o.block.header.height;
         let cert: HeaderCert = codec::decode(&o.cert, MAX_CERT_BYTES, "header certificate")
             .map_err(|e| e.to_string())?;
-        cert.verify(&self.committee, &self.params.genesis, h, &o.block.hash())
-            .map_err(|e| format!("header certificate: {e}"))?;
-        let certified = P::certified(&o.block.certificate, &self.committee, &self.params.genesis)
+        // The set of the offered height's epoch. An offer past the end of the epoch this
+        // validator knows cannot be checked yet: following the chain of set changes to it is
+        // issue 21's step 5.
+        let set = self.set_for_height(h).map_err(|e| e.to_string())?.ok_or(
+            "the offered block lies in a validator-set epoch this validator does not know yet",
+        )?;
+        cert.verify(
+            &set.committee,
+            &self.ledger.chain().genesis_hash,
+            h,
+            &o.block.hash(),
+        )
+        .map_err(|e| format!("header certificate: {e}"))?;
+        let certified = P::certified(&o.block.certificate, &set.committee, &set.anchor)
             .ok_or("the block's consensus certificate does not verify")?;
         if certified.height.is_some_and(|c| c != h) {
             return Err(format!(

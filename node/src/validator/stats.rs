@@ -22,6 +22,10 @@ pub struct DriverStats {
     pub state_syncs: u64,
     pub bad_state_chunks: u64,
     pub bad_state_offers: u64,
+    /// Validator-set epochs this validator's core switched to ([`super::epochs`]), and
+    /// consensus frames of an epoch it had left (or too many of a later one) dropped.
+    pub epoch_switches: u64,
+    pub stale_epoch_frames: u64,
     /// Durations of durable writes (safety records and blocks) not yet taken by
     /// [`Driver::take_fsync_seconds`]; bounded.
     pub(super) fsync_seconds: Vec<f64>,

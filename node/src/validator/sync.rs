@@ -191,9 +191,10 @@ impl<P: Protocol> Driver<P> {
             blocks.push(b);
             h += 1;
         }
+        let certs = self.proving_certs(&blocks)?;
         Ok(vec![Out::Send(
             from,
-            Wire::<P::Message>::Blocks { blocks, tip }.encode(),
+            Wire::<P::Message>::Blocks { blocks, tip, certs }.encode(),
         )])
     }
 
@@ -212,6 +213,7 @@ impl<P: Protocol> Driver<P> {
         from: ReplicaId,
         blocks: Vec<Block>,
         tip: u64,
+        certs: Vec<(u64, Vec<u8>)>,
     ) -> Res {
         if !P::LEDGER_SYNC || !self.commits.is_empty() || self.unstored > 0 {
             // The core is ahead of the ledger (commits wait for batches, or blocks for the
@@ -228,23 +230,32 @@ impl<P: Protocol> Driver<P> {
             return Ok(self.start_state_sync(now, tip));
         }
         let mut checked = Vec::new();
-        // The consensus id of the block before the next one (our tip's is read when needed).
+        // The consensus id of the block before the next one (our tip's is read when needed),
+        // and its header hash.
         let mut parent: Option<Digest> = None;
+        let mut header_parent = self.ledger.tip();
         let mut last_proven = None;
         for (i, b) in blocks.into_iter().enumerate() {
-            if b.header.height != height + 1 + i as u64 {
+            let h = height + 1 + i as u64;
+            if b.header.height != h || b.header.parent != header_parent {
                 break;
             }
-            // Every certificate verifies, so nothing unverified reaches the store or the core.
-            let Some(cert) = P::certified(&b.certificate, &self.committee, &self.params.genesis)
-            else {
+            // The set of the block's epoch: past the end of the ledger's epoch it is not
+            // known until the epoch's last block has executed, so the rest waits.
+            let Some(set) = self.set_for_height(h)? else {
                 break;
             };
-            if cert.height.is_some_and(|h| h != b.header.height) {
+            // Every certificate verifies, so nothing unverified reaches the store or the core.
+            let Some(cert) = P::certified(&b.certificate, &set.committee, &set.anchor) else {
+                break;
+            };
+            if cert.height.is_some_and(|c| c != h) {
                 break;
             }
             if let Some(p) = cert.parent {
                 let previous = match parent {
+                    // An epoch's first block extends the epoch's anchor.
+                    _ if h == set.start_height => set.anchor,
                     Some(d) => d,
                     None => self.ledger_tip_id()?,
                 };
@@ -256,17 +267,28 @@ impl<P: Protocol> Driver<P> {
                 break;
             };
             parent = Some(cert.id);
+            header_parent = b.hash();
             if cert.proves_commit {
                 last_proven = Some(i);
             }
-            checked.push((b, cert, batches));
+            checked.push((b, cert, batches, set));
         }
-        let Some(last) = last_proven else {
+        // A header certificate (a quorum of the block's set signed its header after
+        // storing it as committed) proves the block and, through the header links, every
+        // block before it.
+        let by_header = checked
+            .iter()
+            .enumerate()
+            .skip(last_proven.map_or(0, |l| l + 1))
+            .rev()
+            .find(|(_, (b, _, _, set))| self.header_certified(b, set, &certs))
+            .map(|(i, _)| i);
+        let Some(last) = by_header.or(last_proven) else {
             return Ok(Vec::new());
         };
         checked.truncate(last + 1);
         let mut out = Vec::new();
-        for (b, cert, batches) in checked {
+        for (b, cert, batches, set) in checked {
             let sent = b.hash();
             let c = Committed {
                 id: cert.id,
@@ -280,7 +302,7 @@ impl<P: Protocol> Driver<P> {
             let hashes: Vec<Digest> = batches.iter().flat_map(|b| b.hashes.clone()).collect();
             let by_digest: std::collections::BTreeMap<Digest, Batch> =
                 c.payload.iter().copied().zip(batches).collect();
-            let input = super::block_input(c, &self.committee, |d| {
+            let input = super::block_input(c, &set.committee, |d| {
                 by_digest.get(d).map(|b| b.txs.clone())
             });
             let started = std::time::Instant::now();
@@ -316,6 +338,13 @@ impl<P: Protocol> Driver<P> {
     /// batches it had not proposed yet. The new core hears of blocks executed before it
     /// started once it has started (in `run`).
     pub(super) fn restart_core(&mut self, now: u64) -> Res {
+        if self.epoch_ended() {
+            // The blocks reached the end of the core's epoch: the next epoch's core takes
+            // over instead (`Driver::run`, `super::epochs`), with these batches offered again.
+            let mut out = self.run(now, Vec::new())?;
+            out.extend(self.after_batches(now)?);
+            return Ok(out);
+        }
         let safety = P::safety_bytes(&self.core);
         let pending = P::pending_payload(&self.core);
         self.core = P::build(&self.params, &self.ledger, Some(safety))?;

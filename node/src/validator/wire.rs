@@ -22,7 +22,10 @@ pub const MAX_BLOCKS_BYTES: usize = 6 << 20;
 /// order is the encoding (bincode's enum tag), so do not reorder.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire<M> {
-    Consensus(M),
+    /// A message of the consensus instance of a validator-set epoch (issue 21): the receiver
+    /// routes by the epoch before it checks anything (an older epoch's messages are dropped,
+    /// a later one's held until it gets there).
+    Consensus(u64, M),
     /// A batch of the sender's clients' transactions; its id is [`batch_digest`].
     Batch(Vec<Transaction>),
     /// "Send me these batches" (they are named by a proposal or a commit).
@@ -37,6 +40,11 @@ pub enum Wire<M> {
     Blocks {
         blocks: Vec<ledger::Block>,
         tip: u64,
+        /// Header certificates (height, encoded `consensus::attest::HeaderCert`) the sender
+        /// holds for the last block and for every block that ends a validator-set epoch: a
+        /// HotStuff epoch's last block may carry no commit proof of its own, since the
+        /// blocks that would prove it belong to the retired instance.
+        certs: Vec<(u64, Vec<u8>)>,
     },
     /// "Send me your state snapshot" (Raft's InstallSnapshot, moved outside the core): at a
     /// height of at least `height` from the start (`offset` 0), or, resuming, the snapshot

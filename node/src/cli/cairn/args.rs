@@ -145,6 +145,99 @@ pub enum Command {
     },
     /// Show the node's chain, height, view, leader, peers and whether it is catching up
     Status,
+    /// Validator-set changes (BFT chains with `params.epoch_delay_blocks`): show the set;
+    /// write a change, approve it offline with validators' consensus keys, submit it
+    #[command(subcommand)]
+    Validators(ValidatorsCommand),
+}
+
+/// `cairn validators ...`. A change is a JSON file: written by `add`, `remove` or `rotate`
+/// for the node's current epoch, approved by `sign` (one validator's consensus key at a
+/// time, offline), submitted by `submit` once a quorum of the current set approved it. It
+/// takes effect after block `h + epoch_delay_blocks`, `h` the block that accepted it.
+#[derive(Subcommand, Debug)]
+pub enum ValidatorsCommand {
+    /// Show the current set: epoch, members, quorum, and a pending change
+    List,
+    /// Write a change that adds a validator
+    Add {
+        #[arg(long)]
+        name: String,
+        /// The new validator's consensus public key, 64 hex characters
+        #[arg(long, value_name = "HEX", value_parser = parse_key)]
+        consensus_key: crypto::PublicKey,
+        /// Its network public key, 64 hex characters
+        #[arg(long, value_name = "HEX", value_parser = parse_key)]
+        network_key: crypto::PublicKey,
+        /// The multiaddr others dial, e.g. /ip4/10.0.0.5/tcp/26600
+        #[arg(long, value_name = "MULTIADDR")]
+        address: String,
+        /// Where to write the change
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write a change that removes the validator with this consensus key
+    Remove {
+        #[arg(long, value_name = "HEX", value_parser = parse_key)]
+        consensus_key: crypto::PublicKey,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Write a change that gives a validator a new consensus key (and, optionally, a new
+    /// network key, address or name); its index in the set stays
+    Rotate {
+        /// The consensus key it has now
+        #[arg(long, value_name = "HEX", value_parser = parse_key)]
+        old_key: crypto::PublicKey,
+        /// The consensus key it will sign with (the public key of its home's
+        /// consensus_key.next.json)
+        #[arg(long, value_name = "HEX", value_parser = parse_key)]
+        new_key: crypto::PublicKey,
+        #[arg(long, value_name = "HEX", value_parser = parse_key)]
+        network_key: Option<crypto::PublicKey>,
+        #[arg(long, value_name = "MULTIADDR")]
+        address: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Add one validator's approval to a change file, signed with its consensus key file
+    /// (needs no node)
+    Sign {
+        #[arg(value_name = "CHANGE")]
+        file: PathBuf,
+        /// A current validator's consensus key file
+        #[arg(long, value_name = "FILE")]
+        consensus_key: PathBuf,
+    },
+    /// Submit an approved change, signed and paid by the wallet (--key) like a transfer
+    Submit {
+        #[arg(value_name = "CHANGE")]
+        file: PathBuf,
+        /// Wait until it is committed (exit 3 if not within --timeout)
+        #[arg(long)]
+        wait: bool,
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 30,
+            value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
+        )]
+        timeout: u64,
+    },
+}
+
+fn parse_key(s: &str) -> Result<crypto::PublicKey, String> {
+    let hex = strip_0x(s.trim());
+    let bytes = hex::decode(hex).map_err(|_| format!("expected 64 hex characters, got {s:?}"))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("expected 64 hex characters (32 bytes), got {s:?}"))?;
+    let key = crypto::PublicKey(bytes);
+    key.validate()
+        .map_err(|e| format!("{s:?} is not a valid ed25519 public key: {e}"))?;
+    Ok(key)
 }
 
 fn strip_0x(s: &str) -> &str {

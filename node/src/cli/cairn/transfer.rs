@@ -5,22 +5,36 @@
 use super::*;
 use crate::api::Submitted;
 
-/// A transfer as the user asked for it.
+/// A transaction as the user asked for it: a transfer, or a validator-set change
+/// (`cairn validators submit`), which takes the same path (nonce, lock, wait, report).
 pub(super) struct Order {
-    pub(super) to: Address,
-    pub(super) amount: u64,
+    pub(super) payload: Payload,
     pub(super) wait: Option<Duration>,
     /// `--nonce N`: this exact transaction, never re-signed.
     pub(super) pinned: Option<u64>,
 }
 
-/// One signed transfer, for output: who, what, which nonce and hash.
+/// One signed transaction, for output: who, what, which nonce and hash.
 struct Sent {
     tx: Transaction,
     from: Address,
-    to: Address,
-    amount: u64,
     nonce: u64,
+}
+
+/// What a payload does, as output fields: a transfer's recipient and amount; a change's
+/// kind, epoch and approvals.
+fn payload_fields(p: &Payload) -> Vec<(&'static str, String)> {
+    match p {
+        Payload::Transfer { to, amount } => {
+            vec![("to", to.to_string()), ("amount", amount.to_string())]
+        }
+        Payload::Governance(c) => vec![
+            ("change", super::validators::op_kind(&c.op).to_string()),
+            ("epoch", c.epoch.to_string()),
+            ("approvals", c.approvals.len().to_string()),
+        ],
+        Payload::Raw { .. } => Vec::new(),
+    }
 }
 
 impl Sent {
@@ -32,10 +46,11 @@ impl Sent {
         vec![
             ("hash", self.hash().to_string()),
             ("from", self.from.to_string()),
-            ("to", self.to.to_string()),
-            ("amount", self.amount.to_string()),
-            ("nonce", self.nonce.to_string()),
         ]
+        .into_iter()
+        .chain(payload_fields(&self.tx.body.payload))
+        .chain([("nonce", self.nonce.to_string())])
+        .collect()
     }
 
     /// The status as JSON plus the transfer's fields.
@@ -46,8 +61,9 @@ impl Sent {
         };
         m.insert("hash".into(), json!(self.hash().to_string()));
         m.insert("from".into(), json!(self.from.to_string()));
-        m.insert("to".into(), json!(self.to.to_string()));
-        m.insert("amount".into(), json!(self.amount.to_string()));
+        for (k, v) in payload_fields(&self.tx.body.payload) {
+            m.insert(k.into(), json!(v));
+        }
         m.insert("nonce".into(), json!(self.nonce.to_string()));
         Value::Object(m)
     }
@@ -189,15 +205,9 @@ fn sign_and_submit(
             pending.max(recorded).max(floor)
         }
     };
-    let payload = Payload::Transfer {
-        to: order.to,
-        amount: order.amount,
-    };
     let sent = Sent {
-        tx: Transaction::sign(key, chain, nonce, payload),
+        tx: Transaction::sign(key, chain, nonce, order.payload.clone()),
         from,
-        to: order.to,
-        amount: order.amount,
         nonce,
     };
     let answer = node.submit_full(&sent.tx, Mode::Sync, REQUEST_TIMEOUT);
@@ -228,7 +238,7 @@ fn duplicate(cli: &Cli, node: &NodeClient, sent: &Sent, status: &TxStatus) -> Fa
     Fail::new(
         EXIT_DUPLICATE,
         format!(
-            "node {} already had transaction {hash} (nonce {}, the same recipient and amount): \
+            "node {} already had transaction {hash} (nonce {}, the same payload): \
              another process or machine using this key sent it first, so this command made no \
              new payment (its status: {}); to pay again, run the command again (it signs with \
              the next nonce), or use `cairn tx {hash}` to follow this one",

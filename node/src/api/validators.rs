@@ -1,0 +1,158 @@
+//! `GET /v1/validators`: the validator set as of the last durable block — its epoch, the
+//! height the epoch started at, the members in order (a member's index is its replica id),
+//! the quorum and faults the set tolerates, and a pending change with the block after which
+//! it takes effect (issue 21).
+
+use super::{ApiError, Ctx, read_store, types::dec};
+use axum::Json;
+use axum::extract::State;
+use ledger::Store;
+use ledger::validators::{Member, Rule, SetChange, ValidatorState};
+use serde::{Deserialize, Serialize};
+
+/// The answer of `GET /v1/validators` (heights and epochs as decimal strings).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorsView {
+    /// The block the set is read after.
+    #[serde(with = "dec")]
+    pub height: u64,
+    #[serde(with = "dec")]
+    pub epoch: u64,
+    /// The first height of the epoch.
+    #[serde(with = "dec")]
+    pub start_height: u64,
+    pub members: Vec<MemberView>,
+    /// Votes (and approvals of a change) the set needs, and faults it tolerates.
+    pub quorum: usize,
+    pub f: usize,
+    pub pending: Option<PendingView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// The member's replica id.
+    pub index: usize,
+    #[serde(flatten)]
+    pub member: Member,
+}
+
+/// A change accepted by the chain and waiting for the end of its epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingView {
+    pub op: SetChange,
+    #[serde(with = "dec")]
+    pub accepted_at: u64,
+    /// The epoch's last block: the new set rules from the next.
+    #[serde(with = "dec")]
+    pub effective_after: u64,
+    #[serde(with = "dec")]
+    pub blocks_to_go: u64,
+}
+
+impl ValidatorsView {
+    /// The view of the set `vs` after block `height`, under the chain's quorum `rule`.
+    pub fn of(vs: &ValidatorState, height: u64, rule: Rule) -> ValidatorsView {
+        let n = vs.members.len();
+        ValidatorsView {
+            height,
+            epoch: vs.epoch,
+            start_height: vs.start_height,
+            members: vs
+                .members
+                .iter()
+                .enumerate()
+                .map(|(index, m)| MemberView {
+                    index,
+                    member: m.clone(),
+                })
+                .collect(),
+            quorum: rule.quorum(n),
+            f: rule.faults(n),
+            pending: vs.pending.as_ref().map(|p| PendingView {
+                op: p.op.clone(),
+                accepted_at: p.accepted_at,
+                effective_after: p.effective_after,
+                blocks_to_go: p.effective_after.saturating_sub(height),
+            }),
+        }
+    }
+}
+
+pub(super) async fn validators(State(ctx): State<Ctx>) -> Result<Json<ValidatorsView>, ApiError> {
+    let (height, vs) = read_store(&ctx.api.store, |s| {
+        let h = s.height()?;
+        Ok((h, s.validators_at(h)?))
+    })
+    .await?;
+    let Some(vs) = vs else {
+        return Err(ApiError::unavailable(
+            "this store holds no validator set at its height (it restored a state snapshot \
+             from before sets were recorded)",
+        ));
+    };
+    let protocol = match ctx.api.status.read() {
+        Ok(s) => s.protocol.clone(),
+        Err(poisoned) => poisoned.into_inner().protocol.clone(),
+    };
+    let rule = if protocol == "raft" {
+        Rule::Majority
+    } else {
+        Rule::Bft
+    };
+    Ok(Json(ValidatorsView::of(&vs, height, rule)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crypto::SecretKey;
+    use ledger::validators::Pending;
+
+    fn member(i: u8) -> Member {
+        Member {
+            name: format!("v{i}"),
+            consensus_key: SecretKey::from_seed([i; 32]).public(),
+            network_key: SecretKey::from_seed([100 + i; 32]).public(),
+            p2p_address: format!("/ip4/127.0.0.1/tcp/{}", 26600 + i as u16),
+        }
+    }
+
+    #[test]
+    fn shows_the_set_its_quorum_and_a_pending_change_and_round_trips() {
+        let mut vs = ValidatorState {
+            epoch: 2,
+            start_height: 41,
+            members: (0..4).map(member).collect(),
+            pending: None,
+        };
+        let v = serde_json::to_value(ValidatorsView::of(&vs, 50, Rule::Bft)).unwrap();
+        assert_eq!(v["epoch"], "2");
+        assert_eq!(v["start_height"], "41");
+        assert_eq!(v["quorum"], 3);
+        assert_eq!(v["f"], 1);
+        assert_eq!(v["members"][3]["index"], 3);
+        assert_eq!(v["members"][3]["name"], "v3");
+        assert_eq!(
+            v["members"][0]["consensus_key"],
+            member(0).consensus_key.to_string()
+        );
+        assert!(v["pending"].is_null());
+
+        vs.pending = Some(Pending {
+            op: SetChange::Remove {
+                consensus_key: member(1).consensus_key,
+            },
+            accepted_at: 48,
+            effective_after: 148,
+        });
+        let view = ValidatorsView::of(&vs, 50, Rule::Bft);
+        let v = serde_json::to_value(&view).unwrap();
+        assert_eq!(v["pending"]["effective_after"], "148");
+        assert_eq!(v["pending"]["blocks_to_go"], "98");
+        let back: ValidatorsView = serde_json::from_value(v).unwrap();
+        assert_eq!(back, view);
+        // Raft counts a majority: 3 of 4, tolerating 1 crash.
+        let raft = ValidatorsView::of(&vs, 50, Rule::Majority);
+        assert_eq!((raft.quorum, raft.f), (3, 1));
+    }
+}
