@@ -121,8 +121,8 @@ pub struct GovernanceCtx<'a> {
 }
 
 /// Why a change is refused on a chain that does not enable them.
-pub const GOVERNANCE_DISABLED: &str = "validator-set changes are not enabled on this chain (its consensus protocol cannot \
-     switch sets yet)";
+pub const GOVERNANCE_DISABLED: &str = "validator-set changes are not enabled on this chain (genesis \
+     params.epoch_delay_blocks is 0, or its protocol is raft, which cannot change its membership yet)";
 
 /// The result of executing one block's transactions.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -45,8 +45,12 @@ pub struct Evidence {
     /// The consensus protocol the messages belong to (decode them as its messages).
     pub protocol: String,
     pub kind: String,
-    /// The signer's index in the genesis validator list.
+    /// The signer's index in the validator set of `epoch` (the genesis list in epoch 0).
     pub signer: u16,
+    /// The validator-set epoch the messages belong to: verify them against that epoch's set
+    /// and anchor (`EpochSet`). Absent in records from before epochs: 0.
+    #[serde(default)]
+    pub epoch: u64,
     pub slot: String,
     pub first: SignedMessage,
     pub second: SignedMessage,
@@ -55,9 +59,12 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    /// The store key: one record per signer, kind and slot.
+    /// The store key: one record per epoch, signer, kind and slot.
     pub fn key(&self) -> String {
-        format!("{}/{}/{}", self.signer, self.kind, self.slot)
+        match self.epoch {
+            0 => format!("{}/{}/{}", self.signer, self.kind, self.slot),
+            e => format!("e{e}/{}/{}/{}", self.signer, self.kind, self.slot),
+        }
     }
 }
 
@@ -113,6 +120,7 @@ impl Watcher {
             protocol: P::NAME.to_string(),
             kind: st.kind.to_string(),
             signer: st.signer.0,
+            epoch: 0,
             slot: st.slot,
             first: SignedMessage {
                 digest: digest.to_string(),
@@ -158,12 +166,13 @@ impl<P: Protocol> super::driver::Driver<P> {
     /// stores what it finds. Never fails: evidence is a by-product, not a reason to stop.
     pub(super) fn watch(&mut self, msg: &P::Message) {
         let height = self.ledger.height();
-        let Some(e) = self
-            .watcher
-            .observe::<P>(msg, &self.committee, &self.params.genesis, height)
+        let Some(mut e) =
+            self.watcher
+                .observe::<P>(msg, &self.committee, &self.params.genesis, height)
         else {
             return;
         };
+        e.epoch = self.epoch();
         self.stats.evidence += 1;
         tracing::warn!(
             signer = e.signer,
