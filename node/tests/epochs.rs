@@ -30,20 +30,22 @@ fn new_key() -> SecretKey {
 fn cluster<P: Protocol>() -> Cluster<P> {
     let mut next = vec![Vec::new(); N];
     next[ROTATED] = vec![new_key()];
-    Cluster::with_sets(DELAY, next)
+    Cluster::with_sets(DELAY, 0, next)
 }
 
-/// The change rotating validator `ROTATED` to [`new_key`] (same network key and address),
-/// approved in epoch 0 by validators 0, 1 and 2 (a quorum of 4), paid by wallet 3.
-fn rotation<P: Protocol>(c: &Cluster<P>, nonce: u64) -> Transaction {
-    let sets = c.sets.as_ref().unwrap();
-    let old = &sets.members[ROTATED];
+/// The change rotating validator `ROTATED` to [`new_key`] (same network key and address).
+fn rotation<P: Protocol>(c: &Cluster<P>) -> SetChange {
+    let old = &c.sets.as_ref().unwrap().members[ROTATED];
     let mut new = old.clone();
     new.consensus_key = new_key().public();
-    let op = SetChange::Rotate {
+    SetChange::Rotate {
         old_consensus_key: old.consensus_key,
         new,
-    };
+    }
+}
+
+/// `op` approved in epoch 0 by validators 0, 1 and 2 (a quorum of 4), paid by wallet 3.
+fn change_tx<P: Protocol>(c: &Cluster<P>, op: SetChange, nonce: u64) -> Transaction {
     let approvals = (0..3u16)
         .map(|i| (i, approve(&c.keys[i as usize], &c.chain, 0, &op)))
         .collect();
@@ -77,10 +79,10 @@ fn submit_round<P: Protocol>(c: &mut Cluster<P>, first: [u64; 4]) -> Vec<crypto:
     hashes
 }
 
-/// Runs until the change is accepted everywhere; returns the epoch's last block.
-fn accept_rotation<P: Protocol>(c: &mut Cluster<P>) -> u64 {
+/// Runs until `op` is accepted everywhere; returns the epoch's last block.
+fn accept_change<P: Protocol>(c: &mut Cluster<P>, op: SetChange) -> u64 {
     let first = submit_round(c, [0; 4]);
-    let tx = rotation(c, ROUND);
+    let tx = change_tx(c, op, ROUND);
     let gov = tx.hash();
     assert!(matches!(
         c.nodes[3].as_mut().unwrap().submit(tx),
@@ -94,8 +96,18 @@ fn accept_rotation<P: Protocol>(c: &mut Cluster<P>) -> u64 {
     );
     let rec = c.node(0).ledger().store().tx(&gov).unwrap().unwrap();
     assert_eq!(rec.receipt.outcome, Ok(()), "the change was refused");
-    let pending = c.node(0).ledger().validators().pending.clone();
-    let last = pending.expect("the change is pending").effective_after;
+    // The set stored with the accepting block holds the change as pending (the chain may
+    // be past the boundary already: a joiner syncing slowly delays `all_committed`).
+    let after = c
+        .node(0)
+        .ledger()
+        .validators_at(rec.height)
+        .unwrap()
+        .unwrap();
+    let last = after
+        .pending
+        .expect("the change is pending")
+        .effective_after;
     assert_eq!(last, rec.height + DELAY);
     last
 }
@@ -110,18 +122,18 @@ fn all_in_epoch_1_at<P: Protocol>(c: &Cluster<P>, height: u64) -> bool {
 
 /// What every validator must agree on after the switch: the same blocks, the boundary
 /// after `last`, epoch 0's certificates under the genesis set, epoch 1's under the new set
-/// only, and the rotated validator proposing with its new key.
-fn check_chain<P: Protocol>(c: &Cluster<P>, last: u64) {
-    let top = (0..N).map(|i| c.node(i).ledger().height()).min().unwrap();
+/// only (whose member `index` has consensus key `key`), that key signing certificates of
+/// epoch 1 and, in HotStuff, proposing.
+fn check_chain<P: Protocol>(c: &Cluster<P>, last: u64, index: usize, key: crypto::PublicKey) {
+    let top = (0..c.n).map(|i| c.node(i).ledger().height()).min().unwrap();
     assert!(top > last + 2);
     let genesis = c.chain.genesis_hash;
     let store0 = c.node(0).ledger().store();
     let next: ValidatorState = store0.validators_at(last).unwrap().unwrap();
     assert_eq!((next.epoch, next.start_height), (1, last + 1));
     assert_eq!(
-        next.members[ROTATED].consensus_key,
-        new_key().public(),
-        "the new set names the new key"
+        next.members[index].consensus_key, key,
+        "the new set names the key"
     );
     let before: ValidatorState = store0.validators_at(last - 1).unwrap().unwrap();
     assert_eq!(
@@ -134,7 +146,7 @@ fn check_chain<P: Protocol>(c: &Cluster<P>, last: u64) {
     let mut first_signed = None;
     for h in 1..=top {
         let b = store0.block(h).unwrap().unwrap();
-        for i in 1..N {
+        for i in 1..c.n {
             let other = c.node(i).ledger().store().block(h).unwrap().unwrap();
             assert_eq!(other.hash(), b.hash(), "validator {i} differs at {h}");
         }
@@ -151,17 +163,17 @@ fn check_chain<P: Protocol>(c: &Cluster<P>, last: u64) {
                 !under_genesis,
                 "block {h}'s certificate also passes as epoch 0's"
             );
-            // A certificate that verifies under the new set and counts validator 2 holds
-            // its signature by the new key.
-            if signers::<P>(&b.certificate).contains(&(ROTATED as u16)) {
+            // A certificate that verifies under the new set and counts `index` holds its
+            // signature by `key`.
+            if signers::<P>(&b.certificate).contains(&(index as u16)) {
                 first_signed.get_or_insert(h);
             }
-            proposed_with_new_key |= b.header.proposer == new_key().public();
+            proposed_with_new_key |= b.header.proposer == key;
         }
     }
     let Some(first) = first_signed else {
         panic!(
-            "validator {ROTATED}'s new key signs no certificate in blocks {}..={top}",
+            "validator {index}'s key signs no certificate in blocks {}..={top}",
             last + 1
         );
     };
@@ -169,20 +181,20 @@ fn check_chain<P: Protocol>(c: &Cluster<P>, last: u64) {
     let proves = P::decode_certified(&last_block.certificate, &genesis).map(|c| c.proves_commit);
     eprintln!(
         "{}: switched after block {last} (its certificate proves its commit: {proves:?}); \
-         validator {ROTATED}'s new key first in the certificate of block {first}; proposed \
-         with it: {proposed_with_new_key}",
+         validator {index}'s key first in the certificate of block {first}; proposed with \
+         it: {proposed_with_new_key}",
         P::NAME
     );
     if P::NAME == "hotstuff" {
         // Leaders rotate every view: it leads within a few blocks. (A PBFT primary keeps
-        // its view until a view change, so validator 2 need not lead at all.)
+        // its view until a view change, so the validator need not lead at all.)
         assert!(
             proposed_with_new_key,
-            "validator {ROTATED} never proposed with its new key in blocks {}..={top}",
+            "validator {index} never proposed with its key in blocks {}..={top}",
             last + 1
         );
     }
-    for i in 0..N {
+    for i in 0..c.n {
         assert_eq!(c.node(i).epoch(), 1, "validator {i} did not switch");
         assert!(c.node(i).is_member());
     }
@@ -204,7 +216,8 @@ fn signers<P: Protocol>(cert: &[u8]) -> Vec<u16> {
 
 fn rotate_under_load<P: Protocol>() {
     let mut c = cluster::<P>();
-    let last = accept_rotation(&mut c);
+    let op = rotation(&c);
+    let last = accept_change(&mut c, op);
     // The second round commits across the boundary.
     let second = submit_round(&mut c, [ROUND, ROUND, ROUND, ROUND + 1]);
     assert!(
@@ -212,7 +225,7 @@ fn rotate_under_load<P: Protocol>() {
             && c.all_committed(&second)),
         "the validators did not all reach epoch 1 with the second round committed"
     );
-    check_chain(&c, last);
+    check_chain(&c, last, ROTATED, new_key().public());
     for h in &second {
         let rec = c.node(0).ledger().store().tx(h).unwrap().unwrap();
         assert_eq!(rec.receipt.outcome, Ok(()), "transfer {h} refused");
@@ -227,12 +240,13 @@ fn rotate_under_load<P: Protocol>() {
         c.run_until(30_000, |c| all_in_epoch_1_at(c, target)),
         "commits stopped after validator 1 restarted in epoch 1"
     );
-    check_chain(&c, last);
+    check_chain(&c, last, ROTATED, new_key().public());
 }
 
 fn down_across_the_boundary<P: Protocol>() {
     let mut c = cluster::<P>();
-    let last = accept_rotation(&mut c);
+    let op = rotation(&c);
+    let last = accept_change(&mut c, op);
     // Validator 3 stops before the boundary and misses it.
     c.nodes[3] = None;
     assert!(
@@ -248,7 +262,43 @@ fn down_across_the_boundary<P: Protocol>() {
         c.node(3).ledger().height(),
         c.node(3).epoch()
     );
-    check_chain(&c, last);
+    check_chain(&c, last, ROTATED, new_key().public());
+}
+
+/// A fifth node runs from genesis with a key no set names: it follows the chain by block
+/// sync without voting; a change adds it; from the new epoch on it is member 4 and signs.
+fn add_under_load<P: Protocol>() {
+    let mut c = Cluster::<P>::with_sets(DELAY, 1, Vec::new());
+    let joiner = c.keys[N].public();
+    assert!(!c.node(N).is_member());
+    let op = SetChange::Add(members_of(&c.keys)[N].clone());
+    let last = accept_change(&mut c, op);
+    let j = c.node(N);
+    assert!(
+        j.epoch() == 1 || !j.is_member(),
+        "a member before its epoch"
+    );
+    let second = submit_round(&mut c, [ROUND, ROUND, ROUND, ROUND + 1]);
+    assert!(
+        c.run_until(60_000, |c| all_in_epoch_1_at(c, last + 8)
+            && c.all_committed(&second)
+            && c.node(N).is_member()),
+        "the five did not all reach epoch 1 with the second round committed (node {N}: \
+         height {}, epoch {})",
+        c.node(N).ledger().height(),
+        c.node(N).epoch()
+    );
+    check_chain(&c, last, N, joiner);
+}
+
+#[test]
+fn hotstuff_adds_a_fifth_validator_under_load() {
+    add_under_load::<HotStuffProtocol>();
+}
+
+#[test]
+fn pbft_adds_a_fifth_validator_under_load() {
+    add_under_load::<PbftProtocol>();
 }
 
 #[test]

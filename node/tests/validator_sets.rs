@@ -116,15 +116,23 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     ]);
     assert_eq!(code, 0, "{text}");
 
-    // The change is pending, with its boundary.
-    let (status, v) = get_json(&format!("{}/v1/validators", net.api(1)));
-    assert_eq!(status, 200, "{v}");
-    let last = match v["pending"]["effective_after"].as_str() {
-        Some(e) => e.parse::<u64>().unwrap(),
-        // Already past it (a slow machine): the stored set says where it switched.
-        None => dec(&v["start_height"]) - 1,
+    // The change is pending, with its boundary, once validator 1 has stored its block
+    // (`--wait` saw it commit on validator 0; the others may be a block behind).
+    let deadline = Instant::now() + limit;
+    let last = loop {
+        let (status, v) = get_json(&format!("{}/v1/validators", net.api(1)));
+        assert_eq!(status, 200, "{v}");
+        if let Some(e) = v["pending"]["effective_after"].as_str() {
+            break e.parse::<u64>().unwrap();
+        }
+        if v["epoch"] != "0" {
+            // Already past it (a slow machine): the stored set says where it switched.
+            break dec(&v["start_height"]) - 1;
+        }
+        assert!(Instant::now() < deadline, "no pending change: {v}");
+        std::thread::sleep(Duration::from_millis(50));
     };
-    assert!(last >= DELAY, "{v}");
+    assert!(last >= DELAY, "the epoch ends after block {last}");
 
     // Every validator goes past the boundary; validator 2 proposes with its new key.
     let deadline = Instant::now() + Duration::from_secs(120);

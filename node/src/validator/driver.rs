@@ -165,10 +165,13 @@ impl<P: Protocol> Driver<P> {
         )?;
         let mut keys = vec![cfg.key.clone()];
         keys.extend(cfg.next_keys.iter().cloned());
-        // Epoch 0 is the genesis committee, given whole (a ledger need not track its set).
-        let place = match set.epoch {
-            0 => Some((cfg.me, cfg.key.clone())),
-            _ => super::epochs::place_in(ledger.validators(), &keys),
+        // A ledger that does not track its set (tools, tests) runs the committee it is given;
+        // otherwise this validator's place is where one of its keys is in the current set (a
+        // validator joining later is in none until its epoch).
+        let place = if ledger.validators().members.is_empty() {
+            Some((cfg.me, cfg.key.clone()))
+        } else {
+            super::epochs::place_in(ledger.validators(), &keys)
         };
         let (me, key) = place.clone().unwrap_or((cfg.me, cfg.key.clone()));
         if place.is_none() {

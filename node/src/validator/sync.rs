@@ -345,10 +345,14 @@ impl<P: Protocol> Driver<P> {
             out.extend(self.after_batches(now)?);
             return Ok(out);
         }
+        self.commits.clear();
+        if !self.is_member() {
+            // Not in the current set: nothing to restart; the ledger follows by block sync.
+            return self.run(now, Vec::new());
+        }
         let safety = P::safety_bytes(&self.core);
         let pending = P::pending_payload(&self.core);
         self.core = P::build(&self.params, &self.ledger, Some(safety))?;
-        self.commits.clear();
         let acts = self.core.start(now);
         let mut out = self.run(now, acts)?;
         // Stale batches (committed in blocks this validator skipped) are filtered by `offer`.

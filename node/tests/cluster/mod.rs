@@ -144,12 +144,17 @@ impl<P: Protocol> Cluster<P> {
     }
 
     /// `N` BFT validators whose ledgers track the set and accept changes (`next_keys[i]`:
-    /// the keys validator `i` may be rotated to).
-    pub fn with_sets(epoch_delay: u64, next_keys: Vec<Vec<SecretKey>>) -> Cluster<P> {
-        let keys = validator_keys(N);
-        let committee = Committee::bft(keys.iter().map(|k| k.public()).collect()).unwrap();
+    /// the keys validator `i` may be rotated to), and `joiners` more nodes (indices `N..`)
+    /// whose keys no genesis set names: they follow the chain until a change adds them.
+    pub fn with_sets(
+        epoch_delay: u64,
+        joiners: usize,
+        next_keys: Vec<Vec<SecretKey>>,
+    ) -> Cluster<P> {
+        let keys = validator_keys(N + joiners);
+        let committee = Committee::bft(keys[..N].iter().map(|k| k.public()).collect()).unwrap();
         let sets = SetSetup {
-            members: members_of(&keys),
+            members: members_of(&keys[..N]),
             governance: ledger::validators::Governance {
                 rule: ledger::validators::Rule::Bft,
                 epoch_delay,
