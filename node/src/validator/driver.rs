@@ -250,6 +250,7 @@ impl<P: Protocol> Driver<P> {
                 future: Default::default(),
                 old_attestor: None,
                 reoffer: Default::default(),
+                peers_seen: None,
             },
         })
     }

@@ -111,6 +111,9 @@ pub(super) struct Epochs<M> {
     pub(super) old_attestor: Option<(u64, Attestor)>,
     /// Batches to offer to a new core once it has no persist outstanding.
     pub(super) reoffer: VecDeque<Digest>,
+    /// What the last [`Driver::take_network_change`] looked at: (epoch, height that accepted
+    /// the pending change).
+    pub(super) peers_seen: Option<(u64, Option<u64>)>,
 }
 
 impl<P: Protocol> Driver<P> {
@@ -122,6 +125,35 @@ impl<P: Protocol> Driver<P> {
     /// Whether this validator is in the current epoch's set (it votes and proposes).
     pub fn is_member(&self) -> bool {
         self.epochs.member
+    }
+
+    /// The validators this one should be connected to, with their indices: the current set,
+    /// and the validator a pending change adds (so that it can connect and sync before its
+    /// epoch). `Some` when the set or the pending change moved since the last call (always
+    /// on the first), `None` otherwise and on a ledger that does not track its set.
+    pub fn take_network_change(&mut self) -> Option<Vec<crate::net::PeerInfo>> {
+        let vs = self.ledger.validators();
+        let seen = (vs.epoch, vs.pending.as_ref().map(|p| p.accepted_at));
+        if vs.members.is_empty() || self.epochs.peers_seen == Some(seen) {
+            return None;
+        }
+        self.epochs.peers_seen = Some(seen);
+        let joining = vs.pending.as_ref().and_then(|p| match &p.op {
+            ledger::validators::SetChange::Add(m) => Some(m),
+            _ => None,
+        });
+        Some(
+            vs.members
+                .iter()
+                .chain(joining)
+                .enumerate()
+                .map(|(i, m)| crate::net::PeerInfo {
+                    index: i as u16,
+                    network_key: m.network_key,
+                    address: m.p2p_address.clone(),
+                })
+                .collect(),
+        )
     }
 
     /// Whether the ledger has executed the last block of the core's epoch.
