@@ -41,6 +41,65 @@ fn dec(v: &serde_json::Value) -> u64 {
         .unwrap_or_else(|| panic!("not a decimal string: {v}"))
 }
 
+/// Wallets 0, 1 and 2 sending transfers through validators 0, 1 and 2 (`send_until`).
+struct Load {
+    stop: Arc<AtomicBool>,
+    accepted: Arc<Mutex<Vec<crypto::Digest>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(net: &Testnet) -> Load {
+        let chain = net.chain();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..3)
+            .map(|k| {
+                let (key, chain, api) = (net.wallet_key(k), chain.clone(), net.api(k));
+                let (stop, accepted) = (stop.clone(), accepted.clone());
+                std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
+            })
+            .collect();
+        Load {
+            stop,
+            accepted,
+            threads,
+        }
+    }
+
+    /// Stops the senders; the hashes of the transfers the validators accepted.
+    fn stop(self) -> Vec<crypto::Digest> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+/// Waits (up to 60 s) until validator `i` reports each of `hashes` committed with a
+/// successful receipt; their heights.
+fn committed_heights(net: &Testnet, i: usize, hashes: &[crypto::Digest]) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    hashes
+        .iter()
+        .map(|hash| {
+            loop {
+                let (_, s) = get_json(&format!("{}/v1/transactions/{hash}", net.api(i)));
+                if s["status"] == "committed" {
+                    assert_eq!(s["receipt"]["ok"], true, "{s}");
+                    break dec(&s["height"]);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "transfer {hash} not committed on validator {i}: {s}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     let net = Testnet::with_args(4, "hotstuff", &["--epoch-delay-blocks", &DELAY.to_string()]);
@@ -52,16 +111,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     wait_for(&mut vs, 3, limit);
 
     // Wallets 0..3 send transfers through validators 0..3 for the whole test.
-    let chain = net.chain();
-    let stop = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let load: Vec<_> = (0..3)
-        .map(|k| {
-            let (key, chain, api) = (net.wallet_key(k), chain.clone(), net.api(k));
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
-        })
-        .collect();
+    let load = Load::start(&net);
 
     // Write the change, approve it with validators 0, 1 and 2, submit it from wallet 3.
     let dir = tempfile::tempdir().unwrap();
@@ -95,6 +145,10 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     ]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("needs 3"), "{text}");
+    // A key outside the approving set (a wallet's) cannot approve.
+    let (code, text) = cairn(&["validators", "sign", change, "--consensus-key", wallet3]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("is not in the set that approves"), "{text}");
     for i in 0..3 {
         let key = net.home(i).join("consensus_key.json");
         let (code, text) = cairn(&[
@@ -170,32 +224,10 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     }
 
     // Every accepted transfer commits.
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
-    let accepted = accepted.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut before, mut after) = (0, 0);
-    for hash in &accepted {
-        loop {
-            let (_, s) = get_json(&format!("{}/v1/transactions/{hash}", net.api(3)));
-            if s["status"] == "committed" {
-                assert_eq!(s["receipt"]["ok"], true, "{s}");
-                if dec(&s["height"]) <= last {
-                    before += 1;
-                } else {
-                    after += 1;
-                }
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "transfer {hash} not committed: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    let accepted = load.stop();
+    let heights = committed_heights(&net, 3, &accepted);
+    let before = heights.iter().filter(|h| **h <= last).count();
+    let after = heights.len() - before;
     // The load ran on both sides of the boundary.
     assert!(
         before > 0 && after > 0,
@@ -274,16 +306,7 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
     vs.push(Some(Validator::start(&home)));
     wait_for(&mut vs[..4], 3, limit);
 
-    let chain = net.chain();
-    let stop = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let load: Vec<_> = (0..3)
-        .map(|k| {
-            let (key, chain, api) = (net.wallet_key(k), chain.clone(), net.api(k));
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
-        })
-        .collect();
+    let load = Load::start(&net);
 
     let dir = tempfile::tempdir().unwrap();
     let change = dir.path().join("add.json");
@@ -358,26 +381,8 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
         .map(|(k, w)| (from + k as u64 + 1, w[1] - w[0]))
         .collect();
 
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
-    let accepted = accepted.lock().unwrap().clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for hash in &accepted {
-        loop {
-            let (_, s) = get_json(&format!("{}/v1/transactions/{hash}", net.api(4)));
-            if s["status"] == "committed" {
-                assert_eq!(s["receipt"]["ok"], true, "{s}");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "transfer {hash} not committed on validator 4: {s}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    let accepted = load.stop();
+    committed_heights(&net, 4, &accepted);
     stop_all(&mut vs, "-TERM");
     net.n = 5;
     assert!(net.assert_same_chain() > last + 10);

@@ -183,7 +183,6 @@ pub fn run(cli: &Cli) -> Result<(), Fail> {
             to,
             amount,
             wait,
-            timeout,
             nonce,
         } => transfer(
             cli,
@@ -192,7 +191,7 @@ pub fn run(cli: &Cli) -> Result<(), Fail> {
                     to: *to,
                     amount: *amount,
                 },
-                wait: wait.then_some(Duration::from_secs(*timeout)),
+                wait: wait.duration(),
                 pinned: *nonce,
             },
         ),

@@ -1,7 +1,7 @@
 //! The `cairn` command line: its flags and subcommands ([`Cli`], [`Command`]), the long help
 //! and examples, and the parsers of addresses, amounts and hashes.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use crypto::Digest;
 use ledger::Address;
 use std::path::PathBuf;
@@ -116,17 +116,8 @@ pub enum Command {
         /// Amount to send (a positive integer)
         #[arg(long, value_name = "N", value_parser = parse_amount)]
         amount: u64,
-        /// Wait until the transfer is committed (exit 3 if it is not within --timeout)
-        #[arg(long)]
-        wait: bool,
-        /// How long --wait waits for the commit, in seconds
-        #[arg(
-            long,
-            value_name = "SECS",
-            default_value_t = 30,
-            value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
-        )]
-        timeout: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
         /// Sign with exactly this nonce (to resend a transfer whose outcome is unknown: the
         /// same recipient, amount and nonce give the same transaction, which never applies
         /// twice). Never re-signed with another nonce.
@@ -161,6 +152,7 @@ pub enum ValidatorsCommand {
     List,
     /// Write a change that adds a validator
     Add {
+        /// The new validator's name, e.g. validator-4
         #[arg(long)]
         name: String,
         /// The new validator's consensus public key, 64 hex characters
@@ -178,8 +170,10 @@ pub enum ValidatorsCommand {
     },
     /// Write a change that removes the validator with this consensus key
     Remove {
+        /// The consensus public key of the validator to remove, 64 hex characters
         #[arg(long, value_name = "HEX", value_parser = parse_key)]
         consensus_key: crypto::PublicKey,
+        /// Where to write the change
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
@@ -193,18 +187,23 @@ pub enum ValidatorsCommand {
         /// consensus_key.next.json)
         #[arg(long, value_name = "HEX", value_parser = parse_key)]
         new_key: crypto::PublicKey,
+        /// A new network public key [default: unchanged]
         #[arg(long, value_name = "HEX", value_parser = parse_key)]
         network_key: Option<crypto::PublicKey>,
+        /// A new multiaddr [default: unchanged]
         #[arg(long, value_name = "MULTIADDR")]
         address: Option<String>,
+        /// A new name [default: unchanged]
         #[arg(long)]
         name: Option<String>,
+        /// Where to write the change
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
     /// Add one validator's approval to a change file, signed with its consensus key file
     /// (needs no node)
     Sign {
+        /// The change file (written by `add`, `remove` or `rotate`); rewritten in place
         #[arg(value_name = "CHANGE")]
         file: PathBuf,
         /// A current validator's consensus key file
@@ -213,19 +212,36 @@ pub enum ValidatorsCommand {
     },
     /// Submit an approved change, signed and paid by the wallet (--key) like a transfer
     Submit {
+        /// The change file, approved by a quorum of the current validators
         #[arg(value_name = "CHANGE")]
         file: PathBuf,
-        /// Wait until it is committed (exit 3 if not within --timeout)
-        #[arg(long)]
-        wait: bool,
-        #[arg(
-            long,
-            value_name = "SECS",
-            default_value_t = 30,
-            value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
-        )]
-        timeout: u64,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
+}
+
+/// `--wait` and `--timeout`, for the commands that submit a transaction.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct WaitArgs {
+    /// Wait until the transaction is committed (exit 3 if it is not within --timeout)
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits for the commit, in seconds
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS)
+    )]
+    pub timeout: u64,
+}
+
+impl WaitArgs {
+    /// How long to wait for the commit, if at all.
+    pub fn duration(self) -> Option<std::time::Duration> {
+        self.wait
+            .then_some(std::time::Duration::from_secs(self.timeout))
+    }
 }
 
 fn parse_key(s: &str) -> Result<crypto::PublicKey, String> {

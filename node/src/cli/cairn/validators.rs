@@ -163,11 +163,7 @@ pub(super) fn run(cli: &Cli, command: &ValidatorsCommand) -> Result<(), Fail> {
             file,
             consensus_key,
         } => sign(cli, file, consensus_key),
-        ValidatorsCommand::Submit {
-            file,
-            wait,
-            timeout,
-        } => submit(cli, file, wait.then_some(Duration::from_secs(*timeout))),
+        ValidatorsCommand::Submit { file, wait } => submit(cli, file, wait.duration()),
     }
 }
 
