@@ -44,9 +44,11 @@ fn rotation<P: Protocol>(c: &Cluster<P>) -> SetChange {
     }
 }
 
-/// `op` approved in epoch 0 by validators 0, 1 and 2 (a quorum of 4), paid by wallet 3.
+/// `op` approved in epoch 0 by the first quorum of the genesis set (3 of 4, 4 of 5), paid by
+/// wallet 3.
 fn change_tx<P: Protocol>(c: &Cluster<P>, op: SetChange, nonce: u64) -> Transaction {
-    let approvals = (0..3u16)
+    let n = c.sets.as_ref().unwrap().members.len();
+    let approvals = (0..ledger::validators::Rule::Bft.quorum(n) as u16)
         .map(|i| (i, approve(&c.keys[i as usize], &c.chain, 0, &op)))
         .collect();
     let change = Change {
@@ -289,6 +291,63 @@ fn add_under_load<P: Protocol>() {
         c.node(N).epoch()
     );
     check_chain(&c, last, N, joiner);
+}
+
+/// Five validators remove the fifth: from the new epoch the four certify blocks alone (a
+/// certificate of the new set has no place for validator 4's signature), validator 4 stops
+/// voting and follows the chain by block sync, and transfers commit on both sides.
+fn remove_under_load<P: Protocol>() {
+    let mut c = Cluster::<P>::with_sets_n(N + 1, DELAY, 0, Vec::new());
+    let removed = N;
+    let op = SetChange::Remove {
+        consensus_key: c.keys[removed].public(),
+    };
+    let last = accept_change(&mut c, op);
+    let second = submit_round(&mut c, [ROUND, ROUND, ROUND, ROUND + 1]);
+    assert!(
+        c.run_until(60_000, |c| all_in_epoch_1_at(c, last + 8)
+            && c.all_committed(&second)),
+        "the validators did not all reach epoch 1 with the second round committed"
+    );
+    let genesis = c.chain.genesis_hash;
+    let store0 = c.node(0).ledger().store();
+    let next: ValidatorState = store0.validators_at(last).unwrap().unwrap();
+    assert_eq!((next.epoch, next.start_height), (1, last + 1));
+    assert_eq!(next.members.len(), N);
+    assert!(next.member(&c.keys[removed].public()).is_none());
+    let set = EpochSet::of(&next, &genesis, &c.committee).unwrap();
+    let top = (0..c.n).map(|i| c.node(i).ledger().height()).min().unwrap();
+    for h in last + 1..=top {
+        let b = store0.block(h).unwrap().unwrap();
+        assert!(P::certified(&b.certificate, &set.committee, &set.anchor).is_some());
+        assert!(P::certified(&b.certificate, &c.committee, &genesis).is_none());
+        assert_ne!(b.header.proposer, c.keys[removed].public());
+        for i in 1..c.n {
+            let other = c.node(i).ledger().store().block(h).unwrap().unwrap();
+            assert_eq!(other.hash(), b.hash(), "validator {i} differs at {h}");
+        }
+    }
+    for i in 0..c.n {
+        assert_eq!(c.node(i).epoch(), 1, "validator {i} did not switch");
+        assert_eq!(c.node(i).is_member(), i != removed, "validator {i}");
+    }
+    eprintln!(
+        "{}: validator {removed} removed after block {last}; the four certified blocks {}..={top} \
+         and it followed to {}",
+        P::NAME,
+        last + 1,
+        c.node(removed).ledger().height()
+    );
+}
+
+#[test]
+fn hotstuff_removes_a_validator_under_load() {
+    remove_under_load::<HotStuffProtocol>();
+}
+
+#[test]
+fn pbft_removes_a_validator_under_load() {
+    remove_under_load::<PbftProtocol>();
 }
 
 #[test]

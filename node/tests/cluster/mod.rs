@@ -151,10 +151,20 @@ impl<P: Protocol> Cluster<P> {
         joiners: usize,
         next_keys: Vec<Vec<SecretKey>>,
     ) -> Cluster<P> {
-        let keys = validator_keys(N + joiners);
-        let committee = Committee::bft(keys[..N].iter().map(|k| k.public()).collect()).unwrap();
+        Cluster::with_sets_n(N, epoch_delay, joiners, next_keys)
+    }
+
+    /// As [`Cluster::with_sets`], with `n` genesis validators.
+    pub fn with_sets_n(
+        n: usize,
+        epoch_delay: u64,
+        joiners: usize,
+        next_keys: Vec<Vec<SecretKey>>,
+    ) -> Cluster<P> {
+        let keys = validator_keys(n + joiners);
+        let committee = Committee::bft(keys[..n].iter().map(|k| k.public()).collect()).unwrap();
         let sets = SetSetup {
-            members: members_of(&keys[..N]),
+            members: members_of(&keys[..n]),
             governance: ledger::validators::Governance {
                 rule: ledger::validators::Rule::Bft,
                 epoch_delay,
