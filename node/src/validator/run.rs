@@ -128,16 +128,6 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
             }
             me
         }
-        // A validator joining later (issue 21): it follows the chain and votes from the epoch
-        // whose set names its key. Only where the chain can change its set.
-        None if genesis.governance().is_some() => {
-            tracing::info!(
-                key = %key.public(),
-                "this node's consensus key is not in the genesis validator set: it follows the \
-                 chain, and votes once a validator-set change adds it"
-            );
-            genesis.n()
-        }
         None => bail!(
             "{}: this node's consensus key {} is not in the genesis validator set; use the key \
              file that was created with this genesis",
@@ -272,14 +262,17 @@ async fn run_with<P: Protocol>(
             .with_context(|| format!("{VOTE_LOG_ENV}: cannot open {}", path.display()))?;
         tracing::info!(path = %path.display(), "recording every vote sent");
     }
-    // Peers: the ledger's current validator set (genesis, or what changes made of it).
+    // Peers: the ledger's current validator set (genesis, or what changes made of it), as of
+    // this start.
     let mut net_cfg = loaded.net;
     if let Some(peers) = driver.take_network_change() {
         net_cfg.peers = peers;
     }
-    let (mut net, incoming) = net::start(net_cfg.clone()).await?;
+    // The transport does not follow later changes yet: restarting it with the new list
+    // lost frames in flight, and with them the order of a sender's batches (issue 21).
+    let (net, incoming) = net::start(net_cfg).await?;
     // The ingress stage decodes peers' frames and hashes their batches on its own thread.
-    let (mut inbound, mut ingress_thread) =
+    let (mut inbound, ingress_thread) =
         super::ingress::start::<P::Message>(incoming).context("starting the ingress thread")?;
     // The admission stage: signature workers for client submissions and peers' batches.
     let (verified_tx, mut verified_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -425,27 +418,6 @@ async fn run_with<P: Protocol>(
         };
         dispatch(&net, &mut timers, &mut report, misbehaviour.filter(out));
         busy.store(driver.backlogged(), std::sync::atomic::Ordering::Relaxed);
-        if let Some(peers) = driver.take_network_change()
-            && peers != net_cfg.peers
-        {
-            // The validator set changed who may connect (a change accepted that adds a
-            // validator, or an epoch that starts with another set): the transport starts again
-            // with the new list; peers redial within a few hundred ms, and frames queued for
-            // the old connections are lost (consensus retransmits, batches are fetched again).
-            tracing::info!(
-                validators = peers.len(),
-                "validator set changed: reconnecting to its members"
-            );
-            net_cfg.peers = peers;
-            net.shutdown().await;
-            let (n, incoming) = net::start(net_cfg.clone()).await?;
-            net = n;
-            let (i, thread) = super::ingress::start::<P::Message>(incoming)
-                .context("starting the ingress thread")?;
-            inbound = i;
-            let old = std::mem::replace(&mut ingress_thread, thread);
-            let _ = tokio::task::spawn_blocking(move || old.join()).await;
-        }
     }
     let _ = api_stop.send(());
     let _ = api_task.await;
