@@ -150,15 +150,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("is not in the set that approves"), "{text}");
     for i in 0..3 {
-        let key = net.home(i).join("consensus_key.json");
-        let (code, text) = cairn(&[
-            "validators",
-            "sign",
-            change,
-            "--consensus-key",
-            key.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{text}");
+        let text = sign_with(&net, change, i);
         assert!(
             text.contains(&format!("{} of 3 approvals", i + 1)),
             "{text}"
@@ -244,18 +236,24 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     );
 }
 
+/// `cairn validators sign CHANGE` with validator `i`'s consensus key file; its output.
+fn sign_with(net: &Testnet, change: &str, i: usize) -> String {
+    let key = net.home(i).join("consensus_key.json");
+    let (code, text) = cairn(&[
+        "validators",
+        "sign",
+        change,
+        "--consensus-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    text
+}
+
 /// `cairn validators sign` with validators 0, 1 and 2, then `submit --wait` from wallet 3.
 fn approve_and_submit(net: &Testnet, change: &str) {
     for i in 0..3 {
-        let key = net.home(i).join("consensus_key.json");
-        let (code, text) = cairn(&[
-            "validators",
-            "sign",
-            change,
-            "--consensus-key",
-            key.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{text}");
+        sign_with(net, change, i);
     }
     let wallet3 = net.wallet(3);
     let (code, text) = cairn(&[

@@ -177,23 +177,22 @@ impl NodeClient {
 
     /// `GET /v1/status`.
     pub fn status(&self) -> Result<StatusView, ClientError> {
-        let what = "GET /v1/status";
-        let resp = self.send(what, self.http.get(self.url("/v1/status")))?;
-        let (status, body) = self.read(what, resp)?;
-        match status {
-            200 => self.decode(what, status, &body),
-            _ => Err(self.error_status(what, status, &body)),
-        }
+        self.get("/v1/status")
     }
 
     /// `GET /v1/validators`.
     pub fn validators(&self) -> Result<crate::api::ValidatorsView, ClientError> {
-        let what = "GET /v1/validators";
-        let resp = self.send(what, self.http.get(self.url("/v1/validators")))?;
-        let (status, body) = self.read(what, resp)?;
+        self.get("/v1/validators")
+    }
+
+    /// `GET path`, its 200 answer decoded as `T`; any other status is an error.
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let what = format!("GET {path}");
+        let resp = self.send(&what, self.http.get(self.url(path)))?;
+        let (status, body) = self.read(&what, resp)?;
         match status {
-            200 => self.decode(what, status, &body),
-            _ => Err(self.error_status(what, status, &body)),
+            200 => self.decode(&what, status, &body),
+            _ => Err(self.error_status(&what, status, &body)),
         }
     }
 
