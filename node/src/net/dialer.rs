@@ -1,7 +1,9 @@
-//! The swarm task: listens, dials every other validator with capped exponential backoff,
+//! The swarm task: listens, keeps the allow list equal to the peer table (following
+//! [`super::NetHandle::set_peers`]), dials every other validator with capped exponential backoff,
 //! redials after a connection drops (libp2p never reconnects on its own), keeps each peer's
 //! `connected` flag, and explains connection failures in the log.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use libp2p::{Multiaddr, PeerId, Swarm, allow_block_list::NotAllowed};
 use tokio::time::Instant;
 
 use super::behaviour::Behaviour;
-use super::{BACKOFF_MAX, BACKOFF_MIN, Counters, NetError, Shared, jitter};
+use super::{BACKOFF_MAX, BACKOFF_MIN, Counters, NetError, Peer, Shared, jitter};
 
 /// How often due redials are checked.
 const TICK: Duration = Duration::from_millis(25);
@@ -54,7 +56,7 @@ pub(crate) async fn listen(
     }
 }
 
-/// Dial state of one peer (same order as `Shared::peers`).
+/// Dial state of one peer.
 struct DialState {
     /// Established connections, as reported by the swarm.
     established: u32,
@@ -63,6 +65,17 @@ struct DialState {
     backoff: Duration,
     /// When the first of the current connections was established.
     since: Option<Instant>,
+}
+
+impl DialState {
+    fn new() -> DialState {
+        DialState {
+            established: 0,
+            next_dial: Some(Instant::now()),
+            backoff: BACKOFF_MIN,
+            since: None,
+        }
+    }
 }
 
 /// Rejected inbound connections: counted always, logged at most every `REJECT_LOG_EVERY`.
@@ -74,17 +87,9 @@ struct RejectLog {
 
 /// Runs until the task is aborted (which drops the swarm: listener and connections close).
 pub(crate) async fn run(mut swarm: Swarm<Behaviour>, shared: Arc<Shared>) {
-    let now = Instant::now();
-    let mut state: Vec<DialState> = shared
-        .peers
-        .iter()
-        .map(|_| DialState {
-            established: 0,
-            next_dial: Some(now),
-            backoff: BACKOFF_MIN,
-            since: None,
-        })
-        .collect();
+    let mut state: HashMap<PeerId, DialState> = HashMap::new();
+    let mut changed = shared.changed.subscribe();
+    follow_table(&mut swarm, &shared, &mut state);
     let mut rejects = RejectLog::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -92,13 +97,40 @@ pub(crate) async fn run(mut swarm: Swarm<Behaviour>, shared: Arc<Shared>) {
         tokio::select! {
             event = swarm.select_next_some() => on_event(&shared, &mut state, &mut rejects, event),
             _ = tick.tick() => dial_due(&mut swarm, &shared, &mut state),
+            Ok(()) = changed.changed() => follow_table(&mut swarm, &shared, &mut state),
         }
     }
 }
 
-fn dial_due(swarm: &mut Swarm<Behaviour>, shared: &Shared, state: &mut [DialState]) {
+/// Brings the allow list and the dial states in line with the peer table: a peer that left
+/// is disallowed (which closes its connections), a peer that joined is allowed and dialed.
+fn follow_table(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Shared,
+    state: &mut HashMap<PeerId, DialState>,
+) {
+    let ids: Vec<PeerId> = shared.peers().peers.iter().map(|p| p.peer_id).collect();
+    let allow = &mut swarm.behaviour_mut().allow;
+    state.retain(|id, _| {
+        let keep = ids.contains(id);
+        if !keep {
+            allow.disallow_peer(*id);
+        }
+        keep
+    });
+    for id in ids {
+        allow.allow_peer(id);
+        state.entry(id).or_insert_with(DialState::new);
+    }
+}
+
+fn dial_due(swarm: &mut Swarm<Behaviour>, shared: &Shared, state: &mut HashMap<PeerId, DialState>) {
     let now = Instant::now();
-    for (peer, st) in shared.peers.iter().zip(state.iter_mut()) {
+    let table = shared.peers();
+    for peer in &table.peers {
+        let Some(st) = state.get_mut(&peer.peer_id) else {
+            continue;
+        };
         if st.established > 0 || st.next_dial.is_none_or(|t| t > now) {
             continue;
         }
@@ -112,10 +144,10 @@ fn dial_due(swarm: &mut Swarm<Behaviour>, shared: &Shared, state: &mut [DialStat
             .allocate_new_port()
             .build();
         match swarm.dial(opts) {
-            Ok(()) => tracing::trace!(to = peer.index, addr = %peer.addr, "dialing"),
+            Ok(()) => tracing::trace!(to = peer.index(), addr = %peer.addr, "dialing"),
             Err(DialError::DialPeerConditionFalse(_)) => {}
             Err(e) => {
-                tracing::debug!(to = peer.index, error = %error_chain(&e), "dial refused");
+                tracing::debug!(to = peer.index(), error = %error_chain(&e), "dial refused");
                 schedule(st);
             }
         }
@@ -130,11 +162,10 @@ fn schedule(st: &mut DialState) {
 
 fn on_event(
     shared: &Shared,
-    state: &mut [DialState],
+    state: &mut HashMap<PeerId, DialState>,
     rejects: &mut RejectLog,
     event: SwarmEvent<super::behaviour::BehaviourEvent>,
 ) {
-    let slot = |id: &PeerId| shared.by_id.get(id).copied();
     match event {
         SwarmEvent::ConnectionEstablished {
             peer_id,
@@ -142,17 +173,18 @@ fn on_event(
             endpoint,
             ..
         } => {
-            let Some(i) = slot(&peer_id) else { return };
-            let (peer, st) = (&shared.peers[i], &mut state[i]);
+            let (Some(peer), Some(st)) = (shared.peer(&peer_id), state.get_mut(&peer_id)) else {
+                return;
+            };
             st.established = num_established.get();
             st.next_dial = None;
             if st.established == 1 {
                 st.since = Some(Instant::now());
                 tracing::info!(
-                    peer = peer.index,
+                    peer = peer.index(),
                     remote = %endpoint.get_remote_address(),
                     "connected to validator {}",
-                    peer.index
+                    peer.index()
                 );
                 peer.connected.send_replace(true);
             }
@@ -163,15 +195,16 @@ fn on_event(
             cause,
             ..
         } => {
-            let Some(i) = slot(&peer_id) else { return };
-            let (peer, st) = (&shared.peers[i], &mut state[i]);
+            let (Some(peer), Some(st)) = (shared.peer(&peer_id), state.get_mut(&peer_id)) else {
+                return;
+            };
             st.established = num_established;
             if num_established == 0 {
                 let why = match &cause {
                     Some(e) => error_chain(e),
                     None => "closed".into(),
                 };
-                tracing::info!(peer = peer.index, cause = %why, "disconnected from validator {}; redialing", peer.index);
+                tracing::info!(peer = peer.index(), cause = %why, "disconnected from validator {}; redialing", peer.index());
                 peer.connected.send_replace(false);
                 // A connection that stayed up resets the backoff; one that is closed right
                 // away (e.g. the remote does not list us in its genesis) keeps backing off.
@@ -186,21 +219,22 @@ fn on_event(
             error,
             ..
         } => {
-            let Some(i) = slot(&peer_id) else { return };
-            let (peer, st) = (&shared.peers[i], &mut state[i]);
+            let (Some(peer), Some(st)) = (shared.peer(&peer_id), state.get_mut(&peer_id)) else {
+                return;
+            };
             match &error {
                 DialError::DialPeerConditionFalse(_) => return,
                 DialError::Aborted if st.established > 0 => return,
                 DialError::WrongPeerId { obtained, address } => {
-                    log_wrong_peer(shared, i, obtained, address)
+                    log_wrong_peer(shared, &peer, obtained, address)
                 }
                 e => {
                     // Expected while a validator is down: quiet until the backoff is at its cap.
                     if st.backoff >= BACKOFF_MAX {
-                        tracing::info!(peer = peer.index, addr = %peer.addr, error = %error_chain(e),
-                            "validator {} unreachable; retrying every {} s", peer.index, BACKOFF_MAX.as_secs());
+                        tracing::info!(peer = peer.index(), addr = %peer.addr, error = %error_chain(e),
+                            "validator {} unreachable; retrying every {} s", peer.index(), BACKOFF_MAX.as_secs());
                     } else {
-                        tracing::debug!(peer = peer.index, error = %error_chain(e), "dial failed");
+                        tracing::debug!(peer = peer.index(), error = %error_chain(e), "dial failed");
                     }
                 }
             }
@@ -246,18 +280,19 @@ fn on_event(
 }
 
 /// "dialed ID mismatch", explained: which genesis validator, which address, and how to fix it.
-fn log_wrong_peer(shared: &Shared, i: usize, obtained: &PeerId, address: &Multiaddr) {
-    let peer = &shared.peers[i];
+fn log_wrong_peer(shared: &Shared, peer: &Peer, obtained: &PeerId, address: &Multiaddr) {
     let who = match shared.peer(obtained) {
         Some(other) => format!(
             "validator {}'s network identity: validators[{}].p2p_address and validators[{}]'s \
              may be swapped in genesis.json",
-            other.index, peer.index, other.index
+            other.index(),
+            peer.index(),
+            other.index()
         ),
         None => format!("{obtained}, which is no genesis validator's network key"),
     };
     tracing::error!(
-        validator = peer.index,
+        validator = peer.index(),
         address = %address,
         expected_peer_id = %peer.peer_id,
         obtained_peer_id = %obtained,
@@ -266,7 +301,7 @@ fn log_wrong_peer(shared: &Shared, i: usize, obtained: &PeerId, address: &Multia
          validator {idx} with the network_key.json matching validators[{idx}].network_key, or \
          correct validators[{idx}].p2p_address / network_key in genesis.json (every validator \
          needs the identical genesis file). Retrying with backoff.",
-        idx = peer.index,
+        idx = peer.index(),
         key = peer.network_key,
         expected = peer.peer_id,
     );

@@ -3,13 +3,21 @@
 //! * **Identity.** A node's libp2p identity is its *network key* (a 32-byte ed25519 seed, kept
 //!   apart from the consensus key). A validator's `PeerId` is derived from its genesis
 //!   `network_key` by [`peer_id_of`].
-//! * **Permissioning.** Only the genesis validators may connect: an allow list
+//! * **Permissioning.** Only the validators of the current set may connect: an allow list
 //!   (`libp2p::allow_block_list`) closes every other connection right after the Noise
-//!   handshake, and such closures are counted in [`NetStats::rejected_connections`].
-//! * **Dialing.** Every other validator is dialed at its genesis address with `/p2p/<PeerId>`
-//!   appended, so Noise proves the remote is who genesis says. Failed dials and dropped
+//!   handshake, and such closures are counted in [`NetStats::rejected_connections`]. The set
+//!   starts as `NetConfig::peers` (genesis, or the set the chain has changed to) and follows
+//!   the chain through [`NetHandle::set_peers`], without a restart: a peer that stays keeps its
+//!   connection, streams and queued frames (so the order of its frames is kept across the
+//!   change); a peer that left is taken off the allow list, which closes its connections, and
+//!   its queued frames are dropped; a peer that joined gets fresh queues and is dialed.
+//! * **Dialing.** Every other validator is dialed at its address with `/p2p/<PeerId>`
+//!   appended, so Noise proves the remote is who the set says. Failed dials and dropped
 //!   connections are retried with capped exponential backoff (100 ms doubling to 5 s, with
 //!   jitter); libp2p itself never reconnects.
+//! * **Indices and identities.** Frames are addressed by a peer's index in the current list
+//!   ([`NetHandle::send`]); the index of a peer may change when a validator before it leaves.
+//!   [`Incoming::recv_keyed`] names each frame's sender by its network key, which does not.
 //! * **Frames.** Messages are opaque byte strings. Each direction between two validators uses
 //!   ONE long-lived `libp2p-stream` stream (protocol [`PROTOCOL`]), framed as a u32 big-endian
 //!   length followed by the payload. A length above `max_frame_bytes` is rejected before any
@@ -46,6 +54,7 @@ mod behaviour;
 mod config;
 mod dialer;
 mod limit;
+mod peers;
 mod stream;
 
 pub use config::{
@@ -53,16 +62,17 @@ pub use config::{
 };
 pub use limit::InboundLimit;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, identity, multiaddr::Protocol};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, identity};
+use libp2p_stream::Control;
+use peers::{Entries, NewPeer, Peer, Plan, QueueLimits, Table};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -122,77 +132,105 @@ impl Counters {
     }
 }
 
-/// What the swarm task, the writers and the readers share about one peer.
-pub(crate) struct Peer {
-    pub index: u16,
-    pub peer_id: PeerId,
-    pub network_key: crypto::PublicKey,
-    /// The genesis address with `/p2p/<peer_id>` appended.
-    pub addr: Multiaddr,
-    /// Whether at least one connection is established; set by the swarm task.
-    pub connected: watch::Sender<bool>,
-    queue: mpsc::Sender<Bytes>,
-    /// Payload bytes in `queue` plus those its writer took and has not written yet.
-    pub queued_bytes: AtomicUsize,
-    /// The peer's inbound rate limit (used by whichever reader is current).
-    pub throttle: Mutex<limit::Throttle>,
-    /// Permits for payload bytes received from this peer and not yet taken from [`Incoming`];
-    /// `Shared::queue_bytes` in all.
-    pub inbound_bytes: Arc<Semaphore>,
-}
-
 pub(crate) struct Shared {
-    pub peers: Vec<Arc<Peer>>,
-    pub by_id: HashMap<PeerId, usize>,
+    /// The current peers; replaced as a whole by [`NetHandle::set_peers`].
+    pub table: RwLock<Table>,
+    /// Bumped whenever the table changes (the swarm task follows it: allow list, dialing).
+    pub changed: watch::Sender<u64>,
     pub counters: Counters,
     pub max_frame_bytes: usize,
     pub queue_bytes: usize,
 }
 
+impl Shared {
+    /// The table for reading; a poisoned lock is still a consistent table (it is only ever
+    /// replaced whole).
+    pub(crate) fn peers(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn peer(&self, id: &PeerId) -> Option<Arc<Peer>> {
+        self.peers().by_id(id).cloned()
+    }
+}
+
 /// A received frame in its peer's inbound queue. Its byte permit goes back to the peer's
 /// budget when the consumer takes the frame.
 pub(crate) struct Delivery {
+    /// The sender's index when the frame was read.
     pub from: u16,
+    /// The sender's network key.
+    pub key: crypto::PublicKey,
     pub payload: Vec<u8>,
     pub _bytes: OwnedSemaphorePermit,
 }
 
-/// The frames received from all peers, as `(sender index, payload)`. Each peer has its own
-/// bounded queue; [`Incoming::recv`] takes from them in turn (round robin), so one peer's
-/// backlog cannot push another peer's frames back by more than one frame.
+/// The frames received from all peers. Each peer has its own bounded queue; [`Incoming::recv`]
+/// takes from them in turn (round robin), so one peer's backlog cannot push another peer's
+/// frames back by more than one frame. Peers that join later add their queues here; a peer
+/// that left has its queue drained and then forgotten.
 pub struct Incoming {
-    /// One queue per peer (in `Shared::peers` order), then one that never carries a frame
-    /// and closes when the accept loop stops, as the peers' queues do once their readers end.
+    /// One queue per peer.
     queues: Vec<mpsc::Receiver<Delivery>>,
+    /// The queues of peers added by [`NetHandle::set_peers`].
+    added: mpsc::UnboundedReceiver<mpsc::Receiver<Delivery>>,
+    /// Never carries a frame; closes when the accept loop stops (the transport stopped).
+    anchor: mpsc::Receiver<Delivery>,
     /// Where the next round starts.
     next: usize,
 }
 
 impl Incoming {
-    /// The next frame; `None` once the transport has stopped. Cancel safe.
+    /// The next frame as `(sender index when it was read, payload)`; `None` once the
+    /// transport has stopped. Cancel safe.
     pub async fn recv(&mut self) -> Option<(u16, Vec<u8>)> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+        poll_fn(|cx| self.poll_recv(cx))
+            .await
+            .map(|d| (d.from, d.payload))
+    }
+
+    /// The next frame as `(sender's network key, payload)`: the identity that stays right
+    /// when indices move with the validator set. `None` once the transport has stopped.
+    /// Cancel safe.
+    pub async fn recv_keyed(&mut self) -> Option<(crypto::PublicKey, Vec<u8>)> {
+        poll_fn(|cx| self.poll_recv(cx))
+            .await
+            .map(|d| (d.key, d.payload))
     }
 
     /// Polls for the next frame, starting with the peer after the one that gave the last.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u16, Vec<u8>)>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+        while let Poll::Ready(Some(q)) = self.added.poll_recv(cx) {
+            self.queues.push(q);
+        }
         let n = self.queues.len();
-        let mut closed = 0;
+        let mut closed = Vec::new();
+        let mut found = None;
         for k in 0..n {
             let i = (self.next + k) % n;
             match self.queues[i].poll_recv(cx) {
                 Poll::Ready(Some(d)) => {
                     self.next = (i + 1) % n;
-                    return Poll::Ready(Some((d.from, d.payload)));
+                    found = Some(d);
+                    break;
                 }
-                Poll::Ready(None) => closed += 1,
+                Poll::Ready(None) => closed.push(i),
                 Poll::Pending => {}
             }
         }
-        if closed == n {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
+        if !closed.is_empty() {
+            closed.sort_unstable();
+            for i in closed.into_iter().rev() {
+                self.queues.remove(i);
+            }
+            self.next = 0;
+        }
+        if let Some(d) = found {
+            return Poll::Ready(Some(d));
+        }
+        match self.anchor.poll_recv(cx) {
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
     }
 }
@@ -205,19 +243,17 @@ impl fmt::Debug for Incoming {
     }
 }
 
-impl Shared {
-    pub(crate) fn peer(&self, id: &PeerId) -> Option<&Arc<Peer>> {
-        self.by_id.get(id).map(|&i| &self.peers[i])
-    }
-}
-
 /// The running transport. Dropping it stops everything, like [`NetHandle::shutdown`] without
 /// waiting.
 pub struct NetHandle {
     shared: Arc<Shared>,
-    local_index: Option<u16>,
     local_peer_id: PeerId,
     listen_addrs: Vec<Multiaddr>,
+    limits: QueueLimits,
+    /// Opens outbound streams (each new peer's writer gets a clone).
+    control: Control,
+    /// Hands new peers' inbound queues to [`Incoming`].
+    added: mpsc::UnboundedSender<mpsc::Receiver<Delivery>>,
     tasks: JoinSet<()>,
 }
 
@@ -244,56 +280,27 @@ pub async fn start(cfg: NetConfig) -> Result<(NetHandle, Incoming), NetError> {
     let keypair = identity::Keypair::ed25519_from_bytes(cfg.key_seed)
         .map_err(|e| NetError::BadSeed(e.to_string()))?;
     let local_peer_id = keypair.public().to_peer_id();
-
-    let mut local_index = None;
-    let mut peers = Vec::new();
-    let mut by_id = HashMap::new();
-    let mut seen_index = Vec::new();
-    let mut writers = Vec::new();
-    let mut inbound_tx = Vec::new();
-    let mut inbound_rx = Vec::new();
-    let now = Instant::now();
-    for info in &cfg.peers {
-        if seen_index.contains(&info.index) {
-            return Err(NetError::DuplicatePeer { index: info.index });
-        }
-        seen_index.push(info.index);
-        let peer_id = peer_id_of(&info.network_key)?;
-        if peer_id == local_peer_id {
-            local_index = Some(info.index);
-            continue;
-        }
-        let addr = dial_addr(info, peer_id)?;
-        if by_id.insert(peer_id, peers.len()).is_some() {
-            return Err(NetError::DuplicatePeer { index: info.index });
-        }
-        let (queue, rx) = mpsc::channel(cfg.queue_len);
-        let peer = Arc::new(Peer {
-            index: info.index,
-            peer_id,
-            network_key: info.network_key,
-            addr,
-            connected: watch::Sender::new(false),
-            queue,
-            queued_bytes: AtomicUsize::new(0),
-            throttle: Mutex::new(limit::Throttle::new(cfg.inbound_limit, now)),
-            inbound_bytes: Arc::new(Semaphore::new(cfg.queue_bytes)),
-        });
-        let (tx, rx_in) = mpsc::channel(cfg.queue_len);
-        inbound_tx.push(tx);
-        inbound_rx.push(rx_in);
-        writers.push((peer.clone(), rx));
-        peers.push(peer);
-    }
+    let limits = QueueLimits {
+        queue_len: cfg.queue_len,
+        queue_bytes: cfg.queue_bytes,
+        inbound_limit: cfg.inbound_limit,
+    };
+    let Plan { table, created, .. } = peers::plan(
+        &Table::default(),
+        &cfg.peers,
+        &local_peer_id,
+        limits,
+        Entries::Strict,
+    )?;
+    let allowed: Vec<PeerId> = table.peers.iter().map(|p| p.peer_id).collect();
     let shared = Arc::new(Shared {
-        peers,
-        by_id,
+        table: RwLock::new(table),
+        changed: watch::Sender::new(0),
         counters: Counters::default(),
         max_frame_bytes: cfg.max_frame_bytes,
         queue_bytes: cfg.queue_bytes,
     });
 
-    let allowed: Vec<PeerId> = shared.peers.iter().map(|p| p.peer_id).collect();
     let mut swarm = behaviour::build_swarm(keypair, &allowed)?;
     let mut control = swarm.behaviour().stream.new_control();
     let incoming_streams = control
@@ -301,10 +308,12 @@ pub async fn start(cfg: NetConfig) -> Result<(NetHandle, Incoming), NetError> {
         .map_err(|e| NetError::Transport(e.to_string()))?;
     let listen_addrs = dialer::listen(&mut swarm, listen, &cfg.listen).await?;
 
-    let (anchor, anchor_rx) = mpsc::channel(1);
-    inbound_rx.push(anchor_rx);
+    let (anchor_tx, anchor) = mpsc::channel(1);
+    let (added, added_rx) = mpsc::unbounded_channel();
     let incoming = Incoming {
-        queues: inbound_rx,
+        queues: Vec::new(),
+        added: added_rx,
+        anchor,
         next: 0,
     };
     let mut tasks = JoinSet::new();
@@ -312,35 +321,91 @@ pub async fn start(cfg: NetConfig) -> Result<(NetHandle, Incoming), NetError> {
     tasks.spawn(stream::accept_loop(
         incoming_streams,
         shared.clone(),
-        inbound_tx,
-        anchor,
+        anchor_tx,
     ));
-    for (peer, rx) in writers {
-        tasks.spawn(stream::writer(peer, rx, control.clone(), shared.clone()));
+    let mut handle = NetHandle {
+        shared,
+        local_peer_id,
+        listen_addrs,
+        limits,
+        control,
+        added,
+        tasks,
+    };
+    for new in created {
+        handle.spawn_peer(new);
     }
     tracing::info!(
         peer_id = %local_peer_id,
-        index = ?local_index,
-        listen = ?listen_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        peers = shared.peers.len(),
+        index = ?handle.local_index(),
+        listen = ?handle.listen_addrs(),
+        peers = allowed.len(),
         "network started"
     );
-    let handle = NetHandle {
-        shared,
-        local_index,
-        local_peer_id,
-        listen_addrs,
-        tasks,
-    };
     Ok((handle, incoming))
 }
 
 impl NetHandle {
+    /// Follows a changed validator set: `peers` replaces the current list (this node's own
+    /// entry, recognised by its network key, may be included). Peers that stay keep their
+    /// connection, streams and queued frames, and take their new indices; peers that left are
+    /// disconnected and refused from now on (their queued frames are dropped); peers that
+    /// joined are allowed and dialed. An entry that cannot be used (a network key that is no
+    /// ed25519 key, an address that cannot be dialed, a duplicate) is left out with a warning;
+    /// the others are kept.
+    pub fn set_peers(&mut self, peers: Vec<PeerInfo>) -> Result<(), NetError> {
+        let mut table = self.shared.table.write().unwrap_or_else(|e| e.into_inner());
+        let Plan {
+            table: next,
+            created,
+            removed,
+        } = peers::plan(
+            &table,
+            &peers,
+            &self.local_peer_id,
+            self.limits,
+            Entries::SkipBad,
+        )?;
+        peers::renumber(&next, &peers);
+        *table = next;
+        let (joined, left) = (created.len(), removed.len());
+        drop(table);
+        for peer in removed {
+            tracing::info!(peer_id = %peer.peer_id, "validator left the set: disconnecting");
+            peer.removed.send_replace(true);
+        }
+        for new in created {
+            tracing::info!(peer = new.peer.index(), peer_id = %new.peer.peer_id, addr = %new.peer.addr,
+                "validator joined the set: dialing");
+            self.spawn_peer(new);
+        }
+        self.shared.changed.send_modify(|g| *g += 1);
+        tracing::info!(
+            index = ?self.local_index(),
+            peers = self.shared.peers().peers.len(),
+            joined,
+            left,
+            "network follows the validator set"
+        );
+        Ok(())
+    }
+
+    fn spawn_peer(&mut self, new: NewPeer) {
+        let _ = self.added.send(new.inbound);
+        self.tasks.spawn(stream::writer(
+            new.peer,
+            new.outgoing,
+            self.control.clone(),
+            self.shared.clone(),
+        ));
+    }
+
     /// Queues `frame` for validator `to`. Never blocks: when the queue is full (`queue_len`
     /// frames or `queue_bytes` bytes), the frame is larger than `max_frame_bytes`, or `to` is
     /// unknown or this node, the frame is dropped and counted in [`NetStats::dropped`].
     pub fn send(&self, to: u16, frame: Vec<u8>) {
-        match self.shared.peers.iter().find(|p| p.index == to) {
+        let table = self.shared.peers();
+        match table.by_index(to) {
             Some(peer) => self.enqueue(peer, Bytes::from(frame)),
             None => {
                 tracing::debug!(to, "frame for an unknown or local validator index dropped");
@@ -352,7 +417,7 @@ impl NetHandle {
     /// Queues `frame` for every other validator (one shared buffer, no copies).
     pub fn broadcast(&self, frame: Vec<u8>) {
         let frame = Bytes::from(frame);
-        for peer in &self.shared.peers {
+        for peer in &self.shared.peers().peers {
             self.enqueue(peer, frame.clone());
         }
     }
@@ -360,7 +425,7 @@ impl NetHandle {
     fn enqueue(&self, peer: &Peer, frame: Bytes) {
         if frame.len() > self.shared.max_frame_bytes {
             tracing::warn!(
-                to = peer.index,
+                to = peer.index(),
                 len = frame.len(),
                 max = self.shared.max_frame_bytes,
                 "frame larger than max_frame_bytes dropped"
@@ -381,20 +446,27 @@ impl NetHandle {
     pub fn connected(&self) -> Vec<u16> {
         let mut v: Vec<u16> = self
             .shared
+            .peers()
             .peers
             .iter()
             .filter(|p| *p.connected.borrow())
-            .map(|p| p.index)
+            .map(|p| p.index())
             .collect();
         v.sort_unstable();
         v
+    }
+
+    /// How many peers (other validators) the transport talks to now.
+    pub fn peer_count(&self) -> usize {
+        self.shared.peers().peers.len()
     }
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> NetStats {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let peers = &self.shared.peers;
+        let table = self.shared.peers();
+        let peers = &table.peers;
         let queued = peers
             .iter()
             .map(|p| (p.queue.max_capacity() - p.queue.capacity()) as u64)
@@ -427,9 +499,10 @@ impl NetHandle {
         }
     }
 
-    /// This node's genesis index, if its network key is among `NetConfig::peers`.
+    /// This node's index, if its network key is among the peers (`NetConfig::peers`, or the
+    /// last [`NetHandle::set_peers`]).
     pub fn local_index(&self) -> Option<u16> {
-        self.local_index
+        self.shared.peers().local_index
     }
 
     /// This node's libp2p identity.
@@ -460,37 +533,6 @@ pub fn peer_id_of(network_key: &crypto::PublicKey) -> Result<PeerId, NetError> {
         }
     })?;
     Ok(identity::PublicKey::from(key).to_peer_id())
-}
-
-/// The genesis address with `/p2p/<peer_id>` appended (or checked, if already present).
-fn dial_addr(info: &PeerInfo, peer_id: PeerId) -> Result<Multiaddr, NetError> {
-    let bad = |reason: String| NetError::BadPeerAddress {
-        index: info.index,
-        address: info.address.clone(),
-        reason,
-    };
-    let mut addr: Multiaddr = info
-        .address
-        .parse()
-        .map_err(|e| bad(format!("not a multiaddr: {e}")))?;
-    match addr.iter().last() {
-        Some(Protocol::P2p(id)) if id == peer_id => {}
-        Some(Protocol::P2p(id)) => {
-            return Err(bad(format!(
-                "ends in /p2p/{id}, but the validator's network_key gives {peer_id}"
-            )));
-        }
-        _ => addr.push(Protocol::P2p(peer_id)),
-    }
-    if !addr
-        .iter()
-        .any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)))
-    {
-        return Err(bad(
-            "only /ip4 and /ip6 addresses can be dialed (DNS names are not resolved yet)".into(),
-        ));
-    }
-    Ok(addr)
 }
 
 /// Backoff bounds shared by dialing and stream reopening.

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 
 use super::{BACKOFF_MAX, BACKOFF_MIN, Counters, Delivery, PROTOCOL, Peer, Shared, jitter};
+use libp2p::PeerId;
 
 /// Opening a stream on an established connection normally takes one round trip.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,10 +38,22 @@ enum PumpEnd {
 }
 
 /// Carries `peer`'s outgoing queue over one stream at a time, reopening it (with backoff)
-/// whenever it breaks, for as long as the queue exists. While the peer is not connected,
-/// frames wait in the bounded queue.
+/// whenever it breaks, until the transport stops or the peer leaves the set. While the peer
+/// is not connected, frames wait in the bounded queue.
 pub(crate) async fn writer(
     peer: Arc<Peer>,
+    queue: mpsc::Receiver<Bytes>,
+    control: Control,
+    shared: Arc<Shared>,
+) {
+    tokio::select! {
+        _ = peer.gone() => tracing::debug!(peer_id = %peer.peer_id, "writer stopped: peer left"),
+        _ = write_loop(&peer, queue, control, shared) => {}
+    }
+}
+
+async fn write_loop(
+    peer: &Peer,
     mut queue: mpsc::Receiver<Bytes>,
     mut control: Control,
     shared: Arc<Shared>,
@@ -58,22 +71,22 @@ pub(crate) async fn writer(
         let mut stream = match opened.await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                tracing::debug!(peer = peer.index, error = %e, "cannot open consensus stream");
+                tracing::debug!(peer = peer.index(), error = %e, "cannot open consensus stream");
                 tokio::time::sleep(jitter(backoff)).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
             Err(_) => {
-                tracing::debug!(peer = peer.index, "opening consensus stream timed out");
+                tracing::debug!(peer = peer.index(), "opening consensus stream timed out");
                 continue;
             }
         };
-        tracing::debug!(peer = peer.index, "consensus stream open");
+        tracing::debug!(peer = peer.index(), "consensus stream open");
         match pump(
             &mut stream,
             &mut queue,
             &mut batch,
-            &peer,
+            peer,
             &shared,
             &mut backoff,
         )
@@ -82,7 +95,7 @@ pub(crate) async fn writer(
             PumpEnd::QueueClosed => return,
             PumpEnd::StreamBroken => {
                 tracing::debug!(
-                    peer = peer.index,
+                    peer = peer.index(),
                     unsent = batch.len(),
                     "consensus stream closed; reopening"
                 );
@@ -168,42 +181,45 @@ async fn write_batch(
 
 /// Accepts inbound consensus streams and runs one reader per peer. A new stream from a peer
 /// replaces its previous one (a peer opens a new stream only after the old one broke), so a
-/// peer can hold at most one reader. `inbound[i]` is the queue of `shared.peers[i]`; `_anchor`
-/// only keeps [`super::Incoming`] open while this loop runs.
+/// peer can hold at most one reader. `_anchor` only keeps [`super::Incoming`] open while this
+/// loop runs.
 pub(crate) async fn accept_loop(
     mut incoming: IncomingStreams,
     shared: Arc<Shared>,
-    inbound: Vec<mpsc::Sender<Delivery>>,
     _anchor: mpsc::Sender<Delivery>,
 ) {
     let mut readers = JoinSet::new();
-    let mut current: HashMap<u16, AbortHandle> = HashMap::new();
+    let mut current: HashMap<PeerId, AbortHandle> = HashMap::new();
     while let Some((peer_id, stream)) = incoming.next().await {
         while readers.try_join_next().is_some() {}
-        let Some(&i) = shared.by_id.get(&peer_id) else {
-            // The allow list admits only validators, so this does not happen; be safe anyway.
+        current.retain(|_, h| !h.is_finished());
+        let Some(peer) = shared.peer(&peer_id) else {
+            // The allow list admits only validators of the set; one that just left may still
+            // have a connection open for a moment.
             Counters::add(&shared.counters.rejected_connections, 1);
-            tracing::warn!(%peer_id, "consensus stream from a peer that is not a validator dropped");
+            tracing::debug!(%peer_id, "consensus stream from a peer outside the set dropped");
             continue;
         };
-        let peer = shared.peers[i].clone();
-        tracing::debug!(peer = peer.index, "inbound consensus stream");
-        let index = peer.index;
-        let task = read_loop(stream, peer, shared.clone(), inbound[i].clone());
-        if let Some(old) = current.insert(index, readers.spawn(task)) {
+        tracing::debug!(peer = peer.index(), "inbound consensus stream");
+        let task = read_loop(stream, peer, shared.clone());
+        if let Some(old) = current.insert(peer_id, readers.spawn(task)) {
             old.abort();
         }
     }
 }
 
 /// Reads frames from one inbound stream until it ends or misbehaves, then drops (resets) it.
-async fn read_loop(
-    mut stream: Stream,
-    peer: Arc<Peer>,
-    shared: Arc<Shared>,
-    deliver: mpsc::Sender<Delivery>,
-) {
-    let from = peer.index;
+/// Stops when the peer leaves the set.
+async fn read_loop(stream: Stream, peer: Arc<Peer>, shared: Arc<Shared>) {
+    tokio::select! {
+        _ = peer.gone() => {}
+        _ = read_frames(stream, &peer, &shared) => {}
+    }
+}
+
+async fn read_frames(mut stream: Stream, peer: &Peer, shared: &Shared) {
+    let deliver = &peer.inbound;
+    let from = peer.index();
     let max = shared.max_frame_bytes;
     loop {
         let mut prefix = [0u8; 4];
@@ -262,7 +278,8 @@ async fn read_loop(
         Counters::add(&shared.counters.frames_in, 1);
         Counters::add(&shared.counters.bytes_in, len as u64);
         slot.send(Delivery {
-            from,
+            from: peer.index(),
+            key: peer.network_key,
             payload,
             _bytes: bytes,
         });

@@ -251,6 +251,7 @@ impl<P: Protocol> Driver<P> {
                 old_attestor: None,
                 reoffer: Default::default(),
                 peers_seen: None,
+                numbered: Vec::new(),
             },
         })
     }

@@ -105,8 +105,9 @@ pub(super) struct Epochs<M> {
     pub(super) keys: Vec<SecretKey>,
     /// Whether one of `keys` is in `set`.
     pub(super) member: bool,
-    /// Frames of later epochs: (sender, epoch, message).
-    pub(super) future: VecDeque<(ReplicaId, u64, M)>,
+    /// Frames of later epochs: (sender's network key, epoch, message). Held by key, not by
+    /// index: the sender's index may be another one in the epoch the frame belongs to.
+    pub(super) future: VecDeque<(Option<crypto::PublicKey>, u64, M)>,
     /// The previous epoch's header attestor, for heights up to its last block.
     pub(super) old_attestor: Option<(u64, Attestor)>,
     /// Batches to offer to a new core once it has no persist outstanding.
@@ -114,6 +115,9 @@ pub(super) struct Epochs<M> {
     /// What the last [`Driver::take_network_change`] looked at: (epoch, height that accepted
     /// the pending change).
     pub(super) peers_seen: Option<(u64, Option<u64>)>,
+    /// The network keys of the numbering the last [`Driver::take_network_change`] gave out:
+    /// the one frames handed to the driver are numbered in.
+    pub(super) numbered: Vec<crypto::PublicKey>,
 }
 
 impl<P: Protocol> Driver<P> {
@@ -131,6 +135,10 @@ impl<P: Protocol> Driver<P> {
     /// and the validator a pending change adds (so that it can connect and sync before its
     /// epoch). `Some` when the set or the pending change moved since the last call (always
     /// on the first), `None` otherwise and on a ledger that does not track its set.
+    ///
+    /// The caller numbers peers' frames by this list from then on (the run loop gives it to
+    /// the transport and maps senders' network keys through it) and addresses `Out::Send` by
+    /// it: a validator's index in the current set, as the core uses it.
     pub fn take_network_change(&mut self) -> Option<Vec<crate::net::PeerInfo>> {
         let vs = self.ledger.validators();
         let seen = (vs.epoch, vs.pending.as_ref().map(|p| p.accepted_at));
@@ -138,22 +146,29 @@ impl<P: Protocol> Driver<P> {
             return None;
         }
         self.epochs.peers_seen = Some(seen);
+        let peers = self.numbering();
+        self.epochs.numbered = peers.iter().map(|p| p.network_key).collect();
+        Some(peers)
+    }
+
+    /// The current numbering of validators: the set's members in order, then the one a
+    /// pending change adds. Empty on a ledger that does not track its set.
+    fn numbering(&self) -> Vec<crate::net::PeerInfo> {
+        let vs = self.ledger.validators();
         let joining = vs.pending.as_ref().and_then(|p| match &p.op {
             ledger::validators::SetChange::Add(m) => Some(m),
             _ => None,
         });
-        Some(
-            vs.members
-                .iter()
-                .chain(joining)
-                .enumerate()
-                .map(|(i, m)| crate::net::PeerInfo {
-                    index: i as u16,
-                    network_key: m.network_key,
-                    address: m.p2p_address.clone(),
-                })
-                .collect(),
-        )
+        vs.members
+            .iter()
+            .chain(joining)
+            .enumerate()
+            .map(|(i, m)| crate::net::PeerInfo {
+                index: i as u16,
+                network_key: m.network_key,
+                address: m.p2p_address.clone(),
+            })
+            .collect()
     }
 
     /// Whether the ledger has executed the last block of the core's epoch.
@@ -286,7 +301,8 @@ impl<P: Protocol> Driver<P> {
             self.epochs.future.pop_front();
             self.stats.stale_epoch_frames += 1;
         }
-        self.epochs.future.push_back((from, epoch, msg));
+        let key = self.epochs.numbered.get(from.0 as usize).copied();
+        self.epochs.future.push_back((key, epoch, msg));
         None
     }
 
@@ -297,16 +313,22 @@ impl<P: Protocol> Driver<P> {
             return Ok(Vec::new());
         }
         let held = std::mem::take(&mut self.epochs.future);
+        // The sender's index now (the run loop renumbers when this step is done).
+        let numbering = self.numbering();
         let mut out = Vec::new();
-        for (from, epoch, msg) in held {
+        for (key, epoch, msg) in held {
             if epoch > current {
-                self.epochs.future.push_back((from, epoch, msg));
+                self.epochs.future.push_back((key, epoch, msg));
                 continue;
             }
             if epoch < current || !self.epochs.member {
                 continue;
             }
-            out.extend(self.on_consensus(now, from, msg)?);
+            let Some(from) = key.and_then(|k| numbering.iter().find(|p| p.network_key == k)) else {
+                self.stats.stale_epoch_frames += 1;
+                continue;
+            };
+            out.extend(self.on_consensus(now, ReplicaId(from.index), msg)?);
         }
         Ok(out)
     }

@@ -3,7 +3,8 @@
 //! (its hash travels with it into the batch store, blocks, receipts, events and the
 //! index). The validator loop receives [`Inbound`]s and never decodes a frame itself.
 //!
-//! Channels: `(peer, bytes)` in from [`crate::net::Incoming`]; `(peer, Inbound<M>)` out to
+//! Channels: `(peer, bytes)` in from [`crate::net::Incoming`], the peer named by its network
+//! key (its index may change with the validator set); `(peer, Inbound<M>)` out to
 //! the loop on a bounded tokio channel of [`INGRESS_QUEUE`] (a full queue stops this thread
 //! reading, so the transport's per-peer queues fill and pause their peers: backpressure, not
 //! loss). Per-peer order is kept: a batch always reaches the loop before the proposal that
@@ -58,7 +59,7 @@ fn hashed(txs: Vec<ledger::Transaction>) -> (Digest, Arc<Batch>) {
 }
 
 /// The stage's output: what the loop receives.
-pub type InboundRx<M> = tokio::sync::mpsc::Receiver<(u16, Inbound<M>)>;
+pub type InboundRx<M> = tokio::sync::mpsc::Receiver<(crypto::PublicKey, Inbound<M>)>;
 
 /// Starts the ingress thread over the transport's `incoming` frames. It ends when the
 /// transport stops or the loop drops its receiver.
@@ -70,7 +71,7 @@ pub fn start<M: DeserializeOwned + Send + 'static>(
     let thread = std::thread::Builder::new()
         .name("cairn-ingress".into())
         .spawn(move || {
-            while let Some((from, bytes)) = rt.block_on(incoming.recv()) {
+            while let Some((from, bytes)) = rt.block_on(incoming.recv_keyed()) {
                 let inbound = prepare::<M>(&bytes);
                 drop(bytes);
                 if tx.blocking_send((from, inbound)).is_err() {

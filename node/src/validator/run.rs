@@ -128,6 +128,16 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
             }
             me
         }
+        // A validator joining later (issue 21): it follows the chain and votes from the epoch
+        // whose set names its key. Only where the chain can change its set.
+        None if genesis.governance().is_some() => {
+            tracing::info!(
+                key = %key.public(),
+                "this node's consensus key is not in the genesis validator set: it follows the \
+                 chain, and votes once a validator-set change adds it"
+            );
+            genesis.n()
+        }
         None => bail!(
             "{}: this node's consensus key {} is not in the genesis validator set; use the key \
              file that was created with this genesis",
@@ -263,14 +273,13 @@ async fn run_with<P: Protocol>(
         tracing::info!(path = %path.display(), "recording every vote sent");
     }
     // Peers: the ledger's current validator set (genesis, or what changes made of it), as of
-    // this start.
+    // this start; `follow_set` keeps the transport on it as it changes.
     let mut net_cfg = loaded.net;
     if let Some(peers) = driver.take_network_change() {
         net_cfg.peers = peers;
     }
-    // The transport does not follow later changes yet: restarting it with the new list
-    // lost frames in flight, and with them the order of a sender's batches (issue 21).
-    let (net, incoming) = net::start(net_cfg).await?;
+    let mut numbering = Numbering::of(&net_cfg.peers);
+    let (mut net, incoming) = net::start(net_cfg).await?;
     // The ingress stage decodes peers' frames and hashes their batches on its own thread.
     let (mut inbound, ingress_thread) =
         super::ingress::start::<P::Message>(incoming).context("starting the ingress thread")?;
@@ -391,7 +400,10 @@ async fn run_with<P: Protocol>(
         let out = tokio::select! {
             _ = &mut shutdown => break,
             frame = inbound.recv() => match frame {
-                Some((from, inbound)) => driver.on_inbound(now_ms(), ReplicaId(from), inbound)?,
+                Some((key, inbound)) => match numbering.index_of(&key) {
+                    Some(from) => driver.on_inbound(now_ms(), ReplicaId(from), inbound)?,
+                    None => Vec::new(),
+                },
                 None => bail!("the network stopped"),
             },
             Some(v) = verified_rx.recv() => driver.on_verified(now_ms(), v)?,
@@ -416,6 +428,7 @@ async fn run_with<P: Protocol>(
                 None => bail!("the store stage stopped"),
             },
         };
+        follow_set(&mut driver, &mut net, &mut numbering, &mut report);
         dispatch(&net, &mut timers, &mut report, misbehaviour.filter(out));
         busy.store(driver.backlogged(), std::sync::atomic::Ordering::Relaxed);
     }
@@ -472,6 +485,40 @@ fn answer<P: Protocol>(
         }
     }
     Ok(Vec::new())
+}
+
+/// The transport's numbering of peers by network key: the one the driver gave out last
+/// ([`Driver::take_network_change`]), so a frame's sender is named as the driver's current set
+/// names it, whenever the frame was read.
+struct Numbering(std::collections::HashMap<crypto::PublicKey, u16>);
+
+impl Numbering {
+    fn of(peers: &[PeerInfo]) -> Numbering {
+        Numbering(peers.iter().map(|p| (p.network_key, p.index)).collect())
+    }
+
+    fn index_of(&self, key: &crypto::PublicKey) -> Option<u16> {
+        self.0.get(key).copied()
+    }
+}
+
+/// After a step that changed the validator set (or accepted a change that adds one), the
+/// transport follows it before the step's frames go out: they are addressed in the new
+/// numbering.
+fn follow_set<P: Protocol>(
+    driver: &mut Driver<P>,
+    net: &mut NetHandle,
+    numbering: &mut Numbering,
+    report: &mut Reporter,
+) {
+    let Some(peers) = driver.take_network_change() else {
+        return;
+    };
+    *numbering = Numbering::of(&peers);
+    if let Err(e) = net.set_peers(peers) {
+        tracing::error!(error = %e, "the network cannot follow the validator set");
+    }
+    report.fanout = net.peer_count() as u64;
 }
 
 fn dispatch(
