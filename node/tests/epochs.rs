@@ -13,7 +13,7 @@ use cluster::*;
 use crypto::SecretKey;
 use ledger::validators::{Change, SetChange, ValidatorState, approve};
 use ledger::{Address, Payload, Store, Transaction};
-use node::mempool::Admitted;
+use node::mempool::{Admitted, Rejected};
 use node::validator::{EpochSet, HotStuffProtocol, PbftProtocol, Protocol};
 
 /// Blocks between the one that accepts the change and the epoch's last.
@@ -62,6 +62,15 @@ fn change_tx<P: Protocol>(c: &Cluster<P>, op: SetChange, nonce: u64) -> Transact
 /// Transfers from wallets 0..4, wallet `w`'s nonces from `first[w]`, each submitted to
 /// validator `w`; their hashes.
 fn submit_round<P: Protocol>(c: &mut Cluster<P>, first: [u64; 4]) -> Vec<crypto::Digest> {
+    submit_round_via(c, first, |w| w)
+}
+
+/// As [`submit_round`], wallet `w`'s transfers submitted to validator `via(w)`.
+fn submit_round_via<P: Protocol>(
+    c: &mut Cluster<P>,
+    first: [u64; 4],
+    via: impl Fn(usize) -> usize,
+) -> Vec<crypto::Digest> {
     let mut hashes = Vec::new();
     for (w, start) in first.iter().enumerate() {
         for n in *start..start + ROUND {
@@ -73,7 +82,7 @@ fn submit_round<P: Protocol>(c: &mut Cluster<P>, first: [u64; 4]) -> Vec<crypto:
                 Payload::Transfer { to, amount: 1 },
             );
             hashes.push(tx.hash());
-            if let Some(d) = c.nodes[w].as_mut() {
+            if let Some(d) = c.nodes[via(w)].as_mut() {
                 assert!(matches!(d.submit(tx), Ok(Admitted::Added(_))));
             }
         }
@@ -293,21 +302,44 @@ fn add_under_load<P: Protocol>() {
     check_chain(&c, last, N, joiner);
 }
 
-/// Five validators remove the fifth: from the new epoch the four certify blocks alone (a
-/// certificate of the new set has no place for validator 4's signature), validator 4 stops
-/// voting and follows the chain by block sync, and transfers commit on both sides.
-fn remove_under_load<P: Protocol>() {
+/// Five validators remove validator `removed`: from the new epoch the four certify blocks
+/// alone (a certificate of the new set has no place for its signature), and every validator
+/// after it in the list takes the index before (the four number each other by the new set:
+/// frames are addressed and attributed by it). The removed validator is cut off: the four
+/// take its frames no longer, so it stops at or before the boundary and never votes in the
+/// new epoch. Transfers commit on both sides of the boundary, those it accepted included.
+fn remove_under_load<P: Protocol>(removed: usize) {
     let mut c = Cluster::<P>::with_sets_n(N + 1, DELAY, 0, Vec::new());
-    let removed = N;
     let op = SetChange::Remove {
         consensus_key: c.keys[removed].public(),
     };
     let last = accept_change(&mut c, op);
-    let second = submit_round(&mut c, [ROUND, ROUND, ROUND, ROUND + 1]);
+    let members: Vec<usize> = (0..c.n).filter(|&i| i != removed).collect();
+    // Its removal accepted, it takes no more transactions: it would be cut off before
+    // ordering them.
+    let late = Transaction::sign(
+        &wallet(0),
+        &c.chain,
+        1_000,
+        Payload::Transfer {
+            to: Address::of(&wallet(1).public()),
+            amount: 1,
+        },
+    );
+    match c.nodes[removed].as_mut().unwrap().submit(late) {
+        Err(Rejected::Busy(why)) => assert!(why.contains("leaves the validator set"), "{why}"),
+        other => panic!("the leaving validator answered {other:?}"),
+    }
+    // Its wallet's second round goes to the next member (the removed one may be out already
+    // and refuse it).
+    let second = submit_round_via(&mut c, [ROUND, ROUND, ROUND, ROUND + 1], |w| {
+        if w == removed { (w + 1) % N } else { w }
+    });
     assert!(
-        c.run_until(60_000, |c| all_in_epoch_1_at(c, last + 8)
-            && c.all_committed(&second)),
-        "the validators did not all reach epoch 1 with the second round committed"
+        c.run_until(60_000, |c| members.iter().all(|&i| {
+            c.node(i).epoch() == 1 && c.node(i).ledger().height() >= last + 8
+        }) && c.committed_on(members.clone(), &second)),
+        "the four did not all reach epoch 1 with the second round committed"
     );
     let genesis = c.chain.genesis_hash;
     let store0 = c.node(0).ledger().store();
@@ -316,38 +348,65 @@ fn remove_under_load<P: Protocol>() {
     assert_eq!(next.members.len(), N);
     assert!(next.member(&c.keys[removed].public()).is_none());
     let set = EpochSet::of(&next, &genesis, &c.committee).unwrap();
-    let top = (0..c.n).map(|i| c.node(i).ledger().height()).min().unwrap();
+    let top = members
+        .iter()
+        .map(|&i| c.node(i).ledger().height())
+        .min()
+        .unwrap();
+    let mut signers_seen = std::collections::BTreeSet::new();
     for h in last + 1..=top {
         let b = store0.block(h).unwrap().unwrap();
         assert!(P::certified(&b.certificate, &set.committee, &set.anchor).is_some());
         assert!(P::certified(&b.certificate, &c.committee, &genesis).is_none());
         assert_ne!(b.header.proposer, c.keys[removed].public());
-        for i in 1..c.n {
+        signers_seen.extend(signers::<P>(&b.certificate));
+        for &i in &members[1..] {
             let other = c.node(i).ledger().store().block(h).unwrap().unwrap();
             assert_eq!(other.hash(), b.hash(), "validator {i} differs at {h}");
         }
     }
-    for i in 0..c.n {
+    // The four sign under their new indices (a PBFT certificate holds the first quorum of
+    // commits, which may leave the same one out every time).
+    assert!(signers_seen.iter().all(|&s| (s as usize) < N), "{signers_seen:?}");
+    assert!(signers_seen.len() >= 3, "signers of epoch 1: {signers_seen:?}");
+    for &i in &members {
         assert_eq!(c.node(i).epoch(), 1, "validator {i} did not switch");
-        assert_eq!(c.node(i).is_member(), i != removed, "validator {i}");
+        assert!(c.node(i).is_member(), "validator {i}");
     }
+    let cut_off = c.node(removed);
+    assert!(
+        cut_off.ledger().height() <= last || !cut_off.is_member(),
+        "the removed validator went on as a member past the boundary"
+    );
+    assert!(cut_off.ledger().height() <= last + 8, "it followed far past the boundary");
     eprintln!(
-        "{}: validator {removed} removed after block {last}; the four certified blocks {}..={top} \
-         and it followed to {}",
+        "{}: validator {removed} removed after block {last}; the four certified blocks {}..={top}; \
+         it stopped at {}",
         P::NAME,
         last + 1,
-        c.node(removed).ledger().height()
+        cut_off.ledger().height()
     );
 }
 
 #[test]
-fn hotstuff_removes_a_validator_under_load() {
-    remove_under_load::<HotStuffProtocol>();
+fn hotstuff_removes_the_last_validator_under_load() {
+    remove_under_load::<HotStuffProtocol>(N);
 }
 
 #[test]
-fn pbft_removes_a_validator_under_load() {
-    remove_under_load::<PbftProtocol>();
+fn pbft_removes_the_last_validator_under_load() {
+    remove_under_load::<PbftProtocol>(N);
+}
+
+/// Removing validator 1 moves validators 2, 3 and 4 to indices 1, 2 and 3.
+#[test]
+fn hotstuff_removes_a_middle_validator_and_renumbers_under_load() {
+    remove_under_load::<HotStuffProtocol>(1);
+}
+
+#[test]
+fn pbft_removes_a_middle_validator_and_renumbers_under_load() {
+    remove_under_load::<PbftProtocol>(1);
 }
 
 #[test]

@@ -127,8 +127,24 @@ impl<P: Protocol> Driver<P> {
         self.admission.take()
     }
 
-    /// Refuses new transactions while the validator is backlogged ([`Driver::backlogged`]).
+    /// Refuses new transactions while the validator is backlogged ([`Driver::backlogged`]),
+    /// while it is not in the current validator set (its batches would reach no member: the
+    /// members' transports refuse it), and once its own removal is accepted (it is cut off at
+    /// the epoch's end, perhaps before what it took now is ordered).
     pub(super) fn check_room(&self) -> Result<(), Rejected> {
+        if !self.is_member() {
+            return Err(Rejected::Busy(
+                "this validator is not in the current validator set: it follows the chain but \
+                 orders nothing; send the transaction to a member (GET /v1/validators)",
+            ));
+        }
+        if self.leaving() {
+            return Err(Rejected::Busy(
+                "this validator leaves the validator set at the end of the epoch (a change \
+                 removing it is accepted): send the transaction to another member (GET \
+                 /v1/validators)",
+            ));
+        }
         if !self.backlogged() {
             return Ok(());
         }

@@ -131,6 +131,18 @@ impl<P: Protocol> Driver<P> {
         self.epochs.member
     }
 
+    /// Whether a change accepted on the chain removes this validator at the end of the epoch:
+    /// it is cut off then, so transactions it took now might never be ordered.
+    pub fn leaving(&self) -> bool {
+        let vs = self.ledger.validators();
+        vs.pending.as_ref().is_some_and(|p| match &p.op {
+            ledger::validators::SetChange::Remove { consensus_key } => {
+                *consensus_key == self.params.key.public()
+            }
+            _ => false,
+        })
+    }
+
     /// The validators this one should be connected to, with their indices: the current set,
     /// and the validator a pending change adds (so that it can connect and sync before its
     /// epoch). `Some` when the set or the pending change moved since the last call (always

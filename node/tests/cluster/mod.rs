@@ -71,6 +71,9 @@ pub struct Cluster<P: Protocol = HotStuffProtocol> {
     /// The validator set as ledger state and how it may change (`None`: an untracked set
     /// that never changes).
     pub sets: Option<SetSetup>,
+    /// Per validator, the network keys in its current numbering of the set (`None`: the
+    /// set is not tracked and node `i` is replica `i` everywhere).
+    pub numbering: Vec<Option<Vec<crypto::PublicKey>>>,
 }
 
 /// A cluster whose ledgers track the validator set and accept changes to it.
@@ -211,6 +214,7 @@ impl<P: Protocol> Cluster<P> {
             verdicts: (0..n).map(|_| None).collect(),
             verdicts_delivered: 0,
             sets,
+            numbering: vec![None; n],
         };
         for i in 0..n {
             c.open(i);
@@ -277,22 +281,62 @@ impl<P: Protocol> Cluster<P> {
         self.events.insert((at, self.seq), ev);
     }
 
+    /// Node `node`'s network key (as [`members_of`] gives it).
+    pub fn net_key(node: usize) -> crypto::PublicKey {
+        SecretKey::from_seed([200 + node as u8; 32]).public()
+    }
+
+    /// The node that `from` means by replica `to`: the one at that place in `from`'s
+    /// numbering (`Driver::take_network_change`), as the real transport addresses it.
+    fn node_at(&self, from: usize, to: usize) -> Option<usize> {
+        match &self.numbering[from] {
+            None => Some(to),
+            Some(keys) => {
+                let key = keys.get(to)?;
+                (0..self.n).find(|&j| Self::net_key(j) == *key)
+            }
+        }
+    }
+
+    /// Where node `to` numbers node `from`, if it lets `from` in at all (the real transport
+    /// refuses a validator outside its list).
+    fn index_at(&self, to: usize, from: usize) -> Option<usize> {
+        match &self.numbering[to] {
+            None => Some(from),
+            Some(keys) => keys.iter().position(|k| *k == Self::net_key(from)),
+        }
+    }
+
+    /// Like the run loop after each step: the numbering follows the node's validator set
+    /// before its frames go out.
+    fn follow_set(&mut self, node: usize) {
+        if let Some(d) = self.nodes[node].as_mut()
+            && let Some(peers) = d.take_network_change()
+        {
+            self.numbering[node] = Some(peers.iter().map(|p| p.network_key).collect());
+        }
+    }
+
     pub fn apply(&mut self, from: usize, out: Vec<Out>) {
+        self.follow_set(from);
         for o in out {
             match o {
                 Out::Send(to, bytes) => {
                     let at = self.now + LATENCY_MS;
-                    self.schedule(
-                        at,
-                        Ev::Frame {
-                            to: to.0 as usize,
-                            from,
-                            bytes,
-                        },
-                    );
+                    let Some(to) = self.node_at(from, to.0 as usize) else {
+                        continue;
+                    };
+                    self.schedule(at, Ev::Frame { to, from, bytes });
                 }
                 Out::Broadcast(bytes) => {
-                    for to in (0..self.n).filter(|t| *t != from) {
+                    let peers: Vec<usize> = (0..self.n)
+                        .filter(|t| *t != from)
+                        .filter(|&t| match &self.numbering[from] {
+                            None => true,
+                            Some(keys) => keys.contains(&Self::net_key(t)),
+                        })
+                        .collect();
+                    for to in peers {
                         let at = self.now + LATENCY_MS + to as u64 % 2;
                         self.schedule(
                             at,
@@ -343,8 +387,11 @@ impl<P: Protocol> Cluster<P> {
                     {
                         continue;
                     }
+                    let Some(index) = self.index_at(to, from) else {
+                        continue;
+                    };
                     let d = self.nodes[to].as_mut().expect("checked above");
-                    (to, d.on_frame(at, ReplicaId(from as u16), &bytes).unwrap())
+                    (to, d.on_frame(at, ReplicaId(index as u16), &bytes).unwrap())
                 }
                 Ev::Timer {
                     node,
@@ -412,7 +459,16 @@ impl<P: Protocol> Cluster<P> {
     }
 
     pub fn all_committed(&self, hashes: &[crypto::Digest]) -> bool {
-        (0..self.n).all(|i| {
+        self.committed_on(0..self.n, hashes)
+    }
+
+    /// Whether every one of `nodes` runs and has committed every one of `hashes`.
+    pub fn committed_on(
+        &self,
+        nodes: impl IntoIterator<Item = usize>,
+        hashes: &[crypto::Digest],
+    ) -> bool {
+        nodes.into_iter().all(|i| {
             self.nodes[i].as_ref().is_some_and(|d| {
                 hashes
                     .iter()
