@@ -367,8 +367,14 @@ fn remove_under_load<P: Protocol>(removed: usize) {
     }
     // The four sign under their new indices (a PBFT certificate holds the first quorum of
     // commits, which may leave the same one out every time).
-    assert!(signers_seen.iter().all(|&s| (s as usize) < N), "{signers_seen:?}");
-    assert!(signers_seen.len() >= 3, "signers of epoch 1: {signers_seen:?}");
+    assert!(
+        signers_seen.iter().all(|&s| (s as usize) < N),
+        "{signers_seen:?}"
+    );
+    assert!(
+        signers_seen.len() >= 3,
+        "signers of epoch 1: {signers_seen:?}"
+    );
     for &i in &members {
         assert_eq!(c.node(i).epoch(), 1, "validator {i} did not switch");
         assert!(c.node(i).is_member(), "validator {i}");
@@ -378,7 +384,10 @@ fn remove_under_load<P: Protocol>(removed: usize) {
         cut_off.ledger().height() <= last || !cut_off.is_member(),
         "the removed validator went on as a member past the boundary"
     );
-    assert!(cut_off.ledger().height() <= last + 8, "it followed far past the boundary");
+    assert!(
+        cut_off.ledger().height() <= last + 8,
+        "it followed far past the boundary"
+    );
     eprintln!(
         "{}: validator {removed} removed after block {last}; the four certified blocks {}..={top}; \
          it stopped at {}",

@@ -51,12 +51,17 @@ struct Load {
 
 impl Load {
     fn start(net: &Testnet) -> Load {
+        Load::start_via(net, [0, 1, 2])
+    }
+
+    /// Wallet `k` sends through validator `via[k]`.
+    fn start_via(net: &Testnet, via: [usize; 3]) -> Load {
         let chain = net.chain();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let threads = (0..3)
             .map(|k| {
-                let (key, chain, api) = (net.wallet_key(k), chain.clone(), net.api(k));
+                let (key, chain, api) = (net.wallet_key(k), chain.clone(), net.api(via[k]));
                 let (stop, accepted) = (stop.clone(), accepted.clone());
                 std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
             })
@@ -251,9 +256,10 @@ fn sign_with(net: &Testnet, change: &str, i: usize) -> String {
     text
 }
 
-/// `cairn validators sign` with validators 0, 1 and 2, then `submit --wait` from wallet 3.
-fn approve_and_submit(net: &Testnet, change: &str) {
-    for i in 0..3 {
+/// `cairn validators sign` with the first `quorum` validators, then `submit --wait` from
+/// wallet 3.
+fn approve_and_submit(net: &Testnet, change: &str, quorum: usize) {
+    for i in 0..quorum {
         sign_with(net, change, i);
     }
     let wallet3 = net.wallet(3);
@@ -327,7 +333,7 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
         change,
     ]);
     assert_eq!(code, 0, "{text}");
-    approve_and_submit(&net, change);
+    approve_and_submit(&net, change, 3);
 
     // The joiner is admitted, syncs, and switches with the others.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -394,5 +400,147 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
         first_vote.unwrap(),
         accepted.len(),
         last + 10
+    );
+}
+
+/// A counter or gauge from validator `i`'s `/metrics`.
+fn metric(net: &Testnet, i: usize, name: &str) -> u64 {
+    let text = reqwest::blocking::get(format!("{}/metrics", net.api(i)))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no {name} in validator {i}'s metrics")) as u64
+}
+
+/// Five validators remove validator 1 under load with the wallet CLI: from the new epoch the
+/// four certify blocks alone under their new indices (2, 3 and 4 become 1, 2 and 3), the
+/// removed validator's connections are closed and its redials refused (counted in
+/// `cairn_rejected_connections_total`), it stops near the boundary, and every transfer the
+/// validators accepted commits. Once its removal is accepted it takes no new transactions.
+#[test]
+fn hotstuff_removes_a_validator_under_load_with_the_wallet_cli() {
+    const REMOVED: usize = 1;
+    let net = Testnet::with_args(5, "hotstuff", &["--epoch-delay-blocks", &DELAY.to_string()]);
+    let limit = Duration::from_secs(60);
+    let removed_key = net.genesis().validators[REMOVED].consensus_key;
+    let mut vs = net.start_all();
+    wait_for(&mut vs, 3, limit);
+    // Wallets 0..3 send through validators 0, 2 and 3 (members throughout).
+    let load = Load::start_via(&net, [0, 2, 3]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let change = dir.path().join("remove.json");
+    let change = change.to_str().unwrap();
+    let (code, text) = cairn(&[
+        "--node",
+        &net.api(0),
+        "validators",
+        "remove",
+        "--consensus-key",
+        &removed_key.to_string(),
+        "--out",
+        change,
+    ]);
+    assert_eq!(code, 0, "{text}");
+    approve_and_submit(&net, change, 4);
+
+    // Validator 1 knows it leaves: it refuses new transactions.
+    let deadline = Instant::now() + limit;
+    let last = loop {
+        let (_, v) = get_json(&format!("{}/v1/validators", net.api(REMOVED)));
+        if let Some(e) = v["pending"]["effective_after"].as_str() {
+            break e.parse::<u64>().unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pending removal on validator 1: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let chain = net.chain();
+    let late = ledger::Transaction::sign(
+        &net.wallet_key(3),
+        &chain,
+        1_000,
+        ledger::Payload::Transfer {
+            to: ledger::Address([7; 20]),
+            amount: 1,
+        },
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/transactions", net.api(REMOVED)))
+        .json(&serde_json::json!({ "tx": hex::encode(late.encode()) }))
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.text().unwrap_or_default();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("leaves the validator set"), "{body}");
+
+    // The four go on past the boundary without it.
+    let removed = vs[REMOVED].take().unwrap();
+    wait_for(&mut vs, last + 12, limit);
+    let refused_before = metric(&net, 0, "cairn_rejected_connections_total");
+    for k in last + 1..=last + 12 {
+        let (_, b) = get_json(&format!("{}/v1/blocks/{k}", net.api(0)));
+        assert_ne!(
+            b["proposer"],
+            serde_json::json!(removed_key.to_string()),
+            "block {k}"
+        );
+        let voters = qc_voters(&b);
+        assert!(
+            voters.len() >= 3 && voters.iter().all(|&r| r < 4),
+            "block {k}: {voters:?}"
+        );
+    }
+    for i in [0, 2, 3, 4] {
+        let (_, v) = get_json(&format!("{}/v1/validators", net.api(i)));
+        assert_eq!(v["epoch"], "1", "validator {i}: {v}");
+        let members = v["members"].as_array().unwrap();
+        assert_eq!(members.len(), 4, "validator {i}: {v}");
+        assert!(
+            members
+                .iter()
+                .all(|m| m["consensus_key"] != serde_json::json!(removed_key.to_string())),
+            "validator {i}: {v}"
+        );
+    }
+    // Its redials are refused, and it does not follow the chain.
+    let deadline = Instant::now() + limit;
+    while metric(&net, 0, "cairn_rejected_connections_total") <= refused_before {
+        assert!(
+            Instant::now() < deadline,
+            "validator 1 was not refused again"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stuck = support::api_height(&net.api(REMOVED));
+    assert!(
+        stuck <= last + 3,
+        "the removed validator followed to {stuck} (boundary {last})"
+    );
+
+    let accepted = load.stop();
+    let heights = committed_heights(&net, 0, &accepted);
+    let after = heights.iter().filter(|h| **h > last).count();
+    assert!(after > 0, "no transfer committed after the boundary");
+    let mut removed = Some(removed);
+    stop_all(std::slice::from_mut(&mut removed), "-TERM");
+    stop_all(&mut vs, "-TERM");
+    assert!(net.assert_same_chain() >= stuck);
+    net.assert_no_double_votes();
+    eprintln!(
+        "remove: epoch 1 from {}; the removed validator stopped at {stuck}; {} transfers \
+         committed ({after} after the boundary)",
+        last + 1,
+        accepted.len()
     );
 }
