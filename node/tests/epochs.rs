@@ -90,6 +90,53 @@ fn submit_round_via<P: Protocol>(
     hashes
 }
 
+/// Transfers from wallets 0..4, one per wallet every 20 ms of simulated time, wallet `w`'s
+/// nonces from `first[w]`, each submitted to validator `via(w)`, until validator 0 is past
+/// `height`: many small batches per sender, on both sides of a boundary. Their hashes.
+fn trickle<P: Protocol>(
+    c: &mut Cluster<P>,
+    first: [u64; 4],
+    height: u64,
+    via: impl Fn(usize) -> usize,
+) -> Vec<crypto::Digest> {
+    let mut hashes = Vec::new();
+    let mut next = first;
+    while c.node(0).ledger().height() <= height {
+        for (w, nonce) in next.iter_mut().enumerate() {
+            let to = Address::of(&wallet((w as u8 + 1) % 4).public());
+            let tx = Transaction::sign(
+                &wallet(w as u8),
+                &c.chain,
+                *nonce,
+                Payload::Transfer { to, amount: 1 },
+            );
+            if let Some(d) = c.nodes[via(w)].as_mut()
+                && matches!(d.submit(tx.clone()), Ok(Admitted::Added(_)))
+            {
+                hashes.push(tx.hash());
+                *nonce += 1;
+            }
+        }
+        c.run_until(20, |_| false);
+        assert!(c.now < 600_000, "the chain did not pass {height}");
+    }
+    hashes
+}
+
+/// Every one of `hashes` committed on validator `i` with a successful receipt: no sender's
+/// later transfer was ordered before an earlier one.
+fn assert_all_ok<P: Protocol>(c: &Cluster<P>, i: usize, hashes: &[crypto::Digest]) {
+    for h in hashes {
+        let rec = c.node(i).ledger().store().tx(h).unwrap().unwrap();
+        assert_eq!(
+            rec.receipt.outcome,
+            Ok(()),
+            "transfer {h} at {}",
+            rec.height
+        );
+    }
+}
+
 /// Runs until `op` is accepted everywhere; returns the epoch's last block.
 fn accept_change<P: Protocol>(c: &mut Cluster<P>, op: SetChange) -> u64 {
     let first = submit_round(c, [0; 4]);
@@ -229,18 +276,15 @@ fn rotate_under_load<P: Protocol>() {
     let mut c = cluster::<P>();
     let op = rotation(&c);
     let last = accept_change(&mut c, op);
-    // The second round commits across the boundary.
-    let second = submit_round(&mut c, [ROUND, ROUND, ROUND, ROUND + 1]);
+    // The second round trickles in across the boundary and commits.
+    let second = trickle(&mut c, [ROUND, ROUND, ROUND, ROUND + 1], last + 4, |w| w);
     assert!(
         c.run_until(60_000, |c| all_in_epoch_1_at(c, last + 6)
             && c.all_committed(&second)),
         "the validators did not all reach epoch 1 with the second round committed"
     );
     check_chain(&c, last, ROTATED, new_key().public());
-    for h in &second {
-        let rec = c.node(0).ledger().store().tx(h).unwrap().unwrap();
-        assert_eq!(rec.receipt.outcome, Ok(()), "transfer {h} refused");
-    }
+    assert_all_ok(&c, 0, &second);
 
     // A validator restarted after the boundary comes back in epoch 1 and keeps up.
     c.nodes[1] = None;
@@ -289,17 +333,32 @@ fn add_under_load<P: Protocol>() {
         j.epoch() == 1 || !j.is_member(),
         "a member before its epoch"
     );
-    let second = submit_round(&mut c, [ROUND, ROUND, ROUND, ROUND + 1]);
+    let second = trickle(&mut c, [ROUND, ROUND, ROUND, ROUND + 1], last + 4, |w| w);
     assert!(
         c.run_until(60_000, |c| all_in_epoch_1_at(c, last + 8)
             && c.all_committed(&second)
             && c.node(N).is_member()),
         "the five did not all reach epoch 1 with the second round committed (node {N}: \
-         height {}, epoch {})",
+         height {}, epoch {}; boundary {last}; missing on each node: {:?})",
         c.node(N).ledger().height(),
-        c.node(N).epoch()
+        c.node(N).epoch(),
+        (0..c.n)
+            .map(|i| {
+                second
+                    .iter()
+                    .filter(|h| c.node(i).ledger().store().tx(h).unwrap().is_none())
+                    .map(|h| {
+                        (
+                            h.to_string()[..8].to_string(),
+                            format!("{:?}", c.node(i).mempool().status(h)),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
     );
     check_chain(&c, last, N, joiner);
+    assert_all_ok(&c, N, &second);
 }
 
 /// Five validators remove validator `removed`: from the new epoch the four certify blocks
@@ -332,7 +391,7 @@ fn remove_under_load<P: Protocol>(removed: usize) {
     }
     // Its wallet's second round goes to the next member (the removed one may be out already
     // and refuse it).
-    let second = submit_round_via(&mut c, [ROUND, ROUND, ROUND, ROUND + 1], |w| {
+    let second = trickle(&mut c, [ROUND, ROUND, ROUND, ROUND + 1], last + 4, |w| {
         if w == removed { (w + 1) % N } else { w }
     });
     assert!(

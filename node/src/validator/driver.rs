@@ -145,6 +145,9 @@ pub struct Driver<P: Protocol> {
     pub(super) committed_batches: super::batches::RecentDigests,
     /// The validator-set epoch the core runs, and what a switch needs ([`super::epochs`]).
     pub(super) epochs: super::epochs::Epochs<P::Message>,
+    /// Keeps each sender's batches in nonce order on the way to the core
+    /// ([`super::ordering`]).
+    pub(super) gate: super::ordering::OfferGate,
 }
 
 impl<P: Protocol> Driver<P> {
@@ -252,7 +255,9 @@ impl<P: Protocol> Driver<P> {
                 reoffer: Default::default(),
                 peers_seen: None,
                 numbered: Vec::new(),
+                unoffered: Default::default(),
             },
+            gate: Default::default(),
         })
     }
 
@@ -437,23 +442,6 @@ impl<P: Protocol> Driver<P> {
     /// restarted, or caught up by block sync or a Raft snapshot), and proposing it again
     /// would only fill a block with refused duplicates — which a validator holding no record
     /// of the first inclusion would then index as the transaction's commit.
-    pub(super) fn offer(&mut self, now: u64, d: Digest) -> Res {
-        if self.committed_batches.contains(&d) || self.stale_batch(&d) {
-            return Ok(Vec::new());
-        }
-        self.feed(now, Input::Payload(d))
-    }
-
-    pub(super) fn stale_batch(&self, d: &Digest) -> bool {
-        let ledger = &self.ledger;
-        self.batches.get(d).is_some_and(|b| {
-            !b.is_empty()
-                && b.txs.iter().all(|t| {
-                    !t.is_raw() && t.body.nonce < ledger.account_hint(&t.sender_address()).nonce
-                })
-        })
-    }
-
     pub(super) fn feed(&mut self, now: u64, input: Input<P::Message>) -> Res {
         if !self.epochs.member {
             // Not in the current set: the core is never started, and hears nothing.
@@ -528,6 +516,8 @@ impl<P: Protocol> Driver<P> {
                         .handle(now, Input::Executed { height, state_root });
                 }
             } else if let Some(a) = self.reoffer_next(now) {
+                acts = a;
+            } else if let Some(a) = self.unpark_next(now) {
                 acts = a;
             } else {
                 return Ok(out);

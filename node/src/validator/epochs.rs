@@ -27,7 +27,7 @@ use super::driver::{Driver, DriverError, Res};
 use super::protocol::Protocol;
 use super::wire::MAX_WIRE_BYTES;
 use consensus::attest::{Attestor, HeaderCert};
-use consensus::{Action, Committee, Core, Input, ReplicaId};
+use consensus::{Action, Committee, Core, ReplicaId};
 use crypto::codec;
 use crypto::{Digest, SecretKey};
 use ledger::Block;
@@ -118,6 +118,23 @@ pub(super) struct Epochs<M> {
     /// The network keys of the numbering the last [`Driver::take_network_change`] gave out:
     /// the one frames handed to the driver are numbered in.
     pub(super) numbered: Vec<crypto::PublicKey>,
+    /// Batches offered while this validator was outside the set (no core heard them), in
+    /// arrival order, at most [`MAX_UNOFFERED`] (the oldest go first). When an epoch makes
+    /// it a member, its new core gets them first: as a leader it must not propose a sender's
+    /// later batch without the earlier one it also received.
+    pub(super) unoffered: VecDeque<Digest>,
+}
+
+/// Batches a validator outside the set remembers for its first core, at most.
+pub(super) const MAX_UNOFFERED: usize = 16_384;
+
+impl<M> Epochs<M> {
+    pub(super) fn hold_unoffered(&mut self, d: Digest) {
+        if self.unoffered.len() >= MAX_UNOFFERED {
+            self.unoffered.pop_front();
+        }
+        self.unoffered.push_back(d);
+    }
 }
 
 impl<P: Protocol> Driver<P> {
@@ -228,13 +245,27 @@ impl<P: Protocol> Driver<P> {
             &self.epochs.genesis_committee,
         )?;
         let last = set.start_height.saturating_sub(1);
-        let mut again = P::pending_payload(&self.core);
+        // In the order they were first ordered: the batches of the dropped commits (the old
+        // core committed them above the boundary; no honest validator executes those
+        // blocks), then what the old core still had pending. A sender's later batch must
+        // never be offered before its earlier one: the later nonces would fail
+        // (`nonce_too_high`) and the transfers they carry with them.
+        let mut again = Vec::new();
         for c in self.commits.drain(..) {
             for d in c.payload {
                 self.committed_batches.remove(&d);
                 again.push(d);
             }
         }
+        // A validator that was outside the set had no core: what it received meanwhile.
+        let unoffered = std::mem::take(&mut self.epochs.unoffered);
+        let mut seen: std::collections::HashSet<Digest> = again.iter().copied().collect();
+        again.extend(
+            P::pending_payload(&self.core)
+                .into_iter()
+                .chain(unoffered)
+                .filter(|d| seen.insert(*d)),
+        );
         let place = place_in(&vs, &self.epochs.keys);
         tracing::info!(
             epoch = set.epoch,
@@ -275,6 +306,7 @@ impl<P: Protocol> Driver<P> {
         self.held.clear();
         self.epochs.reoffer.extend(again);
         self.core = P::build(&self.params, &self.ledger, None)?;
+        self.gate.reset();
         Ok(if self.epochs.member {
             self.core.start(now)
         } else {
@@ -286,8 +318,11 @@ impl<P: Protocol> Driver<P> {
     /// actions, or `None` when the queue is empty.
     pub(super) fn reoffer_next(&mut self, now: u64) -> Option<Vec<Action<P::Message>>> {
         while let Some(d) = self.epochs.reoffer.pop_front() {
-            if self.epochs.member && !self.committed_batches.contains(&d) && !self.stale_batch(&d) {
-                return Some(self.core.handle(now, Input::Payload(d)));
+            if !self.epochs.member || self.committed_batches.contains(&d) {
+                continue;
+            }
+            if let Some(acts) = self.offer_in_order(now, d) {
+                return Some(acts);
             }
         }
         None

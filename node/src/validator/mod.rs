@@ -30,6 +30,7 @@ mod execution;
 pub mod failpoints;
 pub mod ingress;
 mod notify;
+mod ordering;
 mod pbft;
 mod protocol;
 mod raft;

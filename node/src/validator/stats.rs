@@ -26,6 +26,9 @@ pub struct DriverStats {
     /// consensus frames of an epoch it had left (or too many of a later one) dropped.
     pub epoch_switches: u64,
     pub stale_epoch_frames: u64,
+    /// Batches held back from the core because a sender's earlier batch had not been
+    /// offered or executed yet ([`super::ordering`]).
+    pub parked_batches: u64,
     /// Durations of durable writes (safety records and blocks) not yet taken by
     /// [`Driver::take_fsync_seconds`]; bounded.
     pub(super) fsync_seconds: Vec<f64>,

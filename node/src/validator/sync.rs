@@ -55,6 +55,11 @@ struct Pull {
 
 /// Ledger-level catch-up: a validator that missed more blocks than the consensus core keeps
 /// asks a peer for committed blocks (see [`Driver::on_blocks`]).
+/// A validator outside the set asks for blocks this many times as often as a member.
+const FOLLOWER_POLL_DIVISOR: u64 = 10;
+/// And at most every this many ms (peers answer one request per 100 ms each).
+const MIN_FOLLOWER_POLL_MS: u64 = 50;
+
 #[derive(Debug, Default)]
 pub(super) struct SyncState {
     /// Peers are asked in turn; this counts requests.
@@ -120,7 +125,14 @@ impl<P: Protocol> Driver<P> {
             self.sync.height = height;
             self.sync.since_ms = now;
         }
-        let wait = self.params.base_timeout_ms;
+        // A validator outside the set has no core to learn blocks from: block sync is how it
+        // follows, so it asks ten times as often (a joiner must be at the boundary when its
+        // epoch starts, or its first turn to lead times out).
+        let wait = if self.is_member() {
+            self.params.base_timeout_ms
+        } else {
+            (self.params.base_timeout_ms / FOLLOWER_POLL_DIVISOR).max(MIN_FOLLOWER_POLL_MS)
+        };
         let stalled = now.saturating_sub(self.sync.since_ms) >= wait;
         let due = self
             .sync
@@ -353,6 +365,7 @@ impl<P: Protocol> Driver<P> {
         let safety = P::safety_bytes(&self.core);
         let pending = P::pending_payload(&self.core);
         self.core = P::build(&self.params, &self.ledger, Some(safety))?;
+        self.gate.reset();
         let acts = self.core.start(now);
         let mut out = self.run(now, acts)?;
         // Stale batches (committed in blocks this validator skipped) are filtered by `offer`.

@@ -368,10 +368,14 @@ impl<P: Protocol> Cluster<P> {
     /// Runs until `done` holds or `limit_ms` of simulated time pass; returns whether it held.
     pub fn run_until(&mut self, limit_ms: u64, done: impl Fn(&Cluster<P>) -> bool) -> bool {
         let end = self.now + limit_ms;
-        while let Some(((at, _), ev)) = self.events.pop_first() {
-            if at > end {
-                break;
-            }
+        // Peek first: an event past `end` stays for the next run (popping and dropping it
+        // would end a node's batch timer chain for good).
+        while self
+            .events
+            .first_key_value()
+            .is_some_and(|((at, _), _)| *at <= end)
+        {
+            let ((at, _), ev) = self.events.pop_first().expect("peeked above");
             self.now = at;
             let (node, out) = match ev {
                 Ev::Frame {

@@ -1,0 +1,94 @@
+//! A leader missing a sender's earlier batch must not propose the later one first (issue 21:
+//! "loses no acknowledged transaction"). Four validators in process; wallet 0 sends transfers
+//! one at a time through validator 0, whose every other batch frame to validator 1 is dropped.
+//! Validator 1 then holds later batches without the earlier ones whenever it leads. Every
+//! transfer must commit with a successful receipt (a later nonce ordered first would fail with
+//! `nonce_too_high`), and validator 1's gate must have held batches back (so the case
+//! happened). Checked once by hand with the gate disabled (`Standing::Ahead` never returned):
+//! the HotStuff test fails (the transfers after a misordered one never all commit).
+
+mod cluster;
+
+use cluster::*;
+use ledger::{Address, Payload, Store, Transaction};
+use node::mempool::Admitted;
+use node::validator::{HotStuffProtocol, PbftProtocol, Protocol, Wire};
+
+fn missing_batches_do_not_reorder_a_sender<P: Protocol>() {
+    let mut c = Cluster::<P>::with_protocol();
+    let mut batch_frames = 0u64;
+    c.filter = Some(Box::new(move |from, to, bytes| {
+        if from == 0 && to == 1 && matches!(Wire::<P::Message>::decode(bytes), Ok(Wire::Batch(_))) {
+            batch_frames += 1;
+            return batch_frames.is_multiple_of(2);
+        }
+        true
+    }));
+    let to = Address::of(&wallet(1).public());
+    let mut hashes = Vec::new();
+    for nonce in 0..300 {
+        let tx = Transaction::sign(
+            &wallet(0),
+            &c.chain,
+            nonce,
+            Payload::Transfer { to, amount: 1 },
+        );
+        hashes.push(tx.hash());
+        let admitted = c.nodes[0].as_mut().unwrap().submit(tx);
+        assert!(matches!(admitted, Ok(Admitted::Added(_))), "{admitted:?}");
+        c.run_until(15, |_| false);
+    }
+    assert!(
+        c.run_until(60_000, |c| c.all_committed(&hashes)),
+        "the transfers did not all commit: heights {:?}, committed on 0: {}, parked {:?}, first \
+         missing on 0: {:?}",
+        (0..c.n)
+            .map(|i| c.node(i).ledger().height())
+            .collect::<Vec<_>>(),
+        hashes
+            .iter()
+            .filter(|h| c.node(0).ledger().store().tx(h).unwrap().is_some())
+            .count(),
+        (0..c.n)
+            .map(|i| c.node(i).stats.parked_batches)
+            .collect::<Vec<_>>(),
+        hashes
+            .iter()
+            .position(|h| c.node(0).ledger().store().tx(h).unwrap().is_none())
+    );
+    for h in &hashes {
+        let rec = c.node(0).ledger().store().tx(h).unwrap().unwrap();
+        assert_eq!(
+            rec.receipt.outcome,
+            Ok(()),
+            "transfer {h} at {}",
+            rec.height
+        );
+    }
+    let parked = c.node(1).stats.parked_batches;
+    assert!(
+        parked > 0,
+        "validator 1 never held a batch back: the case did not arise"
+    );
+    eprintln!(
+        "{}: 300 transfers in order; validator 1 held back {parked} batches",
+        P::NAME
+    );
+}
+
+#[test]
+fn hotstuff_leader_missing_an_earlier_batch_keeps_sender_order() {
+    missing_batches_do_not_reorder_a_sender::<HotStuffProtocol>();
+}
+
+/// Known gap, found by this test: PBFT's primary (validator 1 here) never learns of the
+/// batches it did not receive, nothing retransmits a dropped batch frame, and the backups'
+/// view timer counts the primary's empty heartbeat blocks as progress, so the primary is never
+/// replaced: the transfers wait forever (the gate only keeps the later batches from failing).
+/// The fix is PBFT's request timer (a backup whose oldest offered batch is not pre-prepared
+/// within a timeout forwards it to the primary, then asks for a view change), not built yet.
+#[test]
+#[ignore = "known PBFT gap: a primary that lacks a batch never orders it (no request timer)"]
+fn pbft_primary_missing_an_earlier_batch_keeps_sender_order() {
+    missing_batches_do_not_reorder_a_sender::<PbftProtocol>();
+}
