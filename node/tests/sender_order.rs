@@ -12,7 +12,7 @@ mod cluster;
 use cluster::*;
 use ledger::{Address, Payload, Store, Transaction};
 use node::mempool::Admitted;
-use node::validator::{HotStuffProtocol, PbftProtocol, Protocol, Wire};
+use node::validator::{HotStuffProtocol, MAX_PARKED, PbftProtocol, Protocol, Wire};
 
 fn missing_batches_do_not_reorder_a_sender<P: Protocol>() {
     let mut c = Cluster::<P>::with_protocol();
@@ -91,4 +91,57 @@ fn hotstuff_leader_missing_an_earlier_batch_keeps_sender_order() {
 #[ignore = "known PBFT gap: a primary that lacks a batch never orders it (no request timer)"]
 fn pbft_primary_missing_an_earlier_batch_keeps_sender_order() {
     missing_batches_do_not_reorder_a_sender::<PbftProtocol>();
+}
+
+/// A peer floods validator 1 with 6,000 batches of transfers far ahead of their senders'
+/// nonces (validly signed: it can sign for accounts it holds). They are parked, at most
+/// [`MAX_PARKED`], never proposed, and honest transfers keep committing.
+#[test]
+fn far_ahead_batches_from_a_peer_stay_bounded_and_honest_transfers_commit() {
+    let mut c = Cluster::<HotStuffProtocol>::with_protocol();
+    let to = Address::of(&wallet(1).public());
+    for k in 0..6_000u64 {
+        let tx = Transaction::sign(
+            &wallet(2),
+            &c.chain,
+            1_000 + k,
+            Payload::Transfer { to, amount: 1 },
+        );
+        let frame = Wire::<consensus::hotstuff::Message>::Batch(vec![tx]).encode();
+        let now = c.now;
+        let out = c.nodes[1]
+            .as_mut()
+            .unwrap()
+            .on_frame(now, consensus::ReplicaId(3), &frame)
+            .unwrap();
+        c.apply(1, out);
+    }
+    let parked = c.node(1).parked_batches();
+    assert!(
+        parked > 0 && parked <= MAX_PARKED,
+        "{parked} batches parked (at most {MAX_PARKED})"
+    );
+    let hashes: Vec<_> = transfers(&c.chain, 0, 20)
+        .into_iter()
+        .filter(|(w, _)| *w != 2)
+        .map(|(w, tx)| {
+            let h = tx.hash();
+            let admitted = c.nodes[w].as_mut().unwrap().submit(tx);
+            assert!(matches!(admitted, Ok(Admitted::Added(_))), "{admitted:?}");
+            h
+        })
+        .collect();
+    assert!(
+        c.run_until(30_000, |c| c.all_committed(&hashes)),
+        "honest transfers stopped committing under the flood"
+    );
+    assert!(c.node(1).parked_batches() <= MAX_PARKED);
+    assert_eq!(
+        c.node(0)
+            .ledger()
+            .account_hint(&Address::of(&wallet(2).public()))
+            .nonce,
+        0,
+        "a far-ahead transfer executed"
+    );
 }

@@ -45,6 +45,7 @@ mod wire;
 
 pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, StageSamples};
 pub use epochs::EpochSet;
+pub use ordering::MAX_PARKED;
 pub use pbft::PbftProtocol;
 pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol};
 pub use raft::RaftProtocol;

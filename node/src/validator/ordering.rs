@@ -27,7 +27,11 @@ use ledger::Address;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Batches waiting for an earlier batch of one of their senders, at most (the oldest go).
-const MAX_PARKED: usize = 16_384;
+pub const MAX_PARKED: usize = 4_096;
+/// Up to this many parked batches are looked at again after every offer; more (not seen in
+/// honest runs: a gap closes within a block or two) only after each executed block, so a
+/// peer flooding far-ahead batches cannot make every offer scan thousands of them.
+const RESCAN_ON_OFFER: usize = 64;
 /// Senders whose offered nonces are remembered, at most (then forgotten all at once).
 const MAX_SENDERS: usize = 1 << 20;
 
@@ -38,7 +42,8 @@ pub(super) struct OfferGate {
     next: HashMap<Address, u64>,
     /// Batches waiting for an earlier one, in arrival order.
     parked: VecDeque<Digest>,
-    /// The ledger height and the offers count when the parked batches were last looked at.
+    /// The ledger height and the offers count (0 while many are parked) when the parked
+    /// batches were last looked at.
     looked: Option<(u64, u64)>,
     offers: u64,
 }
@@ -62,6 +67,11 @@ enum Standing {
 }
 
 impl<P: Protocol> Driver<P> {
+    /// Batches parked now, waiting for an earlier batch of one of their senders.
+    pub fn parked_batches(&self) -> usize {
+        self.gate.parked.len()
+    }
+
     /// Offers batch `d` to the core, now if its senders are in order, or once the gap closes.
     pub(super) fn offer(&mut self, now: u64, d: Digest) -> Res {
         if self.committed_batches.contains(&d) {
@@ -131,7 +141,12 @@ impl<P: Protocol> Driver<P> {
         if self.gate.parked.is_empty() || !self.epochs.member {
             return None;
         }
-        let mark = (self.ledger.height(), self.gate.offers);
+        let offers = if self.gate.parked.len() <= RESCAN_ON_OFFER {
+            self.gate.offers
+        } else {
+            0
+        };
+        let mark = (self.ledger.height(), offers);
         if self.gate.looked == Some(mark) {
             return None;
         }
