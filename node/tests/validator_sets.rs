@@ -534,6 +534,17 @@ fn hotstuff_removes_a_validator_under_load_with_the_wallet_cli() {
             "validator {i}: {v}"
         );
     }
+    // The four report the new epoch in their metrics too.
+    let deadline = Instant::now() + limit;
+    for i in [0, 2, 3, 4] {
+        while metric(&net, i, "cairn_epoch") != 1 {
+            assert!(
+                Instant::now() < deadline,
+                "validator {i}'s cairn_epoch is not 1"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
     // Its redials are refused, and it does not follow the chain.
     let deadline = Instant::now() + limit;
     while metric(&net, 0, "cairn_rejected_connections_total") <= refused_before {

@@ -62,8 +62,8 @@ pub struct Metrics {
     pub leader_changes: Counter,
     /// `cairn_fsync_seconds`: duration of durable store writes (blocks and safety records).
     pub fsync: Histogram,
-    /// `cairn_rejected_connections_total`: inbound connections refused (not a genesis
-    /// validator, over the limits, failed handshake).
+    /// `cairn_rejected_connections_total`: inbound connections refused (not in the current
+    /// validator set, over the limits, failed handshake).
     pub rejected_connections: U64Gauge,
     /// `cairn_bad_frames_total`: frames from validators that did not decode.
     pub bad_frames: U64Gauge,
@@ -73,6 +73,14 @@ pub struct Metrics {
     /// `cairn_limited_requests_total`: batch and snapshot requests from validators ignored
     /// because the peer asked too often.
     pub limited_requests: U64Gauge,
+    /// `cairn_epoch`: the validator-set epoch this validator's consensus instance runs.
+    pub epoch: U64Gauge,
+    /// `cairn_stale_epoch_frames_total`: consensus frames of an epoch this validator had left
+    /// (or too many of a later one) dropped.
+    pub stale_epoch_frames: U64Gauge,
+    /// `cairn_parked_batches`: batches held back from consensus now, waiting for an earlier
+    /// batch of one of their senders.
+    pub parked_batches: U64Gauge,
     /// `cairn_state_syncs_total`: verified state snapshots this validator installed to catch
     /// up (BFT state sync and Raft's InstallSnapshot).
     pub state_syncs: U64Gauge,
@@ -179,6 +187,9 @@ impl Metrics {
             bad_frames: U64Gauge::default(),
             evidence: U64Gauge::default(),
             limited_requests: U64Gauge::default(),
+            epoch: U64Gauge::default(),
+            stale_epoch_frames: U64Gauge::default(),
+            parked_batches: U64Gauge::default(),
             state_syncs: U64Gauge::default(),
             state_sync_bad: U64Gauge::default(),
             sent_frames: Counter::default(),
@@ -248,7 +259,7 @@ impl Metrics {
         // Totals kept by the transport and the driver, copied in (hence gauges named _total).
         registry.register(
             "rejected_connections_total",
-            "Inbound connections refused: not a genesis validator, over the limits, failed handshake",
+            "Inbound connections refused: not in the current validator set, over the limits, failed handshake",
             m.rejected_connections.clone(),
         );
         registry.register(
@@ -265,6 +276,21 @@ impl Metrics {
             "limited_requests_total",
             "Batch and snapshot requests from validators ignored for asking too often",
             m.limited_requests.clone(),
+        );
+        registry.register(
+            "epoch",
+            "The validator-set epoch this validator's consensus instance runs",
+            m.epoch.clone(),
+        );
+        registry.register(
+            "stale_epoch_frames_total",
+            "Consensus frames of an epoch this validator had left (or too many of a later one) dropped",
+            m.stale_epoch_frames.clone(),
+        );
+        registry.register(
+            "parked_batches",
+            "Batches held back from consensus, waiting for an earlier batch of one of their senders",
+            m.parked_batches.clone(),
         );
         registry.register(
             "state_syncs_total",

@@ -115,6 +115,9 @@ impl Reporter {
         m.bad_frames.set(driver.stats.bad_frames);
         m.evidence.set(driver.stats.evidence);
         m.limited_requests.set(driver.stats.limited_requests);
+        m.epoch.set(driver.epoch());
+        m.stale_epoch_frames.set(driver.stats.stale_epoch_frames);
+        m.parked_batches.set(driver.parked_batches() as u64);
         let stats = &driver.stats;
         m.state_syncs
             .set(stats.state_syncs + stats.snapshots_installed);
