@@ -1,4 +1,4 @@
-//! The libp2p swarm: TCP + Noise + Yamux on tokio, an allow list of the genesis validators,
+//! The libp2p swarm: TCP + Noise + Yamux on tokio, an allow list of the current validators,
 //! connection limits, and `libp2p-stream` for the consensus streams.
 
 use std::time::Duration;

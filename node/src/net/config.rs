@@ -21,7 +21,8 @@ pub struct NetConfig {
     pub listen: String,
     /// This node's network key: the 32-byte ed25519 seed (`crypto::SecretKey::seed()`).
     pub key_seed: [u8; 32],
-    /// The genesis validators. This node's own entry (recognised by its network key) may be
+    /// The validators to connect to: genesis, or the set the chain changed to (later changes
+    /// go through `NetHandle::set_peers`). This node's own entry (recognised by its network key) may be
     /// included; it is skipped.
     pub peers: Vec<PeerInfo>,
     /// Largest payload accepted or sent in one frame.
@@ -64,10 +65,11 @@ impl fmt::Debug for NetConfig {
     }
 }
 
-/// One genesis validator as the network sees it.
+/// One validator of the set as the network sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerInfo {
-    /// Position in the genesis validator list; frames are addressed and reported by it.
+    /// Position in the current validator list; frames are addressed and reported by it (it
+    /// may change when a validator before it leaves the set).
     pub index: u16,
     /// The validator's genesis `network_key`.
     pub network_key: crypto::PublicKey,

@@ -252,7 +252,8 @@ fn on_event(
             rejects.since_last += 1;
             let why = match &error {
                 ListenError::Denied { cause } if cause.downcast_ref::<NotAllowed>().is_some() => {
-                    "its network key is not a genesis validator's network_key".to_string()
+                    "its network key is not the network_key of a validator in the current set"
+                        .to_string()
                 }
                 ListenError::Denied { cause } => error_chain(cause),
                 e => error_chain(e),
@@ -289,7 +290,7 @@ fn log_wrong_peer(shared: &Shared, peer: &Peer, obtained: &PeerId, address: &Mul
             peer.index(),
             other.index()
         ),
-        None => format!("{obtained}, which is no genesis validator's network key"),
+        None => format!("{obtained}, which is no current validator's network key"),
     };
     tracing::error!(
         validator = peer.index(),

@@ -96,7 +96,7 @@ pub struct NetStats {
     pub queue_full: u64,
     /// Incoming frames whose length prefix exceeded `max_frame_bytes` (each reset its stream).
     pub oversized: u64,
-    /// Inbound connections or streams refused: not a genesis validator, over the connection
+    /// Inbound connections or streams refused: not in the current validator set, over the connection
     /// limits, or a failed handshake.
     pub rejected_connections: u64,
     /// Incoming frames that had to wait for their peer's inbound rate limit.
