@@ -13,6 +13,7 @@
 //! [`Governance`] settings; a chain whose consensus cannot switch sets yet refuses every
 //! change with a receipt saying so.
 
+use crate::BlockHeader;
 use crate::tx::ChainBinding;
 use crypto::{Digest, Domain, KeyError, PublicKey, SecretKey, Signature, codec};
 use serde::{Deserialize, Serialize};
@@ -414,4 +415,71 @@ pub fn check_set(members: &[Member], rule: Rule) -> Result<(), GovernanceError> 
         }
     }
     Ok(())
+}
+
+/// The proof that an epoch began (design note, section 4): the header of the previous
+/// epoch's last block `E`, its header certificate (an encoded `consensus::attest::HeaderCert`,
+/// signed by the previous set), and the set after `E`, which that header names. A light
+/// client or a syncing validator that trusts the previous set checks the certificate with it
+/// and [`EpochLink::follows`], and then trusts `next`. Stores keep one per epoch, never pruned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochLink {
+    pub header: BlockHeader,
+    #[serde(with = "serde_bytes")]
+    pub certificate: Vec<u8>,
+    pub next: ValidatorState,
+}
+
+/// Why an epoch link does not follow the set trusted before it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("the link is for epoch {got}, but the epoch after the trusted epoch {trusted} is {}", trusted + 1)]
+    WrongEpoch { trusted: u64, got: u64 },
+    #[error(
+        "the set it carries does not hash to the `validators` the header at height {height} names"
+    )]
+    SetMismatch { height: u64 },
+    #[error("its header is at height {height}, but its set says the epoch starts at {start}")]
+    WrongStart { height: u64, start: u64 },
+    #[error(
+        "its header at height {height} is before the start ({start}) of the epoch it would end"
+    )]
+    BeforeStart { height: u64, start: u64 },
+    #[error("the set it carries still has a pending change")]
+    StillPending,
+}
+
+impl EpochLink {
+    /// The link's own shape, against the set trusted before it (`prev`): it starts epoch
+    /// `prev.epoch + 1` right after its header, its header lies in `prev`'s epoch, and its set
+    /// is the one the header names. The certificate is the caller's to check (with `prev`'s
+    /// keys, on `header.hash()` at `header.height`): the ledger knows no signatures of votes.
+    pub fn follows(&self, prev: &ValidatorState) -> Result<(), LinkError> {
+        let height = self.header.height;
+        if self.next.epoch != prev.epoch.saturating_add(1) {
+            return Err(LinkError::WrongEpoch {
+                trusted: prev.epoch,
+                got: self.next.epoch,
+            });
+        }
+        if height < prev.start_height {
+            return Err(LinkError::BeforeStart {
+                height,
+                start: prev.start_height,
+            });
+        }
+        if self.next.start_height != height.saturating_add(1) {
+            return Err(LinkError::WrongStart {
+                height,
+                start: self.next.start_height,
+            });
+        }
+        if self.next.pending.is_some() {
+            return Err(LinkError::StillPending);
+        }
+        if self.next.hash() != self.header.validators {
+            return Err(LinkError::SetMismatch { height });
+        }
+        Ok(())
+    }
 }

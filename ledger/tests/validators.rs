@@ -172,6 +172,74 @@ fn an_approved_addition_waits_for_the_end_of_its_epoch_then_rules() {
     assert_eq!(s.pending.as_ref().unwrap().effective_after, 8);
 }
 
+/// An epoch link follows the set before it only as the boundary it claims: the next epoch,
+/// starting right after its header, which lies in the previous epoch and names the set.
+#[test]
+fn an_epoch_link_follows_only_the_set_before_it() {
+    use ledger::BlockHeader;
+    use ledger::validators::{EpochLink, LinkError};
+    let prev = set(4);
+    let mut next = set(4);
+    let add = approved(0, SetChange::Add(member(4)), &[(0, 0), (1, 1), (3, 3)]);
+    next.accept(&chain(), &add, Rule::Bft, 50, 10).unwrap();
+    assert!(next.after_block(60));
+    let link = |next: &ValidatorState, height: u64| EpochLink {
+        header: BlockHeader {
+            height,
+            parent: Digest([1; 32]),
+            tx_root: Digest([2; 32]),
+            state_root: Digest([3; 32]),
+            validators: next.hash(),
+            proposer: consensus_key(0).public(),
+            view: 7,
+            timestamp_ms: 0,
+        },
+        certificate: Vec::new(),
+        next: next.clone(),
+    };
+    link(&next, 60)
+        .follows(&prev)
+        .expect("the real boundary follows");
+    // Epoch 1 does not follow epoch 1.
+    assert_eq!(
+        link(&next, 60).follows(&next),
+        Err(LinkError::WrongEpoch { trusted: 1, got: 1 })
+    );
+    // The header is not the block before the set's start.
+    assert_eq!(
+        link(&next, 59).follows(&prev),
+        Err(LinkError::WrongStart {
+            height: 59,
+            start: 61
+        })
+    );
+    // A set whose hash the header does not carry.
+    let mut l = link(&next, 60);
+    l.next.members.pop();
+    assert_eq!(l.follows(&prev), Err(LinkError::SetMismatch { height: 60 }));
+    // A boundary before the previous epoch began.
+    let mut later = prev.clone();
+    later.start_height = 100;
+    assert_eq!(
+        link(&next, 60).follows(&later),
+        Err(LinkError::BeforeStart {
+            height: 60,
+            start: 100
+        })
+    );
+    // A set that is still waiting for a change is no epoch's start.
+    let mut pending = next.clone();
+    pending.pending = prev.pending.clone().or(Some(ledger::validators::Pending {
+        op: SetChange::Add(member(5)),
+        accepted_at: 60,
+        effective_after: 70,
+    }));
+    assert_eq!(
+        link(&pending, 60).follows(&prev),
+        Err(LinkError::StillPending)
+    );
+}
+
 #[test]
 fn every_refusal_names_its_reason() {
     let s = set(4);

@@ -5,8 +5,10 @@
 
 use consensus::attest::{CertError, HeaderCert, HeaderVote};
 use crypto::{Digest, SecretKey};
+use ledger::validators::ValidatorState;
 use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, Payload, Transaction};
 use node::api::AccountView;
+use node::api::epochs::SetChain;
 use node::api::proof::{VerifyError, verify_account};
 use node::api::{self, ApiCommand, ApiLimits, ApiState, CommittedEvent, Metrics, NodeStatus};
 use node::mempool::{Limits, Mempool};
@@ -1150,7 +1152,8 @@ fn metrics_export_the_transport_counters() {
 #[tokio::test]
 async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
     let node = start(Loop::NeverCommits).await;
-    let (committee, genesis) = (attester_committee(), chain().genesis_hash);
+    let trust = |committee, genesis| SetChain::new(ValidatorState::default(), committee, genesis);
+    let trusted = trust(attester_committee(), chain().genesis_hash);
     let proven = |addr: Address| {
         let node = &node;
         async move {
@@ -1161,13 +1164,13 @@ async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
     };
     let view = proven(alice_addr()).await;
     assert_eq!(view.height, 3);
-    let a = verify_account(&view, &committee, &genesis).unwrap();
+    let a = verify_account(&view, &trusted).unwrap();
     assert_eq!((a.balance, a.nonce), (999_700, 2));
     let nobody = Address([0xab; 20]);
     let absent = proven(nobody).await;
     assert!(absent.proof.as_ref().unwrap().value.is_none());
     assert_eq!(
-        verify_account(&absent, &committee, &genesis).unwrap(),
+        verify_account(&absent, &trusted).unwrap(),
         ledger::Account::default()
     );
 
@@ -1175,7 +1178,7 @@ async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
     let mut t = view.clone();
     t.balance += 1;
     assert!(matches!(
-        verify_account(&t, &committee, &genesis),
+        verify_account(&t, &trusted),
         Err(VerifyError::Mismatch { .. })
     ));
     // A consistent lie: the leaf value changed too, so the path no longer reaches the root.
@@ -1186,14 +1189,14 @@ async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
     p.value = Some(hex::encode(value));
     t.balance ^= 1;
     assert!(matches!(
-        verify_account(&t, &committee, &genesis),
+        verify_account(&t, &trusted),
         Err(VerifyError::Proof(ledger::tree::ProofError::Mismatch(_)))
     ));
     // Another account's proof offered for this address.
     let mut t = proven(bob()).await;
     t.address = alice_addr();
     assert!(matches!(
-        verify_account(&t, &committee, &genesis),
+        verify_account(&t, &trusted),
         Err(VerifyError::Proof(
             ledger::tree::ProofError::OtherAddress { .. }
         ))
@@ -1203,7 +1206,7 @@ async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
     t.height = 2;
     t.proof.as_mut().unwrap().header = hex::encode(crypto::codec::encode(&node.blocks[1].header));
     assert!(matches!(
-        verify_account(&t, &committee, &genesis),
+        verify_account(&t, &trusted),
         Err(VerifyError::Cert(CertError::WrongHeight { .. }))
     ));
     // Signed by keys that are not the genesis validators; for another chain.
@@ -1214,11 +1217,11 @@ async fn proven_accounts_verify_and_each_tampering_fails_with_its_own_reason() {
     )
     .unwrap();
     assert!(matches!(
-        verify_account(&view, &strangers, &genesis),
+        verify_account(&view, &trust(strangers, chain().genesis_hash)),
         Err(VerifyError::Cert(CertError::UnknownSigner(_)))
     ));
     assert!(matches!(
-        verify_account(&view, &committee, &Digest([7; 32])),
+        verify_account(&view, &trust(attester_committee(), Digest([7; 32]))),
         Err(VerifyError::Cert(CertError::BadSignature(_)))
     ));
     // Heights without a certificate, and bad parameters.

@@ -222,6 +222,25 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
         assert!(v["pending"].is_null(), "validator {i}: {v}");
     }
 
+    // A wallet that trusts only the genesis file verifies a balance read in epoch 1: it
+    // walks the epoch change (certified by the genesis set) to the rotated set.
+    let genesis_file = net.out.join("genesis.json");
+    let (code, text) = cairn(&[
+        "--node",
+        &net.api(1),
+        "--genesis",
+        genesis_file.to_str().unwrap(),
+        "--key",
+        net.wallet(0).to_str().unwrap(),
+        "balance",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("yes (2f+1 of epoch 1's validators, walked from genesis"),
+        "{text}"
+    );
+
     // Every accepted transfer commits.
     let accepted = load.stop();
     let heights = committed_heights(&net, 3, &accepted);

@@ -18,6 +18,8 @@
 //! | `GET /v1/health` | `{"ok":true}`; 503 once the loop has stopped |
 //! | `GET /v1/events` | Server-Sent Events, one `committed` event per block |
 //! | `GET /v1/events/hashes` | the same, compact: binary frames of height, timestamp and 32-byte hashes ([`compact`]) |
+//! | `GET /v1/validators` | [`ValidatorsView`]: the set, its epoch, a pending change |
+//! | `GET /v1/epochs?from=K` | [`epochs::EpochsView`]: the epoch links after epoch K, for a light client's walk |
 //! | `GET /metrics` | Prometheus ([`Metrics`], OpenMetrics text) |
 //!
 //! Conventions: 64-bit integers are JSON strings of decimal digits (JavaScript loses precision
@@ -53,6 +55,7 @@
 
 pub mod compact;
 mod conn;
+pub mod epochs;
 mod limit;
 mod metrics;
 pub mod proof;
@@ -300,6 +303,7 @@ fn routes(ctx: Ctx) -> Router {
         .route("/v1/status", get(query::status))
         .route("/v1/evidence", get(query::evidence))
         .route("/v1/validators", get(validators::validators))
+        .route("/v1/epochs", get(epochs::epochs))
         .route("/v1/health", get(query::health))
         .route("/v1/events", get(sse::events))
         .route("/v1/events/hashes", get(compact::hashes))

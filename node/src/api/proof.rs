@@ -1,18 +1,22 @@
 //! Verified reads: what `GET /v1/accounts/{address}?prove=true` answers, and the check a
 //! wallet runs on it with nothing but the genesis file ([`verify_account`]).
 //!
-//! The chain of trust: the genesis file names the validators → a header certificate
-//! (`consensus::attest::HeaderCert`) carries signatures of 2f+1 of them on a header hash →
+//! The chain of trust: the genesis file names the validators → each epoch link
+//! ([`super::epochs::SetChain`]) hands trust to the next set → a header certificate
+//! (`consensus::attest::HeaderCert`) carries signatures of 2f+1 of the set ruling its height
+//! on a header hash (and the header names the set after it, so a withheld epoch change
+//! shows) →
 //! the header (its canonical bytes, hashed by the wallet) holds the state root → the
 //! account-tree proof leads from the account's leaf (or its absence) to that root. A
 //! validator that lies about a balance would have to forge 2f+1 signatures or a sha256
 //! path.
 
 use super::AccountView;
-use consensus::Committee;
+use super::epochs::SetChain;
 use consensus::attest::{CertError, HeaderCert};
 use crypto::{Digest, codec};
 use ledger::tree::{AccountProof, ProofError};
+use ledger::validators::{LinkError, ValidatorState};
 use ledger::{Account, Address, BlockHeader};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +32,9 @@ pub struct AccountProofView {
     pub header: String,
     /// Canonical bytes of the header certificate.
     pub certificate: String,
+    /// Canonical bytes of the validator set after `height` (its hash is the header's
+    /// `validators`): the wallet checks it is in the epoch it walked to.
+    pub validators: String,
 }
 
 /// The inclusion part of a committed transaction's answer.
@@ -42,6 +49,8 @@ pub struct TxProofView {
     pub header: String,
     /// Canonical bytes of the header certificate.
     pub certificate: String,
+    /// Canonical bytes of the validator set after the block (see [`AccountProofView`]).
+    pub validators: String,
 }
 
 /// Largest header or certificate accepted from a validator (a certificate holds at most
@@ -65,6 +74,23 @@ pub enum VerifyError {
     Cert(#[from] CertError),
     #[error("account proof against the certified state root: {0}")]
     Proof(#[from] ProofError),
+    #[error("epoch link {epoch} does not decode: {why}")]
+    LinkDecode { epoch: u64, why: String },
+    #[error("epoch link {epoch}: {why}")]
+    Link { epoch: u64, why: LinkError },
+    #[error("epoch link {epoch}'s header certificate, checked with the set before it: {why}")]
+    LinkCert { epoch: u64, why: CertError },
+    #[error("the validator set sent with the header at height {height} is not the one it names")]
+    SetAfter { height: u64 },
+    #[error(
+        "the header at height {height} is in epoch {epoch}, but the validator's epoch links \
+         end at epoch {trusted}: it withheld an epoch change, so its certificate proves nothing"
+    )]
+    UnwalkedEpoch {
+        height: u64,
+        epoch: u64,
+        trusted: u64,
+    },
     #[error("the transaction is not committed in the answer, so there is nothing to verify")]
     NotCommitted,
     #[error("the inclusion path does not lead from the transaction to the certified tx_root")]
@@ -81,22 +107,22 @@ pub enum VerifyError {
     },
 }
 
-fn unhex(s: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
+pub(super) fn unhex(s: &str, what: &'static str) -> Result<Vec<u8>, VerifyError> {
     hex::decode(s).map_err(|_| VerifyError::Hex(what))
 }
 
-/// Checks a proven account answer against the validator set of genesis (`committee`, a BFT
-/// committee) and the genesis hash: the certificate's signatures on the header, the
+/// Checks a proven account answer against the sets `chain` trusts (walked from genesis to
+/// at least the answer's epoch): the certificate's signatures on the header, the set after the header, the
 /// header's height, and the proof of the account (or its absence) against the header's state
 /// root, and that the balance and nonce the answer states are the proven ones. Returns the
 /// proven account (all zero for an absent one).
-pub fn verify_account(
-    view: &AccountView,
-    committee: &Committee,
-    genesis: &Digest,
-) -> Result<Account, VerifyError> {
+pub fn verify_account(view: &AccountView, chain: &SetChain) -> Result<Account, VerifyError> {
     let p = view.proof.as_ref().ok_or(VerifyError::NoProof)?;
-    let header = certified_header(&p.header, &p.certificate, view.height, committee, genesis)?;
+    let header = certified_header(
+        [&p.header, &p.certificate, &p.validators],
+        view.height,
+        chain,
+    )?;
     let proof = AccountProof {
         value: p.value.as_deref().map(|v| unhex(v, "value")).transpose()?,
         proof: unhex(&p.proof, "proof")?,
@@ -115,13 +141,13 @@ pub fn verify_account(
     Ok(account)
 }
 
-/// Decodes a header and its certificate and checks the certificate against genesis.
+/// Decodes a header, its certificate and the set after it (hex), checks the certificate
+/// with the set `chain` trusts at `height`, and that the set after the header is that
+/// epoch's (or the next, for an epoch's last block).
 fn certified_header(
-    header: &str,
-    certificate: &str,
+    [header, certificate, validators]: [&str; 3],
     height: u64,
-    committee: &Committee,
-    genesis: &Digest,
+    chain: &SetChain,
 ) -> Result<BlockHeader, VerifyError> {
     let header: BlockHeader = codec::decode(&unhex(header, "header")?, MAX_PART_BYTES, "header")
         .map_err(|e| VerifyError::Header(e.to_string()))?;
@@ -137,18 +163,22 @@ fn certified_header(
         "certificate",
     )
     .map_err(|e| VerifyError::CertDecode(e.to_string()))?;
-    cert.verify(committee, genesis, header.height, &header.hash())?;
+    let set = chain.at(height);
+    cert.verify(&set.committee, chain.genesis_hash(), height, &header.hash())?;
+    let after: ValidatorState = codec::decode(
+        &unhex(validators, "validators")?,
+        crate::store::MAX_LINK_BYTES,
+        "validator set",
+    )
+    .map_err(|e| VerifyError::Header(format!("the set after it: {e}")))?;
+    chain.check_set_after(&header, &after)?;
     Ok(header)
 }
 
 /// Checks a committed transaction's answer: the certificate on the header at its height and
 /// the path from its hash to the header's `tx_root`. What this proves is that the
 /// transaction is in that certified block; its outcome (the receipt) is not in the header.
-pub fn verify_tx(
-    status: &super::TxStatus,
-    committee: &Committee,
-    genesis: &Digest,
-) -> Result<BlockHeader, VerifyError> {
+pub fn verify_tx(status: &super::TxStatus, chain: &SetChain) -> Result<BlockHeader, VerifyError> {
     let super::TxStatus::Committed {
         hash,
         height,
@@ -160,7 +190,7 @@ pub fn verify_tx(
         return Err(VerifyError::NotCommitted);
     };
     let p = proof.as_ref().ok_or(VerifyError::NoProof)?;
-    let header = certified_header(&p.header, &p.certificate, *height, committee, genesis)?;
+    let header = certified_header([&p.header, &p.certificate, &p.validators], *height, chain)?;
     if !ledger::verify_merkle_proof(
         &header.tx_root,
         hash,
@@ -189,6 +219,9 @@ pub(super) fn prove_tx(
     if !decoded.is_ok_and(|c| c.header == block.hash()) {
         return Ok(None);
     }
+    let Some(set) = store.validators_at(height)? else {
+        return Ok(None);
+    };
     let hashes: Vec<Digest> = block.txs.iter().map(ledger::Transaction::hash).collect();
     let Some(path) = ledger::merkle_proof(&hashes, index as usize) else {
         return Ok(None);
@@ -198,6 +231,7 @@ pub(super) fn prove_tx(
         path,
         header: hex::encode(codec::encode(&block.header)),
         certificate: hex::encode(&cert),
+        validators: hex::encode(codec::encode(&set)),
     }))
 }
 
@@ -230,6 +264,12 @@ pub(super) fn prove(
             snapshot.floor
         )));
     }
+    let Some(set) = store.validators_at(height)? else {
+        return Ok(Err(format!(
+            "this validator holds no validator set at height {height} (it restored a later \
+             snapshot); ask another validator"
+        )));
+    };
     let proof = ledger::tree::prove(&snapshot, address, height)
         .map_err(|e| ledger::StoreError::new("proving an account", e))?;
     let account = match &proof.value {
@@ -247,6 +287,7 @@ pub(super) fn prove(
             proof: hex::encode(&proof.proof),
             header: hex::encode(codec::encode(&block.header)),
             certificate: hex::encode(&cert),
+            validators: hex::encode(codec::encode(&set)),
         },
     )))
 }

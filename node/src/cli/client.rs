@@ -185,6 +185,11 @@ impl NodeClient {
         self.get("/v1/validators")
     }
 
+    /// `GET /v1/epochs?from=K`: the epoch links after epoch `from`.
+    pub fn epochs(&self, from: u64) -> Result<crate::api::epochs::EpochsView, ClientError> {
+        self.get(&format!("/v1/epochs?from={from}"))
+    }
+
     /// `GET path`, its 200 answer decoded as `T`; any other status is an error.
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let what = format!("GET {path}");

@@ -25,6 +25,8 @@ use ledger::{
 };
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+mod epochs;
+pub use epochs::{MAX_LINK_BYTES, MAX_LINKS_PER_READ};
 pub mod index;
 mod log;
 mod migrate;
@@ -126,10 +128,13 @@ impl RedbStore {
             tree::open_tables(tx)?;
             tx.open_table(HEADER_CERTS)?;
             tx.open_table(VALIDATORS)?;
+            tx.open_table(epochs::EPOCH_LINKS)?;
             tx.open_table(prune::FLOORS)?;
             Ok(())
         };
         write_in(&db, "chain file", tables)?;
+        // A store from before epoch links were kept: link the boundaries it holds.
+        write_in(&db, "chain file", epochs::link_stored_boundaries)?;
         let index = TxIndex::open(&index::index_path(path), &db)?;
         let store = RedbStore {
             db,
@@ -181,6 +186,14 @@ impl RedbStore {
             ));
         }
         let indexed = self.index.indexed_height();
+        // Heights that may complete an epoch link: a block that starts an epoch, or a
+        // certificate (its block's set is looked up in the transaction).
+        let boundaries: Vec<u64> = blocks
+            .iter()
+            .filter(|b| b.validators.as_ref().is_some_and(|v| v.epoch > 0))
+            .map(|b| b.block.header.height)
+            .chain(certs.iter().map(|(h, _)| *h))
+            .collect();
         self.write(|tx| {
             let mut table = tx.open_table(BLOCKS)?;
             let mut heights = tx.open_table(BLOCK_HEIGHTS)?;
@@ -206,7 +219,8 @@ impl RedbStore {
             for (h, c) in certs {
                 cert_table.insert(*h, c.as_slice())?;
             }
-            Ok(())
+            drop((table, sets, cert_table));
+            epochs::link_boundaries(tx, boundaries)
         })?;
         for b in blocks {
             self.index.remember(b.block.header.height, &b.receipts)?;

@@ -440,17 +440,67 @@ fn validator_states_are_stored_with_their_blocks_and_survive_pruning_and_reopeni
         .map(|e| e.block.header.height)
         .collect();
     assert_eq!(changed, [1, 3]);
+    // Block 3 ends epoch 0. Its header certificate arrives before the block is stored (a
+    // certificate on another header at 2 alongside: no link from it).
+    let cert_on = |h: u64, header: Digest| {
+        let c = consensus::attest::HeaderCert {
+            height: h,
+            header,
+            signatures: keys[..3]
+                .iter()
+                .map(|k| {
+                    let v =
+                        consensus::attest::HeaderVote::sign(k, &chain().genesis_hash, h, header);
+                    (v.signer, v.signature)
+                })
+                .collect(),
+        };
+        codec::encode(&c)
+    };
+    let boundary = executed[2].block.clone();
+    l.store()
+        .commit_with_certs(
+            &[],
+            &[
+                (3, cert_on(3, boundary.hash())),
+                (2, cert_on(2, Digest([9; 32]))),
+            ],
+        )
+        .unwrap();
+    assert!(l.store().epoch_links(0).unwrap().is_empty());
     l.store().commit_executed(&executed).unwrap();
     l.stored_up_to(4);
     let after = l.validators().clone();
     assert_eq!((after.epoch, after.members.len()), (1, 5));
+    let links = l.store().epoch_links(0).unwrap();
+    assert_eq!(links.len(), 1);
+    assert_eq!(
+        (&links[0].header, &links[0].next),
+        (&boundary.header, &after)
+    );
+    links[0].follows(&genesis.validators).unwrap();
+    assert!(l.store().epoch_links(1).unwrap().is_empty());
+    // A store from before links were kept gets them when it opens.
+    l.store()
+        .write(|tx| {
+            tx.open_table(epochs::EPOCH_LINKS)?.retain(|_, _| false)?;
+            Ok(())
+        })
+        .unwrap();
+    drop(l);
+    let mut l = open().unwrap();
+    assert_eq!(l.store().epoch_links(0).unwrap(), links);
     for _ in 5..=8 {
         l.commit(input(&keys[0], Vec::new())).unwrap();
     }
+    // Pruning deletes block 3 and its certificate; the link stays.
+    l.store().tx_index().flush().unwrap();
     while l.store().prune_step(7).unwrap().more {}
+    assert!(l.store().header_cert(3).unwrap().is_none());
     drop(l);
     let l = open().unwrap();
     assert_eq!(l.validators(), &after);
+    assert_eq!(l.store().epoch_links(0).unwrap(), links);
     let epochs: Vec<u64> = (0..=8)
         .map(|h| l.validators_at(h).unwrap().unwrap().epoch)
         .collect();

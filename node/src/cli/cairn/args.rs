@@ -92,9 +92,10 @@ pub enum Command {
         /// Account address, 40 hex characters [default: the wallet's own]
         #[arg(value_name = "ADDR", value_parser = parse_address)]
         address: Option<Address>,
-        /// Check the answer with a proof: 2f+1 signatures of the genesis validators on the
-        /// header, and the account (or its absence) under the header's state root. Needs
-        /// --genesis. BFT chains only.
+        /// Check the answer with a proof: 2f+1 signatures on the header by the validators of
+        /// its epoch (reached from the genesis set through the chain's epoch changes, each
+        /// checked with the set before it), and the account (or its absence) under the
+        /// header's state root. Needs --genesis. BFT chains only.
         #[arg(long, conflicts_with = "linearizable")]
         verify: bool,
         /// Raft chains: a linearizable read (ReadIndex) — the answer reflects every transfer
@@ -130,7 +131,8 @@ pub enum Command {
         #[arg(value_name = "HASH", value_parser = parse_hash)]
         hash: Digest,
         /// For a committed transaction: check its inclusion in a block certified by 2f+1
-        /// genesis validators. Needs --genesis. BFT chains only.
+        /// validators of its epoch (walked from the genesis set). Needs --genesis. BFT chains
+        /// only.
         #[arg(long)]
         verify: bool,
     },

@@ -3,15 +3,44 @@
 //! committed transaction (`KEY.seen`, [`super::nonces::read_seen`]).
 
 use super::*;
+use crate::api::epochs::SetChain;
 use consensus::Committee;
 
 /// A verification failure: the answer did not prove what it claims.
 pub const EXIT_UNVERIFIED: u8 = 6;
 
-/// What `--verify` trusts: the genesis validators and the genesis hash.
+/// What `--verify` trusts: the genesis validators and the genesis hash, and the sets the
+/// epoch links after them hand trust to once [`Trust::walk`] has checked them.
 pub(super) struct Trust {
-    committee: Committee,
-    genesis: Digest,
+    chain: SetChain,
+}
+
+/// Epoch-link answers a walk reads at most (each holds up to 64 links).
+const MAX_EPOCH_PAGES: usize = 1_000;
+
+impl Trust {
+    /// Walks `node`'s epoch links from the newest trusted set on, each checked with the set
+    /// before it (a validator that withholds links is caught by the proof's set check).
+    fn walk(&mut self, node: &NodeClient) -> Result<(), Fail> {
+        for _ in 0..MAX_EPOCH_PAGES {
+            let from = self.chain.latest().state.epoch;
+            let page = node.epochs(from).map_err(query_fail)?;
+            self.chain.walk(&page).map_err(|e| {
+                Fail::new(
+                    EXIT_UNVERIFIED,
+                    format!(
+                        "the validator-set changes {} sent did NOT verify from genesis: {e}; \
+                         do not trust it",
+                        node.base()
+                    ),
+                )
+            })?;
+            if !page.more || self.chain.latest().state.epoch == from {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Loads `--genesis`; refuses a Raft chain, whose validators sign no headers.
@@ -43,8 +72,7 @@ pub(super) fn trust(cli: &Cli) -> Result<Trust, Fail> {
     let committee = Committee::new_bft(keys, g.f(), g.quorum())
         .map_err(|e| Fail::new(EXIT_USAGE, format!("{}: validators: {e}", path.display())))?;
     Ok(Trust {
-        committee,
-        genesis: g.hash(),
+        chain: SetChain::new(g.validator_state(), committee, g.hash()),
     })
 }
 
@@ -56,14 +84,14 @@ pub(super) fn balance(
     verify: bool,
     linearizable: bool,
 ) -> Result<(), Fail> {
-    let trust = if verify { Some(trust(cli)?) } else { None };
+    let mut trust = if verify { Some(trust(cli)?) } else { None };
     let address = match address {
         Some(a) => *a,
         None => Address::of(&load_key(cli)?.public()),
     };
     let node = node(cli)?;
     let genesis = match &trust {
-        Some(t) => Some(t.genesis),
+        Some(t) => Some(*t.chain.genesis_hash()),
         None => node.status().ok().map(|s| s.genesis_hash),
     };
     let min_height = genesis.and_then(|g| nonces::read_seen(&cli.key, &g));
@@ -104,8 +132,9 @@ pub(super) fn balance(
         ("nonce", account.nonce.to_string()),
         ("height", account.height.to_string()),
     ];
-    if let Some(t) = &trust {
-        if let Err(e) = crate::api::proof::verify_account(&account, &t.committee, &t.genesis) {
+    if let Some(t) = &mut trust {
+        t.walk(&node).map_err(|f| f.with_json(json.clone()))?;
+        if let Err(e) = crate::api::proof::verify_account(&account, &t.chain) {
             return Err(Fail::new(
                 EXIT_UNVERIFIED,
                 format!(
@@ -117,7 +146,10 @@ pub(super) fn balance(
         }
         fields.push((
             "verified",
-            "yes (2f+1 genesis validators, state proof)".into(),
+            format!(
+                "yes (2f+1 of epoch {}'s validators, walked from genesis; state proof)",
+                t.chain.at(account.height).state.epoch
+            ),
         ));
         json["verified"] = json!(true);
     }
@@ -131,8 +163,9 @@ pub(super) fn balance(
 
 /// `tx --verify`: the transaction's inclusion in a certified block.
 pub(super) fn check_tx(cli: &Cli, node: &NodeClient, s: &TxStatus) -> Result<(), Fail> {
-    let trust = trust(cli)?;
-    crate::api::proof::verify_tx(s, &trust.committee, &trust.genesis)
+    let mut trust = trust(cli)?;
+    trust.walk(node)?;
+    crate::api::proof::verify_tx(s, &trust.chain)
         .map(|_| ())
         .map_err(|e| {
             Fail::new(
