@@ -266,7 +266,7 @@ fn frames<P: Fixture>() -> Vec<Wire<P::Message>> {
             offset: 0,
             accounts: accounts.clone(),
         },
-        Wire::StateOfferRequest,
+        Wire::StateOfferRequest { epoch: 3 },
         Wire::StateOffer {
             block: Some(Box::new(blocks[1].clone())),
             cert: crypto::codec::encode(&consensus::attest::HeaderCert {
@@ -280,6 +280,8 @@ fn frames<P: Fixture>() -> Vec<Wire<P::Message>> {
             leaves: 5,
             floor: 1,
             tip: 2,
+            set: Some(Box::default()),
+            links: Vec::new(),
         },
         Wire::StateChunkRequest {
             version: 2,

@@ -23,7 +23,7 @@ use node::api::proof::{VerifyError, verify_account, verify_tx};
 use node::api::{self, ApiState, Metrics, NodeStatus, TxStatus};
 use node::cli::client::NodeClient;
 use node::mempool::Admitted;
-use node::validator::HotStuffProtocol;
+use node::validator::{HotStuffProtocol, PbftProtocol, Protocol};
 use std::sync::{Arc, RwLock};
 
 const DELAY: u64 = 6;
@@ -47,10 +47,10 @@ fn rotate(set: &ValidatorState, i: usize, to: &SecretKey) -> SetChange {
 }
 
 /// Submits `op`, approved in `epoch` by `approvers` (index, key), through validator 0 and
-/// runs until every validator is in `epoch + 1`, a few blocks past the boundary. The
+/// runs until every running validator is in `epoch + 1`, a few blocks past the boundary. The
 /// boundary (the last block of `epoch`).
-fn change(
-    c: &mut Cluster<HotStuffProtocol>,
+fn change<P: Protocol>(
+    c: &mut Cluster<P>,
     epoch: u64,
     op: SetChange,
     approvers: &[(u16, &SecretKey)],
@@ -72,7 +72,7 @@ fn change(
         Ok(Admitted::Added(_))
     ));
     assert!(
-        c.run_until(30_000, |c| c.all_committed(&[hash])),
+        c.run_until(30_000, |c| c.committed_on(running(c), &[hash])),
         "the change of epoch {epoch} did not commit"
     );
     let rec = c.node(0).ledger().store().tx(&hash).unwrap().unwrap();
@@ -85,13 +85,18 @@ fn change(
         .unwrap();
     let last = set.pending.expect("the change is pending").effective_after;
     assert!(
-        c.run_until(60_000, |c| (0..c.n).all(
-            |i| c.node(i).epoch() == epoch + 1 && c.node(i).ledger().height() >= last + 4
-        )),
+        c.run_until(60_000, |c| running(c).all(|i| c.node(i).epoch()
+            == epoch + 1
+            && c.node(i).ledger().height() >= last + 4)),
         "the validators did not all reach epoch {}",
         epoch + 1
     );
     last
+}
+
+/// The validators running.
+fn running<P: Protocol>(c: &Cluster<P>) -> impl Iterator<Item = usize> + '_ {
+    (0..c.n).filter(|i| c.nodes[*i].is_some())
 }
 
 /// A certificate on `header` at `height` signed by `keys`.
@@ -152,21 +157,24 @@ fn serve(c: &Cluster<HotStuffProtocol>) -> (tokio::runtime::Runtime, String) {
     (rt, base)
 }
 
-#[test]
-fn a_wallet_trusting_only_genesis_verifies_reads_after_two_epoch_changes() {
-    let mut next = vec![Vec::new(); N];
-    next[2] = vec![key2()];
-    next[3] = vec![key3()];
-    let mut c = Cluster::<HotStuffProtocol>::with_sets(DELAY, 0, next);
-    let genesis_set = ValidatorState::genesis(
+/// The genesis set of a cluster with sets.
+fn genesis_set<P: Protocol>(c: &Cluster<P>) -> ValidatorState {
+    ValidatorState::genesis(
         c.sets.as_ref().unwrap().members.clone(),
         ledger::validators::Rule::Bft,
     )
-    .unwrap();
-    let keys = c.keys.clone();
+    .unwrap()
+}
 
+/// Four validators that change their set twice (see the module docs); the two boundaries.
+fn two_changes<P: Protocol>() -> (Cluster<P>, u64, u64) {
+    let mut next = vec![Vec::new(); N];
+    next[2] = vec![key2()];
+    next[3] = vec![key3()];
+    let mut c = Cluster::<P>::with_sets(DELAY, 0, next);
+    let keys = c.keys.clone();
     // Epoch 1: validator 2's key rotated, approved by genesis validators 0, 1, 2.
-    let op = rotate(&genesis_set, 2, &key2());
+    let op = rotate(&genesis_set(&c), 2, &key2());
     let approvers = [(0, &keys[0]), (1, &keys[1]), (2, &keys[2])];
     let e1 = change(&mut c, 0, op, &approvers, 0);
     // Epoch 2: validator 3's, approved by epoch 1's 0, 1 and 2 (with its new key).
@@ -177,6 +185,15 @@ fn a_wallet_trusting_only_genesis_verifies_reads_after_two_epoch_changes() {
     let approvers = [(0, &keys[0]), (1, &keys[1]), (2, &k2)];
     let e2 = change(&mut c, 1, op, &approvers, 1);
     assert!(e2 > e1);
+    (c, e1, e2)
+}
+
+#[test]
+fn a_wallet_trusting_only_genesis_verifies_reads_after_two_epoch_changes() {
+    let (mut c, e1, e2) = two_changes::<HotStuffProtocol>();
+    let genesis_set = genesis_set(&c);
+    let keys = c.keys.clone();
+    let k2 = key2();
 
     // A transfer in epoch 2, and header certificates past it.
     let to = Address::of(&wallet(1).public());
@@ -358,4 +375,129 @@ fn a_wallet_trusting_only_genesis_verifies_reads_after_two_epoch_changes() {
          and a transfer at {at} from genesis",
         view.height
     );
+}
+
+/// State sync walks the same links: validator 1's store is wiped after the two changes, the
+/// others prune their history (replaying blocks from genesis is impossible), and it restarts
+/// knowing only genesis. It must verify an offer of epoch 2 through both links, install the
+/// state with epoch 2's set, keep the links, and vote in epoch 2: with validator 2 stopped
+/// the chain only moves on with its votes.
+fn wiped_validator_syncs_into_a_later_epoch<P: Protocol>() {
+    let (mut c, _, e2) = two_changes::<P>();
+    c.nodes[1] = None;
+    c.dirs[1] = tempfile::tempdir().unwrap();
+    let target = c.node(0).ledger().height() + 60;
+    assert!(c.run_until(120_000, |c| c.node(0).ledger().height() >= target));
+    for i in [0, 2, 3] {
+        let store = c.node(i).ledger().store().clone();
+        store.tx_index().flush().unwrap();
+        let floor = store.height().unwrap() - 40;
+        while store.prune_step(floor).unwrap().more {}
+        assert!(store.block(e2).unwrap().is_none(), "validator {i} pruned");
+    }
+    c.open(1);
+    assert_eq!(c.node(1).epoch(), 0);
+    let top = c.node(0).ledger().height();
+    assert!(
+        c.run_until(120_000, |c| c.node(1).ledger().height() >= top
+            && c.node(1).epoch() == 2),
+        "validator 1 stuck at height {} of {top}, epoch {} ({:?})",
+        c.node(1).ledger().height(),
+        c.node(1).epoch(),
+        c.node(1).stats
+    );
+    let stats = &c.node(1).stats;
+    assert_eq!(stats.state_syncs, 1, "{stats:?}");
+    assert_eq!(stats.bad_state_offers, 0, "{stats:?}");
+    let links = c.node(1).ledger().store().epoch_links(0).unwrap();
+    assert_eq!(links.len(), 2, "the walked links are kept and served");
+    assert!(c.node(1).is_member());
+    // Validator 2 stops: 0, 1 and 3 are the only quorum left.
+    c.nodes[2] = None;
+    let stopped_at = c.now;
+    let next = c.node(0).ledger().height() + 5;
+    assert!(
+        c.run_until(60_000, |c| c.node(0).ledger().height() >= next
+            && c.node(1).ledger().height() >= next),
+        "no progress without validator 2: the synced validator does not vote: {:?}; {:?}; heights {:?}",
+        c.node(1).stats,
+        c.node(0).stats,
+        [0, 1, 3].map(|i| c.node(i).ledger().height())
+    );
+    eprintln!(
+        "{}: wiped validator synced into epoch 2 at height {top} (boundary {e2}) and votes; \
+         5 blocks without validator 2 took {} ms (simulated)",
+        P::NAME,
+        c.now - stopped_at
+    );
+}
+
+#[test]
+fn hotstuff_wiped_validator_state_syncs_into_a_later_epoch() {
+    wiped_validator_syncs_into_a_later_epoch::<HotStuffProtocol>();
+}
+
+#[test]
+fn pbft_wiped_validator_state_syncs_into_a_later_epoch() {
+    wiped_validator_syncs_into_a_later_epoch::<PbftProtocol>();
+}
+
+/// A validator joins from an empty home on a chain whose early history is pruned: a change
+/// adds a fifth validator while it is not running; the four go on 60 blocks and prune all but
+/// the last 40. Started then, it knows only genesis (where it is no member), state-syncs
+/// through the epoch link to epoch 1's set — in which it is member 4 — and votes: with
+/// validator 3 stopped, the four others (quorum 4 of 5) commit only with it.
+fn joiner_from_an_empty_home_syncs_and_votes<P: Protocol>() {
+    let mut c = Cluster::<P>::with_sets(DELAY, 1, Vec::new());
+    c.nodes[N] = None;
+    c.dirs[N] = tempfile::tempdir().unwrap();
+    let keys = c.keys.clone();
+    let op = SetChange::Add(members_of(&keys)[N].clone());
+    let approvers = [(0, &keys[0]), (1, &keys[1]), (2, &keys[2])];
+    let e1 = change(&mut c, 0, op, &approvers, 0);
+    let target = c.node(0).ledger().height() + 60;
+    assert!(c.run_until(120_000, |c| c.node(0).ledger().height() >= target));
+    for i in 0..N {
+        let store = c.node(i).ledger().store().clone();
+        store.tx_index().flush().unwrap();
+        let floor = store.height().unwrap() - 40;
+        while store.prune_step(floor).unwrap().more {}
+        assert!(store.block(e1).unwrap().is_none(), "validator {i} pruned");
+    }
+    c.open(N);
+    assert!(!c.node(N).is_member());
+    let top = c.node(0).ledger().height();
+    assert!(
+        c.run_until(120_000, |c| c.node(N).ledger().height() >= top
+            && c.node(N).is_member()),
+        "the joiner is stuck at height {} of {top}, epoch {}",
+        c.node(N).ledger().height(),
+        c.node(N).epoch()
+    );
+    assert_eq!(c.node(N).epoch(), 1);
+    assert_eq!(c.node(N).stats.state_syncs, 1);
+    c.nodes[3] = None;
+    let stopped_at = c.now;
+    let next = c.node(0).ledger().height() + 5;
+    assert!(
+        c.run_until(60_000, |c| c.node(0).ledger().height() >= next),
+        "no progress without validator 3: the joiner does not vote (heights {:?})",
+        [0, 1, 2, N].map(|i| c.node(i).ledger().height())
+    );
+    eprintln!(
+        "{}: a joiner from an empty home synced into epoch 1 (boundary {e1}) at height {top} \
+         and votes; 5 blocks without validator 3 took {} ms (simulated)",
+        P::NAME,
+        c.now - stopped_at
+    );
+}
+
+#[test]
+fn hotstuff_joiner_from_an_empty_home_state_syncs_and_votes() {
+    joiner_from_an_empty_home_syncs_and_votes::<HotStuffProtocol>();
+}
+
+#[test]
+fn pbft_joiner_from_an_empty_home_state_syncs_and_votes() {
+    joiner_from_an_empty_home_syncs_and_votes::<PbftProtocol>();
 }

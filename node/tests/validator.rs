@@ -958,3 +958,42 @@ fn wiped_validator_state_syncs<P: Protocol>() {
         assert_eq!(b(3), b(0), "height {h}");
     }
 }
+
+/// Regression: a HotStuff validator that was down and came back (block sync), then another
+/// validator stops before the first is back in the leader rotation. The rotation was the
+/// three validators active while it was down, one of them now dead, which never commits (a
+/// 2-chain needs three live leaders in a row), so the rotation never changed and the three
+/// live validators (quorum 3 of 4) never committed again. Leader election now falls back to
+/// round-robin when nothing has committed for a while (`election::stall`).
+#[test]
+fn a_validator_back_from_downtime_then_another_stopping_does_not_stall_hotstuff() {
+    let mut c = Cluster::<HotStuffProtocol>::with_sets(6, 0, vec![Vec::new(); N]);
+    assert!(c.run_until(30_000, |c| c.node(0).ledger().height() >= 20));
+    c.nodes[1] = None;
+    let target = c.node(0).ledger().height() + 60;
+    assert!(c.run_until(120_000, |c| c.node(0).ledger().height() >= target));
+    c.open(1);
+    let top = c.node(0).ledger().height();
+    assert!(c.run_until(120_000, |c| c.node(1).ledger().height() >= top));
+    c.nodes[2] = None;
+    let next = c.node(0).ledger().height() + 5;
+    assert!(
+        c.run_until(60_000, |c| c.node(0).ledger().height() >= next),
+        "stuck {:?}",
+        [0, 1, 3].map(|i| c.node(i).ledger().height())
+    );
+}
+
+/// Control: the same stop without the earlier restart commits on.
+#[test]
+fn control_another_stopping_without_the_downtime_commits_on() {
+    let mut c = Cluster::<HotStuffProtocol>::with_sets(6, 0, vec![Vec::new(); N]);
+    assert!(c.run_until(30_000, |c| c.node(0).ledger().height() >= 140));
+    c.nodes[2] = None;
+    let next = c.node(0).ledger().height() + 5;
+    assert!(
+        c.run_until(60_000, |c| c.node(0).ledger().height() >= next),
+        "stuck {:?}",
+        [0, 1, 3].map(|i| c.node(i).ledger().height())
+    );
+}

@@ -12,6 +12,15 @@
 //! liveness for it alone until it catches up, never safety: one vote per view still holds).
 //! Too little history (a fresh chain) falls back to round-robin, so a restarted replica is
 //! given the history from its store ([`super::Recovered::history`]).
+//!
+//! So does a *stale* history: nothing committed for [`stall`] views. The history only moves
+//! when blocks commit, and a rotation can stop them for good: a validator left out while it
+//! was down (or partitioned) is only let back in by blocks that commit after it returns, and
+//! if a validator of the rotation crashes meanwhile, a rotation of three with one crashed
+//! never has the three live leaders in a row that a 2-chain needs (the proposer of `v`, the
+//! collectors of the QCs of `v` and `v + 1`). Nothing would commit again, so nothing would
+//! change the rotation. Round-robin over the whole committee always has such a run while at
+//! most `f` validators are faulty.
 
 use crate::types::{Committee, ReplicaId, View};
 use std::collections::{BTreeSet, VecDeque};
@@ -26,6 +35,13 @@ pub const MAX_HISTORY: usize = 512;
 /// that many committed blocks), at least 8, at most [`MAX_HISTORY`].
 pub fn window(n: usize) -> usize {
     (2 * n).clamp(8, MAX_HISTORY)
+}
+
+/// Views without a commit (beyond [`LAG`]) after which the history is stale and the leader is
+/// chosen round-robin: twice the [`window`], well above the gaps that crashed leaders cause
+/// while they are still in the rotation (a few views each).
+pub fn stall(n: usize) -> u64 {
+    2 * window(n) as u64
 }
 
 /// One committed block's activity: its view, and who proposed it or signed its QC.
@@ -62,18 +78,28 @@ impl Election {
     }
 
     /// The leader of `view`: a test schedule's, else round-robin over the recently active
-    /// validators, else (too little history, or fewer active than a quorum) round-robin.
+    /// validators, else (too little history, a stale one, or fewer active than a quorum)
+    /// round-robin.
     pub fn leader(&self, c: &Committee, view: View) -> ReplicaId {
         if let Some(id) = c.scheduled_leader(view) {
             return id;
         }
         let w = window(c.n());
-        let eligible = self
+        let mut eligible = self
             .history
             .iter()
             .rev()
             .skip_while(|a| a.view.0.saturating_add(LAG) > view.0)
-            .take(w);
+            .take(w)
+            .peekable();
+        // Nothing committed for `stall` views: the chain has stalled, perhaps because of the
+        // rotation itself (see the module doc).
+        if eligible
+            .peek()
+            .is_none_or(|a| a.view.0.saturating_add(LAG + stall(c.n())) < view.0)
+        {
+            return c.leader(view);
+        }
         let mut active = BTreeSet::new();
         let mut count = 0;
         for a in eligible {
@@ -145,6 +171,20 @@ mod tests {
         // Unknown ids are ignored.
         let odd = Election::new((1..=40).map(|v| activity(v, &[0, 2, 9])).collect());
         assert_eq!(odd.leader(&c, View(41)), ReplicaId(1));
+    }
+
+    #[test]
+    fn a_stalled_history_falls_back_to_round_robin() {
+        let c = committee(4);
+        // Validator 1 was left out (silent up to view 40); then 2 crashed, so the rotation
+        // {0, 2, 3} commits nothing more.
+        let e = Election::new((1..=40).map(|v| activity(v, &[0, 2, 3])).collect());
+        let last = 40 + LAG + stall(4);
+        let leaders: Vec<u16> = (last - 2..=last).map(|v| e.leader(&c, View(v)).0).collect();
+        assert!(!leaders.contains(&1), "{leaders:?}");
+        for v in last + 1..last + 9 {
+            assert_eq!(e.leader(&c, View(v)), c.leader(View(v)), "view {v}");
+        }
     }
 
     #[test]

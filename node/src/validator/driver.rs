@@ -360,7 +360,7 @@ impl<P: Protocol> Driver<P> {
             },
             Wire::SnapshotRequest { .. }
             | Wire::BatchRequest(_)
-            | Wire::StateOfferRequest
+            | Wire::StateOfferRequest { .. }
             | Wire::StateChunkRequest { .. }
                 if !self.requests.take(from, now) =>
             {
@@ -391,13 +391,17 @@ impl<P: Protocol> Driver<P> {
             Wire::BlocksRequest { from: start } => self.answer_blocks_request(now, from, start),
             Wire::Blocks { blocks, tip, certs } => self.on_blocks(now, from, blocks, tip, certs),
             Wire::HeaderVote(vote) => self.on_header_vote(from, vote),
-            Wire::StateOfferRequest if P::LEDGER_SYNC => self.answer_state_offer(from),
+            Wire::StateOfferRequest { epoch } if P::LEDGER_SYNC => {
+                self.answer_state_offer(from, epoch)
+            }
             Wire::StateOffer {
                 block,
                 cert,
                 leaves,
                 floor,
                 tip,
+                set,
+                links,
             } => {
                 let offer = block.map(|b| super::statesync::Offer {
                     block: *b,
@@ -405,6 +409,8 @@ impl<P: Protocol> Driver<P> {
                     leaves,
                     floor,
                     tip,
+                    set,
+                    links,
                 });
                 self.on_state_offer(now, from, offer)
             }
@@ -415,7 +421,7 @@ impl<P: Protocol> Driver<P> {
             Wire::StateChunkMissing { version, index } => {
                 self.on_state_chunk_missing(now, from, version, index)
             }
-            Wire::StateOfferRequest | Wire::StateChunkRequest { .. } => Ok(Vec::new()),
+            Wire::StateOfferRequest { .. } | Wire::StateChunkRequest { .. } => Ok(Vec::new()),
             // The ingress stage turned these into `Inbound::Batch(es)`.
             Wire::Batch(_) | Wire::Batches(_) => {
                 self.stats.bad_frames += 1;

@@ -65,12 +65,16 @@ pub enum Wire<M> {
     },
     /// The sender's signature on the header it stored at a height (BFT modes).
     HeaderVote(consensus::attest::HeaderVote),
-    /// BFT state sync: "which state snapshot can you serve?"
-    StateOfferRequest,
+    /// BFT state sync: "which state snapshot can you serve?", from a validator that trusts
+    /// the sets up to `epoch` (the offer carries the epoch links after it).
+    StateOfferRequest {
+        epoch: u64,
+    },
     /// The newest height whose header the sender holds a certificate for (`None`: it holds
     /// none it can serve), that header's block and certificate (`consensus::attest`'s
-    /// `HeaderCert`, encoded), the leaves of its state tree there, and the heights whose
-    /// state it keeps (`floor..=tip`): it serves chunks of any of them.
+    /// `HeaderCert`, encoded), the leaves of its state tree there, the heights whose state
+    /// it keeps (`floor..=tip`): it serves chunks of any of them, and what the asker needs
+    /// to check the certificate in a later epoch than its own.
     StateOffer {
         block: Option<Box<ledger::Block>>,
         #[serde(with = "serde_bytes")]
@@ -78,6 +82,11 @@ pub enum Wire<M> {
         leaves: u64,
         floor: u64,
         tip: u64,
+        /// The validator set after the offered block (its header names its hash).
+        set: Option<Box<ledger::validators::ValidatorState>>,
+        /// The epoch links after the asker's epoch, at most
+        /// [`super::statesync::OFFER_LINKS`]: the asker walks them to the offered epoch.
+        links: Vec<ledger::validators::EpochLink>,
     },
     /// "Send me chunk `index` of your state at `version`."
     StateChunkRequest {
