@@ -51,7 +51,8 @@ impl HeaderVote {
         }
     }
 
-    fn verify(&self, genesis: &Digest) -> bool {
+    /// Whether the signature is `signer`'s on this vote's bytes for the chain `genesis`.
+    pub fn verify(&self, genesis: &Digest) -> bool {
         crypto::verify(
             Domain::Header,
             &vote_bytes(genesis, self.height, &self.header),

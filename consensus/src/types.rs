@@ -120,6 +120,13 @@ impl Committee {
     pub fn key(&self, id: ReplicaId) -> Option<&PublicKey> {
         self.keys.get(id.0 as usize)
     }
+    /// The replica id of the member with `key`, if one has it.
+    pub fn index_of(&self, key: &PublicKey) -> Option<ReplicaId> {
+        self.keys
+            .iter()
+            .position(|k| k == key)
+            .map(|i| ReplicaId(i as u16))
+    }
     pub fn ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
         (0..self.keys.len()).map(|i| ReplicaId(i as u16))
     }

@@ -501,3 +501,76 @@ fn hotstuff_joiner_from_an_empty_home_state_syncs_and_votes() {
 fn pbft_joiner_from_an_empty_home_state_syncs_and_votes() {
     joiner_from_an_empty_home_syncs_and_votes::<PbftProtocol>();
 }
+
+/// A header vote signed with a key the chain removed, for a height after its removal, is
+/// evidence: validator 0 records it once, and the record verifies on its own against the
+/// sets walked from genesis. The same key's vote for a height of its own epoch, a stranger's
+/// vote, and a record moved to another height or checked without the epoch links are not.
+#[test]
+fn a_removed_key_signing_a_later_header_is_recorded_as_evidence() {
+    use node::validator::Wire;
+    use node::validator::evidence::{Evidence, REMOVED_KEY_HEADER_VOTE, verify_removed_key_vote};
+    let (mut c, e1, e2) = two_changes::<HotStuffProtocol>();
+    let genesis = c.chain.genesis_hash;
+    let keys = c.keys.clone();
+    let header_at = |c: &Cluster<HotStuffProtocol>, h: u64| {
+        c.node(0).ledger().store().block(h).unwrap().unwrap().hash()
+    };
+    let send = |c: &mut Cluster<HotStuffProtocol>, key: &SecretKey, h: u64| {
+        let vote = HeaderVote::sign(key, &genesis, h, header_at(c, h));
+        let bytes = Wire::<consensus::hotstuff::Message>::HeaderVote(vote).encode();
+        let at = c.now;
+        c.schedule(
+            at,
+            Ev::Frame {
+                to: 0,
+                from: 2,
+                bytes,
+            },
+        );
+        c.run_until(50, |_| false);
+    };
+    let records = |c: &Cluster<HotStuffProtocol>| -> Vec<Evidence> {
+        c.node(0)
+            .ledger()
+            .store()
+            .evidence()
+            .unwrap()
+            .iter()
+            .map(|r| serde_json::from_slice(r).unwrap())
+            .filter(|e: &Evidence| e.kind == REMOVED_KEY_HEADER_VOTE)
+            .collect()
+    };
+    // Validator 2's genesis key, rotated out in epoch 1: its vote for block e1 (epoch 0, where
+    // it was the key) is not evidence; a stranger's for e2 + 1 is not either.
+    send(&mut c, &keys[2], e1);
+    send(&mut c, &SecretKey::from_seed([99; 32]), e2 + 1);
+    assert!(records(&c).is_empty());
+    // Its vote for a height of epoch 2: recorded, once.
+    send(&mut c, &keys[2], e2 + 1);
+    send(&mut c, &keys[2], e2 + 1);
+    let found = records(&c);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let e = &found[0];
+    assert_eq!((e.epoch, e.slot.clone()), (2, (e2 + 1).to_string()));
+
+    let mut chain = SetChain::new(genesis_set(&c), c.committee.clone(), genesis);
+    for l in c.node(0).ledger().store().epoch_links(0).unwrap() {
+        chain.extend(&l).unwrap();
+    }
+    assert!(verify_removed_key_vote(e, &chain));
+    // Checked against genesis alone, the key still rules: no evidence.
+    let genesis_only = SetChain::new(genesis_set(&c), c.committee.clone(), genesis);
+    assert!(!verify_removed_key_vote(e, &genesis_only));
+    // The record moved to a height where the key was a member.
+    let mut moved = e.clone();
+    moved.slot = e1.to_string();
+    assert!(!verify_removed_key_vote(&moved, &chain));
+    // A vote whose signature does not verify (signed on another header).
+    let mut forged = e.clone();
+    let mut v: HeaderVote =
+        codec::decode(&hex::decode(&e.first.message).unwrap(), 4096, "vote").unwrap();
+    v.header = crypto::Digest([5; 32]);
+    forged.first.message = hex::encode(codec::encode(&v));
+    assert!(!verify_removed_key_vote(&forged, &chain));
+}

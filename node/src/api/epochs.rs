@@ -130,6 +130,11 @@ impl SetChain {
         &self.genesis
     }
 
+    /// Every trusted set, epoch 0 first.
+    pub fn sets(&self) -> &[TrustedSet] {
+        &self.sets
+    }
+
     /// The newest trusted set.
     pub fn latest(&self) -> &TrustedSet {
         self.sets.last().expect("a chain holds its genesis set")

@@ -33,6 +33,10 @@ impl<P: Protocol> Driver<P> {
 
     /// A peer's header vote.
     pub(super) fn on_header_vote(&mut self, from: ReplicaId, vote: HeaderVote) -> Res {
+        if self.watch_removed_key(&vote)? {
+            self.stats.bad_header_votes += 1;
+            return Ok(Vec::new());
+        }
         let Some(a) = self.attestor_for(vote.height) else {
             return Ok(Vec::new());
         };

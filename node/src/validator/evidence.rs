@@ -10,6 +10,8 @@
 //! `cairn_evidence_total` and served at `GET /v1/evidence`.
 
 use super::Protocol;
+use super::driver::DriverError;
+use consensus::attest::HeaderVote;
 use consensus::{Committee, ReplicaId};
 use crypto::Digest;
 use serde::{Deserialize, Serialize};
@@ -189,6 +191,120 @@ impl<P: Protocol> super::driver::Driver<P> {
             Ok(false) => tracing::debug!(key = %e.key(), "evidence already stored or table full"),
             Err(err) => tracing::warn!(error = %err, "cannot store evidence"),
         }
+    }
+}
+
+/// The evidence kind of a header vote signed, for a height, with a key that the validator set
+/// ruling that height no longer holds but an earlier one did (a removed or rotated-out key).
+/// Honest code never signs one: a validator attests only blocks it stored, with the key of
+/// the stored block's epoch, and a removed validator stops at its last epoch's end. Such
+/// votes are what a light client's forger would collect, so they are recorded.
+pub const REMOVED_KEY_HEADER_VOTE: &str = "header-vote-after-removal";
+
+/// Checks a [`REMOVED_KEY_HEADER_VOTE`] record on its own, against the sets `chain` trusts
+/// (walked from genesis through the epoch links, far enough to cover the vote's height): the
+/// vote decodes and its signature verifies, its height is the record's slot, the set the
+/// record names is the one `chain` trusts at that height and does not hold the key, and an
+/// earlier trusted set did.
+pub fn verify_removed_key_vote(e: &Evidence, chain: &crate::api::epochs::SetChain) -> bool {
+    let decode = |s: &str| hex::decode(s).ok();
+    let Some(vote) = decode(&e.first.message)
+        .and_then(|b| crypto::codec::decode::<HeaderVote>(&b, MAX_VOTE_BYTES, "header vote").ok())
+    else {
+        return false;
+    };
+    let Some(set) = decode(&e.second.message).and_then(|b| {
+        crypto::codec::decode::<ledger::validators::ValidatorState>(
+            &b,
+            crate::store::MAX_LINK_BYTES,
+            "set",
+        )
+        .ok()
+    }) else {
+        return false;
+    };
+    let ruling = chain.at(vote.height);
+    let earlier = chain
+        .sets()
+        .iter()
+        .take_while(|s| s.state.epoch < ruling.state.epoch)
+        .any(|s| s.committee.index_of(&vote.signer).is_some());
+    e.kind == REMOVED_KEY_HEADER_VOTE
+        && e.slot == vote.height.to_string()
+        && e.epoch == ruling.state.epoch
+        && set.hash() == ruling.state.hash()
+        && ruling.committee.index_of(&vote.signer).is_none()
+        && earlier
+        && vote.verify(chain.genesis_hash())
+}
+
+/// Largest encoded header vote accepted in a record.
+const MAX_VOTE_BYTES: u64 = 4 << 10;
+
+impl<P: Protocol> super::driver::Driver<P> {
+    /// A peer's header vote whose signer the set ruling its height does not hold: if an
+    /// earlier set held it and the signature verifies, a [`REMOVED_KEY_HEADER_VOTE`] record
+    /// is stored (once per signer and height). Returns whether it was such a vote.
+    pub(super) fn watch_removed_key(&mut self, vote: &HeaderVote) -> Result<bool, DriverError> {
+        let Some(set) = self.set_for_height(vote.height)? else {
+            return Ok(false);
+        };
+        if set.committee.index_of(&vote.signer).is_some() || set.epoch == 0 {
+            return Ok(false);
+        }
+        // A former member: its index in the last earlier set that held it.
+        let mut former = self
+            .epochs
+            .genesis_committee
+            .index_of(&vote.signer)
+            .map(|i| (0, i.0 as usize));
+        for l in self.ledger.store().epoch_links(0)? {
+            if l.next.epoch >= set.epoch {
+                break;
+            }
+            if let Some((i, _)) = l.next.member(&vote.signer) {
+                former = Some((l.next.epoch, i));
+            }
+        }
+        let Some((last_epoch, index)) = former else {
+            return Ok(false);
+        };
+        if !vote.verify(&self.ledger.chain().genesis_hash) {
+            return Ok(true);
+        }
+        let Some(ruling) = self.ledger.validators_at(set.start_height - 1)? else {
+            return Ok(true);
+        };
+        let e = Evidence {
+            protocol: P::NAME.to_string(),
+            kind: REMOVED_KEY_HEADER_VOTE.to_string(),
+            signer: index as u16,
+            epoch: set.epoch,
+            slot: vote.height.to_string(),
+            first: SignedMessage {
+                digest: vote.header.to_string(),
+                message: hex::encode(crypto::codec::encode(vote)),
+            },
+            second: SignedMessage {
+                digest: ruling.hash().to_string(),
+                message: hex::encode(crypto::codec::encode(&ruling)),
+            },
+            detected_at_height: self.ledger.height(),
+        };
+        let key = format!("removed/{}/{}", vote.signer, vote.height);
+        let record = serde_json::to_vec(&e).unwrap_or_default();
+        if self.ledger.store().put_evidence(&key, &record)? {
+            self.stats.evidence += 1;
+            tracing::warn!(
+                signer = %vote.signer,
+                height = vote.height,
+                last_epoch,
+                epoch = set.epoch,
+                "a key removed from the validator set signed a header after its removal; \
+                 evidence recorded"
+            );
+        }
+        Ok(true)
     }
 }
 
