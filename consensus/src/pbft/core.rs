@@ -179,6 +179,15 @@ pub struct Pbft {
     pub(super) attempts: u32,
     pub(super) committed_at_arm: u64,
     pub(super) retransmitted: bool,
+    /// This view's primary proposed a block with room to spare while a batch offered to us
+    /// at least [`Pbft::request_timeout_ms`] earlier was still not in the log: it lacks that
+    /// batch or leaves it out. Its commits then do not count as progress (PBFT's request
+    /// timer), so the backups change the view to a primary that has it. The batch, if so.
+    pub(super) starved: Option<Digest>,
+    /// View changes each batch caused by starving, at most f+1 per batch (a batch no primary
+    /// will propose — say one whose transactions another batch already committed — must not
+    /// change views forever); bounded.
+    pub(super) starve_counts: BTreeMap<Digest, usize>,
     pub(super) idle: Option<(View, bool)>,
     pub(super) future: VecDeque<(ReplicaId, Message)>,
     /// Highest sequence number known committed somewhere (a stable checkpoint or a
@@ -264,6 +273,8 @@ impl Pbft {
             attempts: 0,
             committed_at_arm: rec.height,
             retransmitted: false,
+            starved: None,
+            starve_counts: BTreeMap::new(),
             idle: None,
             future: VecDeque::new(),
             fetch_target: rec.height,
@@ -328,6 +339,12 @@ impl Pbft {
             .min(self.cfg.max_timeout_ms.max(base))
     }
 
+    /// How long a backup waits for an offered batch to be proposed before a block with room
+    /// to spare that leaves it out counts as the primary starving it: two view timeouts.
+    pub(super) fn request_timeout_ms(&self) -> u64 {
+        self.cfg.base_timeout_ms.max(1).saturating_mul(2)
+    }
+
     pub(super) fn arm_view_timer(&mut self, out: &mut Out) {
         self.committed_at_arm = self.committed;
         out.push(Action::SetTimer {
@@ -383,26 +400,31 @@ impl Pbft {
 /// Digests in arrival order, with fast membership; at most [`MAX_PENDING_PAYLOAD`].
 #[derive(Debug, Default)]
 pub(super) struct Offered {
-    by_digest: BTreeMap<Digest, u64>,
+    /// Digest → (arrival number, time offered).
+    by_digest: BTreeMap<Digest, (u64, u64)>,
     order: BTreeMap<u64, Digest>,
     next: u64,
 }
 
 impl Offered {
-    /// Adds `d` at the end unless present or full; whether it was added.
-    pub(super) fn insert(&mut self, d: Digest) -> bool {
+    /// Adds `d` at the end, offered at `now`, unless present or full; whether it was added.
+    pub(super) fn insert(&mut self, d: Digest, now: u64) -> bool {
         if self.by_digest.len() >= MAX_PENDING_PAYLOAD || self.by_digest.contains_key(&d) {
             return false;
         }
         self.next += 1;
-        self.by_digest.insert(d, self.next);
+        self.by_digest.insert(d, (self.next, now));
         self.order.insert(self.next, d);
         true
     }
     pub(super) fn remove(&mut self, d: &Digest) {
-        if let Some(n) = self.by_digest.remove(d) {
+        if let Some((n, _)) = self.by_digest.remove(d) {
             self.order.remove(&n);
         }
+    }
+    /// When `d` was offered, if it is here.
+    pub(super) fn since(&self, d: &Digest) -> Option<u64> {
+        self.by_digest.get(d).map(|(_, at)| *at)
     }
     pub(super) fn in_order(&self) -> impl Iterator<Item = Digest> + '_ {
         self.order.values().copied()

@@ -50,6 +50,18 @@ impl Pbft {
             return self.invalid();
         }
         slot.pre_prepare = Some(p.clone());
+        // A block with room to spare that leaves out a batch offered to us long ago.
+        if p.block.payload.len() < self.cfg.max_payload
+            && let Some(oldest) = self.pending.front()
+            && !p.block.payload.contains(oldest)
+            && self
+                .offered
+                .since(oldest)
+                .is_some_and(|at| at.saturating_add(self.request_timeout_ms()) <= self.now)
+            && self.starve_counts.get(oldest).copied().unwrap_or(0) <= self.cfg.committee.f()
+        {
+            self.starved = Some(*oldest);
+        }
         for digest in &p.block.payload {
             if self.pending_set.remove(digest) {
                 self.pending.retain(|x| x != digest);
@@ -57,7 +69,7 @@ impl Pbft {
             // The driver feeds a pre-prepare only once its batches are stored here, so this
             // replica can propose them itself if this block does not survive a view change
             // (a batch it fetched for this block was never offered to it otherwise).
-            self.offered.insert(*digest);
+            self.offered.insert(*digest, self.now);
         }
         let me = self.cfg.me;
         if self.primary(self.view) != me {
@@ -239,8 +251,11 @@ impl Pbft {
         let committed = self.committed;
         self.ready.retain(|s, _| *s > committed);
         if self.committed > before {
-            self.attempts = 0;
-            self.retransmitted = false;
+            if self.starved.is_none() {
+                // Progress (the view timer starts over), unless the primary starves a batch.
+                self.attempts = 0;
+                self.retransmitted = false;
+            }
             self.fetch_asked = false;
             self.try_propose(out);
             if self.committed < self.fetch_target {
@@ -322,7 +337,7 @@ impl Pbft {
     }
 
     pub(super) fn add_payload(&mut self, d: Digest) {
-        if self.offered.insert(d) {
+        if self.offered.insert(d, self.now) {
             let in_log = self.slots.values().any(|s| {
                 s.pre_prepare
                     .as_ref()

@@ -818,3 +818,57 @@ fn an_instance_starts_from_its_configured_checkpoint() {
     // The control: the same core left at the genesis checkpoint cannot.
     assert_eq!(proposes(CheckpointCert::genesis()), (0, false));
 }
+
+/// Backup 2, offered batch `d(9)` at time 0, commits block 1 (view 1) with `payload` at a
+/// time past the request timeout. Returns the backup.
+fn backup_after_a_block_without_its_batch(payload: Vec<Digest>, starved_before: usize) -> Pbft {
+    let mut r = replica(2);
+    r.starve_counts.insert(d(9), starved_before);
+    step(&mut r, 0, Input::Payload(d(9)));
+    let late = 2 * BASE + 1;
+    let b = block(1, 1, payload);
+    step(&mut r, late, pp_input(1, &b));
+    step(&mut r, late, prepare(1, &b, 0));
+    step(&mut r, late, prepare(1, &b, 3));
+    step(&mut r, late, commit(1, &b, 0));
+    let acts = step(&mut r, late, commit(1, &b, 3));
+    assert_eq!(commits(&acts).len(), 1, "block 1 commits: {acts:?}");
+    r
+}
+
+/// PBFT's request timer: a primary that commits blocks with room to spare but leaves out a
+/// batch offered to a backup more than two view timeouts earlier (it lacks it, or censors
+/// it) is replaced as if it had stopped — its commits do not count as progress. A block that
+/// carries the batch is progress; and after f+1 view changes for one batch it no longer
+/// counts (a batch no primary proposes must not change views forever).
+#[test]
+fn a_primary_that_leaves_out_an_old_offered_batch_is_replaced() {
+    let mut r = backup_after_a_block_without_its_batch(Vec::new(), 0);
+    assert_eq!(r.starved, Some(d(9)));
+    r.handle(3 * BASE, Input::Timer(VIEW_TIMER));
+    assert_eq!(r.view(), View(1), "first expiry: retransmit only");
+    r.handle(4 * BASE, Input::Timer(VIEW_TIMER));
+    assert!(
+        r.changing(),
+        "second expiry: a view change despite the commit"
+    );
+    assert_eq!(r.view(), View(2));
+    assert_eq!(r.starve_counts.get(&d(9)), Some(&1));
+
+    // The block carries the batch: its commit is progress.
+    let mut r = backup_after_a_block_without_its_batch(vec![d(9)], 0);
+    for t in 3..6 {
+        r.handle(t * BASE, Input::Timer(VIEW_TIMER));
+    }
+    assert!(!r.changing());
+    assert_eq!(r.view(), View(1));
+
+    assert_eq!(r.starved, None);
+
+    // f + 1 = 2 view changes for it already: not starved (the primary's commits are progress
+    // again; the batch is still pending work, which the usual timer rule covers).
+    let r = backup_after_a_block_without_its_batch(Vec::new(), 2);
+    assert_eq!(r.starved, None);
+    let r = backup_after_a_block_without_its_batch(Vec::new(), 1);
+    assert_eq!(r.starved, Some(d(9)));
+}

@@ -9,6 +9,9 @@ use crate::types::{ReplicaId, View};
 use crypto::Digest;
 use std::collections::BTreeSet;
 
+/// Batches whose starving view changes are counted, at most.
+const MAX_STARVE_COUNTS: usize = 1024;
+
 impl Pbft {
     pub(super) fn start_view_change(&mut self, view: View, out: &mut Out) {
         if view <= self.view && (self.changing || view < self.view) {
@@ -19,6 +22,12 @@ impl Pbft {
         self.new_view = None;
         self.idle = None;
         self.retransmitted = false;
+        if let Some(d) = self.starved.take() {
+            *self.starve_counts.entry(d).or_default() += 1;
+            if self.starve_counts.len() > MAX_STARVE_COUNTS {
+                self.starve_counts.pop_first();
+            }
+        }
         for slot in self.slots.values_mut() {
             slot.pre_prepare = None;
             slot.prepared = false;
@@ -177,7 +186,7 @@ impl Pbft {
             let slot = self.slots.entry(seq).or_default();
             slot.pre_prepare = Some(pp.clone());
             for digest in &pp.block.payload {
-                self.offered.insert(*digest);
+                self.offered.insert(*digest, self.now);
             }
             self.record_signed(seq, d);
             if !primary {
@@ -230,6 +239,7 @@ impl Pbft {
             }
         }
         let entered = self.view;
+        self.starved = None;
         self.view_changes.retain(|_, vc| vc.view > entered);
         self.arm_view_timer(out);
         let seqs: Vec<u64> = self.slots.keys().copied().collect();
@@ -293,7 +303,9 @@ impl Pbft {
             }
             return self.arm_view_timer(out);
         }
-        if self.committed > self.committed_at_arm || !self.waiting() {
+        // Commits are progress, unless the primary starves an offered batch (see
+        // `starved`): then the view changes as if it had stopped.
+        if self.starved.is_none() && (self.committed > self.committed_at_arm || !self.waiting()) {
             self.retransmitted = false;
             return self.arm_view_timer(out);
         }
