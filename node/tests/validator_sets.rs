@@ -1,7 +1,9 @@
 //! Real `cairnd run` processes over libp2p (issue 21, step 4): four HotStuff validators whose
 //! genesis allows set changes (`--epoch-delay-blocks 20`) rotate validator 2's consensus key
 //! with the wallet CLI — `cairn validators rotate`, `sign` with three validators' consensus
-//! key files, `submit --wait` — while three wallets send transfers through three validators.
+//! key files, `submit --wait` — while three wallets send transfers through three validators;
+//! then validator 3's, approved by the new set; after each, `cairn balance --verify` with only
+//! the genesis file walks the epoch links to the set that signed the answer.
 //! `GET /v1/validators` shows the pending change and then the new set; every validator
 //! switches after the same block; validator 2 proposes with its new key (read from its
 //! home's `consensus_key.next.json`); every transfer a validator accepted commits; the
@@ -112,6 +114,9 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     let net = Testnet::with_args(4, "hotstuff", &["--epoch-delay-blocks", &DELAY.to_string()]);
     let new_key = crypto::SecretKey::from_seed([42; 32]);
     genesis::write_key_file(&net.home(ROTATED).join("consensus_key.next.json"), &new_key).unwrap();
+    // Validator 3's key is rotated too, in a second change (epoch 2).
+    let new_key3 = crypto::SecretKey::from_seed([43; 32]);
+    genesis::write_key_file(&net.home(3).join("consensus_key.next.json"), &new_key3).unwrap();
     let old_key = net.genesis().validators[ROTATED].consensus_key;
     let limit = Duration::from_secs(60);
     let mut vs = net.start_all();
@@ -251,12 +256,92 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
         before > 0 && after > 0,
         "transfers committed {before} at or before the boundary and {after} after it"
     );
+
+    // A second change, approved by epoch 1's set (validator 2 signs with its new key):
+    // validator 3's key. Then a wallet holding only the genesis file walks both changes.
+    let change2 = dir.path().join("change2.json");
+    let change2 = change2.to_str().unwrap();
+    let old_key3 = net.genesis().validators[3].consensus_key;
+    let (code, text) = cairn(&[
+        "--node",
+        &api0,
+        "validators",
+        "rotate",
+        "--old-key",
+        &old_key3.to_string(),
+        "--new-key",
+        &new_key3.public().to_string(),
+        "--out",
+        change2,
+    ]);
+    assert_eq!(code, 0, "{text}");
+    for key in [
+        net.home(0).join("consensus_key.json"),
+        net.home(1).join("consensus_key.json"),
+        net.home(ROTATED).join("consensus_key.next.json"),
+    ] {
+        let (code, text) = cairn(&[
+            "validators",
+            "sign",
+            change2,
+            "--consensus-key",
+            key.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{text}");
+    }
+    let (code, text) = cairn(&[
+        "--key",
+        wallet3,
+        "--node",
+        &api0,
+        "validators",
+        "submit",
+        change2,
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let second = loop {
+        let epochs: Vec<serde_json::Value> = (0..4)
+            .map(|i| get_json(&format!("{}/v1/validators", net.api(i))).1)
+            .collect();
+        if epochs.iter().all(|v| v["epoch"] == "2") {
+            break dec(&epochs[0]["start_height"]) - 1;
+        }
+        assert!(Instant::now() < deadline, "not all in epoch 2: {epochs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    wait_for(&mut vs, second + 5, limit);
+    let (code, text) = cairn(&[
+        "--node",
+        &net.api(2),
+        "--genesis",
+        genesis_file.to_str().unwrap(),
+        "--key",
+        net.wallet(0).to_str().unwrap(),
+        "balance",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("yes (2f+1 of epoch 2's validators, walked from genesis"),
+        "{text}"
+    );
+    let (_, epochs) = get_json(&format!("{}/v1/epochs", net.api(3)));
+    assert_eq!(
+        epochs["links"].as_array().map(Vec::len),
+        Some(2),
+        "{epochs}"
+    );
+
     stop_all(&mut vs, "-TERM");
-    assert!(net.assert_same_chain() > last + 10);
+    assert!(net.assert_same_chain() >= second + 5);
     net.assert_no_double_votes();
     eprintln!(
         "rotation: switched after block {last}; {} transfers committed ({before} at or before \
-         it, {after} after); validator {ROTATED} proposed with its new key by block {}",
+         it, {after} after); validator {ROTATED} proposed with its new key by block {}; a \
+         second change (validator 3's key) after block {second}; `balance --verify` from \
+         genesis verified in epochs 1 and 2",
         accepted.len(),
         h - 1
     );
