@@ -152,8 +152,9 @@ impl<P: Protocol> Driver<P> {
         }
     }
 
-    /// Answers an offer request: the newest certified height whose state this validator
-    /// keeps, with the set after it and the epoch links after the asker's `epoch`.
+    /// Answers an offer request: a certified height whose state this validator keeps (see
+    /// step 1 of the module docs), with the set after it and the epoch links after the
+    /// asker's `epoch`.
     pub(super) fn answer_state_offer(&mut self, from: ReplicaId, epoch: u64) -> Res {
         let store = self.ledger.store();
         let tip = store.height()?;
