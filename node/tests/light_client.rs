@@ -339,12 +339,12 @@ fn a_wallet_trusting_only_genesis_verifies_reads_after_two_epoch_changes() {
         l2.header.height,
         l2.header.hash(),
     );
-    let err = trust_genesis()
-        .walk(&EpochsView {
-            links: bad,
-            more: false,
-        })
-        .unwrap_err();
+    let walk = |links: Vec<EpochLinkView>| {
+        trust_genesis()
+            .walk(&EpochsView { links, more: false })
+            .unwrap_err()
+    };
+    let err = walk(bad);
     assert!(
         matches!(err, VerifyError::LinkCert { epoch: 2, why: CertError::UnknownSigner(k) } if k == keys[2].public()),
         "{err}"
@@ -354,12 +354,7 @@ fn a_wallet_trusting_only_genesis_verifies_reads_after_two_epoch_changes() {
     let mut l1 = bad[0].decode().unwrap();
     l1.next.members = genesis_set.members.clone();
     bad[0] = EpochLinkView::of(&l1);
-    let err = trust_genesis()
-        .walk(&EpochsView {
-            links: bad,
-            more: false,
-        })
-        .unwrap_err();
+    let err = walk(bad);
     assert!(
         matches!(
             err,

@@ -229,22 +229,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
 
     // A wallet that trusts only the genesis file verifies a balance read in epoch 1: it
     // walks the epoch change (certified by the genesis set) to the rotated set.
-    let genesis_file = net.out.join("genesis.json");
-    let (code, text) = cairn(&[
-        "--node",
-        &net.api(1),
-        "--genesis",
-        genesis_file.to_str().unwrap(),
-        "--key",
-        net.wallet(0).to_str().unwrap(),
-        "balance",
-        "--verify",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains("yes (2f+1 of epoch 1's validators, walked from genesis"),
-        "{text}"
-    );
+    verify_balance_from_genesis(&net, 1, 1);
 
     // Every accepted transfer commits.
     let accepted = load.stop();
@@ -312,21 +297,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
         std::thread::sleep(Duration::from_millis(100));
     };
     wait_for(&mut vs, second + 5, limit);
-    let (code, text) = cairn(&[
-        "--node",
-        &net.api(2),
-        "--genesis",
-        genesis_file.to_str().unwrap(),
-        "--key",
-        net.wallet(0).to_str().unwrap(),
-        "balance",
-        "--verify",
-    ]);
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        text.contains("yes (2f+1 of epoch 2's validators, walked from genesis"),
-        "{text}"
-    );
+    verify_balance_from_genesis(&net, 2, 2);
     let (_, epochs) = get_json(&format!("{}/v1/epochs", net.api(3)));
     assert_eq!(
         epochs["links"].as_array().map(Vec::len),
@@ -344,6 +315,29 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
          genesis verified in epochs 1 and 2",
         accepted.len(),
         h - 1
+    );
+}
+
+/// `cairn balance --verify` through validator `i` with only the genesis file: it must verify
+/// with the set of `epoch`, reached by walking the epoch links.
+fn verify_balance_from_genesis(net: &Testnet, i: usize, epoch: u64) {
+    let genesis_file = net.out.join("genesis.json");
+    let (code, text) = cairn(&[
+        "--node",
+        &net.api(i),
+        "--genesis",
+        genesis_file.to_str().unwrap(),
+        "--key",
+        net.wallet(0).to_str().unwrap(),
+        "balance",
+        "--verify",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains(&format!(
+            "yes (2f+1 of epoch {epoch}'s validators, walked from genesis"
+        )),
+        "{text}"
     );
 }
 
