@@ -78,19 +78,36 @@ pub enum CertError {
     WrongHeight { got: u64, expected: u64 },
     #[error("the certificate signs header {got}, not the header given ({expected})")]
     WrongHeader { got: Digest, expected: Digest },
-    #[error("signer {0} is not a validator in the genesis file")]
+    #[error("signer {0} is not a validator of the set that rules this height")]
     UnknownSigner(PublicKey),
     #[error("validator {0} signed the certificate twice")]
     DuplicateSigner(PublicKey),
     #[error("validator {0}'s signature does not verify for this header")]
     BadSignature(PublicKey),
     #[error(
-        "{got} distinct validators signed, a quorum of the genesis set is {need} (2f+1 of {n})"
+        "{got} distinct validators signed, a quorum of the set that rules this height is {need} \
+         (2f+1 of {n})"
     )]
     TooFew { got: usize, need: usize, n: usize },
 }
 
 impl HeaderCert {
+    /// The certificate the votes of `keys` on `header` at `height` make (for tools and tests
+    /// that stand in for a quorum; validators collect votes with [`Attestor`]).
+    pub fn signed_by(keys: &[&SecretKey], genesis: &Digest, height: u64, header: Digest) -> Self {
+        HeaderCert {
+            height,
+            header,
+            signatures: keys
+                .iter()
+                .map(|k| {
+                    let v = HeaderVote::sign(k, genesis, height, header);
+                    (v.signer, v.signature)
+                })
+                .collect(),
+        }
+    }
+
     /// Checks that the certificate signs `header` at `height` for the chain `genesis`, with
     /// valid signatures of a quorum of distinct validators of `committee`.
     pub fn verify(
@@ -247,17 +264,7 @@ mod tests {
     }
 
     fn cert_of(keys: &[SecretKey], genesis: &Digest, height: u64, header: Digest) -> HeaderCert {
-        HeaderCert {
-            height,
-            header,
-            signatures: keys
-                .iter()
-                .map(|k| {
-                    let v = HeaderVote::sign(k, genesis, height, header);
-                    (v.signer, v.signature)
-                })
-                .collect(),
-        }
+        HeaderCert::signed_by(&keys.iter().collect::<Vec<_>>(), genesis, height, header)
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! "commit" (write a block with what it admitted and broadcast the event), driven by reqwest.
 //! Also the per-client limits: request rate (429 + Retry-After) and open connections.
 
-use consensus::attest::{CertError, HeaderCert, HeaderVote};
+use consensus::attest::{CertError, HeaderCert};
 use crypto::{Digest, SecretKey};
 use ledger::validators::ValidatorState;
 use ledger::{Address, Block, BlockInput, ChainBinding, Ledger, Payload, Transaction};
@@ -189,17 +189,9 @@ async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimi
         .map(|txs| commit(&mut ledger, txs))
         .collect();
     // A header certificate for height 3 (none for 1 and 2), signed by 3 of the 4 attesters.
-    let cert = HeaderCert {
-        height: 3,
-        header: blocks[2].hash(),
-        signatures: attesters()[..3]
-            .iter()
-            .map(|k| {
-                let v = HeaderVote::sign(k, &chain.genesis_hash, 3, blocks[2].hash());
-                (v.signer, v.signature)
-            })
-            .collect(),
-    };
+    let signers = attesters();
+    let signers: Vec<&SecretKey> = signers[..3].iter().collect();
+    let cert = HeaderCert::signed_by(&signers, &chain.genesis_hash, 3, blocks[2].hash());
     reader
         .commit_with_certs(&[], &[(3, crypto::codec::encode(&cert))])
         .unwrap();

@@ -99,25 +99,16 @@ fn running<P: Protocol>(c: &Cluster<P>) -> impl Iterator<Item = usize> + '_ {
     (0..c.n).filter(|i| c.nodes[*i].is_some())
 }
 
-/// A certificate on `header` at `height` signed by `keys`.
+/// A certificate on `header` at `height` signed by `keys`, hex.
 fn cert_by(
     keys: &[&SecretKey],
     genesis: &crypto::Digest,
     height: u64,
     header: crypto::Digest,
 ) -> String {
-    let cert = HeaderCert {
-        height,
-        header,
-        signatures: keys
-            .iter()
-            .map(|k| {
-                let v = HeaderVote::sign(k, genesis, height, header);
-                (v.signer, v.signature)
-            })
-            .collect(),
-    };
-    hex::encode(codec::encode(&cert))
+    hex::encode(codec::encode(&HeaderCert::signed_by(
+        keys, genesis, height, header,
+    )))
 }
 
 /// Serves validator 0's store with the real API (the loop is gone: reads need only the

@@ -130,19 +130,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     let change = dir.path().join("change.json");
     let change = change.to_str().unwrap();
     let api0 = net.api(0);
-    let (code, text) = cairn(&[
-        "--node",
-        &api0,
-        "validators",
-        "rotate",
-        "--old-key",
-        &old_key.to_string(),
-        "--new-key",
-        &new_key.public().to_string(),
-        "--out",
-        change,
-    ]);
-    assert_eq!(code, 0, "{text}");
+    write_rotation(&api0, &old_key, &new_key.public(), change);
     // Not enough approvals yet: refused before anything is sent.
     let wallet3 = net.wallet(3);
     let wallet3 = wallet3.to_str().unwrap();
@@ -247,19 +235,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     let change2 = dir.path().join("change2.json");
     let change2 = change2.to_str().unwrap();
     let old_key3 = net.genesis().validators[3].consensus_key;
-    let (code, text) = cairn(&[
-        "--node",
-        &api0,
-        "validators",
-        "rotate",
-        "--old-key",
-        &old_key3.to_string(),
-        "--new-key",
-        &new_key3.public().to_string(),
-        "--out",
-        change2,
-    ]);
-    assert_eq!(code, 0, "{text}");
+    write_rotation(&api0, &old_key3, &new_key3.public(), change2);
     for key in [
         net.home(0).join("consensus_key.json"),
         net.home(1).join("consensus_key.json"),
@@ -316,6 +292,23 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
         accepted.len(),
         h - 1
     );
+}
+
+/// `cairn validators rotate` through `api`: the change file `out` rotating `old` to `new`.
+fn write_rotation(api: &str, old: &crypto::PublicKey, new: &crypto::PublicKey, out: &str) {
+    let (code, text) = cairn(&[
+        "--node",
+        api,
+        "validators",
+        "rotate",
+        "--old-key",
+        &old.to_string(),
+        "--new-key",
+        &new.to_string(),
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{text}");
 }
 
 /// `cairn balance --verify` through validator `i` with only the genesis file: it must verify

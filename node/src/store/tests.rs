@@ -443,18 +443,9 @@ fn validator_states_are_stored_with_their_blocks_and_survive_pruning_and_reopeni
     // Block 3 ends epoch 0. Its header certificate arrives before the block is stored (a
     // certificate on another header at 2 alongside: no link from it).
     let cert_on = |h: u64, header: Digest| {
-        let c = consensus::attest::HeaderCert {
-            height: h,
-            header,
-            signatures: keys[..3]
-                .iter()
-                .map(|k| {
-                    let v =
-                        consensus::attest::HeaderVote::sign(k, &chain().genesis_hash, h, header);
-                    (v.signer, v.signature)
-                })
-                .collect(),
-        };
+        let signers: Vec<&SecretKey> = keys[..3].iter().collect();
+        let c =
+            consensus::attest::HeaderCert::signed_by(&signers, &chain().genesis_hash, h, header);
         codec::encode(&c)
     };
     let boundary = executed[2].block.clone();
