@@ -259,6 +259,7 @@ fn raft_corpus() -> RaftCorpus {
             term: 3,
             last_index: 2,
             last_term: 2,
+            transfer: false,
         },
         raft::Message::VoteReply {
             term: 3,
@@ -585,6 +586,7 @@ fn check_recovery_records(bytes: &[u8]) {
         applied: 1,
         applied_entry: Some(bytes.to_vec()),
         entries: vec![bytes.to_vec(), RAFT.entries[1].encode()],
+        config: None,
     });
     let activity: Vec<_> = hs::activity_of(bytes).into_iter().collect();
     hotstuff_core(hs::Recovered {
@@ -1037,6 +1039,7 @@ fn raft_hostile() -> impl Strategy<Value = (u16, raft::Message)> {
                     term,
                     last_index: li,
                     last_term: lt,
+                    transfer: false,
                 }
             };
             (from, m)

@@ -15,6 +15,7 @@
 //! [`Raft::set_unsafe_reply_before_persist`], a negative control for the simulator.
 
 use super::log::Log;
+use super::membership::Membership;
 use super::messages::{Entry, MAX_PAYLOAD, Message};
 use crate::core::{Action, Core, Durable, Input};
 use crate::durable::{PersistGate, Route, Unreleased};
@@ -92,6 +93,9 @@ pub struct Recovered {
     /// them only if the entry at `applied` is among them with the same term, else it starts
     /// with an empty log based at `applied`.
     pub entries: Vec<Vec<u8>>,
+    /// The configuration in effect at `applied` (the latest configuration entry at or below
+    /// it, or the one a snapshot carried); `None`: every committee member votes (genesis).
+    pub config: Option<Membership>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +119,10 @@ pub struct Stats {
     pub snapshots_offered: u64,
     /// Messages ignored as stale or invalid.
     pub ignored: u64,
+    /// Configuration entries this replica appended as leader.
+    pub config_changes: u64,
+    /// Leader transfers this replica started (`TimeoutNow` sent).
+    pub transfers: u64,
 }
 
 /// Batch digests waiting to be proposed, at most (the oldest are dropped beyond it).
@@ -213,6 +221,12 @@ pub struct Raft {
     /// Linearizable reads open here (`read.rs`).
     pub(super) reads: super::read::Reads,
     pub(super) unsafe_stale_reads: bool,
+    /// The members the ledger names: a leader steers the configuration towards them, one
+    /// server at a time (`reconfig.rs`). `None`: keep the configuration.
+    pub(super) target: Option<BTreeSet<ReplicaId>>,
+    /// Leader: a transfer in progress (`reconfig.rs`); no new entries meanwhile.
+    pub(super) transfer: Option<super::reconfig::Transfer>,
+    pub(super) unsafe_multi_server_changes: bool,
 }
 
 impl Raft {
@@ -366,8 +380,14 @@ impl Raft {
     pub(super) fn max_inflight(&self) -> usize {
         self.cfg.max_inflight.max(1)
     }
+    /// A majority of the voters of the latest configuration in the log.
     pub(super) fn quorum(&self) -> usize {
-        self.cfg.committee.quorum()
+        self.log.config().quorum()
+    }
+
+    /// Whether `id` votes in the latest configuration.
+    pub(super) fn is_voter(&self, id: ReplicaId) -> bool {
+        self.log.config().is_voter(id)
     }
 
     fn on_message(&mut self, from: ReplicaId, msg: Message, out: &mut Out) {
@@ -384,7 +404,9 @@ impl Raft {
                 term,
                 last_index,
                 last_term,
-            } => self.on_request_vote(from, term, last_index, last_term, out),
+                transfer,
+            } => self.on_request_vote(from, term, (last_index, last_term), transfer, out),
+            Message::TimeoutNow { term } => self.on_timeout_now(from, term, out),
             Message::VoteReply { term, granted } => {
                 if self.step_down_if_behind(term, out) {
                     return;

@@ -9,7 +9,7 @@
 //! it somehow got to a real election its higher term would be ignored. The period is counted
 //! in timer ticks, never with `now_ms`.
 
-use super::core::{ELECTION_TIMER, Out, Progress, Raft, Role};
+use super::core::{ELECTION_TIMER, Out, Raft, Role};
 use super::messages::Message;
 use crate::core::Action;
 use crate::durable::Route;
@@ -38,17 +38,30 @@ impl Raft {
 
     pub(super) fn on_election_timer(&mut self, out: &mut Out) {
         if self.role == Role::Leader {
+            self.expire_transfer();
             return self.check_quorum(out);
         }
         self.leader_contact = false;
+        if !self.is_voter(self.cfg.me) {
+            // A learner, or a server the configuration no longer names: it never campaigns
+            // (it could not count its own vote, and a removed server must not disrupt).
+            self.role = Role::Follower;
+            return self.reset_election_timer(out);
+        }
         self.start_pre_vote(out);
+    }
+
+    /// The votes gathered so far include a majority of the voters.
+    fn won(&self) -> bool {
+        self.log.config().count_voters(&self.votes) >= self.quorum()
     }
 
     /// A leader that did not hear from a majority (itself included) during one election
     /// period steps down, keeping its term: clients then find the real leader instead of
     /// waiting on one that cannot commit.
     fn check_quorum(&mut self, out: &mut Out) {
-        let heard = self.heard.len() + 1;
+        let me = usize::from(self.is_voter(self.cfg.me));
+        let heard = self.log.config().count_voters(&self.heard) + me;
         self.heard.clear();
         if heard >= self.quorum() {
             out.push(Action::SetTimer {
@@ -73,6 +86,7 @@ impl Raft {
         }
         self.fail_reads(out);
         self.role = Role::Follower;
+        self.transfer = None;
         self.leader = None;
         self.leader_contact = false;
         self.votes.clear();
@@ -92,8 +106,8 @@ impl Raft {
         let Some(term) = self.term.checked_add(1) else {
             return;
         };
-        if self.votes.len() >= self.quorum() {
-            return self.become_candidate(out);
+        if self.won() {
+            return self.become_candidate(out, false);
         }
         let msg = Message::PreVote {
             term,
@@ -145,13 +159,14 @@ impl Raft {
             return;
         }
         self.votes.insert(from);
-        if self.votes.len() >= self.quorum() {
-            self.become_candidate(out);
+        if self.won() {
+            self.become_candidate(out, false);
         }
     }
 
     /// A real election: a new term, our own vote, durable before any RequestVote leaves.
-    fn become_candidate(&mut self, out: &mut Out) {
+    /// `transfer`: the previous leader asked for it (`TimeoutNow`).
+    pub(super) fn become_candidate(&mut self, out: &mut Out, transfer: bool) {
         let Some(term) = self.term.checked_add(1) else {
             return;
         };
@@ -165,13 +180,14 @@ impl Raft {
         self.stats.elections += 1;
         self.persist_hard_state(out);
         self.reset_election_timer(out);
-        if self.votes.len() >= self.quorum() {
+        if self.won() {
             return self.become_leader(out);
         }
         let msg = Message::RequestVote {
             term,
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
+            transfer,
         };
         self.send(Route::All, msg, self.hard_seq, out);
     }
@@ -180,12 +196,13 @@ impl Raft {
         &mut self,
         from: ReplicaId,
         term: u64,
-        last_index: u64,
-        last_term: u64,
+        (last_index, last_term): (u64, u64),
+        transfer: bool,
         out: &mut Out,
     ) {
-        if term > self.term && self.leader_is_live() {
-            // Thesis §4.2.3: a live leader is not deposed by a higher term it did not earn.
+        if term > self.term && self.leader_is_live() && !transfer {
+            // Thesis §4.2.3: a live leader is not deposed by a higher term it did not earn
+            // (unless it handed over itself: §3.10).
             self.stats.ignored += 1;
             return;
         }
@@ -222,7 +239,7 @@ impl Raft {
             return;
         }
         self.votes.insert(from);
-        if self.votes.len() >= self.quorum() {
+        if self.won() {
             self.become_leader(out);
         }
     }
@@ -236,15 +253,10 @@ impl Raft {
         self.leader_contact = false;
         self.votes.clear();
         self.heard.clear();
+        self.transfer = None;
         self.stats.became_leader += 1;
-        let next = self.log.last_index() + 1;
-        self.progress = self
-            .cfg
-            .committee
-            .ids()
-            .filter(|id| *id != self.cfg.me)
-            .map(|id| (id, Progress::new(next)))
-            .collect();
+        self.progress.clear();
+        self.sync_progress();
         out.push(Action::SetTimer {
             id: ELECTION_TIMER,
             after_ms: self.cfg.election_timeout_ms.max(1),

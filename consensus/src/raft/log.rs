@@ -5,6 +5,7 @@
 //! is, so that an Append whose `prev_index` is the base can still be checked (§7). At start
 //! the base is the implicit genesis entry (index 0, term 0).
 
+use super::membership::{Configs, Membership};
 use super::messages::Entry;
 use std::collections::VecDeque;
 
@@ -14,24 +15,54 @@ pub(super) struct Log {
     base_term: u64,
     /// Entries `base_index + 1 ..= last_index()`, consecutive.
     entries: VecDeque<Entry>,
+    /// The configurations these entries carry, above the committed one they start from.
+    configs: Configs,
 }
 
 impl Log {
     /// A log based at `(base_index, base_term)` holding `entries`, which must follow the base
-    /// consecutively (the caller checked it).
-    pub(super) fn new(base_index: u64, base_term: u64, entries: Vec<Entry>) -> Log {
+    /// consecutively (the caller checked it); `config` is the configuration in effect at
+    /// index `config.0` (committed, at or above the base), and the configuration entries
+    /// above it take effect on top of it.
+    pub(super) fn new(
+        base_index: u64,
+        base_term: u64,
+        entries: Vec<Entry>,
+        config: (u64, Membership),
+    ) -> Log {
+        let mut configs = Configs::new(config.0, config.1);
         for (k, e) in entries.iter().enumerate() {
             assert_eq!(
                 e.index,
                 base_index + 1 + k as u64,
                 "log entries not consecutive"
             );
+            if let Some(c) = &e.config {
+                configs.push(e.index, c.clone());
+            }
         }
         Log {
             base_index,
             base_term,
             entries: entries.into(),
+            configs,
         }
+    }
+
+    /// The latest configuration in the log: the one this replica uses.
+    pub(super) fn config(&self) -> &Membership {
+        self.configs.latest()
+    }
+
+    /// Index of the entry that carries [`Log::config`] (or of the committed point it was
+    /// known at).
+    pub(super) fn config_index(&self) -> u64 {
+        self.configs.latest_index()
+    }
+
+    /// The configuration in effect at `index`.
+    pub(super) fn config_at(&self, index: u64) -> &Membership {
+        self.configs.at(index)
     }
 
     pub(super) fn base(&self) -> (u64, u64) {
@@ -90,6 +121,9 @@ impl Log {
     pub(super) fn push(&mut self, e: Entry) {
         assert_eq!(e.index, self.last_index() + 1, "log append out of order");
         assert!(e.term >= self.last_term(), "log terms must not decrease");
+        if let Some(c) = &e.config {
+            self.configs.push(e.index, c.clone());
+        }
         self.entries.push_back(e);
     }
 
@@ -103,6 +137,7 @@ impl Log {
         if keep >= self.entries.len() {
             return Vec::new();
         }
+        self.configs.truncate_after(index);
         self.entries.drain(keep..).collect()
     }
 
@@ -118,6 +153,7 @@ impl Log {
         );
         let drop = (new_base - self.base_index) as usize;
         self.entries.drain(..drop);
+        self.configs.compact(new_base);
         self.base_index = new_base;
         self.base_term = term;
     }

@@ -8,6 +8,7 @@
 //! not that a majority stored it (in the crash model every validator is trusted to report
 //! commits honestly).
 
+use super::membership::Membership;
 use crate::types::{Committee, ReplicaId, View};
 use crypto::{Digest, Domain, Hasher, SecretKey, Signature, codec};
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,9 @@ pub struct Entry {
     pub payload: Vec<Digest>,
     /// The leader's signature over [`Entry::id`] ([`Domain::RaftBlock`]).
     pub signature: Signature,
+    /// A configuration entry carries the cluster's next configuration, in effect from the
+    /// moment the entry is in a replica's log (`membership.rs`).
+    pub config: Option<Membership>,
 }
 
 /// Why an entry (as a certificate) or a message was refused.
@@ -56,6 +60,7 @@ impl Entry {
         leader: ReplicaId,
         timestamp_ms: u64,
         payload: &[Digest],
+        config: Option<&Membership>,
     ) -> Digest {
         let mut h = Hasher::new();
         h.part(b"cairn/raft-entry/v1")
@@ -67,6 +72,10 @@ impl Entry {
                 timestamp_ms,
                 payload,
             )));
+        // Entries without a configuration keep the ids they always had.
+        if let Some(c) = config {
+            h.part(b"config").part(&codec::encode(c));
+        }
         h.finish()
     }
 
@@ -78,6 +87,7 @@ impl Entry {
             self.leader,
             self.timestamp_ms,
             &self.payload,
+            self.config.as_ref(),
         )
     }
 
@@ -91,7 +101,28 @@ impl Entry {
         timestamp_ms: u64,
         payload: Vec<Digest>,
     ) -> Entry {
-        let id = Entry::id_for(genesis, term, index, leader, timestamp_ms, &payload);
+        let at = (term, index, leader, timestamp_ms);
+        Entry::with_config(key, genesis, at, payload, None)
+    }
+
+    /// Creates and signs an entry as `leader`, at `(term, index, leader, timestamp_ms)`,
+    /// carrying `config` if it is a configuration entry.
+    pub fn with_config(
+        key: &SecretKey,
+        genesis: &Digest,
+        (term, index, leader, timestamp_ms): (u64, u64, ReplicaId, u64),
+        payload: Vec<Digest>,
+        config: Option<Membership>,
+    ) -> Entry {
+        let id = Entry::id_for(
+            genesis,
+            term,
+            index,
+            leader,
+            timestamp_ms,
+            &payload,
+            config.as_ref(),
+        );
         Entry {
             term,
             index,
@@ -99,6 +130,7 @@ impl Entry {
             timestamp_ms,
             payload,
             signature: key.sign(Domain::RaftBlock, id.as_bytes()),
+            config,
         }
     }
 
@@ -130,7 +162,21 @@ impl Entry {
                 e.payload.len()
             )));
         }
+        if e.oversized_config() {
+            return Err(Invalid::Decode(format!(
+                "the entry names more than {} servers",
+                Committee::MAX
+            )));
+        }
         Ok(e)
+    }
+
+    /// A configuration larger than any committee (the decoder bounds the bytes; this bounds
+    /// what a replica keeps per configuration).
+    fn oversized_config(&self) -> bool {
+        self.config
+            .as_ref()
+            .is_some_and(|c| c.voters.len() + c.learners.len() > Committee::MAX)
     }
 
     /// The term as a [`View`], for the ledger header and status.
@@ -157,6 +203,14 @@ pub enum Message {
         term: u64,
         last_index: u64,
         last_term: u64,
+        /// The election follows a leader transfer (`TimeoutNow`): voters that still hear
+        /// the old leader vote anyway (thesis §3.10), since that leader asked for it.
+        transfer: bool,
+    },
+    /// Leader transfer (thesis §3.10): the leader tells a caught-up voter to start an
+    /// election at once, skipping pre-vote.
+    TimeoutNow {
+        term: u64,
     },
     /// Sent only after the vote (and term) is durable.
     VoteReply {
@@ -221,7 +275,8 @@ impl Message {
             | Message::AppendReply { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::ReadIndex { term, .. }
-            | Message::ReadIndexReply { term, .. } => *term,
+            | Message::ReadIndexReply { term, .. }
+            | Message::TimeoutNow { term } => *term,
         }
     }
 
@@ -241,6 +296,13 @@ impl Message {
             }
             // The same bound as `Entry::decode`: an entry accepted here is persisted, and a
             // stored entry that `Entry::decode` refuses would stop the replica from restarting.
+            if let Some(e) = entries.iter().find(|e| e.oversized_config()) {
+                return Err(Invalid::Decode(format!(
+                    "entry {} names more than {} servers",
+                    e.index,
+                    Committee::MAX
+                )));
+            }
             if let Some(e) = entries.iter().find(|e| e.payload.len() > MAX_PAYLOAD) {
                 return Err(Invalid::Decode(format!(
                     "{} batch digests in entry {} (at most {MAX_PAYLOAD})",
@@ -299,6 +361,10 @@ mod tests {
             },
             Entry {
                 leader: ReplicaId(2),
+                ..e.clone()
+            },
+            Entry {
+                config: Some(Membership::voters([ReplicaId(0)])),
                 ..e.clone()
             },
         ] {

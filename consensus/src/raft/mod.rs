@@ -11,7 +11,9 @@
 //!   `replication.rs` (the leader: proposing, Appends, commit), `follower.rs` (receiving
 //!   Append and InstallSnapshot), `log.rs` (the in-memory log above its base),
 //!   `commit.rs` (committed entries, pending payload, compaction), `recovery.rs` (restart),
-//!   `read.rs` (linearizable reads by ReadIndex).
+//!   `read.rs` (linearizable reads by ReadIndex), `membership.rs` (configurations: voters
+//!   and learners, single-server changes) and `reconfig.rs` (the leader steering the
+//!   configuration towards the ledger's members; leader transfer).
 //! - `tests.rs`: exact-action unit tests.
 //!
 //! Log index i is ledger height i.
@@ -21,8 +23,10 @@ mod core;
 mod election;
 mod follower;
 mod log;
+mod membership;
 mod messages;
 mod read;
+mod reconfig;
 mod recovery;
 mod replication;
 #[cfg(test)]
@@ -31,7 +35,9 @@ mod tests;
 pub use core::{
     Config, ELECTION_TIMER, HEARTBEAT_TIMER, HardState, Raft, RecoverError, Recovered, Role, Stats,
 };
+pub use membership::Membership;
 pub use messages::{
     Entry, Invalid, MAX_ENTRIES_PER_APPEND, MAX_MESSAGE_BYTES, MAX_PAYLOAD, Message,
 };
 pub use read::MAX_OPEN_READS;
+pub use reconfig::TransferError;

@@ -3,6 +3,7 @@
 
 use super::core::{Config, HardState, Raft, RecoverError, Recovered, Role, SplitMix64, Stats};
 use super::log::Log;
+use super::membership::Membership;
 use super::messages::Entry;
 use crate::durable::PersistGate;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -21,7 +22,11 @@ impl Raft {
             .map(|b| Entry::decode(b).map_err(|e| RecoverError(format!("stored entry: {e}"))))
             .collect::<Result<Vec<Entry>, RecoverError>>()?;
         let applied_term = applied_term(&rec, &entries)?;
-        let log = recover_log(rec.applied, applied_term, entries);
+        let config = rec
+            .config
+            .clone()
+            .unwrap_or_else(|| Membership::voters(cfg.committee.ids()));
+        let log = recover_log(rec.applied, applied_term, entries, config);
         let (mut term, mut voted_for) = (hard.term, hard.voted_for);
         let hard_state_dirty = log.last_term() > term;
         if hard_state_dirty {
@@ -61,6 +66,9 @@ impl Raft {
             unsafe_reply_before_persist: false,
             reads: Default::default(),
             unsafe_stale_reads: false,
+            target: None,
+            transfer: None,
+            unsafe_multi_server_changes: false,
             cfg,
         })
     }
@@ -97,7 +105,8 @@ fn applied_term(rec: &Recovered, entries: &[Entry]) -> Result<u64, RecoverError>
 /// at index 1 on a fresh ledger); else an empty log based at the applied height. A stored log
 /// that starts at index 1 was never compacted, so its base is genesis; otherwise its first
 /// entry is the base `Compact` kept.
-fn recover_log(applied: u64, applied_term: u64, entries: Vec<Entry>) -> Log {
+fn recover_log(applied: u64, applied_term: u64, entries: Vec<Entry>, config: Membership) -> Log {
+    let config = (applied, config);
     let sound = entries
         .windows(2)
         .all(|w| w[0].index.checked_add(1) == Some(w[1].index) && w[0].term <= w[1].term);
@@ -110,12 +119,12 @@ fn recover_log(applied: u64, applied_term: u64, entries: Vec<Entry>) -> Log {
             .any(|e| e.index == applied && e.term == applied_term)
     };
     if !sound || !holds_applied || entries[0].term == 0 {
-        return Log::new(applied, applied_term, Vec::new());
+        return Log::new(applied, applied_term, Vec::new(), config);
     }
     if first == Some(1) {
-        return Log::new(0, 0, entries);
+        return Log::new(0, 0, entries, config);
     }
     let mut entries = entries;
     let base = entries.remove(0);
-    Log::new(base.index, base.term, entries)
+    Log::new(base.index, base.term, entries, config)
 }

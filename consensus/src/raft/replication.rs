@@ -48,7 +48,11 @@ impl Raft {
 
     /// Cuts entries from the pending digests, if flow control allows, and sends them.
     pub(super) fn propose(&mut self, out: &mut Out) {
-        if self.role != Role::Leader || self.pending.is_empty() || !self.log_writes.is_empty() {
+        if self.role != Role::Leader
+            || self.pending.is_empty()
+            || !self.log_writes.is_empty()
+            || self.transfer.is_some()
+        {
             return;
         }
         let uncommitted = self.log.last_index() - self.commit;
@@ -152,6 +156,7 @@ impl Raft {
             }
         }
         self.broadcast_append(true, out);
+        self.steer(out);
     }
 
     pub(super) fn on_append_reply(
@@ -196,23 +201,41 @@ impl Raft {
         p.next = p.next.max(index + 1);
         self.maybe_commit(out);
         self.replicate(from, false, out);
+        self.send_timeout_now(out);
     }
 
-    /// §5.4.2: commit the highest index a majority holds (the leader counting only what it
-    /// has made durable), if that entry is of the current term; earlier-term entries commit
-    /// with it, never by counting alone (Figure 8).
+    /// §5.4.2: commit the highest index a majority of the voters holds (the leader counting
+    /// only what it has made durable, and only while it is a voter itself), if that entry is
+    /// of the current term; earlier-term entries commit with it, never by counting alone
+    /// (Figure 8). The latest configuration in the log decides who counts (§4.1).
     pub(super) fn maybe_commit(&mut self, out: &mut Out) {
         if self.role != Role::Leader {
             return;
         }
-        let mut matched: Vec<u64> = self.progress.values().map(|p| p.matched).collect();
-        matched.push(self.durable_index.min(self.log.last_index()));
+        let config = self.log.config();
+        let mut matched: Vec<u64> = self
+            .progress
+            .iter()
+            .filter(|(id, _)| config.is_voter(**id))
+            .map(|(_, p)| p.matched)
+            .collect();
+        if config.is_voter(self.cfg.me) {
+            matched.push(self.durable_index.min(self.log.last_index()));
+        }
+        let quorum = self.quorum();
+        if matched.len() < quorum {
+            return;
+        }
         matched.sort_unstable_by(|a, b| b.cmp(a));
-        let n = matched[self.quorum() - 1];
+        let n = matched[quorum - 1];
         if n <= self.commit || self.log.term_at(n) != Some(self.term) {
             return;
         }
         self.commit_to(n, out);
+        if self.log.config_index() <= n {
+            // The latest configuration is committed: stop replicating to servers it removed.
+            self.sync_progress();
+        }
         // The first commit of this term lets reads waiting for it start their round; the
         // heartbeats below carry it.
         self.start_read_round();
@@ -220,5 +243,6 @@ impl Raft {
         // Tell the followers now (etcd does the same), and make room for more entries.
         self.broadcast_append(true, out);
         self.propose(out);
+        self.steer(out);
     }
 }

@@ -223,6 +223,7 @@ fn with_log(i: u16, n: u16, term: u64, entries: &[Entry]) -> Raft {
         applied: 0,
         applied_entry: None,
         entries: entries.iter().map(Entry::encode).collect(),
+        config: None,
     };
     recovered(i, n, rec)
 }
@@ -322,6 +323,7 @@ fn prevote_does_not_bump_terms_or_persist() {
         term: 1,
         last_index: 0,
         last_term: 0,
+        transfer: false,
     };
     assert_eq!(step(&mut c, Input::Persisted(1)), vec![bcast(rv)]);
 }
@@ -360,6 +362,7 @@ fn no_prevote_or_vote_for_a_less_up_to_date_log() {
         term,
         last_index,
         last_term,
+        transfer: false,
     };
     // Lower last term (even with a longer log), then same last term but shorter.
     for (li, lt) in [(5, 1), (1, 2)] {
@@ -421,6 +424,7 @@ fn vote_reply_is_held_until_its_persist_and_one_vote_per_term_survives_a_restart
         term,
         last_index: 0,
         last_term: 0,
+        transfer: false,
     };
     let out = step(&mut v, msg(0, rv(1)));
     assert_eq!(
@@ -470,6 +474,7 @@ fn negative_control_releases_replies_before_their_persist() {
         term: 1,
         last_index: 0,
         last_term: 0,
+        transfer: false,
     };
     let yes = Message::VoteReply {
         term: 1,
@@ -564,6 +569,7 @@ fn a_partitioned_node_rejoining_does_not_depose_a_healthy_leader() {
         term: 7,
         last_index: 9,
         last_term: 1,
+        transfer: false,
     };
     assert_eq!(step(&mut f, msg(2, rv.clone())), vec![]);
     assert_eq!(step(&mut l, msg(2, rv)), vec![]);
@@ -993,6 +999,7 @@ fn compaction_emits_compact_and_a_follower_behind_the_base_is_offered_a_snapshot
         applied: 5,
         applied_entry: Some(l.entry(5).unwrap().encode()),
         entries: vec![],
+        config: None,
     };
     let mut f = recovered(2, 3, rec);
     assert_eq!((f.log_base(), f.commit_index()), ((5, 1), 5));
@@ -1029,6 +1036,7 @@ fn recovery_keeps_or_discards_stored_entries() {
         applied,
         applied_entry: applied_entry.map(Entry::encode),
         entries,
+        config: None,
     };
     let state = |r: &Raft| (r.log_base(), r.last_index(), r.commit_index());
     // Never compacted, entries above `applied` kept (they may be committed elsewhere).
@@ -1101,6 +1109,7 @@ fn garbage_inputs_do_not_panic() {
             term: big - 1,
             last_index: big,
             last_term: big,
+            transfer: false,
         },
         Message::VoteReply {
             term: 1,
@@ -1170,6 +1179,7 @@ fn garbage_inputs_do_not_panic() {
             term: big,
             last_index: big,
             last_term: big,
+            transfer: false,
         },
     ];
     for n in [1u16, 3, 5] {
@@ -1328,6 +1338,7 @@ fn cluster_run(n: u16, seed: u64) {
                             applied: height,
                             applied_entry: Some(leader.entry(height).unwrap().encode()),
                             entries: Vec::new(),
+                            config: None,
                         };
                         chains[to as usize] = chains[from as usize][..height as usize].to_vec();
                         incarnation[to as usize] += 1;

@@ -116,6 +116,9 @@ impl Protocol for RaftProtocol {
                 applied,
                 applied_entry,
                 entries,
+                // Genesis: every validator votes. Raft chains refuse membership changes
+                // until the node carries the configuration (issue 21, step 6).
+                config: None,
             },
         )
         .map_err(|e| DriverError::Safety(e.to_string()))

@@ -135,6 +135,10 @@ impl<P: SimProtocol> Instance<P> {
                 .map(|b| b.certificate)
                 .collect(),
             start: first - 1,
+            config: (1..=self.ledger.height()).rev().find_map(|h| {
+                let b = self.ledger.store().block(h).ok().flatten()?;
+                P::config_of(&b.certificate)
+            }),
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Disk {
     /// The ledger height the running epoch's instance starts after (0 in epoch 0; the
     /// previous epoch's last block after a set change): PBFT's start checkpoint.
     pub start: u64,
+    /// Raft: the configuration the newest configuration-carrying certificate at or below
+    /// `height` names (what the node keeps beside its ledger), encoded; `None`: none yet.
+    pub config: Option<Vec<u8>>,
 }
 
 /// Where a (possibly mutated) outgoing message goes.
@@ -70,6 +73,11 @@ pub struct RaftParams {
     pub unsafe_reply_before_persist: bool,
     /// Negative control: a leader answers reads without confirming it still leads.
     pub unsafe_stale_reads: bool,
+    /// Negative control: a leader changes several voters in one configuration entry.
+    pub unsafe_multi_server_changes: bool,
+    /// The first `k` replicas vote at genesis, the others are only known (they join through
+    /// membership changes); `None`: all vote.
+    pub initial_voters: Option<usize>,
 }
 
 impl Default for RaftParams {
@@ -83,6 +91,8 @@ impl Default for RaftParams {
             log_keep: 4,
             unsafe_reply_before_persist: false,
             unsafe_stale_reads: false,
+            unsafe_multi_server_changes: false,
+            initial_voters: None,
         }
     }
 }
@@ -142,6 +152,11 @@ pub trait SimProtocol {
 
     /// The committed block's (id, view) named by a ledger block's certificate.
     fn committed_ref(certificate: &[u8]) -> Option<(Digest, View)>;
+
+    /// Raft: the configuration a committed block's certificate carries, encoded.
+    fn config_of(_certificate: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
 
     /// Checks a committed block's certificate as an outside verifier would.
     fn verify_certificate(certificate: &[u8], committee: &Committee, genesis: &Digest) -> bool;

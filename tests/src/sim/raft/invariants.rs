@@ -25,6 +25,9 @@ struct Committed {
     /// The term of the replica that first committed it, when it did (≥ the term in which
     /// the entry became committed, so leaders of later terms must hold it).
     in_term: u64,
+    /// The voters whose majority must hold it: the configurations (at its index, and the
+    /// latest) of the replica that first committed it; empty: every replica.
+    voters: Vec<BTreeSet<ReplicaId>>,
 }
 
 pub struct RaftInvariants {
@@ -38,6 +41,9 @@ pub struct RaftInvariants {
     /// Per instance: the life of its core and its ledger height when that life began.
     lives: BTreeMap<usize, (u64, u64)>,
     reported: BTreeSet<String>,
+    /// Every committed entry up to here is in the ledgers of a majority of its voters (for
+    /// good: ledgers never lose blocks).
+    durable_floor: u64,
 }
 
 impl RaftInvariants {
@@ -49,6 +55,7 @@ impl RaftInvariants {
             compact_at: params.raft.snapshot_interval + params.raft.log_keep,
             lives: BTreeMap::new(),
             reported: BTreeSet::new(),
+            durable_floor: 0,
         }
     }
 
@@ -86,6 +93,7 @@ impl RaftInvariants {
                 entry,
                 bytes,
                 in_term,
+                voters: Vec::new(),
             },
         );
     }
@@ -120,6 +128,14 @@ impl RaftInvariants {
             }
             let in_term = node.core.map_or(entry.term, Raft::term);
             self.saw_committed(entry, in_term, out);
+            if let (Some(core), Some(c)) = (node.core, self.committed.get_mut(&h))
+                && c.voters.is_empty()
+            {
+                c.voters = vec![
+                    core.membership_at(h).voters.clone(),
+                    core.membership().voters.clone(),
+                ];
+            }
         }
     }
 
@@ -222,28 +238,50 @@ impl RaftInvariants {
 
     /// Durability: every committed entry is on the disk (durable log or ledger) of a
     /// majority, after every event — what persisting before acknowledging exists for.
-    fn committed_durable(&self, nodes: &[NodeView<'_, RaftSim>], out: &mut Vec<String>) {
-        let quorum = nodes.len() / 2 + 1;
-        let mut heights: Vec<u64> = nodes.iter().map(|n| n.ledger.height()).collect();
-        heights.sort_unstable_by(|a, b| b.cmp(a));
-        // Ledgers never lose blocks: below this, a majority holds every entry for good.
-        let floor = heights[quorum - 1];
-        for (i, c) in self.committed.range(floor + 1..) {
-            let holders = nodes
-                .iter()
-                .filter(|n| {
-                    n.ledger.height() >= *i
-                        || n.disk_log.get(i).is_some_and(|d| {
-                            *d == c.bytes || Entry::decode(d).is_ok_and(|e| e == c.entry)
-                        })
-                })
-                .count();
-            if holders < quorum {
+    ///
+    /// With membership changes, "a majority" is one of the voters the committing replica
+    /// used (the configuration at the entry's index, or its latest).
+    fn committed_durable(&mut self, nodes: &[NodeView<'_, RaftSim>], out: &mut Vec<String>) {
+        let all: BTreeSet<ReplicaId> = nodes.iter().map(|n| n.id).collect();
+        let shortfall = |c: &Committed, held: &dyn Fn(&NodeView<'_, RaftSim>) -> bool| {
+            let sets = match c.voters.is_empty() {
+                true => std::slice::from_ref(&all),
+                false => &c.voters[..],
+            };
+            let mut worst = None;
+            for v in sets {
+                let holders = nodes
+                    .iter()
+                    .filter(|n| v.contains(&n.id) && held(n))
+                    .count();
+                if holders > v.len() / 2 {
+                    return None;
+                }
+                worst.get_or_insert((holders, v.len()));
+            }
+            worst
+        };
+        // Ledgers never lose blocks: advance the floor over entries a majority holds there.
+        while let Some(c) = self.committed.get(&(self.durable_floor + 1)) {
+            let i = self.durable_floor + 1;
+            if shortfall(c, &|n| n.ledger.height() >= i).is_some() {
+                break;
+            }
+            self.durable_floor = i;
+        }
+        for (i, c) in self.committed.range(self.durable_floor + 1..) {
+            let held = |n: &NodeView<'_, RaftSim>| {
+                n.ledger.height() >= *i
+                    || n.disk_log.get(i).is_some_and(|d| {
+                        *d == c.bytes || Entry::decode(d).is_ok_and(|e| e == c.entry)
+                    })
+            };
+            if let Some((holders, voters)) = shortfall(c, &held) {
                 out.push(format!(
                     "COMMITTED ENTRY NOT DURABLE: index {i} (term {}) is on the disk of {holders} \
-                     of {} replicas (a majority is {quorum})",
+                     of its {voters} voters (a majority is {})",
                     c.entry.term,
-                    nodes.len()
+                    voters / 2 + 1
                 ));
             }
         }

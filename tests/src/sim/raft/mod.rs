@@ -58,8 +58,18 @@ pub fn config(
 
 /// What a (re)started replica reads back: hard state, ledger height, the certificate of the
 /// ledger's last block (its encoded entry) and the durable log in index order.
-pub fn recovered(disk: &Disk) -> raft::Recovered {
+pub fn recovered(disk: &Disk, params: &Params) -> raft::Recovered {
+    let config = match &disk.config {
+        Some(bytes) => {
+            Some(crypto::codec::decode(bytes, 1 << 20, "raft config").expect("encoded here"))
+        }
+        None => params
+            .raft
+            .initial_voters
+            .map(|k| raft::Membership::voters((0..k).map(|i| ReplicaId(i as u16)))),
+    };
     raft::Recovered {
+        config,
         hard_state: disk.safety.clone(),
         applied: disk.height,
         applied_entry: match disk.height {
@@ -109,9 +119,11 @@ impl SimProtocol for RaftSim {
         disk: &Disk,
     ) -> Raft {
         let cfg = config(me, key, committee, genesis, params);
-        let mut core = Raft::new(cfg, recovered(disk)).expect("simulated disk holds a valid log");
+        let mut core =
+            Raft::new(cfg, recovered(disk, params)).expect("simulated disk holds a valid log");
         core.set_unsafe_reply_before_persist(params.raft.unsafe_reply_before_persist);
         core.set_unsafe_stale_reads(params.raft.unsafe_stale_reads);
+        core.set_unsafe_multi_server_changes(params.raft.unsafe_multi_server_changes);
         core
     }
 
@@ -121,6 +133,11 @@ impl SimProtocol for RaftSim {
         Entry::decode(certificate)
             .ok()
             .map(|e| (crypto::hash(certificate), e.view()))
+    }
+
+    fn config_of(certificate: &[u8]) -> Option<Vec<u8>> {
+        let e = Entry::decode(certificate).ok()?;
+        e.config.map(|c| crypto::codec::encode(&c))
     }
 
     fn verify_certificate(certificate: &[u8], committee: &Committee, genesis: &Digest) -> bool {

@@ -11,7 +11,7 @@ use crate::sim::node::Instance;
 use crate::sim::protocol::{Params, SimProtocol};
 use crate::sim::reads::ReadChecker;
 use crate::sim::scenario::Scenario;
-use consensus::raft::{ELECTION_TIMER, Message, Raft, Role};
+use consensus::raft::{ELECTION_TIMER, Message, Raft, Role, TransferError};
 use consensus::{Action, Committee, Core, Input, ReplicaId};
 use crypto::{Digest, SecretKey};
 use ledger::ChainBinding;
@@ -41,6 +41,9 @@ pub struct Script {
     reads: ReadChecker,
     /// Every read answer, in order: (instance, read id, index or refused).
     pub read_answers: Vec<(usize, u64, Option<u64>)>,
+    /// The members the ledger names, once a test set them (told to every replica, also
+    /// after a restart).
+    members: Option<BTreeSet<ReplicaId>>,
 }
 
 impl Script {
@@ -88,6 +91,7 @@ impl Script {
             invariants: RaftInvariants::new(genesis, &params),
             reads: ReadChecker::default(),
             read_answers: Vec::new(),
+            members: None,
         };
         for i in 0..n {
             s.restart(i, false);
@@ -164,7 +168,35 @@ impl Script {
             .expect("just built")
             .start(self.now);
         self.apply(i, actions);
+        if let Some(m) = self.members.clone() {
+            let core = self.nodes[i].core.as_mut().expect("just built");
+            let actions = core.set_members(m);
+            self.apply(i, actions);
+        }
         self.check();
+    }
+
+    /// The ledger names `members` (instance indices): every live replica is told, as the
+    /// node tells its core when the change takes effect.
+    pub fn set_members(&mut self, members: &[usize]) {
+        let set: BTreeSet<ReplicaId> = members.iter().map(|i| ReplicaId(*i as u16)).collect();
+        self.members = Some(set.clone());
+        for i in 0..self.nodes.len() {
+            if let Some(core) = self.nodes[i].core.as_mut() {
+                let actions = core.set_members(set.clone());
+                self.apply(i, actions);
+            }
+        }
+        self.check();
+    }
+
+    /// Asks leader `i` to hand leadership to `to` (or to whom it picks).
+    pub fn transfer(&mut self, i: usize, to: Option<usize>) -> Result<(), TransferError> {
+        let core = self.nodes[i].core.as_mut().expect("replica is up");
+        let actions = core.transfer_leadership(to.map(|t| ReplicaId(t as u16)))?;
+        self.apply(i, actions);
+        self.check();
+        Ok(())
     }
 
     /// Fires timer `id` of replica `i`, if armed.
