@@ -40,6 +40,15 @@ fn seeds(range: std::ops::Range<u64>) {
         s.reads_failed,
         s.runs
     );
+    // Two seeds in five change the membership (issue 21); every one of those runs ended
+    // with the configuration the ledger named, checked by the run.
+    assert!(
+        s.runs_with_membership_changes * 4 >= s.runs && s.membership_changes > s.runs / 2,
+        "membership changes in only {} of {} runs ({} changes)",
+        s.runs_with_membership_changes,
+        s.runs,
+        s.membership_changes
+    );
     // Replicas that were down or cut off long enough are caught up by snapshots.
     assert!(
         s.runs_with_snapshots * 10 >= s.runs,
@@ -345,6 +354,37 @@ fn negative_control_reply_before_persist_is_detected_in_random_runs() {
         found.is_some(),
         "no violation in 40 seeds with replies before persists"
     );
+}
+
+/// The random runs catch a leader that changes several voters in one configuration entry
+/// (no joint consensus) in a few of the seeds that change the membership.
+#[test]
+fn negative_control_multi_server_changes_are_caught_in_random_runs() {
+    let mut tried = 0;
+    let found = (0..400).find(|seed| {
+        let mut sc = raft_scenario(*seed);
+        if sc.members.is_empty() {
+            return false;
+        }
+        tried += 1;
+        sc.params.raft.unsafe_multi_server_changes = true;
+        let found = sim::run::<RaftSim>(sc).violations;
+        // A safety violation, not merely a stall.
+        let safety = found.iter().find(|v| {
+            ["LIVENESS", "NOT CONVERGED", "MEMBERSHIP NOT REACHED"]
+                .iter()
+                .all(|k| !v.contains(k))
+        });
+        if let Some(v) = safety {
+            eprintln!("seed {seed}: {v}");
+        }
+        safety.is_some()
+    });
+    assert!(
+        found.is_some(),
+        "no violation in {tried} seeds with membership changes, several voters at once"
+    );
+    eprintln!("caught at seed {found:?}, the {tried}th seed with membership changes");
 }
 
 /// Replica 1 votes for replica 0 in term 1, crashes and comes back without its hard state

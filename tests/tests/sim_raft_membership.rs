@@ -237,3 +237,37 @@ fn the_same_schedule_with_single_server_changes_is_safe() {
     assert!(s.violations().is_empty(), "{:?}", s.violations());
     assert!(s.is_leader(1));
 }
+
+#[test]
+fn configurations_survive_restarts_from_the_ledger_and_the_log() {
+    let mut s = three_of_five(false);
+    s.set_members(&[0, 1, 2, 3]);
+    settle(&mut s, 0, 4);
+    let four = config(&[0, 1, 2, 3], &[]);
+    assert_eq!(s.core(3).membership(), &four);
+    // The promotion is committed and executed on 3: its restart reads it back beside the
+    // ledger (the configuration of the newest configuration-carrying block).
+    s.crash(3);
+    s.restart(3, false);
+    assert_eq!(s.core(3).membership(), &four);
+    // A configuration entry that is only in the log (not committed) is used after a restart
+    // too: 0 appends the learner 4 while cut off, then restarts.
+    s.set_members(&[0, 1, 2, 3, 4]);
+    s.drop_where(|_, _, _| true);
+    assert_eq!(s.core(0).membership(), &config(&[0, 1, 2, 3], &[4]));
+    s.crash(0);
+    s.restart(0, false);
+    assert_eq!(s.core(0).membership(), &config(&[0, 1, 2, 3], &[4]));
+    // 1 leads now with the votes of 1, 2 and 3 (three of four voters): 0's uncommitted entry
+    // is replaced, and 0 goes back to the configuration before it.
+    s.drop_where(|_, _, _| true);
+    assert!(s.elect(1, &[2, 3]));
+    s.set_members(&[0, 1, 2, 3]);
+    settle(&mut s, 1, 3);
+    assert_eq!(
+        s.core(0).membership(),
+        &four,
+        "the truncated entry's learner is gone"
+    );
+    assert!(s.violations().is_empty(), "{:?}", s.violations());
+}

@@ -17,7 +17,7 @@
 //!   it needs no second quorum rule anywhere in the core. The leader steers towards the
 //!   members the ledger names ([`super::Raft::set_members`]): it drops learners and voters
 //!   the ledger removed, adds a new member as a learner, and promotes a learner once its log
-//!   has caught up (its acknowledged index reaches the leader's commit index), one entry at
+//!   has caught up (its acknowledged index is within one Append of the leader's commit index), one entry at
 //!   a time.
 //! - A leader the ledger removes hands leadership to the most caught-up remaining voter
 //!   first (leader transfer, `TimeoutNow`, §3.10); the new leader removes it. A leader that

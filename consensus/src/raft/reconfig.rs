@@ -167,11 +167,14 @@ impl Raft {
         }
     }
 
-    /// A learner whose acknowledged log reaches our commit index.
+    /// A learner whose acknowledged log is within one Append of our commit index (under
+    /// load the commit index moves on while the learner's answer travels: exact equality
+    /// might never be seen).
     fn caught_up(&self, id: ReplicaId) -> bool {
+        let slack = self.max_append_entries() as u64;
         self.progress
             .get(&id)
-            .is_some_and(|p| p.matched >= self.commit)
+            .is_some_and(|p| p.matched > 0 && p.matched + slack >= self.commit)
     }
 
     /// Appends a configuration entry (it takes effect here at once) and replicates it.

@@ -95,13 +95,15 @@ fn go<P: SimProtocol>(a: &Args) -> ExitCode {
         (s, "--seed")
     };
     println!(
-        "{} {}: {} runs, {} blocks committed, {} view changes, {} snapshots installed, {} reads served ({} refused), {} with violations ({:.1}s)",
+        "{} {}: {} runs, {} blocks committed, {} view changes, {} snapshots installed, {} membership changes in {} runs, {} reads served ({} refused), {} with violations ({:.1}s)",
         a.protocol,
         if a.twins { "twins" } else { "seeds" },
         summary.runs,
         summary.blocks,
         summary.view_changes,
         summary.snapshots,
+        summary.membership_changes,
+        summary.runs_with_membership_changes,
         summary.reads_served,
         summary.reads_failed,
         summary.failures.len(),

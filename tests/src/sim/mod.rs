@@ -52,7 +52,7 @@ use node::Instance;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// What one run found.
 #[derive(Clone, Debug)]
@@ -78,6 +78,8 @@ pub struct Report {
     pub epochs: u64,
     /// Ledger-level catch-ups to an epoch boundary (`epochs.rs`).
     pub catch_ups: u64,
+    /// Raft membership changes told to the replicas.
+    pub membership_changes: u64,
 }
 
 enum Ev<M> {
@@ -110,6 +112,10 @@ enum Ev<M> {
     },
     Restart {
         inst: usize,
+    },
+    /// Raft: the `k`-th membership change of the scenario.
+    Members {
+        k: usize,
     },
     /// A crash that also deletes the ledger store.
     Wipe {
@@ -169,6 +175,8 @@ pub struct Sim<P: SimProtocol> {
     /// Every consensus key's secret, genesis and rotated (`epochs.rs`).
     keys: BTreeMap<crypto::PublicKey, SecretKey>,
     catch_ups: u64,
+    /// Raft: the last membership change told (index into `sc.members`).
+    members_told: Option<usize>,
 }
 
 const BATCH_TICK_MS: u64 = 25;
@@ -266,6 +274,7 @@ impl<P: SimProtocol> Sim<P> {
             reads: reads::ReadChecker::default(),
             keys: keys.iter().map(|k| (k.public(), k.clone())).collect(),
             catch_ups: 0,
+            members_told: None,
             instances,
             sc,
         }
@@ -296,6 +305,9 @@ impl<P: SimProtocol> Sim<P> {
             self.schedule(c.at_ms, Ev::Wipe { inst: c.instance });
             self.schedule(c.restart_ms, Ev::SyncRestart { inst: c.instance });
         }
+        for (k, (at, _)) in self.sc.members.clone().into_iter().enumerate() {
+            self.schedule(at, Ev::Members { k });
+        }
         for (k, c) in self.sc.sets.changes.clone().into_iter().enumerate() {
             self.schedule(c.at_ms, Ev::SetChange { k });
         }
@@ -322,10 +334,11 @@ impl<P: SimProtocol> Sim<P> {
         self.check_cluster(true);
         self.check_epochs_at_end();
         for (inst, before) in self.healed_heights.clone().into_iter().enumerate() {
-            if self.instances[inst].honest() {
+            if self.instances[inst].honest() && self.is_member(inst) {
                 self.checker.require_progress(end, inst, before);
             }
         }
+        self.check_members_at_end(end);
         for inst in 0..self.instances.len() {
             if let Some(core) = &self.instances[inst].core
                 && self.instances[inst].honest()
@@ -356,6 +369,7 @@ impl<P: SimProtocol> Sim<P> {
             sync: self.sync_stats.clone(),
             epochs: self.checker.epochs(),
             catch_ups: self.catch_ups,
+            membership_changes: self.members_told.map_or(0, |k| k as u64 + 1),
         }
     }
 
@@ -478,6 +492,12 @@ impl<P: SimProtocol> Sim<P> {
                     .collect();
             }
             Ev::SetChange { k } => self.set_change(k),
+            Ev::Members { k } => {
+                self.members_told = Some(k);
+                for inst in 0..self.instances.len() {
+                    self.tell_members(inst);
+                }
+            }
             Ev::CatchUp { inst } => self.catch_up(inst),
         }
     }
@@ -510,7 +530,53 @@ impl<P: SimProtocol> Sim<P> {
             .expect("just built")
             .start(self.now);
         self.apply(i, actions);
+        self.tell_members(i);
         self.check_core(i);
+    }
+
+    /// The members of the latest membership change told so far (Raft), as replica ids.
+    fn members(&self) -> Option<BTreeSet<ReplicaId>> {
+        let (_, m) = &self.sc.members[self.members_told?];
+        Some(m.iter().map(|i| self.instances[*i].id).collect())
+    }
+
+    /// Whether instance `inst` is a member the ledger names (always, without changes).
+    fn is_member(&self, inst: usize) -> bool {
+        self.members()
+            .is_none_or(|m| m.contains(&self.instances[inst].id))
+    }
+
+    /// Tells instance `inst`'s core the latest members, if any change happened.
+    fn tell_members(&mut self, inst: usize) {
+        let Some(members) = self.members() else {
+            return;
+        };
+        if let Some(core) = self.instances[inst].core.as_mut() {
+            let actions = P::set_members(core, &members);
+            self.apply(inst, actions);
+        }
+    }
+
+    /// After the liveness window, every live member's configuration has reached the
+    /// members the ledger names, all of them voters.
+    fn check_members_at_end(&mut self, end: u64) {
+        let Some(members) = self.members() else {
+            return;
+        };
+        for inst in 0..self.instances.len() {
+            let Some(voters) = self.instances[inst].core.as_ref().and_then(P::voters) else {
+                continue;
+            };
+            if self.is_member(inst) && voters != members {
+                self.checker.on_core(
+                    end,
+                    inst,
+                    format!(
+                        "MEMBERSHIP NOT REACHED: voters {voters:?}, the ledger names {members:?}"
+                    ),
+                );
+            }
+        }
     }
 
     /// Protocol-specific bounds on an honest core, after every input.

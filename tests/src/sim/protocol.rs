@@ -184,6 +184,19 @@ pub trait SimProtocol {
     /// Views (or terms) that ended without progress, for the summary.
     fn view_changes(core: &Self::Core) -> u64;
 
+    /// Raft: the members the ledger names, told to a core; its actions.
+    fn set_members(
+        _core: &mut Self::Core,
+        _members: &std::collections::BTreeSet<ReplicaId>,
+    ) -> Vec<consensus::Action<Self::Msg>> {
+        Vec::new()
+    }
+
+    /// Raft: the voters of the core's latest configuration.
+    fn voters(_core: &Self::Core) -> Option<std::collections::BTreeSet<ReplicaId>> {
+        None
+    }
+
     /// What must hold of an honest core after every input (memory bounds).
     fn bounded(_core: &Self::Core, _params: &Params) -> Result<(), String> {
         Ok(())

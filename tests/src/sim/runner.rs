@@ -12,6 +12,9 @@ pub struct Summary {
     /// State snapshots installed (Raft), and runs with at least one.
     pub snapshots: u64,
     pub runs_with_snapshots: u64,
+    /// Raft membership changes told to the replicas, and runs with at least one.
+    pub membership_changes: u64,
+    pub runs_with_membership_changes: u64,
     /// Client reads answered ready (each checked for staleness), and refused.
     pub reads_served: u64,
     pub reads_failed: u64,
@@ -41,6 +44,8 @@ impl Summary {
         self.view_changes += r.view_changes;
         self.snapshots += r.snapshots;
         self.runs_with_snapshots += u64::from(r.snapshots > 0);
+        self.membership_changes += r.membership_changes;
+        self.runs_with_membership_changes += u64::from(r.membership_changes > 0);
         self.reads_served += r.reads_served;
         self.reads_failed += r.reads_failed;
         if !r.violations.is_empty() {
@@ -54,6 +59,8 @@ impl Summary {
         self.view_changes += other.view_changes;
         self.snapshots += other.snapshots;
         self.runs_with_snapshots += other.runs_with_snapshots;
+        self.membership_changes += other.membership_changes;
+        self.runs_with_membership_changes += other.runs_with_membership_changes;
         self.reads_served += other.reads_served;
         self.reads_failed += other.reads_failed;
         self.failures.extend(other.failures);

@@ -31,6 +31,9 @@ pub struct Scenario {
     pub sync: SyncFaults,
     /// Validator-set changes (issue 21), for protocols that switch sets.
     pub sets: SetChanges,
+    /// Raft membership changes (issue 21): at each time, every live replica is told the
+    /// members the ledger names (instance indices), as the node tells its core.
+    pub members: Vec<(u64, Vec<usize>)>,
 }
 
 /// Validator-set changes: each is approved by a quorum of the set of its moment and carried
@@ -95,6 +98,7 @@ impl Scenario {
             liveness_window_ms: 5_000,
             sync: SyncFaults::default(),
             sets: SetChanges::default(),
+            members: Vec::new(),
         }
     }
 

@@ -25,8 +25,8 @@ struct Committed {
     /// The term of the replica that first committed it, when it did (≥ the term in which
     /// the entry became committed, so leaders of later terms must hold it).
     in_term: u64,
-    /// The voters whose majority must hold it: the configurations (at its index, and the
-    /// latest) of the replica that first committed it; empty: every replica.
+    /// The voters whose majority must hold it: the configurations from its index to the end
+    /// of the log of the replica that first committed it; empty: every replica.
     voters: Vec<BTreeSet<ReplicaId>>,
 }
 
@@ -131,10 +131,14 @@ impl RaftInvariants {
             if let (Some(core), Some(c)) = (node.core, self.committed.get_mut(&h))
                 && c.voters.is_empty()
             {
-                c.voters = vec![
-                    core.membership_at(h).voters.clone(),
-                    core.membership().voters.clone(),
-                ];
+                // The leader counted with the latest configuration in its log when it
+                // committed: one of those from the entry's index to the end of this log.
+                for i in h..=core.last_index().max(h) {
+                    let v = &core.membership_at(i).voters;
+                    if !c.voters.contains(v) {
+                        c.voters.push(v.clone());
+                    }
+                }
             }
         }
     }
@@ -335,7 +339,17 @@ impl ClusterInvariants<RaftSim> for RaftInvariants {
     /// every live ledger within [`CONVERGED_LAG_MAX`] blocks of the highest.
     fn at_end(&mut self, nodes: &[NodeView<'_, RaftSim>]) -> Vec<String> {
         let mut out = Vec::new();
-        let live: Vec<&NodeView<'_, RaftSim>> = nodes.iter().filter(|n| n.core.is_some()).collect();
+        // Servers the leaders' configurations no longer name are out of the cluster (a
+        // removed server that was down when it was removed never hears of it).
+        let members: BTreeSet<ReplicaId> = nodes
+            .iter()
+            .filter_map(|n| n.core.filter(|c| c.role() == Role::Leader))
+            .flat_map(|c| c.membership().members().collect::<Vec<_>>())
+            .collect();
+        let live: Vec<&NodeView<'_, RaftSim>> = nodes
+            .iter()
+            .filter(|n| n.core.is_some() && (members.is_empty() || members.contains(&n.id)))
+            .collect();
         let top = nodes.iter().map(|n| n.ledger.height()).max().unwrap_or(0);
         for n in &live {
             if n.ledger.height() + CONVERGED_LAG_MAX < top {

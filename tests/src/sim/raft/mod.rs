@@ -135,6 +135,17 @@ impl SimProtocol for RaftSim {
             .map(|e| (crypto::hash(certificate), e.view()))
     }
 
+    fn set_members(
+        core: &mut Raft,
+        members: &std::collections::BTreeSet<ReplicaId>,
+    ) -> Vec<consensus::Action<Message>> {
+        core.set_members(members.clone())
+    }
+
+    fn voters(core: &Raft) -> Option<std::collections::BTreeSet<ReplicaId>> {
+        Some(core.membership().voters.clone())
+    }
+
     fn config_of(certificate: &[u8]) -> Option<Vec<u8>> {
         let e = Entry::decode(certificate).ok()?;
         e.config.map(|c| crypto::codec::encode(&c))

@@ -2,7 +2,7 @@
 //! up to three partitions (symmetric, or one way: `from` → rest lost, rest → `from`
 //! delivered) that heal; up to three crash-restarts (some within milliseconds, losing the
 //! writes not yet fsynced); n = 3 or 5; small snapshot intervals so compaction and
-//! snapshot installs happen often.
+//! snapshot installs happen often; in two seeds of five, membership changes.
 
 use super::super::net::Crash;
 use super::super::scenario::{Scenario, random_partition};
@@ -69,5 +69,37 @@ pub fn raft_scenario(seed: u64) -> Scenario {
     sc.params.raft.max_inflight = inflight;
     sc.params.raft.election_timeout_ms = *[150, 300].choose(&mut rng).expect("non-empty");
     sc.params.raft.heartbeat_ms = sc.params.raft.election_timeout_ms / 5;
+    membership_changes(&mut sc);
     sc
+}
+
+/// Membership changes in two seeds of five (issue 21), from their own random stream so
+/// that every seed's faults stay what they were: with five servers, three or five vote at
+/// genesis; one to four times during the faults, the ledger names a new random set of two
+/// or more members (the leader gets there one server at a time).
+fn membership_changes(sc: &mut Scenario) {
+    let mut rng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0x6d65_6d62_6572_7321);
+    if !rng.gen_bool(0.4) {
+        return;
+    }
+    let n = sc.n;
+    if n == 5 && rng.gen_bool(0.5) {
+        sc.params.raft.initial_voters = Some(3);
+    }
+    let mut at = 0;
+    for _ in 0..rng.gen_range(1..=4) {
+        at += rng.gen_range(200..sc.faults_until_ms / 2);
+        if at >= sc.faults_until_ms {
+            break;
+        }
+        let size = rng.gen_range(2..=n);
+        let mut members: Vec<usize> = (0..n).collect();
+        members.shuffle(&mut rng);
+        members.truncate(size);
+        members.sort_unstable();
+        sc.members.push((at, members));
+    }
+    if sc.members.is_empty() {
+        sc.members.push((500, (0..n).collect()));
+    }
 }
