@@ -101,8 +101,9 @@ fn applied_term(rec: &Recovered, entries: &[Entry]) -> Result<u64, RecoverError>
 }
 
 /// The log a restarted replica resumes with (see [`Recovered::entries`]): the stored entries
-/// if they are consecutive, with non-decreasing terms, and hold the applied entry (or start
-/// at index 1 on a fresh ledger); else an empty log based at the applied height. A stored log
+/// if they are consecutive, with non-decreasing terms, and hold the applied entry, start
+/// right after it, or start at index 1 on a fresh ledger; else an empty log based at the
+/// applied height. A stored log
 /// that starts at index 1 was never compacted, so its base is genesis; otherwise its first
 /// entry is the base `Compact` kept.
 fn recover_log(applied: u64, applied_term: u64, entries: Vec<Entry>, config: Membership) -> Log {
@@ -118,6 +119,17 @@ fn recover_log(applied: u64, applied_term: u64, entries: Vec<Entry>, config: Mem
             .iter()
             .any(|e| e.index == applied && e.term == applied_term)
     };
+    // After a snapshot install the store drops the rows that do not extend the snapshot
+    // (`Rebase`), and the rows written since start right after it: they were appended by
+    // Appends checked against (applied, applied_term), and some were acknowledged, so they
+    // must survive a restart (found by the simulator, seed 1894 with membership changes: a
+    // follower forgot entries 19-26 it had acknowledged, and a leader that needed its vote
+    // for commit waited for ever).
+    let follows_applied =
+        applied > 0 && first == Some(applied + 1) && entries[0].term >= applied_term;
+    if sound && follows_applied && entries[0].term != 0 {
+        return Log::new(applied, applied_term, entries, config);
+    }
     if !sound || !holds_applied || entries[0].term == 0 {
         return Log::new(applied, applied_term, Vec::new(), config);
     }

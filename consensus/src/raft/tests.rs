@@ -1052,11 +1052,16 @@ fn recovery_keeps_or_discards_stored_entries() {
     // Compacted before 2: the first stored entry is the base.
     let r = Raft::new(config(1, 3), rec(3, Some(&e[2]), enc(&e[1..]))).unwrap();
     assert_eq!(state(&r), ((2, 1), 5, 3));
-    // The applied entry stored with another term, or not stored, or a gap: discarded.
+    // The applied entry stored with another term, or a gap: discarded.
     let other = entry(1, 3, 1, vec![d(9)]);
     let r = Raft::new(config(1, 3), rec(3, Some(&other), enc(&e))).unwrap();
     assert_eq!(state(&r), ((3, 1), 3, 3));
+    // Entries right after the applied one (written after a snapshot install, which keeps no
+    // entry at the snapshot point): kept, they may have been acknowledged.
     let r = Raft::new(config(1, 3), rec(3, Some(&e[2]), enc(&e[3..]))).unwrap();
+    assert_eq!(state(&r), ((3, 2), 5, 3));
+    // ... but not if they start one further up.
+    let r = Raft::new(config(1, 3), rec(3, Some(&e[2]), enc(&e[4..]))).unwrap();
     assert_eq!(state(&r), ((3, 2), 3, 3));
     let gap = [e[0].clone(), e[1].clone(), e[3].clone()];
     let r = Raft::new(config(1, 3), rec(2, Some(&e[1]), enc(&gap))).unwrap();

@@ -313,6 +313,23 @@ impl RaftInvariants {
         }
     }
 
+    /// §4.1: every configuration in a log differs from the one before it by one voter at
+    /// most (so majorities of the two intersect), and names at least one voter.
+    fn single_steps(nodes: &[NodeView<'_, RaftSim>], out: &mut Vec<String>) {
+        for n in nodes {
+            let Some(core) = n.core else { continue };
+            let at = core.membership_index();
+            let (before, now) = (core.membership_at(at.saturating_sub(1)), core.membership());
+            if !before.single_step_to(now) {
+                out.push(format!(
+                    "CONFIGURATION STEP (§4.1): {} holds voters {:?} after {:?} (entry {at}): \
+                     majorities of the two need not intersect",
+                    n.id, now.voters, before.voters
+                ));
+            }
+        }
+    }
+
     /// Keeps only violations not reported before.
     fn fresh(&mut self, found: Vec<String>) -> Vec<String> {
         found
@@ -332,6 +349,7 @@ impl ClusterInvariants<RaftSim> for RaftInvariants {
         self.leader_completeness(nodes, &mut out);
         self.committed_durable(nodes, &mut out);
         self.log_bounded(nodes, &mut out);
+        Self::single_steps(nodes, &mut out);
         self.fresh(out)
     }
 
