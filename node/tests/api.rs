@@ -134,6 +134,13 @@ async fn fake_loop(
                 Some(ApiCommand::ReadIndex { reply }) => {
                     let _ = reply.send(Some(ledger.height()));
                 }
+                // Hands over to validator 1 only; anything else is refused as a core would.
+                Some(ApiCommand::TransferLeader { to, reply }) => {
+                    let _ = reply.send(match to {
+                        Some(1) => Ok(1),
+                        _ => Err("validator 9 is not a voter of the current configuration".into()),
+                    });
+                }
             },
             _ = tick.tick(), if mode == Loop::Commits => {
                 let txs = pool.next_batch(usize::MAX, usize::MAX);
@@ -1311,4 +1318,20 @@ async fn linearizable_reads_are_raft_only_and_wait_for_the_read_index() {
     assert_eq!(status, 400, "{v}");
     let e = v["error"].as_str().unwrap();
     assert!(e.contains("latest") && e.contains("linearizable"), "{e}");
+}
+
+/// `POST /v1/leader/transfer`: the loop's answer as 200 `{"to"}` or 409 with its reason; a
+/// malformed target is the client's error (400) and never reaches the loop.
+#[tokio::test]
+async fn leader_transfer_answers_the_loop_s_verdict() {
+    let node = start(Loop::Commits).await;
+    let (status, v) = node.post_raw("/v1/leader/transfer?to=1", Vec::new()).await;
+    assert_eq!((status, v["to"].as_u64()), (200, Some(1)), "{v}");
+    let (status, v) = node.post_raw("/v1/leader/transfer?to=9", Vec::new()).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not a voter"), "{v}");
+    let (status, v) = node.post_raw("/v1/leader/transfer?to=x", Vec::new()).await;
+    assert_eq!(status, 400, "{v}");
+    let (status, _) = node.get("/v1/leader/transfer").await;
+    assert_eq!(status, 405, "only POST");
 }

@@ -2,8 +2,9 @@
 //! roots everywhere; a follower killed with SIGKILL catches up; the whole committee restarts;
 //! the leader killed under load is replaced by an election and every accepted transfer
 //! commits; a follower restarted after the leader compacted its log catches up through a
-//! state snapshot. Raft makes blocks only for transactions (no idle blocks), so progress is
-//! driven by transfers here.
+//! state snapshot; an operator hands leadership to a chosen follower under load (leader
+//! transfer), with the API and with `cairn validators transfer-leader`. Raft makes blocks
+//! only for transactions (no idle blocks), so progress is driven by transfers here.
 
 mod support;
 
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Testnet, api_height, get_json, stop_all, try_get_json};
+use support::{CAIRN, Testnet, api_height, get_json, stop_all, try_get_json};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const PER_WALLET: u64 = 25;
@@ -281,4 +282,137 @@ fn net_height_of_store(net: &Testnet, i: usize) -> u64 {
         .unwrap()
         .height()
         .unwrap()
+}
+
+/// Waits until every validator in `who` follows `leader` (up to 20 s); how long it took.
+fn wait_leader(net: &Testnet, who: &[usize], leader: usize) -> Duration {
+    let start = Instant::now();
+    loop {
+        let seen: Vec<Option<u64>> = who
+            .iter()
+            .map(|&i| {
+                try_get_json(&format!("{}/v1/status", net.api(i)))
+                    .and_then(|(_, v)| v["leader"].as_u64())
+            })
+            .collect();
+        if seen.iter().all(|s| *s == Some(leader as u64)) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "validators {who:?} do not all follow {leader}: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn post(url: &str) -> (u16, Value) {
+    let resp = reqwest::blocking::Client::new().post(url).send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// Leader transfer (issue 21): under a wallet load, the operator asks the leader to hand
+/// over to a chosen follower — with the API, then back with the wallet CLI — and each time
+/// the chosen validator leads; a follower refuses the request naming the leader, an unknown
+/// target is refused; every accepted transfer commits everywhere.
+#[test]
+fn raft_leader_transfer_hands_over_to_the_chosen_follower_under_load() {
+    let net = Testnet::new(3, "raft");
+    let mut vs = net.start_all();
+    let all = [0, 1, 2];
+    let leader = leader_seen_by(&net, 0);
+    wait_leader(&net, &all, leader);
+    let chain = net.chain();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let load: Vec<_> = all
+        .iter()
+        .map(|&v| {
+            let (key, api, chain) = (net.wallet_key(v), net.api(v), chain.clone());
+            let (stop, accepted) = (stop.clone(), accepted.clone());
+            std::thread::spawn(move || support::send_until(&key, &chain, &api, &stop, &accepted))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    let target = (leader + 1) % 3;
+    let (status, v) = post(&format!("{}/v1/leader/transfer", net.api(target)));
+    assert_eq!(status, 409, "a follower refuses: {v}");
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(why.contains(&format!("validator {leader} is")), "{why}");
+    let (status, v) = post(&format!("{}/v1/leader/transfer?to=7", net.api(leader)));
+    assert_eq!(status, 409, "an unknown target: {v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not a voter"),
+        "{v}"
+    );
+
+    let (status, v) = post(&format!(
+        "{}/v1/leader/transfer?to={target}",
+        net.api(leader)
+    ));
+    assert_eq!(
+        (status, v["to"].as_u64()),
+        (200, Some(target as u64)),
+        "{v}"
+    );
+    let took = wait_leader(&net, &all, target);
+
+    // Back to the first leader with the wallet CLI, run against the current leader.
+    let out = std::process::Command::new(CAIRN)
+        .args([
+            "--node",
+            &net.api(target),
+            "validators",
+            "transfer-leader",
+            "--to",
+        ])
+        .arg(leader.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("validator {leader} is to lead")),
+        "{text}"
+    );
+    let back = wait_leader(&net, &all, leader);
+    eprintln!("raft leader transfer: {leader} -> {target} in {took:?}, back in {back:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() >= 30,
+        "only {} transfers sent",
+        accepted.len()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for &i in &all {
+        for h in &accepted {
+            while get_json(&format!("{}/v1/transactions/{h}", net.api(i))).1["status"]
+                != "committed"
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{h} not committed on validator {i}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    stop_all(&mut vs, "-TERM");
+    net.assert_same_chain();
+    net.assert_no_double_votes();
 }

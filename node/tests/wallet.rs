@@ -144,6 +144,15 @@ fn wallet_against_a_real_network() {
         .collect();
     let limit = Duration::from_secs(30);
 
+    // Leader transfer is Raft's: a HotStuff validator refuses it (exit 1) and says why.
+    let o = cairn(Some(node), None, &["validators", "transfer-leader"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("changes its leader every view"),
+        "{}",
+        stderr(&o)
+    );
+
     // status, --json and text. Height 3 needs only 3 of the 4 validators, so
     // the fourth may still be dialing: wait (bounded) until all 3 peers show.
     let peers_deadline = Instant::now() + limit;

@@ -70,7 +70,7 @@ pub use metrics::{Metrics, StageHistograms, fetch as fetch_metrics, sample_value
 pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
 pub(crate) use types::dec;
 pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};
-pub use validators::{MemberView, PendingView, ValidatorsView};
+pub use validators::{MemberView, PendingView, TransferView, ValidatorsView};
 
 use crate::mempool::{Admitted, Checked, PoolStatus, Rejected};
 use crate::store::RedbStore;
@@ -126,6 +126,12 @@ pub enum ApiCommand {
     /// before the read, or `None` if no leader confirmed it (`Driver::read_index`).
     ReadIndex {
         reply: crate::validator::reads::ReadReply,
+    },
+    /// Leader transfer (Raft): hand leadership to validator `to`, or to the one the core
+    /// picks (`Driver::transfer_leadership`).
+    TransferLeader {
+        to: Option<u16>,
+        reply: crate::validator::leadership::TransferReply,
     },
 }
 
@@ -303,6 +309,7 @@ fn routes(ctx: Ctx) -> Router {
         .route("/v1/status", get(query::status))
         .route("/v1/evidence", get(query::evidence))
         .route("/v1/validators", get(validators::validators))
+        .route("/v1/leader/transfer", post(validators::transfer_leader))
         .route("/v1/epochs", get(epochs::epochs))
         .route("/v1/health", get(query::health))
         .route("/v1/events", get(sse::events))

@@ -1,11 +1,15 @@
 //! `GET /v1/validators`: the validator set as of the last durable block — its epoch, the
 //! height the epoch started at, the members in order (a member's index is its replica id),
 //! the quorum and faults the set tolerates, and a pending change with the block after which
-//! it takes effect (issue 21).
+//! it takes effect (issue 21). `POST /v1/leader/transfer`: Raft's leader transfer, for
+//! operators draining a leader.
 
-use super::{ApiError, Ctx, read_store, types::dec};
+use super::limit::ClientAddr;
+use super::{ApiCommand, ApiError, Ctx, read_store, types::dec};
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
 use ledger::Store;
 use ledger::validators::{Member, Rule, SetChange, ValidatorState};
 use serde::{Deserialize, Serialize};
@@ -100,6 +104,46 @@ pub(super) async fn validators(State(ctx): State<Ctx>) -> Result<Json<Validators
         Rule::Bft
     };
     Ok(Json(ValidatorsView::of(&vs, height, rule)))
+}
+
+/// `?to=N` of `POST /v1/leader/transfer`.
+#[derive(Debug, Deserialize)]
+pub(super) struct TransferQuery {
+    to: Option<u16>,
+}
+
+/// The answer of `POST /v1/leader/transfer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferView {
+    /// The validator that is to lead once it wins its election.
+    pub to: u16,
+}
+
+/// `POST /v1/leader/transfer[?to=N]` (Raft; issue 21): the leader hands over to validator
+/// N (default: the most caught-up voter) and proposes nothing until it has, or until two
+/// election timeouts pass. An operator action: it answers only a client on this host
+/// (403 otherwise); 409 on a follower (naming the leader) or a BFT chain.
+pub(super) async fn transfer_leader(
+    State(ctx): State<Ctx>,
+    ConnectInfo(ClientAddr(client)): ConnectInfo<ClientAddr>,
+    query: Result<Query<TransferQuery>, QueryRejection>,
+) -> Result<Json<TransferView>, ApiError> {
+    if !client.ip().is_loopback() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "leader transfer is an operator action: call it from the validator's own host",
+        ));
+    }
+    let Query(q) = query?;
+    let answer = super::ask(&ctx.api, |reply| ApiCommand::TransferLeader {
+        to: q.to,
+        reply,
+    })
+    .await?;
+    match answer {
+        Ok(to) => Ok(Json(TransferView { to })),
+        Err(why) => Err(ApiError::new(StatusCode::CONFLICT, why)),
+    }
 }
 
 #[cfg(test)]

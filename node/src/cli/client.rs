@@ -185,6 +185,24 @@ impl NodeClient {
         self.get("/v1/validators")
     }
 
+    /// `POST /v1/leader/transfer[?to=N]` (Raft; answered only on the validator's host).
+    pub fn transfer_leader(
+        &self,
+        to: Option<u16>,
+    ) -> Result<crate::api::TransferView, ClientError> {
+        let path = match to {
+            Some(n) => format!("/v1/leader/transfer?to={n}"),
+            None => "/v1/leader/transfer".to_string(),
+        };
+        let what = format!("POST {path}");
+        let resp = self.send(&what, self.http.post(self.url(&path)))?;
+        let (status, body) = self.read(&what, resp)?;
+        match status {
+            200 => self.decode(&what, status, &body),
+            _ => Err(self.error_status(&what, status, &body)),
+        }
+    }
+
     /// `GET /v1/epochs?from=K`: the epoch links after epoch `from`.
     pub fn epochs(&self, from: u64) -> Result<crate::api::epochs::EpochsView, ClientError> {
         self.get(&format!("/v1/epochs?from={from}"))

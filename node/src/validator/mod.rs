@@ -29,6 +29,7 @@ pub mod evidence;
 mod execution;
 pub mod failpoints;
 pub mod ingress;
+pub mod leadership;
 mod notify;
 mod ordering;
 mod pbft;

@@ -7,7 +7,7 @@
 use super::driver::DriverError;
 use crate::store::RedbStore;
 use consensus::hotstuff::{self, CommitCertificate, HotStuff, Message};
-use consensus::{Committee, ReplicaId, View};
+use consensus::{Action, Committee, ReplicaId, View};
 use crypto::{Digest, SecretKey};
 use ledger::{Ledger, Store};
 
@@ -84,6 +84,10 @@ pub struct Certified {
     pub height: Option<u64>,
 }
 
+/// What [`Protocol::transfer_leadership`] answers: the validator that is to lead and the
+/// core's actions, or why not.
+pub type Transfer<M> = Result<(ReplicaId, Vec<Action<M>>), String>;
+
 /// One consensus protocol as the driver sees it. Only associated items: protocols are types
 /// (`Driver<HotStuffProtocol>`), never values.
 pub trait Protocol: Send + 'static {
@@ -132,6 +136,19 @@ pub trait Protocol: Send + 'static {
     fn leader(core: &Self::Core) -> Option<ReplicaId>;
     /// Views the core has left because the previous one failed (for metrics).
     fn view_changes(core: &Self::Core) -> u64;
+    /// Hands leadership to `to` (or to the voter the core picks) — Raft's leader transfer
+    /// (thesis §3.10), so that an operator can drain a leader: the target, and the actions.
+    /// The BFT protocols rotate their leader every view and refuse.
+    fn transfer_leadership(
+        _core: &mut Self::Core,
+        _to: Option<ReplicaId>,
+    ) -> Transfer<Self::Message> {
+        Err(format!(
+            "{} changes its leader every view: there is no leader to hand over (leader \
+             transfer is a raft operation)",
+            Self::NAME
+        ))
+    }
     /// Batch digests `msg` names that must be stored locally before the core sees it (a
     /// proposal's payload, so that a vote means "I can execute this"); usually empty.
     fn payload_of(msg: &Self::Message) -> Vec<Digest>;

@@ -6,7 +6,7 @@
 //! not that a majority stored it.
 
 use super::driver::DriverError;
-use super::protocol::{Certified, CoreParams, Protocol};
+use super::protocol::{Certified, CoreParams, Protocol, Transfer};
 use crate::store::RedbStore;
 use consensus::raft::{self, Entry, Message, Raft};
 use consensus::{Committee, ReplicaId};
@@ -139,6 +139,20 @@ impl Protocol for RaftProtocol {
     /// Elections this validator started.
     fn view_changes(core: &Raft) -> u64 {
         core.stats().elections
+    }
+
+    fn transfer_leadership(core: &mut Raft, to: Option<ReplicaId>) -> Transfer<Message> {
+        let acts = core.transfer_leadership(to).map_err(|e| match e {
+            raft::TransferError::NotLeader => match core.leader() {
+                Some(l) => format!("this validator is not the leader: validator {} is", l.0),
+                None => "this validator is not the leader, and no leader is known yet".into(),
+            },
+            e => e.to_string(),
+        })?;
+        let target = core
+            .transferring()
+            .expect("a transfer that started has a target");
+        Ok((target, acts))
     }
 
     fn payload_of(msg: &Message) -> Vec<Digest> {

@@ -463,6 +463,9 @@ fn answer<P: Protocol>(
 ) -> Result<Vec<Out>, super::DriverError> {
     match cmd {
         ApiCommand::ReadIndex { reply } => return driver.read_index(now, reply),
+        ApiCommand::TransferLeader { to, reply } => {
+            return driver.transfer_leadership(now, to, reply);
+        }
         ApiCommand::Submit { tx, reply } => {
             let _ = reply.send(driver.submit_checked(*tx));
         }

@@ -26,6 +26,8 @@ pub struct DriverStats {
     /// consensus frames of an epoch it had left (or too many of a later one) dropped.
     pub epoch_switches: u64,
     pub stale_epoch_frames: u64,
+    /// Leader transfers this validator started on an operator's request.
+    pub leader_transfers: u64,
     /// Batches held back from the core because a sender's earlier batch had not been
     /// offered or executed yet ([`super::ordering`]).
     pub parked_batches: u64,

@@ -212,6 +212,13 @@ pub enum ValidatorsCommand {
         #[arg(long, value_name = "FILE")]
         consensus_key: PathBuf,
     },
+    /// Raft: ask the leader (--node, on its own host) to hand leadership to another voter,
+    /// to drain it before a restart or removal
+    TransferLeader {
+        /// The validator that should lead [default: the most caught-up voter]
+        #[arg(long, value_name = "INDEX")]
+        to: Option<u16>,
+    },
     /// Submit an approved change, signed and paid by the wallet (--key) like a transfer
     Submit {
         /// The change file, approved by a quorum of the current validators

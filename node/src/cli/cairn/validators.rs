@@ -120,6 +120,21 @@ pub(super) fn op_kind(op: &SetChange) -> &'static str {
 pub(super) fn run(cli: &Cli, command: &ValidatorsCommand) -> Result<(), Fail> {
     match command {
         ValidatorsCommand::List => list(cli),
+        ValidatorsCommand::TransferLeader { to } => {
+            let answer = node(cli)?.transfer_leader(*to).map_err(|e| match e {
+                ClientError::Refused { message, .. } => Fail::new(EXIT_REJECTED, message),
+                e => query_fail(e),
+            })?;
+            if cli.json {
+                print_json(&serde_json::to_value(answer).unwrap_or(Value::Null));
+            } else {
+                println!(
+                    "leader transfer started: validator {} is to lead",
+                    answer.to
+                );
+            }
+            Ok(())
+        }
         ValidatorsCommand::Add {
             name,
             consensus_key,
