@@ -281,6 +281,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
         "{epochs}"
     );
 
+    assert_no_evidence(&net, &[0, 1, 2, 3]);
     stop_all(&mut vs, "-TERM");
     assert!(net.assert_same_chain() >= second + 5);
     net.assert_no_double_votes();
@@ -295,6 +296,19 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
 }
 
 /// `cairn validators rotate` through `api`: the change file `out` rotating `old` to `new`.
+/// The nemesis checker's last property (`tests/src/cluster/check.rs`): no running validator
+/// reports evidence — no honest validator signed two things for one slot, nor with a key its
+/// set no longer holds, across the changes. (With the stores agreeing block by block, one
+/// vote per slot in every vote log and every accepted transfer committed, which each test
+/// checks too, this is all the nemesis checks.)
+fn assert_no_evidence(net: &Testnet, running: &[usize]) {
+    for &i in running {
+        let (status, v) = get_json(&format!("{}/v1/evidence", net.api(i)));
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["count"], 0, "validator {i} reports evidence: {v}");
+    }
+}
+
 fn write_rotation(api: &str, old: &crypto::PublicKey, new: &crypto::PublicKey, out: &str) {
     let (code, text) = cairn(&[
         "--node",
@@ -489,6 +503,7 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
             (h, cert.block.id().to_string())
         })
         .collect();
+    assert_no_evidence(&net, &[0, 1, 2, 3, 4]);
     stop_all(&mut vs, "-TERM");
     net.n = 5;
     assert!(net.assert_same_chain() > last + 10);
@@ -655,6 +670,8 @@ fn hotstuff_removes_a_validator_under_load_with_the_wallet_cli() {
     let heights = committed_heights(&net, 0, &accepted);
     let after = heights.iter().filter(|h| **h > last).count();
     assert!(after > 0, "no transfer committed after the boundary");
+    let stayed: Vec<usize> = (0..5).filter(|i| *i != REMOVED).collect();
+    assert_no_evidence(&net, &stayed);
     let mut removed = Some(removed);
     stop_all(std::slice::from_mut(&mut removed), "-TERM");
     stop_all(&mut vs, "-TERM");
