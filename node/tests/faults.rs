@@ -8,10 +8,8 @@ mod support;
 use ledger::{Address, ChainBinding, Payload, Transaction};
 use node::net::{self, NetConfig, PeerInfo};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Testnet, get_json, max_height, stop_all, wait_for};
+use support::{Load, Testnet, get_json, max_height, stop_all, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -64,17 +62,7 @@ fn kill_the_leader(protocol: &str) {
     let survivors: Vec<usize> = (0..4).filter(|i| *i != leader).collect();
 
     // Load: one wallet per survivor, each sending transfers to that survivor's API.
-    let chain = net.chain();
-    let stop = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let load: Vec<_> = survivors
-        .iter()
-        .map(|&v| {
-            let (key, api, chain) = (net.wallet_key(v), net.api(v), chain.clone());
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || support::send_until(&key, &chain, &api, &stop, &accepted))
-        })
-        .collect();
+    let load = Load::each(&net, &survivors);
     std::thread::sleep(Duration::from_secs(1));
 
     vs[leader].take().unwrap().stop("-KILL");
@@ -122,13 +110,9 @@ fn kill_the_leader(protocol: &str) {
     );
     assert!(vc1 - vc0 <= 1, "{} view changes in 5 s", vc1 - vc0);
     assert!(h1 >= h0 + 20, "only {} blocks in 5 s", h1 - h0);
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    let accepted = load.stop();
 
     // Every transfer a survivor accepted commits on every survivor.
-    let accepted = accepted.lock().unwrap().clone();
     assert!(
         accepted.len() >= 30,
         "only {} transfers sent",

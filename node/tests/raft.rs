@@ -10,10 +10,8 @@ mod support;
 
 use ledger::{Address, Payload, Transaction};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{CAIRN, Testnet, api_height, get_json, stop_all, try_get_json};
+use support::{CAIRN, Load, Testnet, api_height, get_json, stop_all, try_get_json};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const PER_WALLET: u64 = 25;
@@ -148,17 +146,7 @@ fn raft_killing_the_leader_under_load_elects_a_new_one_and_commits_resume() {
     let leader = leader_seen_by(&net, 0);
     let survivors: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
 
-    let chain = net.chain();
-    let stop = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let load: Vec<_> = survivors
-        .iter()
-        .map(|&v| {
-            let (key, api, chain) = (net.wallet_key(v), net.api(v), chain.clone());
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || support::send_until(&key, &chain, &api, &stop, &accepted))
-        })
-        .collect();
+    let load = Load::each(&net, &survivors);
     std::thread::sleep(Duration::from_secs(1));
 
     let height_at_kill = survivors
@@ -200,33 +188,11 @@ fn raft_killing_the_leader_under_load_elects_a_new_one_and_commits_resume() {
         killed_at.elapsed()
     );
     assert!(survivors.contains(&new_leader));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    let accepted = load.stop();
 
     // Every transfer a survivor accepted — before, during and after the election — commits
     // on both survivors.
-    let accepted = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() >= 30,
-        "only {} transfers sent",
-        accepted.len()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for &i in &survivors {
-        for h in &accepted {
-            while get_json(&format!("{}/v1/transactions/{h}", net.api(i))).1["status"]
-                != "committed"
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "{h} not committed on validator {i}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
+    assert_all_committed(&net, &survivors, &accepted);
 
     // The old leader comes back as a follower and catches up.
     vs[leader] = Some(net.start(leader));
@@ -306,6 +272,19 @@ fn wait_leader(net: &Testnet, who: &[usize], leader: usize) -> Duration {
     }
 }
 
+/// At least 30 transfers were accepted, and every validator in `who` reports each of them
+/// committed with a successful receipt (within 30 s).
+fn assert_all_committed(net: &Testnet, who: &[usize], accepted: &[crypto::Digest]) {
+    assert!(
+        accepted.len() >= 30,
+        "only {} transfers sent",
+        accepted.len()
+    );
+    for &i in who {
+        support::committed_heights(net, i, accepted, Duration::from_secs(30));
+    }
+}
+
 fn post(url: &str) -> (u16, Value) {
     let resp = reqwest::blocking::Client::new().post(url).send().unwrap();
     let status = resp.status().as_u16();
@@ -323,17 +302,7 @@ fn raft_leader_transfer_hands_over_to_the_chosen_follower_under_load() {
     let all = [0, 1, 2];
     let leader = leader_seen_by(&net, 0);
     wait_leader(&net, &all, leader);
-    let chain = net.chain();
-    let stop = Arc::new(AtomicBool::new(false));
-    let accepted = Arc::new(Mutex::new(Vec::new()));
-    let load: Vec<_> = all
-        .iter()
-        .map(|&v| {
-            let (key, api, chain) = (net.wallet_key(v), net.api(v), chain.clone());
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            std::thread::spawn(move || support::send_until(&key, &chain, &api, &stop, &accepted))
-        })
-        .collect();
+    let load = Load::each(&net, &all);
     std::thread::sleep(Duration::from_millis(500));
 
     let target = (leader + 1) % 3;
@@ -387,31 +356,9 @@ fn raft_leader_transfer_hands_over_to_the_chosen_follower_under_load() {
     let back = wait_leader(&net, &all, leader);
     eprintln!("raft leader transfer: {leader} -> {target} in {took:?}, back in {back:?}");
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for t in load {
-        t.join().unwrap();
-    }
+    let accepted = load.stop();
 
-    let accepted = accepted.lock().unwrap().clone();
-    assert!(
-        accepted.len() >= 30,
-        "only {} transfers sent",
-        accepted.len()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    for &i in &all {
-        for h in &accepted {
-            while get_json(&format!("{}/v1/transactions/{h}", net.api(i))).1["status"]
-                != "committed"
-            {
-                assert!(
-                    Instant::now() < deadline,
-                    "{h} not committed on validator {i}"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
+    assert_all_committed(&net, &all, &accepted);
     stop_all(&mut vs, "-TERM");
     net.assert_same_chain();
     net.assert_no_double_votes();

@@ -21,10 +21,8 @@
 mod support;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{CAIRN, Testnet, Validator, get_json, send_until, stop_all, wait_for};
+use support::{CAIRN, Load, Testnet, Validator, get_json, stop_all, wait_for};
 
 const DELAY: u64 = 20;
 const ROTATED: usize = 2;
@@ -45,68 +43,15 @@ fn dec(v: &serde_json::Value) -> u64 {
         .unwrap_or_else(|| panic!("not a decimal string: {v}"))
 }
 
-/// Wallets 0, 1 and 2 sending transfers through validators 0, 1 and 2 (`send_until`).
-struct Load {
-    stop: Arc<AtomicBool>,
-    accepted: Arc<Mutex<Vec<crypto::Digest>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(net: &Testnet) -> Load {
-        Load::start_via(net, [0, 1, 2])
-    }
-
-    /// Wallet `k` sends through validator `via[k]`.
-    fn start_via(net: &Testnet, via: [usize; 3]) -> Load {
-        let chain = net.chain();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..3)
-            .map(|k| {
-                let (key, chain, api) = (net.wallet_key(k), chain.clone(), net.api(via[k]));
-                let (stop, accepted) = (stop.clone(), accepted.clone());
-                std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
-            })
-            .collect();
-        Load {
-            stop,
-            accepted,
-            threads,
-        }
-    }
-
-    /// Stops the senders; the hashes of the transfers the validators accepted.
-    fn stop(self) -> Vec<crypto::Digest> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
-        self.accepted.lock().unwrap().clone()
-    }
+/// Wallets 0, 1 and 2 sending transfers through validators `via` (`send_until`).
+fn load_via(net: &Testnet, via: [usize; 3]) -> Load {
+    Load::start(net, &[(0, via[0]), (1, via[1]), (2, via[2])])
 }
 
 /// Waits (up to 60 s) until validator `i` reports each of `hashes` committed with a
 /// successful receipt; their heights.
 fn committed_heights(net: &Testnet, i: usize, hashes: &[crypto::Digest]) -> Vec<u64> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    hashes
-        .iter()
-        .map(|hash| {
-            loop {
-                let (_, s) = get_json(&format!("{}/v1/transactions/{hash}", net.api(i)));
-                if s["status"] == "committed" {
-                    assert_eq!(s["receipt"]["ok"], true, "{s}");
-                    break dec(&s["height"]);
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "transfer {hash} not committed on validator {i}: {s}"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        })
-        .collect()
+    support::committed_heights(net, i, hashes, Duration::from_secs(60))
 }
 
 #[test]
@@ -123,7 +68,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     wait_for(&mut vs, 3, limit);
 
     // Wallets 0..3 send transfers through validators 0..3 for the whole test.
-    let load = Load::start(&net);
+    let load = load_via(&net, [0, 1, 2]);
 
     // Write the change, approve it with validators 0, 1 and 2, submit it from wallet 3.
     let dir = tempfile::tempdir().unwrap();
@@ -417,7 +362,7 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
     vs.push(Some(Validator::start(&home)));
     wait_for(&mut vs[..4], 3, limit);
 
-    let load = Load::start(&net);
+    let load = load_via(&net, [0, 1, 2]);
 
     let dir = tempfile::tempdir().unwrap();
     let change = dir.path().join("add.json");
@@ -560,7 +505,7 @@ fn hotstuff_removes_a_validator_under_load_with_the_wallet_cli() {
     let mut vs = net.start_all();
     wait_for(&mut vs, 3, limit);
     // Wallets 0..3 send through validators 0, 2 and 3 (members throughout).
-    let load = Load::start_via(&net, [0, 2, 3]);
+    let load = load_via(&net, [0, 2, 3]);
 
     let dir = tempfile::tempdir().unwrap();
     let change = dir.path().join("remove.json");

@@ -124,7 +124,10 @@ impl Configs {
         if index <= self.base_index {
             return;
         }
-        debug_assert!(self.above.last().is_none_or(|(i, _)| *i < index));
+        assert!(
+            self.above.last().is_none_or(|(i, _)| *i < index),
+            "configuration entries out of order"
+        );
         self.above.push((index, m));
     }
 

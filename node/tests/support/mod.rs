@@ -395,3 +395,81 @@ pub fn send_until(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A wallet load: each of `(wallet, validator)` sends transfers of wallet `wallet` through
+/// validator `validator`'s API ([`send_until`]) until [`Load::stop`].
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    accepted: std::sync::Arc<std::sync::Mutex<Vec<crypto::Digest>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(net: &Testnet, senders: &[(usize, usize)]) -> Load {
+        let chain = net.chain();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let threads = senders
+            .iter()
+            .map(|&(wallet, via)| {
+                let (key, chain, api) = (net.wallet_key(wallet), chain.clone(), net.api(via));
+                let (stop, accepted) = (stop.clone(), accepted.clone());
+                std::thread::spawn(move || send_until(&key, &chain, &api, &stop, &accepted))
+            })
+            .collect();
+        Load {
+            stop,
+            accepted,
+            threads,
+        }
+    }
+
+    /// Wallet `v` through validator `v`, for each of `validators`.
+    pub fn each(net: &Testnet, validators: &[usize]) -> Load {
+        let senders: Vec<(usize, usize)> = validators.iter().map(|&v| (v, v)).collect();
+        Load::start(net, &senders)
+    }
+
+    /// The hashes of the transfers accepted so far.
+    pub fn accepted(&self) -> Vec<crypto::Digest> {
+        self.accepted.lock().unwrap().clone()
+    }
+
+    /// Stops the senders; the hashes of the transfers the validators accepted.
+    pub fn stop(self) -> Vec<crypto::Digest> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+/// Waits (up to `limit`) until validator `i` reports each of `hashes` committed with a
+/// successful receipt; their heights.
+pub fn committed_heights(
+    net: &Testnet,
+    i: usize,
+    hashes: &[crypto::Digest],
+    limit: Duration,
+) -> Vec<u64> {
+    let deadline = Instant::now() + limit;
+    hashes
+        .iter()
+        .map(|hash| {
+            loop {
+                let (_, s) = get_json(&format!("{}/v1/transactions/{hash}", net.api(i)));
+                if s["status"] == "committed" {
+                    assert_eq!(s["receipt"]["ok"], true, "{s}");
+                    let h = s["height"].as_str().and_then(|h| h.parse().ok());
+                    break h.unwrap_or_else(|| panic!("no decimal height: {s}"));
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "transfer {hash} not committed on validator {i}: {s}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .collect()
+}
