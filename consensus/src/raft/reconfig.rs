@@ -73,11 +73,12 @@ impl Raft {
     /// grew (a server joined the ledger's set): ids are stable, so it must extend the
     /// committee it replaces.
     pub fn set_committee(&mut self, committee: Committee) {
-        debug_assert!(
+        assert!(
             self.cfg
                 .committee
                 .ids()
-                .all(|id| committee.key(id).is_some())
+                .all(|id| committee.key(id).is_some()),
+            "a committee may only grow: replica ids are stable"
         );
         self.cfg.committee = committee;
     }
