@@ -256,6 +256,7 @@ impl<P: Protocol> Driver<P> {
                 peers_seen: None,
                 numbered: Vec::new(),
                 unoffered: Default::default(),
+                former: Default::default(),
             },
             gate: Default::default(),
         })

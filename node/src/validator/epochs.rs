@@ -123,6 +123,8 @@ pub(super) struct Epochs<M> {
     /// it a member, its new core gets them first: as a leader it must not propose a sender's
     /// later batch without the earlier one it also received.
     pub(super) unoffered: VecDeque<Digest>,
+    /// Keys of former members, for removed-key evidence (`evidence.rs`).
+    pub(super) former: super::evidence::FormerKeys,
 }
 
 /// Batches a validator outside the set remembers for its first core, at most.

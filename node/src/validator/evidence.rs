@@ -241,7 +241,60 @@ pub fn verify_removed_key_vote(e: &Evidence, chain: &crate::api::epochs::SetChai
 /// Largest encoded header vote accepted in a record.
 const MAX_VOTE_BYTES: u64 = 4 << 10;
 
+/// Every consensus key that was ever in a set, with the (epoch, index) of each set that held
+/// it, oldest first: built from the genesis set and the stored epoch links once per epoch
+/// (a vote from a non-member must not cost a store read each).
+#[derive(Debug, Default)]
+pub(super) struct FormerKeys {
+    /// The ledger epoch the index was built in (it covers every set up to it).
+    built_in: Option<u64>,
+    held: std::collections::HashMap<crypto::PublicKey, Vec<(u64, usize)>>,
+}
+
 impl<P: Protocol> super::driver::Driver<P> {
+    /// The (epoch, index) of the last set before `epoch` that held `key`, if any did.
+    fn former_member(
+        &mut self,
+        key: &crypto::PublicKey,
+        epoch: u64,
+    ) -> Result<Option<(u64, usize)>, DriverError> {
+        let current = self.ledger.validators().epoch;
+        if self.epochs.former.built_in != Some(current) {
+            let mut held: std::collections::HashMap<_, Vec<(u64, usize)>> = Default::default();
+            let genesis = &self.epochs.genesis_committee;
+            for id in genesis.ids() {
+                if let Some(k) = genesis.key(id) {
+                    held.entry(*k).or_default().push((0, id.0 as usize));
+                }
+            }
+            let mut after = 0;
+            loop {
+                let links = self.ledger.store().epoch_links(after)?;
+                for l in &links {
+                    for (i, m) in l.next.members.iter().enumerate() {
+                        held.entry(m.consensus_key)
+                            .or_default()
+                            .push((l.next.epoch, i));
+                    }
+                    after = l.next.epoch;
+                }
+                if links.len() < crate::store::MAX_LINKS_PER_READ {
+                    break;
+                }
+            }
+            self.epochs.former = FormerKeys {
+                built_in: Some(current),
+                held,
+            };
+        }
+        Ok(self
+            .epochs
+            .former
+            .held
+            .get(key)
+            .and_then(|sets| sets.iter().rev().find(|(e, _)| *e < epoch).copied()))
+    }
+
     /// A peer's header vote whose signer the set ruling its height does not hold: if an
     /// earlier set held it and the signature verifies, a [`REMOVED_KEY_HEADER_VOTE`] record
     /// is stored (once per signer and height). Returns whether it was such a vote.
@@ -253,20 +306,7 @@ impl<P: Protocol> super::driver::Driver<P> {
             return Ok(false);
         }
         // A former member: its index in the last earlier set that held it.
-        let mut former = self
-            .epochs
-            .genesis_committee
-            .index_of(&vote.signer)
-            .map(|i| (0, i.0 as usize));
-        for l in self.ledger.store().epoch_links(0)? {
-            if l.next.epoch >= set.epoch {
-                break;
-            }
-            if let Some((i, _)) = l.next.member(&vote.signer) {
-                former = Some((l.next.epoch, i));
-            }
-        }
-        let Some((last_epoch, index)) = former else {
+        let Some((last_epoch, index)) = self.former_member(&vote.signer, set.epoch)? else {
             return Ok(false);
         };
         if !vote.verify(&self.ledger.chain().genesis_hash) {
