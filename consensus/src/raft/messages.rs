@@ -396,4 +396,33 @@ mod tests {
         assert!(Message::decode(&m.encode()).is_err());
         assert!(Message::decode(b"\xff\xff").is_err());
     }
+
+    #[test]
+    fn a_configuration_larger_than_any_committee_is_refused_before_use() {
+        let (keys, _) = committee();
+        let g = crypto::hash(b"genesis");
+        let config = |n: usize| Membership::voters((0..n).map(|i| ReplicaId(i as u16)));
+        let entry = |n| {
+            let at = (1, 1, ReplicaId(0), 0);
+            Entry::with_config(&keys[0], &g, at, vec![], Some(config(n)))
+        };
+        let append = |e: Entry| Message::Append {
+            term: 1,
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![e],
+            commit: 0,
+            read_round: 0,
+        };
+        let fits = entry(Committee::MAX);
+        assert_eq!(Entry::decode(&fits.encode()), Ok(fits.clone()));
+        assert!(Message::decode(&append(fits).encode()).is_ok());
+        let big = entry(Committee::MAX + 1);
+        let err = Entry::decode(&big.encode()).unwrap_err().to_string();
+        assert!(err.contains("more than 1024 servers"), "{err}");
+        let err = Message::decode(&append(big).encode())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names more than 1024 servers"), "{err}");
+    }
 }
