@@ -216,6 +216,7 @@ async fn start_limited(mode: Loop, event_capacity: usize, limits: Option<ApiLimi
         peers: vec!["peer-a".into(), "peer-b".into()],
         catching_up: false,
         mempool_size: 0,
+        raft: None,
     };
     let (commands, rx) = mpsc::channel(16);
     let (events, _) = broadcast::channel(event_capacity);

@@ -134,6 +134,7 @@ fn serve(c: &Cluster<HotStuffProtocol>) -> (tokio::runtime::Runtime, String) {
             peers: Vec::new(),
             catching_up: false,
             mempool_size: 0,
+            raft: None,
         })),
         store,
         commands,

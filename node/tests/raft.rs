@@ -305,6 +305,20 @@ fn raft_leader_transfer_hands_over_to_the_chosen_follower_under_load() {
     let load = Load::each(&net, &all);
     std::thread::sleep(Duration::from_millis(500));
 
+    // Every validator shows the genesis configuration: three voters, committed.
+    for &i in &all {
+        let (_, v) = get_json(&format!("{}/v1/validators", net.api(i)));
+        assert_eq!(v["raft"]["voters"], json!([0, 1, 2]), "{v}");
+        assert_eq!(v["raft"]["learners"], json!([]), "{v}");
+        assert_eq!(v["raft"]["committed"], true, "{v}");
+    }
+    let out = std::process::Command::new(CAIRN)
+        .args(["--node", &net.api(leader), "validators", "list"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("voters [0, 1, 2], learners []"), "{text}");
+
     let target = (leader + 1) % 3;
     let (status, v) = post(&format!("{}/v1/leader/transfer", net.api(target)));
     assert_eq!(status, 409, "a follower refuses: {v}");

@@ -144,6 +144,12 @@ fn wallet_against_a_real_network() {
         .collect();
     let limit = Duration::from_secs(30);
 
+    // A BFT chain shows no Raft configuration.
+    let (_, v) = support::get_json(&format!("{node}/v1/validators"));
+    assert!(
+        v.get("raft").is_none() && v["members"].as_array().is_some(),
+        "{v}"
+    );
     // Leader transfer is Raft's: a HotStuff validator refuses it (exit 1) and says why.
     let o = cairn(Some(node), None, &["validators", "transfer-leader"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

@@ -70,7 +70,7 @@ pub use metrics::{Metrics, StageHistograms, fetch as fetch_metrics, sample_value
 pub use tx::{BatchRejection, BatchVerdict, MAX_BATCH_BODY_BYTES, MAX_BATCH_TXS, encode_batch};
 pub(crate) use types::dec;
 pub use types::{AccountView, BlockView, Submitted, TxReceipt, TxStatus};
-pub use validators::{MemberView, PendingView, TransferView, ValidatorsView};
+pub use validators::{MemberView, PendingView, RaftConfigView, TransferView, ValidatorsView};
 
 use crate::mempool::{Admitted, Checked, PoolStatus, Rejected};
 use crate::store::RedbStore;
@@ -157,6 +157,9 @@ pub struct NodeStatus {
     pub catching_up: bool,
     #[serde(with = "types::dec")]
     pub mempool_size: usize,
+    /// Raft chains: the configuration this validator's core uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftConfigView>,
 }
 
 /// One committed block, as broadcast by the loop and streamed by `GET /v1/events`.

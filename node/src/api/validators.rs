@@ -30,6 +30,9 @@ pub struct ValidatorsView {
     pub quorum: usize,
     pub f: usize,
     pub pending: Option<PendingView>,
+    /// Raft chains: the configuration the answering validator's core uses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftConfigView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +41,17 @@ pub struct MemberView {
     pub index: usize,
     #[serde(flatten)]
     pub member: Member,
+}
+
+/// Raft's configuration as this validator's core holds it (the latest in its log): who
+/// votes, who only learns, the log index that set it and whether that entry is committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftConfigView {
+    pub voters: Vec<u16>,
+    pub learners: Vec<u16>,
+    #[serde(with = "dec")]
+    pub config_index: u64,
+    pub committed: bool,
 }
 
 /// A change accepted by the chain and waiting for the end of its epoch.
@@ -78,6 +92,7 @@ impl ValidatorsView {
                 effective_after: p.effective_after,
                 blocks_to_go: p.effective_after.saturating_sub(height),
             }),
+            raft: None,
         }
     }
 }
@@ -94,16 +109,21 @@ pub(super) async fn validators(State(ctx): State<Ctx>) -> Result<Json<Validators
              from before sets were recorded)",
         ));
     };
-    let protocol = match ctx.api.status.read() {
-        Ok(s) => s.protocol.clone(),
-        Err(poisoned) => poisoned.into_inner().protocol.clone(),
+    let (protocol, raft) = match ctx.api.status.read() {
+        Ok(s) => (s.protocol.clone(), s.raft.clone()),
+        Err(poisoned) => {
+            let s = poisoned.into_inner();
+            (s.protocol.clone(), s.raft.clone())
+        }
     };
     let rule = if protocol == "raft" {
         Rule::Majority
     } else {
         Rule::Bft
     };
-    Ok(Json(ValidatorsView::of(&vs, height, rule)))
+    let mut view = ValidatorsView::of(&vs, height, rule);
+    view.raft = raft;
+    Ok(Json(view))
 }
 
 /// `?to=N` of `POST /v1/leader/transfer`.

@@ -165,6 +165,7 @@ impl Reporter {
             s.peers = peers.iter().map(|p| format!("validator-{p}")).collect();
             s.mempool_size = driver.mempool().len();
             s.catching_up = driver.catching_up();
+            s.raft = P::raft_config(driver.core());
         }
         if tokio::time::Instant::now() >= self.summary_due {
             self.summary_due += SUMMARY_INTERVAL;

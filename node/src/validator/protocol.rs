@@ -136,6 +136,10 @@ pub trait Protocol: Send + 'static {
     fn leader(core: &Self::Core) -> Option<ReplicaId>;
     /// Views the core has left because the previous one failed (for metrics).
     fn view_changes(core: &Self::Core) -> u64;
+    /// Raft: the configuration the core uses (for `GET /v1/validators`); `None` elsewhere.
+    fn raft_config(_core: &Self::Core) -> Option<crate::api::RaftConfigView> {
+        None
+    }
     /// Hands leadership to `to` (or to the voter the core picks) — Raft's leader transfer
     /// (thesis §3.10), so that an operator can drain a leader: the target, and the actions.
     /// The BFT protocols rotate their leader every view and refuse.

@@ -141,6 +141,16 @@ impl Protocol for RaftProtocol {
         core.stats().elections
     }
 
+    fn raft_config(core: &Raft) -> Option<crate::api::RaftConfigView> {
+        let m = core.membership();
+        Some(crate::api::RaftConfigView {
+            voters: m.voters.iter().map(|v| v.0).collect(),
+            learners: m.learners.iter().map(|l| l.0).collect(),
+            config_index: core.membership_index(),
+            committed: core.membership_index() <= core.commit_index(),
+        })
+    }
+
     fn transfer_leadership(core: &mut Raft, to: Option<ReplicaId>) -> Transfer<Message> {
         let acts = core.transfer_leadership(to).map_err(|e| match e {
             raft::TransferError::NotLeader => match core.leader() {

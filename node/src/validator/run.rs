@@ -314,6 +314,7 @@ async fn run_with<P: Protocol>(
         peers: Vec::new(),
         catching_up: false,
         mempool_size: 0,
+        raft: P::raft_config(driver.core()),
     }));
     let metrics = Arc::new(Metrics::new());
     let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -220,6 +220,17 @@ fn list(cli: &Cli) -> Result<(), Fail> {
             m.index, m.member.name, m.member.consensus_key, m.member.p2p_address
         );
     }
+    if let Some(r) = &set.raft {
+        let state = if r.committed {
+            "committed"
+        } else {
+            "not committed yet"
+        };
+        println!(
+            "raft configuration (entry {}, {state}): voters {:?}, learners {:?}",
+            r.config_index, r.voters, r.learners
+        );
+    }
     match &set.pending {
         None => println!("pending: none"),
         Some(p) => println!(
