@@ -160,13 +160,7 @@ fn raft_killing_the_leader_under_load_elects_a_new_one_and_commits_resume() {
     // A survivor is elected (both survivors follow it) and blocks resume.
     let deadline = killed_at + Duration::from_secs(20);
     let (elected, new_leader) = loop {
-        let seen: Vec<Option<u64>> = survivors
-            .iter()
-            .map(|&i| {
-                try_get_json(&format!("{}/v1/status", net.api(i)))
-                    .and_then(|(_, v)| v["leader"].as_u64())
-            })
-            .collect();
+        let seen = leaders_seen(&net, &survivors);
         if let Some(Some(l)) = seen.first()
             && seen.iter().all(|s| *s == Some(*l))
             && *l as usize != leader
@@ -250,17 +244,21 @@ fn net_height_of_store(net: &Testnet, i: usize) -> u64 {
         .unwrap()
 }
 
+/// The leader each validator in `who` reports following (`None`: none, or no answer).
+fn leaders_seen(net: &Testnet, who: &[usize]) -> Vec<Option<u64>> {
+    who.iter()
+        .map(|&i| {
+            try_get_json(&format!("{}/v1/status", net.api(i)))
+                .and_then(|(_, v)| v["leader"].as_u64())
+        })
+        .collect()
+}
+
 /// Waits until every validator in `who` follows `leader` (up to 20 s); how long it took.
 fn wait_leader(net: &Testnet, who: &[usize], leader: usize) -> Duration {
     let start = Instant::now();
     loop {
-        let seen: Vec<Option<u64>> = who
-            .iter()
-            .map(|&i| {
-                try_get_json(&format!("{}/v1/status", net.api(i)))
-                    .and_then(|(_, v)| v["leader"].as_u64())
-            })
-            .collect();
+        let seen = leaders_seen(net, who);
         if seen.iter().all(|s| *s == Some(leader as u64)) {
             return start.elapsed();
         }

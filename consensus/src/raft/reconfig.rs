@@ -138,12 +138,16 @@ impl Raft {
             self.become_follower(self.term, out);
             return self.reset_election_timer(out);
         }
-        let Some(target) = self.target.clone() else {
+        let Some(target) = self.target.as_ref() else {
             return;
         };
-        if !settled || self.log.term_at(self.commit) != Some(self.term) {
+        let config = self.log.config();
+        let reached = config.learners.is_empty() && config.voters == *target;
+        if reached || !settled || self.log.term_at(self.commit) != Some(self.term) {
+            // Nothing to do (the common case, after every commit and heartbeat), or not now.
             return;
         }
+        let target = target.clone();
         let cur = self.log.config().clone();
         let known = |id: &ReplicaId| self.cfg.committee.key(*id).is_some();
         let mut next = cur.clone();

@@ -231,9 +231,11 @@ impl Raft {
         if n <= self.commit || self.log.term_at(n) != Some(self.term) {
             return;
         }
+        let before = self.commit;
         self.commit_to(n, out);
-        if self.log.config_index() <= n {
-            // The latest configuration is committed: stop replicating to servers it removed.
+        if (before + 1..=n).contains(&self.log.config_index()) {
+            // The latest configuration just committed: stop replicating to servers it
+            // removed.
             self.sync_progress();
         }
         // The first commit of this term lets reads waiting for it start their round; the
