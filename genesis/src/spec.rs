@@ -209,11 +209,8 @@ impl Genesis {
     /// Epoch 0: the genesis validators, in order (a validator's index is its replica id).
     /// Genesis validation has checked them.
     pub fn validator_state(&self) -> ValidatorState {
-        ValidatorState {
-            epoch: 0,
-            start_height: 1,
-            members: self
-                .validators
+        ValidatorState::from_members(
+            self.validators
                 .iter()
                 .map(|v| Member {
                     name: v.name.clone(),
@@ -222,8 +219,7 @@ impl Genesis {
                     p2p_address: v.p2p_address.clone(),
                 })
                 .collect(),
-            pending: None,
-        }
+        )
     }
 
     /// How the validator set may change on this chain: `None` unless a BFT chain sets

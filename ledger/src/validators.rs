@@ -127,7 +127,15 @@ pub struct Governance {
 }
 
 /// The validator set after some block: its epoch, the first height of that epoch, the
-/// members in order (a member's index is its consensus replica id), and a pending change.
+/// members in order (a member's index is its BFT replica id), each member's stable id, and a
+/// pending change.
+///
+/// Stable ids (`ids`, parallel to `members`) are what Raft names servers by: its core lives
+/// across epochs, and its log, votes and configurations must never be renumbered. Genesis
+/// members get `0..n`; an added member takes `next_id`, which then grows; a removed member's
+/// id is never given out again; a rotation keeps it (a BFT chain only: Raft refuses
+/// rotations). HotStuff and PBFT use the member's index instead: they build a fresh core
+/// per epoch.
 ///
 /// The default is an empty set in epoch 0 from height 1, for ledgers whose set is not
 /// tracked (tools and tests that execute transfers only); every header still names its hash.
@@ -136,17 +144,16 @@ pub struct ValidatorState {
     pub epoch: u64,
     pub start_height: u64,
     pub members: Vec<Member>,
+    /// Each member's stable id, in the order of `members`.
+    pub ids: Vec<u16>,
+    /// The id the next added member gets.
+    pub next_id: u16,
     pub pending: Option<Pending>,
 }
 
 impl Default for ValidatorState {
     fn default() -> Self {
-        ValidatorState {
-            epoch: 0,
-            start_height: 1,
-            members: Vec::new(),
-            pending: None,
-        }
+        ValidatorState::from_members(Vec::new())
     }
 }
 
@@ -188,6 +195,13 @@ pub enum GovernanceError {
     BadName { name: String },
     #[error("validator {name:?}: p2p_address must be 1 to {max} printable ASCII characters", max = MAX_ADDRESS_BYTES)]
     BadAddress { name: String },
+    #[error(
+        "a Raft chain cannot rotate a key in place (its servers are named by id, and a new key \
+         is a new server): remove the validator, then add it with its new keys"
+    )]
+    RotateUnsupported,
+    #[error("every stable validator id has been given out; this chain can add no more validators")]
+    IdsExhausted,
 }
 
 /// The bytes a validator signs to approve `op` in `epoch` on `chain`.
@@ -204,12 +218,31 @@ impl ValidatorState {
     /// Epoch 0: the genesis validators, checked as any set is ([`ValidatorState::check_set`]).
     pub fn genesis(members: Vec<Member>, rule: Rule) -> Result<Self, GovernanceError> {
         check_set(&members, rule)?;
-        Ok(ValidatorState {
+        Ok(ValidatorState::from_members(members))
+    }
+
+    /// Epoch 0 from height 1 with `members` (ids `0..n`), unchecked: for sets already
+    /// validated (a genesis file that passed validation) and for tests.
+    pub fn from_members(members: Vec<Member>) -> Self {
+        let n = members.len() as u16;
+        ValidatorState {
             epoch: 0,
             start_height: 1,
             members,
+            ids: (0..n).collect(),
+            next_id: n,
             pending: None,
-        })
+        }
+    }
+
+    /// The stable id of the member with consensus key `key`, if one has it.
+    pub fn id_of(&self, key: &PublicKey) -> Option<u16> {
+        self.member(key).and_then(|(i, _)| self.ids.get(i).copied())
+    }
+
+    /// `(stable id, member)` for every member, in order.
+    pub fn by_id(&self) -> impl Iterator<Item = (u16, &Member)> + '_ {
+        self.ids.iter().copied().zip(self.members.iter())
     }
 
     /// What headers carry (`validators`): sha256 over the canonical encoding, tagged.
@@ -263,6 +296,12 @@ impl ValidatorState {
                 return Err(GovernanceError::UnsortedApprovals { index: *index });
             }
             prev = Some(*index);
+        }
+        if rule == Rule::Majority && matches!(change.op, SetChange::Rotate { .. }) {
+            return Err(GovernanceError::RotateUnsupported);
+        }
+        if matches!(change.op, SetChange::Add(_)) && self.next_id == u16::MAX {
+            return Err(GovernanceError::IdsExhausted);
         }
         let members = self.apply(&change.op)?;
         check_set(&members, rule)?;
@@ -319,6 +358,20 @@ impl ValidatorState {
         let members = self
             .apply(&p.op)
             .expect("a pending change was checked against this set when it was accepted");
+        match &p.op {
+            SetChange::Add(_) => {
+                self.ids.push(self.next_id);
+                self.next_id = self.next_id.saturating_add(1);
+            }
+            SetChange::Remove { consensus_key } => {
+                if let Some((i, _)) = self.member(consensus_key)
+                    && i < self.ids.len()
+                {
+                    self.ids.remove(i);
+                }
+            }
+            SetChange::Rotate { .. } => {}
+        }
         self.members = members;
         self.epoch += 1;
         self.start_height = height + 1;

@@ -426,6 +426,86 @@ fn raft_sets_need_a_majority_and_may_shrink_to_one() {
     assert_eq!(Rule::Majority.quorum(1), 1);
 }
 
+#[test]
+fn stable_ids_survive_removals_are_never_reused_and_rotations_keep_them() {
+    let mut s = set(5);
+    assert_eq!((s.ids.clone(), s.next_id), (vec![0, 1, 2, 3, 4], 5));
+    let all = [(0u16, 0u8), (1, 1), (2, 2), (3, 3)];
+    // Remove the second member: the others keep their ids although their indices move.
+    let c = approved(
+        0,
+        SetChange::Remove {
+            consensus_key: member(1).consensus_key,
+        },
+        &all,
+    );
+    s.accept(&chain(), &c, Rule::Bft, 5, 1).unwrap();
+    assert!(s.after_block(6));
+    assert_eq!(s.ids, vec![0, 2, 3, 4]);
+    // Add two, one epoch each.
+    for (epoch, new, height) in [(1u64, 7u8, 10u64), (2, 8, 20)] {
+        let signers: Vec<(u16, u8)> = s
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let seed = (0..10).find(|k| member(*k).consensus_key == m.consensus_key);
+                (i as u16, seed.unwrap())
+            })
+            .collect();
+        let c = approved(epoch, SetChange::Add(member(new)), &signers);
+        s.accept(&chain(), &c, Rule::Bft, height, 1).unwrap();
+        assert!(s.after_block(height + 1));
+    }
+    assert_eq!(
+        s.ids,
+        vec![0, 2, 3, 4, 5, 6],
+        "removed id 1 is never given out again"
+    );
+    assert_eq!(s.next_id, 7);
+    assert_eq!(s.id_of(&member(8).consensus_key), Some(6));
+    assert_eq!(s.id_of(&member(1).consensus_key), None);
+    // A rotation keeps the rotated member's id.
+    let signers: Vec<(u16, u8)> = [0u8, 2, 3, 4]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (i as u16, *k))
+        .collect();
+    let c = approved(
+        3,
+        SetChange::Rotate {
+            old_consensus_key: member(2).consensus_key,
+            new: member(9),
+        },
+        &signers,
+    );
+    s.accept(&chain(), &c, Rule::Bft, 30, 1).unwrap();
+    assert!(s.after_block(31));
+    assert_eq!(s.id_of(&member(9).consensus_key), Some(2));
+    assert_eq!(s.ids, vec![0, 2, 3, 4, 5, 6]);
+    // The ids are part of what headers name: the same members with other ids hash apart.
+    let mut renumbered = s.clone();
+    renumbered.ids = vec![0, 1, 2, 3, 4, 5];
+    assert_ne!(renumbered.hash(), s.hash());
+}
+
+#[test]
+fn raft_refuses_rotations_in_place_and_bft_accepts_them() {
+    let rotate = SetChange::Rotate {
+        old_consensus_key: member(2).consensus_key,
+        new: member(9),
+    };
+    let raft = ValidatorState::genesis((0..3).map(member).collect(), Rule::Majority).unwrap();
+    let c = approved(0, rotate.clone(), &[(0, 0), (1, 1)]);
+    assert_eq!(
+        raft.check(&chain(), &c, Rule::Majority),
+        Err(GovernanceError::RotateUnsupported)
+    );
+    let bft = set(4);
+    let c = approved(0, rotate, &[(0, 0), (1, 1), (2, 2)]);
+    assert!(bft.check(&chain(), &c, Rule::Bft).is_ok());
+}
+
 // ---- Execution: a change as a transaction, through the ledger (issue 21, step 1) ----
 
 use ledger::validators::Governance;

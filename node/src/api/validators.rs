@@ -186,8 +186,7 @@ mod tests {
         let mut vs = ValidatorState {
             epoch: 2,
             start_height: 41,
-            members: (0..4).map(member).collect(),
-            pending: None,
+            ..ValidatorState::from_members((0..4).map(member).collect())
         };
         let v = serde_json::to_value(ValidatorsView::of(&vs, 50, Rule::Bft)).unwrap();
         assert_eq!(v["epoch"], "2");

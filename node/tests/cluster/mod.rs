@@ -241,10 +241,7 @@ impl<P: Protocol> Cluster<P> {
             genesis: ledger::LedgerGenesis {
                 accounts: self.alloc.clone(),
                 validators: match &self.sets {
-                    Some(s) => ledger::validators::ValidatorState {
-                        members: s.members.clone(),
-                        ..Default::default()
-                    },
+                    Some(s) => ledger::validators::ValidatorState::from_members(s.members.clone()),
                     None => Default::default(),
                 },
                 governance: self.sets.as_ref().map(|s| s.governance),

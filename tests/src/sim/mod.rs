@@ -214,12 +214,9 @@ impl<P: SimProtocol> Sim<P> {
         let supply = alloc.iter().map(|(_, b)| *b as u128).sum();
         let genesis_state = ledger::LedgerGenesis {
             accounts: alloc,
-            validators: ledger::validators::ValidatorState {
-                epoch: 0,
-                start_height: 1,
-                members: epochs::members(&keys, sc.seed),
-                pending: None,
-            },
+            validators: ledger::validators::ValidatorState::from_members(epochs::members(
+                &keys, sc.seed,
+            )),
             governance: P::governance().map(|rule| ledger::validators::Governance {
                 rule,
                 epoch_delay: sc.sets.epoch_delay,
