@@ -222,13 +222,13 @@ impl Genesis {
         )
     }
 
-    /// How the validator set may change on this chain: `None` unless a BFT chain sets
-    /// `params.epoch_delay_blocks` (then every change is refused, at admission with
+    /// How the validator set may change on this chain: `None` unless the chain sets
+    /// `params.epoch_delay_blocks` (without it every change is refused, at admission with
     /// `governance_disabled` and at execution with a receipt saying so,
-    /// `ledger::GOVERNANCE_DISABLED`). Raft's membership changes are not built yet (issue
-    /// 21, step 6): validation refuses the parameter there.
+    /// `ledger::GOVERNANCE_DISABLED`). BFT chains approve changes by their consensus quorum,
+    /// Raft chains by a majority ([`Genesis::rule`]).
     pub fn governance(&self) -> Option<Governance> {
-        (self.protocol.is_bft() && self.params.epoch_delay_blocks > 0).then(|| Governance {
+        (self.params.epoch_delay_blocks > 0).then(|| Governance {
             rule: self.rule(),
             epoch_delay: self.params.epoch_delay_blocks,
         })

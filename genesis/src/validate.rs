@@ -27,17 +27,6 @@ impl Genesis {
             )
         })?;
         check_params(&self.params)?;
-        if !self.protocol.is_bft() && self.params.epoch_delay_blocks > 0 {
-            return Err(GenesisError::new(
-                "params.epoch_delay_blocks",
-                format!(
-                    "{} enables validator-set changes, which raft does not support yet (its \
-                     learners and membership changes are not built); omit the field or set it \
-                     to 0",
-                    self.params.epoch_delay_blocks
-                ),
-            ));
-        }
         if self.params.raw_transactions {
             warnings.push(
                 "params.raw_transactions: true; anyone who can reach a validator's API can \

@@ -50,11 +50,12 @@ fn validator_set_changes_are_off_by_default_and_on_for_bft_with_a_delay() {
     assert_eq!(gov.epoch_delay, 100);
     assert_eq!(gov.rule, ledger::validators::Rule::Bft);
     assert_eq!(g.ledger_genesis().governance, Some(gov));
-    // Raft refuses it, naming the field and why.
+    // Raft: approved by a majority.
     doc["protocol"] = json!("raft");
-    let err = parse(&doc).unwrap_err().to_string();
-    assert!(err.contains("params.epoch_delay_blocks"), "{err}");
-    assert!(err.contains("raft does not support"), "{err}");
+    let g = parse(&doc).unwrap();
+    let gov = g.governance().expect("raft changes its members too");
+    assert_eq!(gov.rule, ledger::validators::Rule::Majority);
+    assert_eq!(gov.epoch_delay, 100);
     // Above the limit.
     let mut doc = valid();
     doc["params"]["epoch_delay_blocks"] = json!(1_000_001);

@@ -300,7 +300,7 @@ impl ValidatorState {
         if rule == Rule::Majority && matches!(change.op, SetChange::Rotate { .. }) {
             return Err(GovernanceError::RotateUnsupported);
         }
-        if matches!(change.op, SetChange::Add(_)) && self.next_id == u16::MAX {
+        if matches!(change.op, SetChange::Add(_)) && usize::from(self.next_id) >= MAX_MEMBERS {
             return Err(GovernanceError::IdsExhausted);
         }
         let members = self.apply(&change.op)?;

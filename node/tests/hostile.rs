@@ -262,6 +262,10 @@ fn frames<P: Fixture>() -> Vec<Wire<P::Message>> {
         Wire::SnapshotChunk {
             height: 2,
             block: Some(Box::new(blocks[1].clone())),
+            head: Some(Box::new(node::validator::SnapshotHead {
+                validators: Default::default(),
+                config: vec![0xff; 9],
+            })),
             total: 5,
             offset: 0,
             accounts: accounts.clone(),

@@ -697,6 +697,7 @@ fn raft_forged_snapshot_chunk_is_refused() {
         if let Ok(RaftWire::SnapshotChunk {
             height,
             block,
+            head,
             total,
             offset,
             mut accounts,
@@ -709,6 +710,7 @@ fn raft_forged_snapshot_chunk_is_refused() {
             *bytes = RaftWire::SnapshotChunk {
                 height,
                 block,
+                head,
                 total,
                 offset,
                 accounts,

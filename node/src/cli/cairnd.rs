@@ -89,7 +89,7 @@ pub struct TestnetArgs {
     /// [default: 1024]
     #[arg(long, value_name = "N")]
     pub snapshot_interval: Option<u64>,
-    /// HotStuff and PBFT: allow validator-set changes, each taking effect this many blocks
+    /// Allow validator-set changes, each taking effect this many blocks
     /// after the block that accepts it (genesis `params.epoch_delay_blocks`) [default: 0,
     /// off]
     #[arg(long, value_name = "N")]

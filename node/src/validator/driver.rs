@@ -160,28 +160,52 @@ impl<P: Protocol> Driver<P> {
             &cfg.genesis,
             cfg.state_cache_bytes,
         )?;
-        // The set the ledger is in now (a restarted validator may be past a set change).
-        let set = super::epochs::EpochSet::of(
-            ledger.validators(),
-            &cfg.chain.genesis_hash,
-            &cfg.committee,
-        )?;
         let mut keys = vec![cfg.key.clone()];
         keys.extend(cfg.next_keys.iter().cloned());
+        let vs = ledger.validators();
+        // Raft: members by stable id, with the set before this one (a server it removed
+        // may still be in the configuration).
+        let known = if P::EPOCH_CORES {
+            Default::default()
+        } else {
+            let previous = match vs.epoch {
+                0 => None,
+                _ => ledger.validators_at(vs.start_height.saturating_sub(1))?,
+            };
+            super::raft_set::known_members(vs, previous.as_ref())
+        };
+        // The set the ledger is in now (a restarted validator may be past a set change).
+        let set = if P::EPOCH_CORES {
+            super::epochs::EpochSet::of(vs, &cfg.chain.genesis_hash, &cfg.committee)?
+        } else {
+            super::raft_set::raft_epoch_set(vs, &known, &cfg.committee, &cfg.chain.genesis_hash)?
+        };
         // A ledger that does not track its set (tools, tests) runs the committee it is given;
         // otherwise this validator's place is where one of its keys is in the current set (a
         // validator joining later is in none until its epoch).
-        let place = if ledger.validators().members.is_empty() {
+        let place = if vs.members.is_empty() {
             Some((cfg.me, cfg.key.clone()))
+        } else if P::EPOCH_CORES {
+            super::epochs::place_in(vs, &keys)
         } else {
-            super::epochs::place_in(ledger.validators(), &keys)
+            super::raft_set::raft_place(vs, &known, &keys)
         };
-        let (me, key) = place.clone().unwrap_or((cfg.me, cfg.key.clone()));
+        let outsider = if P::EPOCH_CORES {
+            cfg.me
+        } else {
+            super::raft_set::OUTSIDER
+        };
+        let (me, key) = place.clone().unwrap_or((outsider, cfg.key.clone()));
         if place.is_none() {
             tracing::warn!(
                 epoch = set.epoch,
                 "none of this validator's consensus keys is in the current validator set: it \
-                 follows the chain without voting"
+                 follows the chain without voting{}",
+                if P::EPOCH_CORES {
+                    ""
+                } else {
+                    " (as a raft learner, once the leader adds it)"
+                }
             );
         }
         let attestor = (P::ATTESTS_HEADERS && place.is_some()).then(|| {
@@ -197,8 +221,10 @@ impl<P: Protocol> Driver<P> {
             key,
             committee: set.committee.clone(),
             genesis: set.anchor,
-            epoch: set.epoch,
-            start_height: set.start_height,
+            // Raft runs one instance across epochs (`super::raft_set`).
+            epoch: if P::EPOCH_CORES { set.epoch } else { 0 },
+            start_height: if P::EPOCH_CORES { set.start_height } else { 1 },
+            genesis_members: cfg.committee.n(),
             base_timeout_ms: cfg.base_timeout_ms,
             max_timeout_ms: cfg.max_timeout_ms,
             max_payload: cfg.max_block_batches,
@@ -249,7 +275,8 @@ impl<P: Protocol> Driver<P> {
                 set,
                 genesis_committee: cfg.committee,
                 keys,
-                member: place.is_some(),
+                // Raft's core runs outside the set too: a joiner learns as a learner.
+                member: place.is_some() || !P::EPOCH_CORES,
                 future: Default::default(),
                 old_attestor: None,
                 reoffer: Default::default(),
@@ -257,6 +284,7 @@ impl<P: Protocol> Driver<P> {
                 numbered: Vec::new(),
                 unoffered: Default::default(),
                 former: Default::default(),
+                known,
             },
             gate: Default::default(),
         })
@@ -374,6 +402,7 @@ impl<P: Protocol> Driver<P> {
             Wire::SnapshotChunk {
                 height,
                 block,
+                head,
                 total,
                 offset,
                 accounts,
@@ -383,6 +412,7 @@ impl<P: Protocol> Driver<P> {
                 Chunk {
                     height,
                     block,
+                    head,
                     total,
                     offset,
                     accounts,
@@ -481,6 +511,16 @@ impl<P: Protocol> Driver<P> {
                     }
                     Action::Persist { seq, what } => {
                         top_seq = Some(seq);
+                        // Raft: the configuration at the compaction point goes with it.
+                        if let Durable::Compact { before } = &what
+                            && let Some(rec) =
+                                P::config_record(&self.core, before.saturating_sub(1))
+                        {
+                            ops.push(DurableOp::Meta(
+                                super::protocol::RAFT_CONFIG_KEY.into(),
+                                rec,
+                            ));
+                        }
                         ops.push(self.durable_op(what)?);
                     }
                     Action::Commit(c) => {
@@ -513,8 +553,13 @@ impl<P: Protocol> Driver<P> {
                 acts = self.core.handle(now, Input::Persisted(seq));
             } else if self.epoch_ended() {
                 // The ledger executed the epoch's last block: the next epoch's core takes
-                // over (`super::epochs`).
-                acts = self.switch_core(now)?;
+                // over (`super::epochs`), or Raft's core follows the new set
+                // (`super::raft_set`).
+                acts = if P::EPOCH_CORES {
+                    self.switch_core(now)?
+                } else {
+                    self.raft_follow(now, false)?
+                };
             } else if let Some((height, state_root)) = self.executed.pop_front() {
                 // Blocks of an earlier epoch are not this core's to hear of.
                 if height >= self.params.first_height() && self.epochs.member {

@@ -114,7 +114,7 @@ pub(super) struct Epochs<M> {
     pub(super) reoffer: VecDeque<Digest>,
     /// What the last [`Driver::take_network_change`] looked at: (epoch, height that accepted
     /// the pending change).
-    pub(super) peers_seen: Option<(u64, Option<u64>)>,
+    pub(super) peers_seen: Option<(u64, Option<u64>, Option<u64>)>,
     /// The network keys of the numbering the last [`Driver::take_network_change`] gave out:
     /// the one frames handed to the driver are numbered in.
     pub(super) numbered: Vec<crypto::PublicKey>,
@@ -125,6 +125,8 @@ pub(super) struct Epochs<M> {
     pub(super) unoffered: VecDeque<Digest>,
     /// Keys of former members, for removed-key evidence (`evidence.rs`).
     pub(super) former: super::evidence::FormerKeys,
+    /// Raft: every member this validator has seen, by stable id (`super::raft_set`).
+    pub(super) known: std::collections::BTreeMap<u16, ledger::validators::Member>,
 }
 
 /// Batches a validator outside the set remembers for its first core, at most.
@@ -145,9 +147,20 @@ impl<P: Protocol> Driver<P> {
         self.epochs.set.epoch
     }
 
-    /// Whether this validator is in the current epoch's set (it votes and proposes).
+    /// Whether this validator is in the current epoch's set (it votes and proposes). A Raft
+    /// validator's core also runs outside the set (`super::raft_set`), so there the ledger
+    /// says.
     pub fn is_member(&self) -> bool {
-        self.epochs.member
+        if P::EPOCH_CORES {
+            return self.epochs.member;
+        }
+        let vs = self.ledger.validators();
+        vs.members.is_empty()
+            || self
+                .epochs
+                .keys
+                .iter()
+                .any(|k| vs.member(&k.public()).is_some())
     }
 
     /// Whether a change accepted on the chain removes this validator at the end of the epoch:
@@ -172,7 +185,13 @@ impl<P: Protocol> Driver<P> {
     /// it: a validator's index in the current set, as the core uses it.
     pub fn take_network_change(&mut self) -> Option<Vec<crate::net::PeerInfo>> {
         let vs = self.ledger.validators();
-        let seen = (vs.epoch, vs.pending.as_ref().map(|p| p.accepted_at));
+        // Raft also follows its core's configuration: a removed server stays connected
+        // until the configuration without it is in the log.
+        let seen = (
+            vs.epoch,
+            vs.pending.as_ref().map(|p| p.accepted_at),
+            P::raft_config(&self.core).map(|c| c.config_index),
+        );
         if vs.members.is_empty() || self.epochs.peers_seen == Some(seen) {
             return None;
         }
@@ -185,6 +204,9 @@ impl<P: Protocol> Driver<P> {
     /// The current numbering of validators: the set's members in order, then the one a
     /// pending change adds. Empty on a ledger that does not track its set.
     fn numbering(&self) -> Vec<crate::net::PeerInfo> {
+        if !P::EPOCH_CORES {
+            return self.raft_numbering();
+        }
         let vs = self.ledger.validators();
         let joining = vs.pending.as_ref().and_then(|p| match &p.op {
             ledger::validators::SetChange::Add(m) => Some(m),
@@ -338,6 +360,10 @@ impl<P: Protocol> Driver<P> {
         epoch: u64,
         msg: P::Message,
     ) -> Option<P::Message> {
+        if !P::EPOCH_CORES {
+            // One Raft core for every epoch (`super::raft_set`).
+            return Some(msg);
+        }
         let current = self.epochs.set.epoch;
         if epoch == current {
             return self.epochs.member.then_some(msg);

@@ -35,6 +35,7 @@ mod ordering;
 mod pbft;
 mod protocol;
 mod raft;
+mod raft_set;
 pub mod reads;
 mod run;
 mod statesync;
@@ -48,7 +49,7 @@ pub use driver::{Driver, DriverConfig, DriverError, DriverStats, Out, StageSampl
 pub use epochs::EpochSet;
 pub use ordering::MAX_PARKED;
 pub use pbft::PbftProtocol;
-pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol};
+pub use protocol::{Certified, CoreParams, HotStuffProtocol, Protocol, RAFT_CONFIG_KEY};
 pub use raft::RaftProtocol;
 pub use run::{Loaded, RunOptions, load, run, run_with_options};
 
@@ -83,4 +84,6 @@ pub fn block_input(
         batch_sizes,
     }
 }
-pub use wire::{MAX_BATCHES_PER_MESSAGE, MAX_WIRE_BYTES, Wire, batch_digest, batch_digest_hashed};
+pub use wire::{
+    MAX_BATCHES_PER_MESSAGE, MAX_WIRE_BYTES, SnapshotHead, Wire, batch_digest, batch_digest_hashed,
+};

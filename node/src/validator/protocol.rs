@@ -38,6 +38,9 @@ pub struct CoreParams {
     /// Raft: compact the log every this many applied entries (genesis
     /// `params.snapshot_interval`).
     pub snapshot_interval: u64,
+    /// Members of the genesis set: Raft's configuration before any change (ids
+    /// `0..genesis_members`, all voters).
+    pub genesis_members: usize,
 }
 
 impl CoreParams {
@@ -59,6 +62,12 @@ impl CoreParams {
         self.start_height.max(1)
     }
 }
+
+/// Store metadata key of Raft's configuration at the log's compaction point (or at an
+/// installed snapshot's height): `(index, consensus::raft::Membership)`, encoded. Written in
+/// the same transaction as the compaction or the snapshot's rebase, so that the
+/// configuration at the applied height is always this one or a later one still in the log.
+pub const RAFT_CONFIG_KEY: &str = "raft/config";
 
 /// A committed ledger block's certificate, decoded: what the driver checks when it applies
 /// blocks a peer sent (block sync) and feeds the ledger.
@@ -117,6 +126,10 @@ pub trait Protocol: Send + 'static {
     /// ([`super::attestation`]): the BFT modes. A Raft chain has no Byzantine quorum to
     /// certify anything a wallet could check.
     const ATTESTS_HEADERS: bool = true;
+    /// Whether each validator-set epoch runs its own core instance (HotStuff, PBFT:
+    /// `super::epochs`). Raft keeps one core across epochs, its servers named by stable id
+    /// (`super::raft_set`).
+    const EPOCH_CORES: bool = true;
 
     /// Builds the core from the store: the durable safety record (or `safety`, the in-memory
     /// one, after a block sync), the ledger tip and whatever recent history the protocol
@@ -139,6 +152,26 @@ pub trait Protocol: Send + 'static {
     /// Raft: the configuration the core uses (for `GET /v1/validators`); `None` elsewhere.
     fn raft_config(_core: &Self::Core) -> Option<crate::api::RaftConfigView> {
         None
+    }
+    /// Raft: the ledger's set changed. `committee` holds a key for every stable id (it only
+    /// grows), `members` the ids the ledger names: the core steers its configuration
+    /// towards them. Unused where [`Protocol::EPOCH_CORES`] is set.
+    fn follow_members(
+        _core: &mut Self::Core,
+        _committee: Committee,
+        _members: std::collections::BTreeSet<ReplicaId>,
+    ) -> Vec<Action<Self::Message>> {
+        Vec::new()
+    }
+    /// Raft: the configuration in effect at log index `index`, encoded as the store keeps it
+    /// (meta [`RAFT_CONFIG_KEY`]); `None` elsewhere.
+    fn config_record(_core: &Self::Core, _index: u64) -> Option<Vec<u8>> {
+        None
+    }
+    /// Whether `bytes` (from a peer's snapshot) decode as a [`Protocol::config_record`]: a
+    /// record that does not would stop this validator from restarting.
+    fn valid_config_record(_bytes: &[u8]) -> bool {
+        false
     }
     /// Hands leadership to `to` (or to the voter the core picks) — Raft's leader transfer
     /// (thesis §3.10), so that an operator can drain a leader: the target, and the actions.

@@ -8,9 +8,9 @@
 use super::driver::DriverError;
 use super::protocol::{Certified, CoreParams, Protocol, Transfer};
 use crate::store::RedbStore;
-use consensus::raft::{self, Entry, Message, Raft};
+use consensus::raft::{self, Entry, Membership, Message, Raft};
 use consensus::{Committee, ReplicaId};
-use crypto::Digest;
+use crypto::{Digest, codec};
 use ledger::{Ledger, Store};
 
 /// Raft (`consensus::raft`): pre-vote, check-quorum, log compaction and snapshots.
@@ -32,6 +32,55 @@ fn raft_certified(e: &Entry, genesis: &Digest) -> Certified {
         proves_commit: true,
         height: Some(e.index),
     }
+}
+
+/// Most bytes a stored configuration record may take (a configuration of
+/// `Committee::MAX` voters and as many learners, with room to spare).
+const MAX_CONFIG_BYTES: u64 = 64 * 1024;
+
+/// A configuration record ([`super::protocol::RAFT_CONFIG_KEY`]): `(index, membership)`.
+fn decode_config(bytes: &[u8]) -> Result<(u64, Membership), String> {
+    let (index, m): (u64, Membership) =
+        codec::decode(bytes, MAX_CONFIG_BYTES, "raft configuration").map_err(|e| e.to_string())?;
+    if m.voters.is_empty() || m.voters.len() + m.learners.len() > Committee::MAX {
+        return Err(format!(
+            "a raft configuration of {} voters and {} learners",
+            m.voters.len(),
+            m.learners.len()
+        ));
+    }
+    Ok((index, m))
+}
+
+/// The configuration at the applied height: the stored one (at the compaction point or an
+/// installed snapshot), or a later one in the stored log at or below the applied height;
+/// with neither, the genesis set's (every genesis validator a voter).
+fn recovered_config(
+    params: &CoreParams,
+    ledger: &Ledger<RedbStore>,
+    rows: &[crate::store::LogRow],
+) -> Result<Membership, DriverError> {
+    let applied = ledger.height();
+    let mut config = match ledger.store().meta(super::protocol::RAFT_CONFIG_KEY)? {
+        Some(bytes) => Some(
+            decode_config(&bytes)
+                .map_err(|e| DriverError::Safety(format!("the stored raft configuration: {e}")))?,
+        ),
+        None => None,
+    };
+    for r in rows.iter().filter(|r| r.index <= applied) {
+        if config.as_ref().is_some_and(|(i, _)| *i >= r.index) {
+            continue;
+        }
+        let e = Entry::decode(&r.entry)
+            .map_err(|e| DriverError::Safety(format!("stored log entry {}: {e}", r.index)))?;
+        if let Some(c) = e.config {
+            config = Some((r.index, c));
+        }
+    }
+    Ok(config.map(|(_, m)| m).unwrap_or_else(|| {
+        Membership::voters((0..params.genesis_members).map(|i| ReplicaId(i as u16)))
+    }))
 }
 
 /// Seeds the election-timeout draws: distinct per validator and per start, so two validators
@@ -61,6 +110,7 @@ impl Protocol for RaftProtocol {
     const LEDGER_SYNC: bool = false;
     const TRUSTS_PEER_BATCHES: bool = true;
     const ATTESTS_HEADERS: bool = false;
+    const EPOCH_CORES: bool = false;
 
     /// Term and vote, the ledger tip (every entry up to it is applied) with its entry, and
     /// the durable log.
@@ -86,12 +136,9 @@ impl Protocol for RaftProtocol {
                     .certificate,
             ),
         };
-        let entries = ledger
-            .store()
-            .log_rows()?
-            .into_iter()
-            .map(|r| r.entry)
-            .collect();
+        let rows = ledger.store().log_rows()?;
+        let config = recovered_config(params, ledger, &rows)?;
+        let entries = rows.into_iter().map(|r| r.entry).collect();
         let snapshot_interval = params.snapshot_interval.max(1);
         let cfg = raft::Config {
             me: params.me,
@@ -109,19 +156,41 @@ impl Protocol for RaftProtocol {
             snapshot_interval,
             log_keep: (snapshot_interval / 4).max(1),
         };
-        Raft::new(
+        let mut core = Raft::new(
             cfg,
             raft::Recovered {
                 hard_state,
                 applied,
                 applied_entry,
                 entries,
-                // Genesis: every validator votes. Raft chains refuse membership changes
-                // until the node carries the configuration (issue 21, step 6).
-                config: None,
+                config: Some(config),
             },
         )
-        .map_err(|e| DriverError::Safety(e.to_string()))
+        .map_err(|e| DriverError::Safety(e.to_string()))?;
+        // The members the ledger names: the target a leader steers to (not durable in the
+        // core; a new core needs it again). A follower's core does nothing with it yet.
+        let vs = ledger.validators();
+        if !vs.members.is_empty() {
+            let _ = core.set_members(vs.ids.iter().map(|id| ReplicaId(*id)).collect());
+        }
+        Ok(core)
+    }
+
+    fn follow_members(
+        core: &mut Raft,
+        committee: Committee,
+        members: std::collections::BTreeSet<ReplicaId>,
+    ) -> Vec<consensus::Action<Message>> {
+        core.set_committee(committee);
+        core.set_members(members)
+    }
+
+    fn config_record(core: &Raft, index: u64) -> Option<Vec<u8>> {
+        Some(codec::encode(&(index, core.membership_at(index))))
+    }
+
+    fn valid_config_record(bytes: &[u8]) -> bool {
+        decode_config(bytes).is_ok()
     }
 
     fn safety_bytes(core: &Raft) -> Vec<u8> {

@@ -31,6 +31,7 @@ pub(super) struct SnapshotState {
 
 struct Served {
     block: Block,
+    head: super::wire::SnapshotHead,
     accounts: std::sync::Arc<Vec<(Address, Account)>>,
 }
 
@@ -38,6 +39,7 @@ struct Served {
 pub(super) struct Chunk {
     pub(super) height: u64,
     pub(super) block: Option<Box<Block>>,
+    pub(super) head: Option<Box<super::wire::SnapshotHead>>,
     pub(super) total: u64,
     pub(super) offset: u64,
     pub(super) accounts: Vec<(Address, Account)>,
@@ -48,6 +50,7 @@ struct Pull {
     /// The lowest height wanted (from the offer), until the first chunk names the snapshot's.
     height: u64,
     block: Option<Block>,
+    head: Option<super::wire::SnapshotHead>,
     total: u64,
     accounts: Vec<(Address, Account)>,
     asked_ms: u64,
@@ -350,6 +353,19 @@ impl<P: Protocol> Driver<P> {
     /// batches it had not proposed yet. The new core hears of blocks executed before it
     /// started once it has started (in `run`).
     pub(super) fn restart_core(&mut self, now: u64) -> Res {
+        if !P::EPOCH_CORES {
+            // Raft (a snapshot): one core across epochs, rebuilt on the new ledger with the
+            // set it carries (`super::raft_set`).
+            self.commits.clear();
+            let pending = P::pending_payload(&self.core);
+            let acts = self.raft_follow(now, true)?;
+            let mut out = self.run(now, acts)?;
+            for d in pending {
+                out.extend(self.offer(now, d)?);
+            }
+            out.extend(self.after_batches(now)?);
+            return Ok(out);
+        }
         if self.epoch_ended() {
             // The blocks reached the end of the core's epoch: the next epoch's core takes
             // over instead (`Driver::run`, `super::epochs`), with these batches offered again.
@@ -405,8 +421,17 @@ impl<P: Protocol> Driver<P> {
             let Some((block, accounts)) = self.ledger.snapshot()? else {
                 return Ok(Vec::new());
             };
+            let at = block.header.height;
+            let head = super::wire::SnapshotHead {
+                validators: match self.ledger.validators_at(at)? {
+                    Some(vs) => vs,
+                    None => self.ledger.validators().clone(),
+                },
+                config: P::config_record(&self.core, at).unwrap_or_default(),
+            };
             self.snapshot.serving = Some(Served {
                 block,
+                head,
                 accounts: std::sync::Arc::new(accounts),
             });
         }
@@ -419,6 +444,7 @@ impl<P: Protocol> Driver<P> {
         let chunk = Wire::<P::Message>::SnapshotChunk {
             height: s.block.header.height,
             block: (start == 0).then(|| Box::new(s.block.clone())),
+            head: (start == 0).then(|| Box::new(s.head.clone())),
             total: s.accounts.len() as u64,
             offset: start as u64,
             accounts: s.accounts[start..end].to_vec(),
@@ -454,6 +480,7 @@ impl<P: Protocol> Driver<P> {
             from,
             height,
             block: None,
+            head: None,
             total: 0,
             accounts: Vec::new(),
             asked_ms: now,
@@ -499,6 +526,7 @@ impl<P: Protocol> Driver<P> {
         let Chunk {
             height,
             block,
+            head,
             total,
             offset,
             accounts,
@@ -524,6 +552,7 @@ impl<P: Protocol> Driver<P> {
                 return Ok(Vec::new());
             }
             p.block = Some(*block);
+            p.head = head.map(|h| *h);
             p.total = total;
             p.accounts.clear();
         } else if p.block.as_ref().is_none_or(|b| b.header.height != height)
@@ -554,7 +583,16 @@ impl<P: Protocol> Driver<P> {
         if height <= self.ledger.height() {
             return Ok(Vec::new());
         }
-        let Some(cert) = P::certified(&block.certificate, &self.committee, &self.params.genesis)
+        // The set after the snapshot's block: the one it carries (the ledger checks it against
+        // the header), else the one this validator knows (a sender without sets).
+        let set = match &p.head {
+            Some(h) if !h.validators.members.is_empty() => h.validators.clone(),
+            _ => self.ledger.validators().clone(),
+        };
+        // Its leader may have joined after this validator's set: check the entry against
+        // the committee that knows it (Raft's ids are stable, so one key per id).
+        let committee = self.committee_with(&set);
+        let Some(cert) = P::certified(&block.certificate, &committee, &self.params.genesis)
             .filter(|c| c.height.is_none_or(|h| h == height))
         else {
             tracing::warn!(
@@ -566,9 +604,6 @@ impl<P: Protocol> Driver<P> {
         };
         let n = p.accounts.len();
         let started = std::time::Instant::now();
-        // No snapshot carries a validator set yet: the set must be the one this replica
-        // knows, or the ledger refuses the snapshot (issue 21 adds it to the offers).
-        let set = self.ledger.validators().clone();
         if let Err(e) = self.ledger.install_snapshot(block, p.accounts, set) {
             if matches!(e, LedgerError::Snapshot(_)) {
                 tracing::warn!(peer = from.0, height, error = %e, "snapshot refused");
@@ -576,10 +611,29 @@ impl<P: Protocol> Driver<P> {
             }
             return Err(e.into());
         }
-        self.ledger.store().write_durable(&[DurableOp::Rebase {
+        if p.head
+            .as_ref()
+            .is_some_and(|h| !h.config.is_empty() && !P::valid_config_record(&h.config))
+        {
+            self.stats.bad_frames += 1;
+            tracing::warn!(
+                peer = from.0,
+                height,
+                "snapshot refused: its configuration is garbage"
+            );
+            return Ok(Vec::new());
+        }
+        let mut ops = vec![DurableOp::Rebase {
             index: height,
             term: cert.view.0,
-        }])?;
+        }];
+        if let Some(h) = p.head.filter(|h| !h.config.is_empty()) {
+            ops.push(DurableOp::Meta(
+                super::protocol::RAFT_CONFIG_KEY.into(),
+                h.config,
+            ));
+        }
+        self.ledger.store().write_durable(&ops)?;
         self.stats.fsync(started);
         self.stats.snapshots_installed += 1;
         let ledger = &self.ledger;

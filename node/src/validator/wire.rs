@@ -17,6 +17,18 @@ pub const MAX_BLOCKS_PER_MESSAGE: usize = 128;
 /// [`MAX_WIRE_BYTES`] for blocks within the genesis size limit.
 pub const MAX_BLOCKS_BYTES: usize = 6 << 20;
 
+/// What a Raft state snapshot carries beside its block and accounts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotHead {
+    /// The validator set after the snapshot's block (its header names the hash; the
+    /// installer checks it).
+    pub validators: ledger::validators::ValidatorState,
+    /// The Raft configuration at the snapshot's height, as the store keeps it
+    /// ([`super::protocol::RAFT_CONFIG_KEY`]); empty if the sender has none to give.
+    #[serde(with = "serde_bytes")]
+    pub config: Vec<u8>,
+}
+
 /// A frame, generic over the protocol's message type `M` (`Wire<hotstuff::Message>` for
 /// HotStuff). Frames other than `Consensus` encode the same whatever `M` is; the variant
 /// order is the encoding (bincode's enum tag), so do not reorder.
@@ -59,6 +71,9 @@ pub enum Wire<M> {
     SnapshotChunk {
         height: u64,
         block: Option<Box<ledger::Block>>,
+        /// With the first chunk: what the state alone does not say (the validator set and
+        /// Raft's configuration at `height`).
+        head: Option<Box<SnapshotHead>>,
         total: u64,
         offset: u64,
         accounts: Vec<(ledger::Address, ledger::Account)>,

@@ -71,9 +71,9 @@ pub struct Cluster<P: Protocol = HotStuffProtocol> {
     /// The validator set as ledger state and how it may change (`None`: an untracked set
     /// that never changes).
     pub sets: Option<SetSetup>,
-    /// Per validator, the network keys in its current numbering of the set (`None`: the
-    /// set is not tracked and node `i` is replica `i` everywhere).
-    pub numbering: Vec<Option<Vec<crypto::PublicKey>>>,
+    /// Per validator, its current numbering of the set: (replica id, network key) (`None`:
+    /// the set is not tracked and node `i` is replica `i` everywhere).
+    pub numbering: Vec<Option<Vec<(u16, crypto::PublicKey)>>>,
 }
 
 /// A cluster whose ledgers track the validator set and accept changes to it.
@@ -127,6 +127,35 @@ impl Cluster<RaftProtocol> {
         )
         .unwrap();
         Cluster::build(keys, committee, extra_accounts, snapshot_interval)
+    }
+}
+
+impl Cluster<RaftProtocol> {
+    /// `n` Raft validators whose ledgers track the set and accept changes approved by a
+    /// majority, compacting every `snapshot_interval` entries, and `joiners` more nodes
+    /// (indices `n..`) whose keys no genesis set names.
+    pub fn raft_with_sets(
+        n: usize,
+        epoch_delay: u64,
+        joiners: usize,
+        snapshot_interval: u64,
+    ) -> Cluster<RaftProtocol> {
+        let keys = validator_keys(n + joiners);
+        let committee = Committee::new_cft(
+            keys[..n].iter().map(|k| k.public()).collect(),
+            (n - 1) / 2,
+            n / 2 + 1,
+        )
+        .unwrap();
+        let sets = SetSetup {
+            members: members_of(&keys[..n]),
+            governance: ledger::validators::Governance {
+                rule: ledger::validators::Rule::Majority,
+                epoch_delay,
+            },
+            next_keys: Vec::new(),
+        };
+        Cluster::build_with(keys, committee, 0, snapshot_interval, Some(sets))
     }
 }
 
@@ -289,7 +318,7 @@ impl<P: Protocol> Cluster<P> {
         match &self.numbering[from] {
             None => Some(to),
             Some(keys) => {
-                let key = keys.get(to)?;
+                let (_, key) = keys.iter().find(|(i, _)| usize::from(*i) == to)?;
                 (0..self.n).find(|&j| Self::net_key(j) == *key)
             }
         }
@@ -300,7 +329,10 @@ impl<P: Protocol> Cluster<P> {
     fn index_at(&self, to: usize, from: usize) -> Option<usize> {
         match &self.numbering[to] {
             None => Some(from),
-            Some(keys) => keys.iter().position(|k| *k == Self::net_key(from)),
+            Some(keys) => keys
+                .iter()
+                .find(|(_, k)| *k == Self::net_key(from))
+                .map(|(i, _)| usize::from(*i)),
         }
     }
 
@@ -310,7 +342,7 @@ impl<P: Protocol> Cluster<P> {
         if let Some(d) = self.nodes[node].as_mut()
             && let Some(peers) = d.take_network_change()
         {
-            self.numbering[node] = Some(peers.iter().map(|p| p.network_key).collect());
+            self.numbering[node] = Some(peers.iter().map(|p| (p.index, p.network_key)).collect());
         }
     }
 
@@ -330,7 +362,7 @@ impl<P: Protocol> Cluster<P> {
                         .filter(|t| *t != from)
                         .filter(|&t| match &self.numbering[from] {
                             None => true,
-                            Some(keys) => keys.contains(&Self::net_key(t)),
+                            Some(keys) => keys.iter().any(|(_, k)| *k == Self::net_key(t)),
                         })
                         .collect();
                     for to in peers {

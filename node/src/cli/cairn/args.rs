@@ -138,7 +138,7 @@ pub enum Command {
     },
     /// Show the node's chain, height, view, leader, peers and whether it is catching up
     Status,
-    /// Validator-set changes (BFT chains with `params.epoch_delay_blocks`): show the set;
+    /// Validator-set changes (chains with `params.epoch_delay_blocks`): show the set;
     /// write a change, approve it offline with validators' consensus keys, submit it
     #[command(subcommand)]
     Validators(ValidatorsCommand),

@@ -27,6 +27,10 @@ struct ChangeFile {
     epoch: u64,
     /// The consensus keys of that epoch's set, in order (an approval names an index).
     set: Vec<PublicKey>,
+    /// Approvals the change needs, as the node reported for its protocol (a BFT quorum, or
+    /// a Raft majority); a file without it is for a BFT chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    quorum: Option<usize>,
     op: SetChange,
     approvals: Vec<Approval>,
 }
@@ -46,9 +50,10 @@ impl ChangeFile {
         }
     }
 
-    /// Approvals a BFT set of this size needs.
+    /// Approvals the change needs (the chain's rule; BFT when the file does not say).
     fn quorum(&self) -> usize {
-        Rule::Bft.quorum(self.set.len())
+        self.quorum
+            .unwrap_or_else(|| Rule::Bft.quorum(self.set.len()))
     }
 
     fn change(&self) -> Change {
@@ -284,6 +289,7 @@ fn write_change(
         genesis_hash: chain.genesis_hash,
         epoch: set.epoch,
         set: set.members.iter().map(|m| m.member.consensus_key).collect(),
+        quorum: Some(set.quorum),
         op: op(&set)?,
         approvals: Vec::new(),
     };
