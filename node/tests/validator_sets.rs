@@ -20,28 +20,13 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{CAIRN, Load, Testnet, Validator, get_json, stop_all, wait_for};
+use support::{
+    Joiner, Load, Testnet, Validator, cairn, dec, get_json, sign_with_key, stop_all, wait_for,
+};
 
 const DELAY: u64 = 20;
 const ROTATED: usize = 2;
-
-fn cairn(args: &[&str]) -> (i32, String) {
-    let out = Command::new(CAIRN).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn dec(v: &serde_json::Value) -> u64 {
-    v.as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not a decimal string: {v}"))
-}
 
 /// Wallets 0, 1 and 2 sending transfers through validators `via` (`send_until`).
 fn load_via(net: &Testnet, via: [usize; 3]) -> Load {
@@ -291,19 +276,6 @@ fn sign_with(net: &Testnet, change: &str, i: usize) -> String {
     sign_with_key(change, &net.home(i).join("consensus_key.json"))
 }
 
-/// `cairn validators sign CHANGE --consensus-key KEY`; its output.
-fn sign_with_key(change: &str, key: &std::path::Path) -> String {
-    let (code, text) = cairn(&[
-        "validators",
-        "sign",
-        change,
-        "--consensus-key",
-        key.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{text}");
-    text
-}
-
 /// `cairn validators sign` with the first `quorum` validators, then `submit --wait` from
 /// wallet 3.
 fn approve_and_submit(net: &Testnet, change: &str, quorum: usize) {
@@ -338,22 +310,12 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
     let mut net = Testnet::with_args(4, "hotstuff", &["--epoch-delay-blocks", &DELAY.to_string()]);
     let limit = Duration::from_secs(60);
     // The joiner's home: its own keys, the chain's genesis, the next ports.
-    let home = net.home(4);
-    std::fs::create_dir_all(&home).unwrap();
-    let (key, net_key) = (
-        crypto::SecretKey::from_seed([43; 32]),
-        crypto::SecretKey::from_seed([44; 32]),
-    );
-    let p2p = format!("/ip4/127.0.0.1/tcp/{}", net.base + 4);
-    let config = genesis::NodeConfig::new(
-        "validator-4",
-        &p2p,
-        &format!("127.0.0.1:{}", net.base + 1004),
-    );
-    config.save(&home).unwrap();
-    genesis::write_key_file(&config.consensus_key_path(&home), &key).unwrap();
-    genesis::write_key_file(&config.network_key_path(&home), &net_key).unwrap();
-    std::fs::copy(net.out.join("genesis.json"), config.genesis_path(&home)).unwrap();
+    let Joiner {
+        home,
+        key,
+        net_key,
+        p2p,
+    } = net.joiner_home(4, 43);
 
     let mut vs = net.start_all();
     vs.push(Some(Validator::start(&home)));

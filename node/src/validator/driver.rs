@@ -18,13 +18,14 @@ use super::batches::{Batch, BatchStore};
 use super::dissemination::RequestBudget;
 use super::ingress::Inbound;
 use super::protocol::{CoreParams, Protocol};
+use super::snapshot::{Chunk, SnapshotState};
 pub(super) use super::stats::sample;
 pub use super::stats::{DriverStats, StageSamples};
 use super::store_stage::StoreWriter;
-use super::sync::{Chunk, SnapshotState, SyncState};
+use super::sync::SyncState;
 use super::wire::Wire;
 use crate::mempool::{Limits, Mempool};
-use crate::store::{DurableOp, LogRow, RedbStore};
+use crate::store::{DurableOp, RedbStore};
 use consensus::{Action, Committed, Committee, Core, Durable, Input, ReplicaId};
 use crypto::{Digest, SecretKey};
 use ledger::{Block, ChainBinding, Ledger, LedgerError, Receipt, Store};
@@ -285,6 +286,8 @@ impl<P: Protocol> Driver<P> {
                 unoffered: Default::default(),
                 former: Default::default(),
                 known,
+                advertised: None,
+                asked_set_ms: 0,
             },
             gate: Default::default(),
         })
@@ -452,7 +455,11 @@ impl<P: Protocol> Driver<P> {
             Wire::StateChunkMissing { version, index } => {
                 self.on_state_chunk_missing(now, from, version, index)
             }
-            Wire::StateOfferRequest { .. } | Wire::StateChunkRequest { .. } => Ok(Vec::new()),
+            Wire::SetRequest if !P::EPOCH_CORES => Ok(self.answer_set_request(from)),
+            Wire::SetReply(vs) => Ok(self.on_set_reply(vs)),
+            Wire::StateOfferRequest { .. } | Wire::StateChunkRequest { .. } | Wire::SetRequest => {
+                Ok(Vec::new())
+            }
             // The ingress stage turned these into `Inbound::Batch(es)`.
             Wire::Batch(_) | Wire::Batches(_) => {
                 self.stats.bad_frames += 1;
@@ -575,52 +582,5 @@ impl<P: Protocol> Driver<P> {
                 return Ok(out);
             }
         }
-    }
-
-    /// The store write for one of the core's persists. Log entries are stored with the
-    /// batches they name, which are here: the leader offers only stored batches, and a
-    /// follower sees an append only once its batches are stored (see
-    /// [`Protocol::payload_of`]).
-    pub(super) fn durable_op(&self, what: Durable) -> Result<DurableOp, DriverError> {
-        Ok(match what {
-            Durable::Safety(bytes) => DurableOp::Meta(self.params.safety_key(P::SAFETY_KEY), bytes),
-            Durable::Compact { before } => DurableOp::Compact { before },
-            Durable::Log {
-                truncate_after,
-                entries,
-            } => {
-                let mut rows = Vec::with_capacity(entries.len());
-                for (i, entry) in entries.into_iter().enumerate() {
-                    let (term, payload) = P::log_entry(&entry).ok_or_else(|| {
-                        DriverError::Safety(format!(
-                            "the {} core asked to store a log entry it cannot decode",
-                            P::NAME
-                        ))
-                    })?;
-                    let mut batches = Vec::with_capacity(payload.len());
-                    for d in &payload {
-                        match self.batches.get(d) {
-                            Some(b) => batches.push(b.txs.clone()),
-                            None => {
-                                return Err(DriverError::Safety(format!(
-                                    "log entry {} names batch {d}, which is not stored here",
-                                    truncate_after + 1 + i as u64
-                                )));
-                            }
-                        }
-                    }
-                    rows.push(LogRow {
-                        index: truncate_after + 1 + i as u64,
-                        term,
-                        entry,
-                        batches,
-                    });
-                }
-                DurableOp::Log {
-                    truncate_after,
-                    rows,
-                }
-            }
-        })
     }
 }

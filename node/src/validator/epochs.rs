@@ -94,6 +94,10 @@ pub(super) fn place_in(vs: &ValidatorState, keys: &[SecretKey]) -> Option<(Repli
     })
 }
 
+/// What a numbering was given out for: the epoch, the height that accepted the pending
+/// change, and (Raft) the core's voters and learners.
+pub(super) type PeersSeen = (u64, Option<u64>, Option<(Vec<u16>, Vec<u16>)>);
+
 /// Per-epoch state of the driver beyond the core (`M`: the protocol's message).
 pub(super) struct Epochs<M> {
     /// The set the core runs.
@@ -114,7 +118,7 @@ pub(super) struct Epochs<M> {
     pub(super) reoffer: VecDeque<Digest>,
     /// What the last [`Driver::take_network_change`] looked at: (epoch, height that accepted
     /// the pending change).
-    pub(super) peers_seen: Option<(u64, Option<u64>, Option<u64>)>,
+    pub(super) peers_seen: Option<PeersSeen>,
     /// The network keys of the numbering the last [`Driver::take_network_change`] gave out:
     /// the one frames handed to the driver are numbered in.
     pub(super) numbered: Vec<crypto::PublicKey>,
@@ -127,6 +131,10 @@ pub(super) struct Epochs<M> {
     pub(super) former: super::evidence::FormerKeys,
     /// Raft: every member this validator has seen, by stable id (`super::raft_set`).
     pub(super) known: std::collections::BTreeMap<u16, ledger::validators::Member>,
+    /// Raft: a later set than its ledger's that a peer named, and when this validator last
+    /// asked (`super::raft_set`).
+    pub(super) advertised: Option<ledger::validators::ValidatorState>,
+    pub(super) asked_set_ms: u64,
 }
 
 /// Batches a validator outside the set remembers for its first core, at most.
@@ -188,11 +196,12 @@ impl<P: Protocol> Driver<P> {
         // Raft also follows its core's configuration: a removed server stays connected
         // until the configuration without it is in the log.
         let seen = (
-            vs.epoch,
+            vs.epoch
+                .max(self.epochs.advertised.as_ref().map_or(0, |a| a.epoch)),
             vs.pending.as_ref().map(|p| p.accepted_at),
-            P::raft_config(&self.core).map(|c| c.config_index),
+            P::raft_config(&self.core).map(|c| (c.voters, c.learners)),
         );
-        if vs.members.is_empty() || self.epochs.peers_seen == Some(seen) {
+        if vs.members.is_empty() || self.epochs.peers_seen.as_ref() == Some(&seen) {
             return None;
         }
         self.epochs.peers_seen = Some(seen);

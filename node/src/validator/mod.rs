@@ -6,7 +6,12 @@
 //!   [`HotStuffProtocol`].
 //! - `pbft.rs`: [`PbftProtocol`], the PBFT core behind the same trait.
 //! - `raft.rs`: [`RaftProtocol`], the Raft core; its log is stored with its batches and its
-//!   snapshots are moved by the driver (`Wire::SnapshotRequest` / `SnapshotChunk`).
+//!   snapshots are moved by the driver (`snapshot.rs`: `Wire::SnapshotRequest` /
+//!   `SnapshotChunk`, carrying the validator set and the Raft configuration).
+//! - `raft_set.rs`: Raft across validator-set changes: one core, servers named by stable
+//!   id, the ledger's members as the leader's target, a joiner as an outsider learner.
+//! - `persist.rs`: the store writes for a core's persists (safety record, Raft's log and
+//!   compaction, with the configuration at the compaction point).
 //! - `driver.rs`: [`Driver`], the event-loop-free validator, generic over the protocol
 //!   (tested in-process in `node/tests/validator.rs`); the tokio loop over the libp2p
 //!   transport and the HTTP API (`run.rs`) build on it.
@@ -33,11 +38,13 @@ pub mod leadership;
 mod notify;
 mod ordering;
 mod pbft;
+mod persist;
 mod protocol;
 mod raft;
 mod raft_set;
 pub mod reads;
 mod run;
+mod snapshot;
 mod statesync;
 mod stats;
 pub mod store_stage;

@@ -124,19 +124,23 @@ impl Protocol for RaftProtocol {
             None => ledger.store().meta(&params.safety_key(Self::SAFETY_KEY))?,
         };
         let applied = ledger.height();
+        let rows = ledger.store().log_rows()?;
+        // The applied entry: the stored block's certificate, or (a block executed but not
+        // yet written by the store stage, when a joiner's core is rebuilt mid-stream) its
+        // log row, which compaction cannot have dropped before the block was stored.
         let applied_entry = match applied {
             0 => None,
-            h => Some(
-                ledger
-                    .store()
-                    .block(h)?
+            h => Some(match ledger.store().block(h)? {
+                Some(b) => b.certificate,
+                None => rows
+                    .iter()
+                    .find(|r| r.index == h)
+                    .map(|r| r.entry.clone())
                     .ok_or_else(|| {
                         DriverError::Safety(format!("block {h} missing from the store"))
-                    })?
-                    .certificate,
-            ),
+                    })?,
+            }),
         };
-        let rows = ledger.store().log_rows()?;
         let config = recovered_config(params, ledger, &rows)?;
         let entries = rows.into_iter().map(|r| r.entry).collect();
         let snapshot_interval = params.snapshot_interval.max(1);

@@ -24,6 +24,12 @@
 //! - The transport numbers peers by stable id: the members, a pending joiner (as a learner it
 //!   needs the log before it can be promoted), and servers the ledger removed that are still
 //!   in the core's configuration (until the configuration without them is in its log).
+//! - A joiner's ledger starts at genesis and may know none of the current members, the
+//!   leader among them: until its ledger names it, it asks the validators it knows for
+//!   their set (`Wire::SetRequest`, at most once a second) and connects to the members a
+//!   later set names (its committee learns their keys, so its core takes their appends).
+//!   Raft trusts its peers' word (crash faults only); a BFT joiner verifies the epoch links
+//!   instead (`super::statesync`).
 //! - Raft's configuration at the compaction point, and at an installed snapshot's height, is
 //!   stored ([`super::protocol::RAFT_CONFIG_KEY`]) in the same write as the compaction or
 //!   the rebase; recovery takes it, or a later one from the stored log up to the applied
@@ -40,6 +46,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The id a Raft core runs with while its ledger names none of this validator's keys.
 pub const OUTSIDER: ReplicaId = ReplicaId(u16::MAX);
 
+/// How often a joiner asks a peer for the current set, ms.
+const SET_ASK_MS: u64 = 1000;
+
 /// A key nothing verifies under (the identity point, of small order: strict verification
 /// refuses it), for an id this validator never learned the key of (a server removed before
 /// its store began). Its messages are still taken from the transport, which authenticated
@@ -51,7 +60,7 @@ fn no_key() -> PublicKey {
 }
 
 /// The Raft committee for `vs`: a key for every stable id below `vs.next_id` (and below the
-/// genesis size): the member's, else one remembered in `known`, else the genesis one, else
+/// genesis size, and every id in `known`): the member's, else one remembered in `known`, else the genesis one, else
 /// [`no_key`]. It only grows as the ledger adds members. A ledger that does not track its
 /// set runs `genesis` as given.
 pub(super) fn raft_committee(
@@ -63,7 +72,13 @@ pub(super) fn raft_committee(
         return Ok(genesis.clone());
     }
     let current: BTreeMap<u16, &Member> = vs.by_id().collect();
-    let n = usize::from(vs.next_id).max(genesis.n());
+    // Every id this validator has seen (a later set a peer named included): the committee
+    // never shrinks.
+    let seen = known
+        .keys()
+        .next_back()
+        .map_or(0, |id| usize::from(*id) + 1);
+    let n = usize::from(vs.next_id).max(genesis.n()).max(seen);
     let keys: Vec<PublicKey> = (0..n)
         .map(|i| {
             let id = i as u16;
@@ -175,9 +190,15 @@ impl<P: Protocol> Driver<P> {
         self.committee = set.committee.clone();
         self.epochs.set = set;
         if rebuild {
+            // The new core starts from the ledger's height: commits the old one made above
+            // it come again from the durable log (executing them twice would fork), and the
+            // batches it had not proposed are offered again once no persist is outstanding.
+            self.commits.clear();
             let safety = P::safety_bytes(&self.core);
+            let pending = P::pending_payload(&self.core);
             self.core = P::build(&self.params, &self.ledger, Some(safety))?;
             self.gate.reset();
+            self.epochs.reoffer.extend(pending);
             return Ok(self.core.start(now));
         }
         let members: BTreeSet<ReplicaId> = vs.ids.iter().map(|id| ReplicaId(*id)).collect();
@@ -185,6 +206,77 @@ impl<P: Protocol> Driver<P> {
             &mut self.core,
             self.committee.clone(),
             members,
+        ))
+    }
+
+    /// Raft: a peer asks for this validator's set.
+    pub(super) fn answer_set_request(&self, from: ReplicaId) -> Vec<super::driver::Out> {
+        let vs = self.ledger.validators();
+        if vs.members.is_empty() {
+            return Vec::new();
+        }
+        let reply = super::wire::Wire::<P::Message>::SetReply(Box::new(vs.clone()));
+        vec![super::driver::Out::Send(from, reply.encode())]
+    }
+
+    /// Raft: a peer's set. A joiner (its ledger does not name it) remembers a later set than
+    /// its ledger's, learns its members' keys and connects to them (`raft_numbering`).
+    pub(super) fn on_set_reply(&mut self, vs: Box<ValidatorState>) -> Vec<super::driver::Out> {
+        let ours = self.ledger.validators().epoch;
+        let newer = self.epochs.advertised.as_ref().map_or(ours, |a| a.epoch);
+        if P::EPOCH_CORES
+            || self.is_member()
+            || vs.epoch <= newer
+            || vs.ids.len() != vs.members.len()
+            || vs.members.len() > ledger::validators::MAX_MEMBERS
+            || usize::from(vs.next_id) > ledger::validators::MAX_MEMBERS
+            || vs.ids.iter().any(|id| *id >= vs.next_id)
+        {
+            return Vec::new();
+        }
+        for (id, m) in vs.by_id() {
+            self.epochs.known.insert(id, m.clone());
+        }
+        let grown = raft_committee(&vs, &self.epochs.known, &self.epochs.genesis_committee);
+        if let Ok(c) = grown
+            && c.n() >= self.committee.n()
+        {
+            tracing::info!(
+                epoch = vs.epoch,
+                members = vs.members.len(),
+                "a peer names a later validator set: connecting to its members"
+            );
+            self.params.committee = c.clone();
+            self.committee = c.clone();
+            self.epochs.set.committee = c.clone();
+            let target = self.ledger.validators().ids.iter().map(|id| ReplicaId(*id));
+            // A follower's core keeps the target for later; only the committee matters now.
+            let _ = P::follow_members(&mut self.core, c, target.collect());
+            self.epochs.advertised = Some(*vs);
+        }
+        Vec::new()
+    }
+
+    /// Raft: a validator its ledger does not name asks a peer it knows for the current set,
+    /// at most once a second, peers in turn.
+    pub(super) fn ask_for_set(&mut self, now: u64) -> Option<super::driver::Out> {
+        if P::EPOCH_CORES
+            || self.is_member()
+            || now.saturating_sub(self.epochs.asked_set_ms) < SET_ASK_MS
+        {
+            return None;
+        }
+        self.epochs.asked_set_ms = now;
+        let peers: Vec<u16> = self
+            .raft_numbering()
+            .iter()
+            .map(|p| p.index)
+            .filter(|i| ReplicaId(*i) != self.params.me)
+            .collect();
+        let to = *peers.get((now / SET_ASK_MS) as usize % peers.len().max(1))?;
+        Some(super::driver::Out::Send(
+            ReplicaId(to),
+            super::wire::Wire::<P::Message>::SetRequest.encode(),
         ))
     }
 
@@ -207,6 +299,15 @@ impl<P: Protocol> Driver<P> {
     pub(super) fn raft_numbering(&self) -> Vec<crate::net::PeerInfo> {
         let vs = self.ledger.validators();
         let mut peers: BTreeMap<u16, &Member> = vs.by_id().collect();
+        // A later set a peer named, while the ledger has not reached it (a joiner).
+        if let Some(a) = self
+            .epochs
+            .advertised
+            .as_ref()
+            .filter(|a| a.epoch > vs.epoch)
+        {
+            peers.extend(a.by_id());
+        }
         if let Some(ledger::validators::SetChange::Add(m)) = vs.pending.as_ref().map(|p| &p.op) {
             peers.insert(vs.next_id, m);
         }

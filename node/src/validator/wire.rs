@@ -78,6 +78,11 @@ pub enum Wire<M> {
         offset: u64,
         accounts: Vec<(ledger::Address, ledger::Account)>,
     },
+    /// Raft: "which validator set are you in?", from a validator its own ledger does not
+    /// name yet (a joiner), so that it can reach the current members (`super::raft_set`).
+    SetRequest,
+    /// The sender's current validator set (Raft; trusted as a crash-fault peer's word).
+    SetReply(Box<ledger::validators::ValidatorState>),
     /// The sender's signature on the header it stored at a height (BFT modes).
     HeaderVote(consensus::attest::HeaderVote),
     /// BFT state sync: "which state snapshot can you serve?", from a validator that trusts

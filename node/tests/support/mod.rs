@@ -140,8 +140,14 @@ impl Testnet {
     /// that installed a state snapshot (Raft) lacks the blocks below it: those heights are
     /// compared among the stores that have them, and every store has the lowest top block.
     pub fn assert_same_chain(&self) -> u64 {
-        let stores: Vec<RedbStore> = (0..self.n)
-            .map(|i| RedbStore::open(&self.store_path(i)).unwrap())
+        self.assert_same_chain_of(&(0..self.n).collect::<Vec<_>>())
+    }
+
+    /// As [`Testnet::assert_same_chain`], for the stores of validators `homes` only.
+    pub fn assert_same_chain_of(&self, homes: &[usize]) -> u64 {
+        let stores: Vec<RedbStore> = homes
+            .iter()
+            .map(|&i| RedbStore::open(&self.store_path(i)).unwrap())
             .collect();
         let top = stores.iter().map(|s| s.height().unwrap()).min().unwrap();
         for h in 1..=top {
@@ -151,13 +157,14 @@ impl Testnet {
                 .filter_map(|(i, s)| s.block(h).unwrap().map(|b| (i, b)))
                 .collect();
             assert!(
-                h < top || blocks.len() == self.n,
+                h < top || blocks.len() == homes.len(),
                 "some store lacks block {h}, the lowest top"
             );
             let Some((_, first)) = blocks.first() else {
                 continue;
             };
             for (i, b) in &blocks[1..] {
+                let i = homes[*i];
                 assert_eq!(b.hash(), first.hash(), "validator {i} at height {h}");
                 assert_eq!(b.header.state_root, first.header.state_root);
             }
@@ -226,7 +233,15 @@ impl Validator {
             .env("NO_COLOR", "1")
             .env("CAIRN_VOTE_LOG", home.join("votes.log"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Panics and errors printed before the logger runs, for post-mortems.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(home.join("cairnd.stderr"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("spawn cairnd");
         let out = child.stdout.take().unwrap();
@@ -472,4 +487,70 @@ pub fn committed_heights(
             }
         })
         .collect()
+}
+
+/// Runs `cairn` with `args`: its exit code and its stdout and stderr together.
+pub fn cairn(args: &[&str]) -> (i32, String) {
+    let out = Command::new(CAIRN).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A decimal string of the API as a number.
+pub fn dec(v: &serde_json::Value) -> u64 {
+    v.as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a decimal string: {v}"))
+}
+
+/// `cairn validators sign CHANGE --consensus-key KEY`; its output.
+pub fn sign_with_key(change: &str, key: &Path) -> String {
+    let (code, text) = cairn(&[
+        "validators",
+        "sign",
+        change,
+        "--consensus-key",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    text
+}
+
+/// A validator home no genesis names: its keys and peer address.
+pub struct Joiner {
+    pub home: PathBuf,
+    pub key: crypto::SecretKey,
+    pub net_key: crypto::SecretKey,
+    pub p2p: String,
+}
+
+impl Testnet {
+    /// Writes home `i` (beyond the genesis validators) with keys from seeds `seed` and
+    /// `seed + 1`, the chain's genesis and the next ports.
+    pub fn joiner_home(&self, i: usize, seed: u8) -> Joiner {
+        let home = self.home(i);
+        std::fs::create_dir_all(&home).unwrap();
+        let key = crypto::SecretKey::from_seed([seed; 32]);
+        let net_key = crypto::SecretKey::from_seed([seed.wrapping_add(1); 32]);
+        let p2p = format!("/ip4/127.0.0.1/tcp/{}", self.base as usize + i);
+        let config = genesis::NodeConfig::new(
+            &format!("validator-{i}"),
+            &p2p,
+            &format!("127.0.0.1:{}", self.base as usize + 1000 + i),
+        );
+        config.save(&home).unwrap();
+        genesis::write_key_file(&config.consensus_key_path(&home), &key).unwrap();
+        genesis::write_key_file(&config.network_key_path(&home), &net_key).unwrap();
+        std::fs::copy(self.out.join("genesis.json"), config.genesis_path(&home)).unwrap();
+        Joiner {
+            home,
+            key,
+            net_key,
+            p2p,
+        }
+    }
 }

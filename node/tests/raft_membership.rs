@@ -1,0 +1,181 @@
+//! Real `cairnd run` processes over libp2p (issue 21's Raft target): a Raft network whose
+//! genesis allows set changes adds and removes one server at a time, twenty changes in a row,
+//! with the wallet CLI (`cairn validators add|remove`, `sign` with a majority of the current
+//! members' consensus key files, `submit --wait`) while three wallets send transfers.
+//!
+//! Each added server starts from an empty home with keys no genesis names: it gets the chain
+//! as a learner (the leader compacts every 32 entries, so later joiners install a state
+//! snapshot first), is promoted, and the next change removes the oldest member but
+//! validator 0 (sometimes the leader: it hands over first). After each change every step
+//! is checked on validator 0's `GET /v1/validators`: the configuration holds exactly the
+//! members the ledger names, as voters, committed. At the end every transfer the validators
+//! accepted is committed with a successful receipt, and the final members' stores agree
+//! block by block.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{
+    Joiner, Load, Testnet, Validator, cairn, dec, get_json, sign_with_key, stop_all, wait_for,
+};
+
+/// Blocks between the block that accepts a change and the end of its epoch.
+const DELAY: &str = "2";
+/// Changes in a row (half additions, half removals).
+const CHANGES: usize = 20;
+
+/// `cairn validators sign` with the consensus keys of the first majority of `members`
+/// (homes, in set order), then `submit` from wallet 3 through validator 0 (the caller waits
+/// for the configuration; `--wait` is left out because of a wallet race this test found:
+/// see the note on issue 21).
+fn approve_and_submit(net: &Testnet, change: &str, members: &[usize]) {
+    for &i in &members[..members.len() / 2 + 1] {
+        sign_with_key(change, &net.home(i).join("consensus_key.json"));
+    }
+    let wallet3 = net.wallet(3);
+    let (code, text) = cairn(&[
+        "--key",
+        wallet3.to_str().unwrap(),
+        "--node",
+        &net.api(0),
+        "validators",
+        "submit",
+        change,
+    ]);
+    assert_eq!(code, 0, "{text}");
+}
+
+/// Waits until validator 0's Raft configuration is exactly `members` (their stable ids:
+/// the home index, as servers are added in home order), all voters, no learner, committed.
+/// Returns the configuration's index.
+fn wait_for_configuration(net: &Testnet, members: &[usize], step: usize) -> u64 {
+    let want: Vec<u64> = members.iter().map(|&i| i as u64).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, v) = get_json(&format!("{}/v1/validators", net.api(0)));
+        let r = &v["raft"];
+        let mut voters: Vec<u64> = r["voters"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default();
+        voters.sort();
+        let mut sorted = want.clone();
+        sorted.sort();
+        if voters == sorted
+            && r["learners"].as_array().is_some_and(Vec::is_empty)
+            && r["committed"] == true
+        {
+            return dec(&r["config_index"]);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "change {step}: validator 0's configuration is {r}, not the voters {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn raft_adds_and_removes_one_server_at_a_time_twenty_times_under_load() {
+    let net = Testnet::with_args(
+        3,
+        "raft",
+        &["--epoch-delay-blocks", DELAY, "--snapshot-interval", "32"],
+    );
+    let limit = Duration::from_secs(60);
+    let mut vs = net.start_all();
+    // A Raft leader's first entry (it orders nothing more until transactions come).
+    wait_for(&mut vs, 1, limit);
+    // Every wallet sends through validator 0, which stays.
+    let load = Load::start(&net, &[(0, 0), (1, 0), (2, 0)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut members: Vec<usize> = vec![0, 1, 2];
+    let mut timings = Vec::new();
+    for step in 0..CHANGES {
+        let change = dir.path().join(format!("change-{step}.json"));
+        let change = change.to_str().unwrap();
+        let started = Instant::now();
+        let removed = if step % 2 == 0 {
+            let i = vs.len();
+            let Joiner {
+                home,
+                key,
+                net_key,
+                p2p,
+            } = net.joiner_home(i, 50 + 2 * i as u8);
+            vs.push(Some(Validator::start(&home)));
+            let (code, text) = cairn(&[
+                "--node",
+                &net.api(0),
+                "validators",
+                "add",
+                "--name",
+                &format!("validator-{i}"),
+                "--consensus-key",
+                &key.public().to_string(),
+                "--network-key",
+                &net_key.public().to_string(),
+                "--address",
+                &p2p,
+                "--out",
+                change,
+            ]);
+            assert_eq!(code, 0, "{text}");
+            approve_and_submit(&net, change, &members);
+            members.push(i);
+            None
+        } else {
+            // The oldest member but validator 0.
+            let gone = members.remove(1);
+            let key = genesis::keyfile::load_key_file(&net.home(gone).join("consensus_key.json"))
+                .unwrap();
+            let (code, text) = cairn(&[
+                "--node",
+                &net.api(0),
+                "validators",
+                "remove",
+                "--consensus-key",
+                &key.public().to_string(),
+                "--out",
+                change,
+            ]);
+            assert_eq!(code, 0, "{text}");
+            let mut approvers = members.clone();
+            approvers.insert(1, gone);
+            approve_and_submit(&net, change, &approvers);
+            Some(gone)
+        };
+        let index = wait_for_configuration(&net, &members, step);
+        timings.push(started.elapsed().as_millis());
+        if let Some(gone) = removed
+            && let Some(v) = vs[gone].take()
+        {
+            v.stop("-TERM");
+        }
+        eprintln!(
+            "change {step}: members {members:?}, configuration entry {index}, {} ms",
+            timings[step]
+        );
+    }
+    let accepted = load.stop();
+    assert!(!accepted.is_empty());
+    for &i in &members {
+        support::committed_heights(&net, i, &accepted[accepted.len() - 10..], limit);
+    }
+    let heights = support::committed_heights(&net, 0, &accepted, limit);
+    stop_all(&mut vs, "-TERM");
+    // The final members' stores agree block by block (the joiners hold blocks from their
+    // snapshot on).
+    net.assert_same_chain_of(&members);
+    let mut sorted = timings.clone();
+    sorted.sort();
+    eprintln!(
+        "raft: {CHANGES} changes, one server at a time, under load: {} transfers committed \
+         (up to height {}); per change (submit to committed configuration) median {} ms, \
+         longest {} ms",
+        accepted.len(),
+        heights.iter().max().unwrap(),
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
+}
