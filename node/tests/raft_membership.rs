@@ -25,9 +25,10 @@ const DELAY: &str = "2";
 const CHANGES: usize = 20;
 
 /// `cairn validators sign` with the consensus keys of the first majority of `members`
-/// (homes, in set order), then `submit` from wallet 3 through validator 0 (the caller waits
-/// for the configuration; `--wait` is left out because of a wallet race this test found:
-/// see the note on issue 21).
+/// (homes, in set order), then `submit --wait` from wallet 3 through validator 0 (this
+/// test found a wallet race here: a resubmission of the committed change was answered
+/// `nonce_used` while the store stage had not written its block, and the wallet signed it
+/// again; `api/tx.rs: stored_consumer` and `TxIndex::hold` fixed it).
 fn approve_and_submit(net: &Testnet, change: &str, members: &[usize]) {
     for &i in &members[..members.len() / 2 + 1] {
         sign_with_key(change, &net.home(i).join("consensus_key.json"));
@@ -41,6 +42,7 @@ fn approve_and_submit(net: &Testnet, change: &str, members: &[usize]) {
         "validators",
         "submit",
         change,
+        "--wait",
     ]);
     assert_eq!(code, 0, "{text}");
 }

@@ -109,7 +109,14 @@ pub(super) async fn submit(
     .await?;
     let admitted = match verdict {
         Ok(a) => a,
-        Err(rejected) => return rejection(&ctx, hash, rejected).await,
+        Err(rejected) => {
+            if matches!(rejected, Rejected::NonceUsed { .. })
+                && let Some(rec) = stored_consumer(&ctx, hash, origin).await?
+            {
+                return submitted(StatusCode::OK, TxStatus::committed(hash, &rec), true);
+            }
+            return rejection(&ctx, hash, rejected).await;
+        }
     };
     let known = !matches!(admitted, Admitted::Added(_));
     let pooled = match admitted {
@@ -143,6 +150,42 @@ fn parse_tx(body: &[u8]) -> Result<Transaction, ApiError> {
         ))
     })?;
     Transaction::decode(&raw).map_err(|e| ApiError::bad_request(format!("field \"tx\": {e}")))
+}
+
+/// How long a `nonce_used` answer waits, at most, for the store to hold the block that used
+/// the nonce (the pool judges by executed blocks, which the store stage writes a moment later).
+const STORE_CATCH_UP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The pool said `origin`'s nonce is used. If this very transaction used it in a block the
+/// store stage has not written yet, waits (at most [`STORE_CATCH_UP`]) until the store holds
+/// the nonce's consumer, and answers its record when that is this transaction. Without the
+/// wait, a wallet resubmitting its own committed transaction would hear `nonce_used` and sign
+/// it again (found by the Raft 20-change test, issue 21).
+async fn stored_consumer(
+    ctx: &Ctx,
+    hash: Digest,
+    origin: Origin,
+) -> Result<Option<TxRecord>, ApiError> {
+    if origin.raw {
+        return Ok(None);
+    }
+    let deadline = tokio::time::Instant::now() + STORE_CATCH_UP;
+    let sender = origin.sender;
+    loop {
+        // The account first: once it shows the nonce used, the record of whatever used it
+        // is visible too (the store remembers a block's records before lookups resume).
+        let stored = read_store(&ctx.api.store, move |s| s.account(&sender))
+            .await?
+            .unwrap_or_default()
+            .nonce;
+        if let Some(rec) = committed(ctx, hash).await? {
+            return Ok(Some(rec));
+        }
+        if stored > origin.nonce || tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// The 422 answer, unless the transaction committed while the pool was being asked (then

@@ -64,6 +64,16 @@ pub struct TxIndex {
     recent: Arc<RwLock<Recent>>,
 }
 
+/// Lookups wait while this is held ([`TxIndex::hold`]).
+pub(super) struct Held<'a>(std::sync::RwLockWriteGuard<'a, Recent>);
+
+impl Held<'_> {
+    pub(super) fn remember(&mut self, height: u64, receipts: &[Receipt]) {
+        remember(&mut self.0.records, height, receipts);
+        self.0.remembered = self.0.remembered.max(height);
+    }
+}
+
 fn poisoned() -> StoreError {
     StoreError("the in-memory transaction index lock is poisoned (a thread panicked)".into())
 }
@@ -124,12 +134,11 @@ impl TxIndex {
         self.recent.read().map_or(0, |r| r.records.len())
     }
 
-    /// Adds a durable block's receipts (call after its write returned).
-    pub(super) fn remember(&self, height: u64, receipts: &[Receipt]) -> Result<(), StoreError> {
-        let mut recent = self.recent.write().map_err(|_| poisoned())?;
-        remember(&mut recent.records, height, receipts);
-        recent.remembered = recent.remembered.max(height);
-        Ok(())
+    /// Holds every lookup until the guard is dropped: the store stage takes it before a
+    /// block write and remembers the blocks' records under it, so a reader that sees a
+    /// block's accounts (a nonce it consumed) also finds its transactions.
+    pub(super) fn hold(&self) -> Result<Held<'_>, StoreError> {
+        Ok(Held(self.recent.write().map_err(|_| poisoned())?))
     }
 
     /// The record of `hash`, if any: `legacy` (the chain file's old index), the durable

@@ -194,6 +194,9 @@ impl RedbStore {
             .map(|b| b.block.header.height)
             .chain(certs.iter().map(|(h, _)| *h))
             .collect();
+        // Lookups wait from before the write until its records are remembered: the accounts
+        // and the transactions that changed them become visible together.
+        let mut held = self.index.hold()?;
         self.write(|tx| {
             let mut table = tx.open_table(BLOCKS)?;
             let mut heights = tx.open_table(BLOCK_HEIGHTS)?;
@@ -223,7 +226,7 @@ impl RedbStore {
             epochs::link_boundaries(tx, boundaries)
         })?;
         for b in blocks {
-            self.index.remember(b.block.header.height, &b.receipts)?;
+            held.remember(b.block.header.height, &b.receipts);
         }
         Ok(())
     }
