@@ -15,36 +15,20 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{
-    Joiner, Load, Testnet, Validator, cairn, dec, get_json, sign_with_key, stop_all, wait_for,
-};
+use support::{Joiner, Load, Testnet, Validator, cairn, dec, get_json, stop_all, wait_for};
 
 /// Blocks between the block that accepts a change and the end of its epoch.
 const DELAY: &str = "2";
 /// Changes in a row (half additions, half removals).
 const CHANGES: usize = 20;
 
-/// `cairn validators sign` with the consensus keys of the first majority of `members`
-/// (homes, in set order), then `submit --wait` from wallet 3 through validator 0 (this
-/// test found a wallet race here: a resubmission of the committed change was answered
-/// `nonce_used` while the store stage had not written its block, and the wallet signed it
-/// again; `api/tx.rs: stored_consumer` and `TxIndex::hold` fixed it).
-fn approve_and_submit(net: &Testnet, change: &str, members: &[usize]) {
-    for &i in &members[..members.len() / 2 + 1] {
-        sign_with_key(change, &net.home(i).join("consensus_key.json"));
-    }
-    let wallet3 = net.wallet(3);
-    let (code, text) = cairn(&[
-        "--key",
-        wallet3.to_str().unwrap(),
-        "--node",
-        &net.api(0),
-        "validators",
-        "submit",
-        change,
-        "--wait",
-    ]);
-    assert_eq!(code, 0, "{text}");
+/// The first majority of `members` (homes, in set order) approve `change`, and wallet 3
+/// submits it with `--wait` (this test found a wallet race there: a resubmission of the
+/// committed change was answered `nonce_used` while the store stage had not written its
+/// block, and the wallet signed it again; `api/tx.rs: stored_consumer` and `TxIndex::hold`
+/// fixed it).
+fn approve_by_majority(net: &Testnet, change: &str, members: &[usize]) {
+    support::approve_and_submit(net, change, &members[..members.len() / 2 + 1]);
 }
 
 /// Waits until validator 0's Raft configuration is exactly `members` (their stable ids:
@@ -123,7 +107,7 @@ fn raft_adds_and_removes_one_server_at_a_time_twenty_times_under_load() {
                 change,
             ]);
             assert_eq!(code, 0, "{text}");
-            approve_and_submit(&net, change, &members);
+            approve_by_majority(&net, change, &members);
             members.push(i);
             None
         } else {
@@ -144,7 +128,7 @@ fn raft_adds_and_removes_one_server_at_a_time_twenty_times_under_load() {
             assert_eq!(code, 0, "{text}");
             let mut approvers = members.clone();
             approvers.insert(1, gone);
-            approve_and_submit(&net, change, &approvers);
+            approve_by_majority(&net, change, &approvers);
             Some(gone)
         };
         let index = wait_for_configuration(&net, &members, step);

@@ -276,24 +276,9 @@ fn sign_with(net: &Testnet, change: &str, i: usize) -> String {
     sign_with_key(change, &net.home(i).join("consensus_key.json"))
 }
 
-/// `cairn validators sign` with the first `quorum` validators, then `submit --wait` from
-/// wallet 3.
+/// The first `quorum` validators approve `change`; wallet 3 submits it with `--wait`.
 fn approve_and_submit(net: &Testnet, change: &str, quorum: usize) {
-    for i in 0..quorum {
-        sign_with(net, change, i);
-    }
-    let wallet3 = net.wallet(3);
-    let (code, text) = cairn(&[
-        "--key",
-        wallet3.to_str().unwrap(),
-        "--node",
-        &net.api(0),
-        "validators",
-        "submit",
-        change,
-        "--wait",
-    ]);
-    assert_eq!(code, 0, "{text}");
+    support::approve_and_submit(net, change, &(0..quorum).collect::<Vec<_>>());
 }
 
 /// The replica ids whose votes a HotStuff block's certificate (hex, as the API gives it)

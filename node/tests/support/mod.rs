@@ -520,6 +520,26 @@ pub fn sign_with_key(change: &str, key: &Path) -> String {
     text
 }
 
+/// `cairn validators sign CHANGE` with the consensus key files of validators `signers`
+/// (homes), then `submit --wait` from wallet 3 through validator 0.
+pub fn approve_and_submit(net: &Testnet, change: &str, signers: &[usize]) {
+    for &i in signers {
+        sign_with_key(change, &net.home(i).join("consensus_key.json"));
+    }
+    let wallet3 = net.wallet(3);
+    let (code, text) = cairn(&[
+        "--key",
+        wallet3.to_str().unwrap(),
+        "--node",
+        &net.api(0),
+        "validators",
+        "submit",
+        change,
+        "--wait",
+    ]);
+    assert_eq!(code, 0, "{text}");
+}
+
 /// A validator home no genesis names: its keys and peer address.
 pub struct Joiner {
     pub home: PathBuf,
