@@ -15,7 +15,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{Joiner, Load, Testnet, Validator, cairn, dec, get_json, stop_all, wait_for};
+use support::{Load, Testnet, Validator, cairn, dec, get_json, stop_all, wait_for};
 
 /// Blocks between the block that accepts a change and the end of its epoch.
 const DELAY: &str = "2";
@@ -83,30 +83,9 @@ fn raft_adds_and_removes_one_server_at_a_time_twenty_times_under_load() {
         let started = Instant::now();
         let removed = if step % 2 == 0 {
             let i = vs.len();
-            let Joiner {
-                home,
-                key,
-                net_key,
-                p2p,
-            } = net.joiner_home(i, 50 + 2 * i as u8);
-            vs.push(Some(Validator::start(&home)));
-            let (code, text) = cairn(&[
-                "--node",
-                &net.api(0),
-                "validators",
-                "add",
-                "--name",
-                &format!("validator-{i}"),
-                "--consensus-key",
-                &key.public().to_string(),
-                "--network-key",
-                &net_key.public().to_string(),
-                "--address",
-                &p2p,
-                "--out",
-                change,
-            ]);
-            assert_eq!(code, 0, "{text}");
+            let joiner = net.joiner_home(i, 50 + 2 * i as u8);
+            vs.push(Some(Validator::start(&joiner.home)));
+            support::write_add(&net, &joiner, i, change);
             approve_by_majority(&net, change, &members);
             members.push(i);
             None

@@ -21,9 +21,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{
-    Joiner, Load, Testnet, Validator, cairn, dec, get_json, sign_with_key, stop_all, wait_for,
-};
+use support::{Load, Testnet, Validator, cairn, dec, get_json, sign_with_key, stop_all, wait_for};
 
 const DELAY: u64 = 20;
 const ROTATED: usize = 2;
@@ -295,12 +293,8 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
     let mut net = Testnet::with_args(4, "hotstuff", &["--epoch-delay-blocks", &DELAY.to_string()]);
     let limit = Duration::from_secs(60);
     // The joiner's home: its own keys, the chain's genesis, the next ports.
-    let Joiner {
-        home,
-        key,
-        net_key,
-        p2p,
-    } = net.joiner_home(4, 43);
+    let joiner = net.joiner_home(4, 43);
+    let home = joiner.home.clone();
 
     let mut vs = net.start_all();
     vs.push(Some(Validator::start(&home)));
@@ -311,23 +305,7 @@ fn hotstuff_adds_a_fifth_validator_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let change = dir.path().join("add.json");
     let change = change.to_str().unwrap();
-    let (code, text) = cairn(&[
-        "--node",
-        &net.api(0),
-        "validators",
-        "add",
-        "--name",
-        "validator-4",
-        "--consensus-key",
-        &key.public().to_string(),
-        "--network-key",
-        &net_key.public().to_string(),
-        "--address",
-        &p2p,
-        "--out",
-        change,
-    ]);
-    assert_eq!(code, 0, "{text}");
+    support::write_add(&net, &joiner, 4, change);
     approve_and_submit(&net, change, 3);
 
     // The joiner is admitted, syncs, and switches with the others.

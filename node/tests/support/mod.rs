@@ -540,6 +540,28 @@ pub fn approve_and_submit(net: &Testnet, change: &str, signers: &[usize]) {
     assert_eq!(code, 0, "{text}");
 }
 
+/// `cairn validators add` through validator 0: the change file `out` adding joiner `j`
+/// (home `i`, named `validator-{i}`).
+pub fn write_add(net: &Testnet, j: &Joiner, i: usize, out: &str) {
+    let (code, text) = cairn(&[
+        "--node",
+        &net.api(0),
+        "validators",
+        "add",
+        "--name",
+        &format!("validator-{i}"),
+        "--consensus-key",
+        &j.key.public().to_string(),
+        "--network-key",
+        &j.net_key.public().to_string(),
+        "--address",
+        &j.p2p,
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{text}");
+}
+
 /// A validator home no genesis names: its keys and peer address.
 pub struct Joiner {
     pub home: PathBuf,
