@@ -6,6 +6,7 @@
 //!     cargo run -p tests --release --bin sim -- --protocol pbft --seeds 500
 //!     cargo run -p tests --release --bin sim -- --protocol pbft --twins --cases 2000
 //!     cargo run -p tests --release --bin sim -- --protocol raft --seeds 500
+//!     cargo run -p tests --release --bin sim -- --protocol pbft --epochs --seeds 500  # set changes
 //!     cargo run -p tests --release --bin sim -- --protocol raft --seed 42          # replay one
 //!
 //! Raft tolerates crash faults only: its scenarios crash, restart and partition replicas
@@ -42,6 +43,10 @@ struct Args {
     /// Run exactly this Twins scenario.
     #[arg(long)]
     case: Option<u64>,
+    /// Random scenarios with three validator-set changes each (key rotations, validators
+    /// added and removed; `sim::epoch_scenario`), BFT protocols only.
+    #[arg(long)]
+    epochs: bool,
 }
 
 fn bar(len: u64) -> ProgressBar {
@@ -62,6 +67,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if a.protocol == "raft" && a.epochs {
+        eprintln!(
+            "error: --epochs runs BFT validator-set epochs; Raft's membership changes are part \
+             of its ordinary seeds (--protocol raft --seeds N)"
+        );
+        return ExitCode::from(2);
+    }
     match a.protocol.as_str() {
         "pbft" => go::<PbftSim>(&a),
         "raft" => go::<RaftSim>(&a),
@@ -70,8 +82,15 @@ fn main() -> ExitCode {
 }
 
 fn go<P: SimProtocol>(a: &Args) -> ExitCode {
+    let scenario = |seed| {
+        if a.epochs {
+            sim::epoch_scenario(seed, 4, false)
+        } else {
+            P::random_scenario(seed)
+        }
+    };
     if let Some(seed) = a.seed {
-        return single::<P>(&format!("seed {seed}"), P::random_scenario(seed));
+        return single::<P>(&format!("seed {seed}"), scenario(seed));
     }
     if let Some(case) = a.case {
         if case >= twins::CASES {
@@ -90,9 +109,16 @@ fn go<P: SimProtocol>(a: &Args) -> ExitCode {
     } else {
         let seeds: Vec<u64> = (a.start..a.start + a.seeds).collect();
         let pb = bar(seeds.len() as u64);
-        let s = run_many::<P>(&seeds, P::random_scenario, |i| i.to_string(), || pb.inc(1));
+        let s = run_many::<P>(&seeds, scenario, |i| i.to_string(), || pb.inc(1));
         pb.finish_and_clear();
-        (s, "--seed")
+        (
+            s,
+            if a.epochs {
+                "--epochs --seed"
+            } else {
+                "--seed"
+            },
+        )
     };
     println!(
         "{} {}: {} runs, {} blocks committed, {} view changes, {} snapshots installed, {} membership changes in {} runs, {} reads served ({} refused), {} with violations ({:.1}s)",
@@ -109,6 +135,12 @@ fn go<P: SimProtocol>(a: &Args) -> ExitCode {
         summary.failures.len(),
         started.elapsed().as_secs_f64()
     );
+    if a.epochs {
+        println!(
+            "validator sets: {} epochs reached, {} added a validator, {} removed one",
+            summary.epochs, summary.joins, summary.leaves
+        );
+    }
     for (label, v) in &summary.failures {
         println!("FAIL {label}: {}", v.join("; "));
         println!(
@@ -127,8 +159,18 @@ fn single<P: SimProtocol>(label: &str, sc: sim::Scenario) -> ExitCode {
     println!("{}, {label}: {}", P::NAME, sc.describe());
     let r = sim::run::<P>(sc);
     println!(
-        "height {} view changes {} snapshots {} reads served {} refused {} events {} trace {}",
-        r.height, r.view_changes, r.snapshots, r.reads_served, r.reads_failed, r.events, r.trace
+        "height {} view changes {} snapshots {} reads served {} refused {} events {} epochs {} \
+         (joins {}, leaves {}) trace {}",
+        r.height,
+        r.view_changes,
+        r.snapshots,
+        r.reads_served,
+        r.reads_failed,
+        r.events,
+        r.epochs,
+        r.joins,
+        r.leaves,
+        r.trace
     );
     for v in &r.violations {
         println!("VIOLATION {v}");

@@ -132,6 +132,7 @@ impl<P: SimProtocol> Sim<P> {
             for to in 0..self.instances.len() {
                 let id = self.instances[to].id;
                 let wanted = id != sender
+                    && id != super::node::OUTSIDER
                     && match &dest {
                         protocol::Dest::To(r) => *r == id,
                         protocol::Dest::All => true,

@@ -1,8 +1,16 @@
 //! Validator-set changes in the simulator (issue 21, `docs/design/validator-sets.md` §3):
 //!
-//! - a change (`Scenario::sets`) is approved by a quorum of the set of its moment and
-//!   carried by a transaction through every replica's mempool; the ledger accepts it and
-//!   ends the epoch `epoch_delay` blocks later;
+//! - a change (`Scenario::sets`: a key rotation, a spare added, a member removed) is
+//!   approved by a quorum of the set of its moment and carried by a transaction through
+//!   every replica's mempool; the ledger accepts it and ends the epoch `epoch_delay` blocks
+//!   later;
+//! - a replica's id in an epoch is its index in that epoch's set, found by its stable id
+//!   (`ValidatorState::ids`); one its set does not name (a spare not added yet, a removed
+//!   member) runs no core and follows the chain by copying certified blocks from a peer
+//!   ahead, as the node's block sync does, and still serves the blocks it has (a replica
+//!   removed at a boundary may be the only one that committed the epoch's last blocks; the
+//!   others, left with a Byzantine member and no quorum of the old set, copy them from it —
+//!   without that, 4 of the first 300 HotStuff seeds stalled);
 //! - a replica whose ledger executed the epoch's last block retires its core at once
 //!   (dropping what it committed past the boundary), and starts the next epoch's core for the
 //!   new committee, anchored at [`consensus::epoch_anchor`], with no safety record,
@@ -17,10 +25,12 @@
 //! Negative control (`sets.late_switch`): one replica's driver keeps its old core for one
 //! block past the boundary; the checker must report it.
 
+use super::node::OUTSIDER;
 use super::{Ev, Sim, SimProtocol};
+use super::{SetChangeAt, SetKind};
 use consensus::Committee;
 use crypto::{Digest, SecretKey};
-use ledger::validators::{Change, SetChange, ValidatorState, approve};
+use ledger::validators::{Change, Member, SetChange, ValidatorState, approve};
 use ledger::{Address, BlockInput, Payload, Store, Transaction};
 
 /// How often a replica looks for a peer that passed an epoch boundary it has not.
@@ -58,7 +68,30 @@ impl<P: SimProtocol> Sim<P> {
     /// epoch its driver is in.
     pub(super) fn switch_due(&self, i: usize) -> bool {
         let inst = &self.instances[i];
-        inst.core.is_some() && self.driver_set(i).epoch != inst.core_epoch
+        inst.up && self.driver_set(i).epoch != inst.core_epoch
+    }
+
+    /// Places instance `i` in the set `vs`: its index there, found by its stable id (or, for
+    /// a spare not named before, by its key), and the member's current key (a rotated member
+    /// takes its new one); [`OUTSIDER`] when `vs` does not name it.
+    fn place(&mut self, i: usize, vs: &ValidatorState) {
+        let inst = &mut self.instances[i];
+        let at = match inst.sid {
+            Some(sid) => vs.ids.iter().position(|x| *x == sid),
+            None => {
+                let key = inst.key.public();
+                vs.members.iter().position(|m| m.consensus_key == key)
+            }
+        };
+        let Some(p) = at else {
+            inst.id = OUTSIDER;
+            return;
+        };
+        inst.sid = Some(vs.ids[p]);
+        inst.id = consensus::ReplicaId(p as u16);
+        if let Some(k) = self.keys.get(&vs.members[p].consensus_key) {
+            inst.key = k.clone();
+        }
     }
 
     /// Retires instance `i`'s core and starts the one of its ledger's epoch.
@@ -73,25 +106,21 @@ impl<P: SimProtocol> Sim<P> {
             };
             self.checker
                 .on_switch(self.now, i, vs.epoch, height, set.hash());
+            self.set_sizes.insert(vs.epoch, vs.members.len());
         }
         self.trace
             .part(&[0xe0, i as u8])
             .part(&vs.epoch.to_le_bytes());
-        // A rotated member takes its new key; its index (replica id) stays.
-        let id = self.instances[i].id.0 as usize;
-        if let Some(m) = vs.members.get(id)
-            && let Some(k) = self.keys.get(&m.consensus_key)
-        {
-            self.instances[i].key = k.clone();
-        }
+        self.place(i, &vs);
         self.start_instance(i);
         for d in self.instances[i].unexecuted() {
             self.input(i, consensus::Input::Payload(d));
         }
     }
 
-    /// Change `k` of the scenario: a rotation of one member's keys, approved by the first
-    /// quorum of the set the most advanced honest ledger holds, submitted to every replica.
+    /// Change `k` of the scenario ([`SetKind`]: a rotation of one member's keys, or a spare
+    /// joining, or a member leaving), approved by the first quorum of the set the most
+    /// advanced honest ledger holds, submitted to every replica.
     pub(super) fn set_change(&mut self, k: usize) {
         let Some(src) = (0..self.instances.len())
             .filter(|&j| self.instances[j].honest())
@@ -100,18 +129,33 @@ impl<P: SimProtocol> Sim<P> {
             return;
         };
         let vs = self.instances[src].ledger.validators().clone();
-        let index = self.sc.sets.changes[k].rotate % vs.members.len();
+        let SetChangeAt { rotate, kind, .. } = self.sc.sets.changes[k];
+        let index = rotate % vs.members.len();
         let seed = |what: &[u8]| {
             crypto::hash_parts(&[&self.sc.seed.to_le_bytes(), &(k as u64).to_le_bytes(), what]).0
         };
-        let key = SecretKey::from_seed(seed(b"consensus"));
-        let mut new = vs.members[index].clone();
-        new.consensus_key = key.public();
-        new.network_key = SecretKey::from_seed(seed(b"network")).public();
-        self.keys.insert(key.public(), key);
-        let op = SetChange::Rotate {
-            old_consensus_key: vs.members[index].consensus_key,
-            new,
+        let network_key = SecretKey::from_seed(seed(b"network")).public();
+        let op = match (kind, self.spare_to_add(&vs)) {
+            (SetKind::Resize, _) if vs.members.len() > self.sc.n => SetChange::Remove {
+                consensus_key: vs.members[index].consensus_key,
+            },
+            (SetKind::Resize, Some(spare)) => SetChange::Add(Member {
+                name: format!("replica-{spare}"),
+                consensus_key: self.instances[spare].key.public(),
+                network_key,
+                p2p_address: format!("/memory/{spare}"),
+            }),
+            _ => {
+                let key = SecretKey::from_seed(seed(b"consensus"));
+                let mut new = vs.members[index].clone();
+                new.consensus_key = key.public();
+                new.network_key = network_key;
+                self.keys.insert(key.public(), key);
+                SetChange::Rotate {
+                    old_consensus_key: vs.members[index].consensus_key,
+                    new,
+                }
+            }
         };
         let quorum = P::governance().map_or(0, |r| r.quorum(vs.members.len()));
         let approvals = (0..quorum)
@@ -136,16 +180,31 @@ impl<P: SimProtocol> Sim<P> {
         }
     }
 
+    /// The first spare instance no set ever named (`sid` unset) and `vs` does not name.
+    fn spare_to_add(&self, vs: &ValidatorState) -> Option<usize> {
+        (self.sc.n..self.instances.len()).find(|&j| {
+            let key = self.instances[j].key.public();
+            self.instances[j].sid.is_none() && vs.members.iter().all(|m| m.consensus_key != key)
+        })
+    }
+
     /// Instance `to` copies committed blocks, up to the end of its epoch, from a reachable
-    /// peer whose ledger is in a later epoch (see the module docs); then switches.
+    /// peer whose ledger is in a later epoch (see the module docs); then switches. An
+    /// outsider (no core: a spare not added yet, a removed member) copies from any reachable
+    /// peer that is ahead, as the node's block sync does.
     pub(super) fn catch_up(&mut self, to: usize) {
         self.schedule(self.now + CATCH_UP_EVERY_MS, Ev::CatchUp { inst: to });
-        if self.instances[to].core.is_none() {
+        let outsider = self.instances[to].id == OUTSIDER;
+        if !self.instances[to].up || (!outsider && self.instances[to].core.is_none()) {
             return;
         }
         let epoch = self.instances[to].ledger.validators().epoch;
+        let height = self.instances[to].ledger.height();
         let Some(src) = (0..self.instances.len()).find(|&j| {
-            j != to && self.reachable(to, j) && self.instances[j].ledger.validators().epoch > epoch
+            let other = &self.instances[j].ledger;
+            j != to
+                && self.reachable(to, j)
+                && (other.validators().epoch > epoch || (outsider && other.height() > height))
         }) else {
             return;
         };
@@ -179,10 +238,12 @@ impl<P: SimProtocol> Sim<P> {
             applied += 1;
         }
         if applied > 0 {
-            self.catch_ups += 1;
+            if !outsider {
+                self.catch_ups += 1;
+            }
             if self.switch_due(to) {
                 self.switch_epoch(to);
-            } else {
+            } else if !outsider {
                 // The core restarts from the ledger's committed point (it keeps its record).
                 self.instances[to].retire_core();
                 self.start_instance(to);
@@ -227,18 +288,43 @@ impl<P: SimProtocol> Sim<P> {
         Some(BlockInput::of(b))
     }
 
-    /// At the end of a run: no honest running replica is left in an old epoch.
+    /// At the end of a run: no honest running replica is left in an old epoch, and every
+    /// one its set names runs a core (an added replica joined; an outsider runs none).
     pub(super) fn check_epochs_at_end(&mut self) {
         for i in 0..self.instances.len() {
             let inst = &self.instances[i];
             let ledger_epoch = inst.ledger.validators().epoch;
-            if inst.honest() && inst.core.is_some() && inst.core_epoch != ledger_epoch {
+            if !inst.honest() || !inst.up {
+                continue;
+            }
+            if inst.core.is_some() && inst.core_epoch != ledger_epoch {
                 let core_epoch = inst.core_epoch;
                 self.checker
                     .stale_core(self.now, i, core_epoch, ledger_epoch);
             }
+            let named = inst
+                .sid
+                .is_some_and(|sid| inst.ledger.validators().ids.contains(&sid));
+            if !self.sc.sets.changes.is_empty() && named != inst.core.is_some() {
+                let (id, core) = (inst.id, inst.core.is_some());
+                self.checker.violations.push(format!(
+                    "t={}ms: instance {i} (id {id:?}) is {}named by its set in epoch \
+                     {ledger_epoch} but {} a core",
+                    self.now,
+                    if named { "" } else { "not " },
+                    if core { "runs" } else { "runs no" },
+                ));
+            }
         }
     }
+}
+
+/// How many epochs grew their set over the previous epoch's (`grew`), or shrank it.
+pub(super) fn resizes(sizes: &std::collections::BTreeMap<u64, usize>, grew: bool) -> u64 {
+    let v: Vec<usize> = sizes.values().copied().collect();
+    v.windows(2)
+        .filter(|w| (w[1] > w[0]) == grew && w[1] != w[0])
+        .count() as u64
 }
 
 /// The anchor of the epoch `vs` is in: its set as the epoch started (no pending change).

@@ -41,8 +41,8 @@ pub use protocol::{
 };
 pub use raft::RaftSim;
 pub use scenario::{
-    Scenario, SetChangeAt, SetChanges, SyncFaults, amnesia_scenario, amnesia_scenario_with,
-    epoch_scenario, random_scenario, wipe_scenario,
+    Scenario, SetChangeAt, SetChanges, SetKind, SyncFaults, amnesia_scenario,
+    amnesia_scenario_with, epoch_scenario, random_scenario, wipe_scenario,
 };
 
 use consensus::{Committee, Core, ReplicaId};
@@ -80,6 +80,9 @@ pub struct Report {
     pub catch_ups: u64,
     /// Raft membership changes told to the replicas.
     pub membership_changes: u64,
+    /// BFT epochs that added a validator, and epochs that removed one (`epochs.rs`).
+    pub joins: u64,
+    pub leaves: u64,
 }
 
 enum Ev<M> {
@@ -177,6 +180,8 @@ pub struct Sim<P: SimProtocol> {
     catch_ups: u64,
     /// Raft: the last membership change told (index into `sc.members`).
     members_told: Option<usize>,
+    /// The size of each epoch's set, as honest replicas switched to it.
+    set_sizes: BTreeMap<u64, usize>,
 }
 
 const BATCH_TICK_MS: u64 = 25;
@@ -231,7 +236,7 @@ impl<P: SimProtocol> Sim<P> {
                 ids.push(*id);
             }
         }
-        let instances: Vec<Instance<P>> = ids
+        let mut instances: Vec<Instance<P>> = ids
             .iter()
             .map(|id| {
                 let byz = sc.byzantine.iter().find(|(b, _)| b == id).map(|(_, b)| *b);
@@ -245,6 +250,22 @@ impl<P: SimProtocol> Sim<P> {
                 )
             })
             .collect();
+        // Spares (set changes add them): keys from their own stream, so scenarios without
+        // spares draw exactly what they drew before.
+        let mut all_keys = keys.clone();
+        for s in 0..sc.sets.spares {
+            let seed = crypto::hash_parts(&[b"spare", &sc.seed.to_le_bytes(), &[s as u8]]).0;
+            let key = SecretKey::from_seed(seed);
+            all_keys.push(key.clone());
+            instances.push(Instance::new(
+                node::OUTSIDER,
+                key,
+                None,
+                chain.clone(),
+                &genesis_state,
+                committee.clone(),
+            ));
+        }
         let checker = Checker::new(instances.len(), supply, genesis);
         Sim {
             rng,
@@ -269,9 +290,10 @@ impl<P: SimProtocol> Sim<P> {
             snapshots: 0,
             sync_stats: statesync::SyncStats::default(),
             reads: reads::ReadChecker::default(),
-            keys: keys.iter().map(|k| (k.public(), k.clone())).collect(),
+            keys: all_keys.iter().map(|k| (k.public(), k.clone())).collect(),
             catch_ups: 0,
             members_told: None,
+            set_sizes: BTreeMap::from([(0, sc.n)]),
             instances,
             sc,
         }
@@ -367,6 +389,8 @@ impl<P: SimProtocol> Sim<P> {
             epochs: self.checker.epochs(),
             catch_ups: self.catch_ups,
             membership_changes: self.members_told.map_or(0, |k| k as u64 + 1),
+            joins: epochs::resizes(&self.set_sizes, true),
+            leaves: epochs::resizes(&self.set_sizes, false),
         }
     }
 
@@ -509,6 +533,14 @@ impl<P: SimProtocol> Sim<P> {
         let disk = self.instances[i].disk(amnesia);
         let (epoch, committee, anchor) = self.epoch_context(i);
         let inst = &mut self.instances[i];
+        inst.up = true;
+        if inst.id == node::OUTSIDER {
+            // Not in its ledger's set: no core; it follows the chain (`epochs::catch_up`).
+            (inst.core_epoch, inst.committee, inst.anchor) = (epoch, committee, anchor);
+            let (h, tip) = (inst.ledger.height(), inst.ledger.tip());
+            self.checker.restarted(i, h, tip);
+            return;
+        }
         let core = P::build(
             inst.id,
             inst.key.clone(),

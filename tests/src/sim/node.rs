@@ -17,10 +17,19 @@ use ledger::{
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const SEEN_KEPT: usize = 64;
+
+/// The replica id of an instance its ledger's set does not name (a spare not added yet, a
+/// removed member): it runs no core and follows the chain by copying certified blocks.
+pub const OUTSIDER: ReplicaId = ReplicaId(u16::MAX);
 const MEMPOOL_MAX: usize = 10_000;
 
 pub struct Instance<P: SimProtocol> {
+    /// Its index in the set of its ledger's epoch, or [`OUTSIDER`].
     pub id: ReplicaId,
+    /// Its stable id in the ledger's set (`ValidatorState::ids`), once a set named it.
+    pub sid: Option<u16>,
+    /// Started and not crashed (an outsider is up without a core).
+    pub up: bool,
     pub key: SecretKey,
     pub byz: Option<Behaviour>,
     pub core: Option<P::Core>,
@@ -67,6 +76,8 @@ impl<P: SimProtocol> Instance<P> {
     ) -> Self {
         Instance {
             id,
+            sid: (id != OUTSIDER).then_some(id.0),
+            up: false,
             key,
             byz,
             core: None,
@@ -160,6 +171,7 @@ impl<P: SimProtocol> Instance<P> {
         );
         self.ledger = reopened;
         self.core = None;
+        self.up = false;
         self.unsynced.clear();
         self.fsync_pending = false;
         self.epoch += 1;
@@ -248,14 +260,20 @@ impl<P: SimProtocol> Instance<P> {
         self.core.is_some() && self.timers.get(&id) == Some(&generation)
     }
 
+    /// Whether it takes clients' transactions: a running core, or an outsider that is up (it
+    /// passes them on, as a full node would).
+    fn accepts(&self) -> bool {
+        self.core.is_some() || (self.up && self.id == OUTSIDER)
+    }
+
     pub fn submit(&mut self, tx: Transaction) {
-        if self.core.is_some() && self.mempool.len() < MEMPOOL_MAX {
+        if self.accepts() && self.mempool.len() < MEMPOOL_MAX {
             self.mempool.push_back(tx);
         }
     }
 
     pub fn take_batch(&mut self, max: usize) -> Option<Vec<Transaction>> {
-        if self.core.is_none() || self.mempool.is_empty() {
+        if !self.accepts() || self.mempool.is_empty() {
             return None;
         }
         let n = max.min(self.mempool.len());

@@ -18,6 +18,10 @@ pub struct Summary {
     /// Client reads answered ready (each checked for staleness), and refused.
     pub reads_served: u64,
     pub reads_failed: u64,
+    /// BFT validator-set epochs reached, and epochs that added or removed a validator.
+    pub epochs: u64,
+    pub joins: u64,
+    pub leaves: u64,
     /// (label, violations) of each failed run.
     pub failures: Vec<(String, Vec<String>)>,
 }
@@ -48,6 +52,9 @@ impl Summary {
         self.runs_with_membership_changes += u64::from(r.membership_changes > 0);
         self.reads_served += r.reads_served;
         self.reads_failed += r.reads_failed;
+        self.epochs += r.epochs;
+        self.joins += r.joins;
+        self.leaves += r.leaves;
         if !r.violations.is_empty() {
             self.failures.push((label, r.violations.clone()));
         }
@@ -63,6 +70,9 @@ impl Summary {
         self.runs_with_membership_changes += other.runs_with_membership_changes;
         self.reads_served += other.reads_served;
         self.reads_failed += other.reads_failed;
+        self.epochs += other.epochs;
+        self.joins += other.joins;
+        self.leaves += other.leaves;
         self.failures.extend(other.failures);
     }
 }

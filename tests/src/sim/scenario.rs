@@ -47,13 +47,29 @@ pub struct SetChanges {
     /// Negative control: this instance's driver switches cores one block late (it keeps its
     /// old core for the block after the epoch's last).
     pub late_switch: Option<usize>,
+    /// Replicas outside the genesis set (instances `n..n + spares`): they follow the chain
+    /// without a core until a change adds them.
+    pub spares: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct SetChangeAt {
     pub at_ms: u64,
-    /// The member (index in the set of that moment) whose consensus key is replaced.
+    /// The member (index in the set of that moment) whose consensus key is replaced, or who
+    /// is removed.
     pub rotate: usize,
+    pub kind: SetKind,
+}
+
+/// What a [`SetChangeAt`] does, decided when it is made from the set of that moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetKind {
+    /// Replace a member's keys.
+    Rotate,
+    /// At the genesis size, add the next spare that was never a member (a rotation when
+    /// none is left); above it, remove a member. The set stays within `n..=n + 1`, so f
+    /// stays what the scenario's Byzantine replicas assume.
+    Resize,
 }
 
 /// State-sync faults: replicas whose store is deleted while they are down (they restart
@@ -287,19 +303,26 @@ pub fn wipe_scenario(seed: u64, n: usize, unverified: bool) -> Scenario {
     sc
 }
 
-/// [`random_scenario`] with three validator-set changes (issue 21): the keys of a random
-/// member are rotated at about 0.5 s, 2.5 s and 4.5 s, each taking effect 8 blocks after the
-/// block that accepts it, while the scenario's faults (partitions, crashes, a Byzantine
-/// replica, lossy links) go on. `late_switch` is the negative control: one honest replica's
-/// driver keeps its old core one block past each epoch's end.
+/// [`random_scenario`] with three validator-set changes (issue 21) at about 0.5 s, 2.5 s and
+/// 4.5 s, each taking effect 8 blocks after the block that accepts it, while the scenario's
+/// faults (partitions, crashes, a Byzantine replica, lossy links) go on. Each change is, at
+/// random, a key rotation or a resize ([`SetKind`]: a spare replica joins, or a member
+/// leaves); two spares follow the chain from the start. `late_switch` is the negative
+/// control: one honest replica's driver keeps its old core one block past each epoch's end.
 pub fn epoch_scenario(seed: u64, n: usize, late_switch: bool) -> Scenario {
     let mut sc = random_scenario(seed, n);
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6570_6f63_6873);
     sc.sets.epoch_delay = 8;
+    sc.sets.spares = 2;
     for k in 0..3u64 {
         sc.sets.changes.push(SetChangeAt {
             at_ms: 500 + 2_000 * k + rng.gen_range(0..200),
             rotate: rng.gen_range(0..n),
+            kind: if rng.gen_range(0..3) == 0 {
+                SetKind::Rotate
+            } else {
+                SetKind::Resize
+            },
         });
     }
     if late_switch {

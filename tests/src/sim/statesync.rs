@@ -66,8 +66,10 @@ impl<P: SimProtocol> Sim<P> {
         self.start_instance(to);
     }
 
+    /// Whether `b` is up (a running core, or an outsider following the chain: a removed
+    /// validator still serves the blocks it has) and linked to `a` both ways.
     pub(super) fn reachable(&self, a: usize, b: usize) -> bool {
-        self.instances[b].core.is_some()
+        self.instances[b].up
             && !self.sc.network.cut(a, b, self.now, None)
             && !self.sc.network.cut(b, a, self.now, None)
     }
