@@ -58,17 +58,17 @@ fn double_vote_check_detects_conflicting_votes() {
     let a = "a".repeat(64);
     let b = "b".repeat(64);
     let resent = format!("vote 7 {a}\nvote 8 {b}\nvote 7 {a}\n");
-    assert!(support::double_votes(&resent).is_empty());
+    assert!(node::audit::double_votes(&resent).is_empty());
     let conflict = format!("vote 7 {a}\nvote 8 {b}\nvote 7 {b}\n");
     assert_eq!(
-        support::double_votes(&conflict),
+        node::audit::double_votes(&conflict),
         vec![("7".to_string(), a.clone(), b.clone())]
     );
     let phases = format!("vote 0/5/prepare {a}\nvote 0/5/commit {b}\nvote 1/5/prepare {b}\n");
-    assert!(support::double_votes(&phases).is_empty());
+    assert!(node::audit::double_votes(&phases).is_empty());
     let conflict = format!("{phases}vote 0/5/prepare {b}\n");
     assert_eq!(
-        support::double_votes(&conflict),
+        node::audit::double_votes(&conflict),
         vec![("0/5/prepare".to_string(), a, b)]
     );
 }

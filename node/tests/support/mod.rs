@@ -3,7 +3,6 @@
 //! their APIs queried over HTTP.
 #![allow(dead_code)] // Each test binary uses a different part.
 
-use ledger::Store;
 use node::store::RedbStore;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -135,86 +134,63 @@ impl Testnet {
         self.home(i).join("data/store.redb")
     }
 
-    /// Every store agrees block by block (hash, hence state root) up to the lowest height;
-    /// returns that height. The validators must be stopped (redb locks the file). A store
-    /// that installed a state snapshot (Raft) lacks the blocks below it: those heights are
-    /// compared among the stores that have them, and every store has the lowest top block.
+    /// Every store agrees block by block (hash, hence state root) up to the lowest height,
+    /// and links by hash (`node::audit::same_chain`); returns that height. The validators
+    /// must be stopped (redb locks the file). A store that installed a state snapshot (Raft)
+    /// lacks the blocks below it: those heights are compared among the stores that have
+    /// them, and every store has the lowest top block.
     pub fn assert_same_chain(&self) -> u64 {
         self.assert_same_chain_of(&(0..self.n).collect::<Vec<_>>())
     }
 
     /// As [`Testnet::assert_same_chain`], for the stores of validators `homes` only.
     pub fn assert_same_chain_of(&self, homes: &[usize]) -> u64 {
-        let stores: Vec<RedbStore> = homes
+        node::audit::same_chain(&self.stores(homes)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn stores(&self, homes: &[usize]) -> Vec<(usize, RedbStore)> {
+        homes
             .iter()
-            .map(|&i| RedbStore::open(&self.store_path(i)).unwrap())
-            .collect();
-        let top = stores.iter().map(|s| s.height().unwrap()).min().unwrap();
-        for h in 1..=top {
-            let blocks: Vec<(usize, ledger::Block)> = stores
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.block(h).unwrap().map(|b| (i, b)))
-                .collect();
-            assert!(
-                h < top || blocks.len() == homes.len(),
-                "some store lacks block {h}, the lowest top"
-            );
-            let Some((_, first)) = blocks.first() else {
-                continue;
-            };
-            for (i, b) in &blocks[1..] {
-                let i = homes[*i];
-                assert_eq!(b.hash(), first.hash(), "validator {i} at height {h}");
-                assert_eq!(b.header.state_root, first.header.state_root);
-            }
-        }
-        top
+            .map(|&i| (i, RedbStore::open(&self.store_path(i)).unwrap()))
+            .collect()
     }
-}
 
-/// Slots in which a vote log (`CAIRN_VOTE_LOG` format: `vote SLOT DIGEST`; the slot is the
-/// view for HotStuff, e.g. `VIEW/SEQ/prepare` for PBFT) holds two votes for different digests,
-/// as (slot, first digest, second digest). Slots are compared as strings. Resending the same
-/// vote is not a conflict.
-pub fn double_votes(log: &str) -> Vec<(String, String, String)> {
-    let mut seen: std::collections::BTreeMap<&str, &str> = Default::default();
-    let mut conflicts = Vec::new();
-    for line in log.lines() {
-        let mut w = line.split_whitespace();
-        let (Some("vote"), Some(slot), Some(digest), None) =
-            (w.next(), w.next(), w.next(), w.next())
-        else {
-            panic!("malformed vote log line {line:?}");
-        };
-        match seen.get(slot) {
-            Some(first) if *first != digest => {
-                conflicts.push((slot.to_string(), first.to_string(), digest.to_string()))
-            }
-            Some(_) => {}
-            None => {
-                seen.insert(slot, digest);
-            }
-        }
-    }
-    conflicts
-}
-
-impl Testnet {
     /// Reads every validator's vote log and asserts that none signed two different votes in
     /// one slot (view); returns how many votes were checked.
     pub fn assert_no_double_votes(&self) -> usize {
+        self.assert_no_double_votes_of(&(0..self.n).collect::<Vec<_>>())
+    }
+
+    /// As [`Testnet::assert_no_double_votes`], for the vote logs in homes `homes`.
+    pub fn assert_no_double_votes_of(&self, homes: &[usize]) -> usize {
         let mut total = 0;
-        for i in 0..self.n {
+        for &i in homes {
             let log = std::fs::read_to_string(self.home(i).join("votes.log")).unwrap_or_default();
-            total += log.lines().count();
-            let conflicts = double_votes(&log);
+            let parsed =
+                node::audit::VoteLog::parse(&log).unwrap_or_else(|e| panic!("validator {i}: {e}"));
             assert!(
-                conflicts.is_empty(),
-                "validator {i} double-voted: {conflicts:?}"
+                parsed.conflicts.is_empty(),
+                "validator {i} double-voted: {:?}",
+                parsed.conflicts
             );
+            total += parsed.votes;
         }
         total
+    }
+
+    /// The nemesis checker (`node::audit`, as `tests::cluster::check` runs it) on the
+    /// stopped validators `homes`: their stores agree block by block and link by hash, every
+    /// transaction in `acked` is in every one of them at the same height and index with a
+    /// successful receipt, and no vote log holds two votes for one slot. Returns (the lowest
+    /// top height, votes checked).
+    pub fn check(&self, homes: &[usize], acked: &[crypto::Digest]) -> (u64, usize) {
+        let stores = self.stores(homes);
+        let height = node::audit::same_chain(&stores).unwrap_or_else(|e| panic!("{e}"));
+        let found = node::audit::acked_in_stores(&stores, acked, &Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(found > 0 || acked.is_empty());
+        drop(stores);
+        (height, self.assert_no_double_votes_of(homes))
     }
 }
 

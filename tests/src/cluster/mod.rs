@@ -29,8 +29,9 @@ mod check;
 mod load;
 mod netns;
 
-pub use check::{Verdict, VoteLog, check, double_votes, try_check};
+pub use check::{Verdict, check, try_check};
 pub use load::{Acked, Load};
+pub use node::audit::{VoteLog, double_votes};
 
 use netns::Netns;
 use std::io::Write;
