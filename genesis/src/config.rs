@@ -9,6 +9,7 @@
 //! consensus_key_file = "consensus_key.json"
 //! next_consensus_key_file = "consensus_key.next.json"  # read only if it exists
 //! network_key_file = "network_key.json"
+//! next_network_key_file = "network_key.next.json"      # read only if it exists
 //! genesis_file = "genesis.json"
 //! log_level = "info"
 //! # limits of the HTTP API, per client address (an IPv4 address, or an IPv6 /64); 0 = off
@@ -55,6 +56,11 @@ pub struct NodeConfig {
     pub next_consensus_key_file: PathBuf,
     #[serde(default = "default_network_key_file")]
     pub network_key_file: PathBuf,
+    /// A network key a validator-set change may rotate this validator to. Read at start when
+    /// the file exists: once the set names its public key, the validator restarts its
+    /// transport with it (same listen address), without a process restart.
+    #[serde(default = "default_next_network_key_file")]
+    pub next_network_key_file: PathBuf,
     #[serde(default = "default_genesis_file")]
     pub genesis_file: PathBuf,
     /// `error`, `warn`, `info`, `debug`, `trace` or `off`, optionally per target:
@@ -117,6 +123,9 @@ fn default_next_consensus_key_file() -> PathBuf {
 }
 fn default_network_key_file() -> PathBuf {
     "network_key.json".into()
+}
+fn default_next_network_key_file() -> PathBuf {
+    "network_key.next.json".into()
 }
 fn default_genesis_file() -> PathBuf {
     "genesis.json".into()
@@ -212,6 +221,7 @@ impl NodeConfig {
             consensus_key_file: default_consensus_key_file(),
             next_consensus_key_file: default_next_consensus_key_file(),
             network_key_file: default_network_key_file(),
+            next_network_key_file: default_next_network_key_file(),
             genesis_file: default_genesis_file(),
             log_level: default_log_level(),
             api_rate_limit_per_ip: Self::DEFAULT_API_RATE_LIMIT_PER_IP,
@@ -313,6 +323,7 @@ impl NodeConfig {
             ("consensus_key_file", &self.consensus_key_file),
             ("next_consensus_key_file", &self.next_consensus_key_file),
             ("network_key_file", &self.network_key_file),
+            ("next_network_key_file", &self.next_network_key_file),
             ("genesis_file", &self.genesis_file),
         ] {
             if p.as_os_str().is_empty() {
@@ -367,6 +378,9 @@ impl NodeConfig {
     }
     pub fn network_key_path(&self, home: &Path) -> PathBuf {
         home.join(&self.network_key_file)
+    }
+    pub fn next_network_key_path(&self, home: &Path) -> PathBuf {
+        home.join(&self.next_network_key_file)
     }
     pub fn genesis_path(&self, home: &Path) -> PathBuf {
         home.join(&self.genesis_file)

@@ -1,8 +1,11 @@
 //! Real `cairnd run` processes over libp2p (issue 21, step 4): four HotStuff validators whose
-//! genesis allows set changes (`--epoch-delay-blocks 20`) rotate validator 2's consensus key
-//! with the wallet CLI — `cairn validators rotate`, `sign` with three validators' consensus
-//! key files, `submit --wait` — while three wallets send transfers through three validators;
-//! then validator 3's, approved by the new set; after each, `cairn balance --verify` with only
+//! genesis allows set changes (`--epoch-delay-blocks 20`) rotate validator 2's consensus and
+//! network keys with the wallet CLI — `cairn validators rotate`, `sign` with three
+//! validators' consensus key files, `submit --wait` — while three wallets send transfers
+//! through three validators; validator 2 restarts its transport with the identity in its
+//! home's `network_key.next.json` at the boundary, in the same process, and the others
+//! connect to it. Then validator 3's key, approved by the new set; after each, `cairn balance
+//! --verify` with only
 //! the genesis file walks the epoch links to the set that signed the answer.
 //! `GET /v1/validators` shows the pending change and then the new set; every validator
 //! switches after the same block; validator 2 proposes with its new key (read from its
@@ -44,6 +47,14 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     let net = Testnet::with_args(4, "hotstuff", &["--epoch-delay-blocks", &DELAY.to_string()]);
     let new_key = crypto::SecretKey::from_seed([42; 32]);
     genesis::write_key_file(&net.home(ROTATED).join("consensus_key.next.json"), &new_key).unwrap();
+    // Its network key too: it restarts its transport with this identity at the boundary,
+    // without a process restart.
+    let new_net_key = crypto::SecretKey::from_seed([44; 32]);
+    genesis::write_key_file(
+        &net.home(ROTATED).join("network_key.next.json"),
+        &new_net_key,
+    )
+    .unwrap();
     // Validator 3's key is rotated too, in a second change (epoch 2).
     let new_key3 = crypto::SecretKey::from_seed([43; 32]);
     genesis::write_key_file(&net.home(3).join("consensus_key.next.json"), &new_key3).unwrap();
@@ -60,7 +71,13 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     let change = dir.path().join("change.json");
     let change = change.to_str().unwrap();
     let api0 = net.api(0);
-    write_rotation(&api0, &old_key, &new_key.public(), change);
+    write_rotation(
+        &api0,
+        &old_key,
+        &new_key.public(),
+        Some(&new_net_key.public()),
+        change,
+    );
     // Not enough approvals yet: refused before anything is sent.
     let wallet3 = net.wallet(3);
     let wallet3 = wallet3.to_str().unwrap();
@@ -142,7 +159,26 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
             serde_json::json!(new_key.public().to_string()),
             "validator {i}: {v}"
         );
+        assert_eq!(
+            v["members"][ROTATED]["network_key"],
+            serde_json::json!(new_net_key.public().to_string()),
+            "validator {i}: {v}"
+        );
         assert!(v["pending"].is_null(), "validator {i}: {v}");
+    }
+    // Its transport restarted with the new identity, in the same process, and the others,
+    // which refuse the old one from the epoch's start, are connected to it (its proposals
+    // above were certified, so they reached a quorum over the new identity).
+    assert!(vs[ROTATED].as_mut().unwrap().poll() > last, "still running");
+    let log = std::fs::read_to_string(net.home(ROTATED).join("cairnd.log")).unwrap();
+    assert!(log.contains("network key rotated"), "{log}");
+    for i in [0, 1, 3] {
+        let (_, st) = get_json(&format!("{}/v1/status", net.api(i)));
+        let peers = st["peers"].as_array().cloned().unwrap_or_default();
+        assert!(
+            peers.contains(&serde_json::json!(format!("validator-{ROTATED}"))),
+            "validator {i} is not connected to validator {ROTATED}: {st}"
+        );
     }
 
     // A wallet that trusts only the genesis file verifies a balance read in epoch 1: it
@@ -165,7 +201,7 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     let change2 = dir.path().join("change2.json");
     let change2 = change2.to_str().unwrap();
     let old_key3 = net.genesis().validators[3].consensus_key;
-    write_rotation(&api0, &old_key3, &new_key3.public(), change2);
+    write_rotation(&api0, &old_key3, &new_key3.public(), None, change2);
     for key in [
         net.home(0).join("consensus_key.json"),
         net.home(1).join("consensus_key.json"),
@@ -233,19 +269,31 @@ fn assert_no_evidence(net: &Testnet, running: &[usize]) {
     }
 }
 
-fn write_rotation(api: &str, old: &crypto::PublicKey, new: &crypto::PublicKey, out: &str) {
-    let (code, text) = cairn(&[
+fn write_rotation(
+    api: &str,
+    old: &crypto::PublicKey,
+    new: &crypto::PublicKey,
+    network: Option<&crypto::PublicKey>,
+    out: &str,
+) {
+    let (old, new) = (old.to_string(), new.to_string());
+    let mut args = vec![
         "--node",
         api,
         "validators",
         "rotate",
         "--old-key",
-        &old.to_string(),
+        &old,
         "--new-key",
-        &new.to_string(),
+        &new,
         "--out",
         out,
-    ]);
+    ];
+    let network = network.map(|k| k.to_string());
+    if let Some(k) = &network {
+        args.extend(["--network-key", k]);
+    }
+    let (code, text) = cairn(&args);
     assert_eq!(code, 0, "{text}");
 }
 

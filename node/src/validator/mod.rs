@@ -49,6 +49,7 @@ mod statesync;
 mod stats;
 pub mod store_stage;
 mod sync;
+mod transport;
 mod votelog;
 mod wire;
 

@@ -4,10 +4,11 @@
 
 use super::notify::{Announcer, Reporter, SUMMARY_INTERVAL, Summary, report_stored};
 use super::store_stage::{Announce, FromStore};
+use super::transport::Transport;
 use super::{Driver, DriverConfig, HotStuffProtocol, Out, PbftProtocol, Protocol, RaftProtocol};
 use crate::api::{self, ApiCommand, ApiState, Metrics, NodeStatus};
 use crate::mempool::Limits;
-use crate::net::{self, NetConfig, NetHandle, PeerInfo};
+use crate::net::{NetConfig, NetHandle, PeerInfo};
 use crate::store::RedbStore;
 use anyhow::{Context, anyhow, bail};
 use consensus::{Committee, ReplicaId};
@@ -37,6 +38,9 @@ pub struct Loaded {
     pub genesis: Genesis,
     pub driver: DriverConfig,
     pub net: NetConfig,
+    /// A network key a validator-set change may rotate this validator to (the home's
+    /// `network_key.next.json`, if it exists; `super::transport`).
+    pub next_net_key: Option<crypto::SecretKey>,
     pub options: RunOptions,
 }
 
@@ -152,6 +156,12 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
     } else {
         Vec::new()
     };
+    let next_net_path = config.next_network_key_path(home);
+    let next_net_key = if next_net_path.exists() {
+        Some(load_key_file(&next_net_path)?)
+    } else {
+        None
+    };
     let keys = genesis.validators.iter().map(|v| v.consensus_key).collect();
     let committee = if genesis.protocol.is_bft() {
         Committee::new_bft(keys, genesis.f(), genesis.quorum())
@@ -205,6 +215,7 @@ pub fn load(home: &Path) -> anyhow::Result<Loaded> {
         genesis,
         driver,
         net,
+        next_net_key,
         options: RunOptions::default(),
     })
 }
@@ -274,15 +285,14 @@ async fn run_with<P: Protocol>(
     }
     // Peers: the ledger's current validator set (genesis, or what changes made of it), as of
     // this start; `follow_set` keeps the transport on it as it changes.
-    let mut net_cfg = loaded.net;
-    if let Some(peers) = driver.take_network_change() {
-        net_cfg.peers = peers;
-    }
-    let mut numbering = Numbering::of(&net_cfg.peers);
-    let (mut net, incoming) = net::start(net_cfg).await?;
-    // The ingress stage decodes peers' frames and hashes their batches on its own thread.
-    let (mut inbound, ingress_thread) =
-        super::ingress::start::<P::Message>(incoming).context("starting the ingress thread")?;
+    let peers = driver
+        .take_network_change()
+        .unwrap_or_else(|| loaded.net.peers.clone());
+    // The ingress stage (in the transport) decodes peers' frames and hashes their batches on
+    // its own thread.
+    let mut transport =
+        Transport::<P::Message>::start(loaded.net.clone(), loaded.next_net_key.clone(), peers)
+            .await?;
     // The admission stage: signature workers for client submissions and peers' batches.
     let (verified_tx, mut verified_rx) = tokio::sync::mpsc::unbounded_channel();
     let (admission, verify_threads) = super::admission::Admission::start(
@@ -374,7 +384,7 @@ async fn run_with<P: Protocol>(
     tracing::info!(
         chain_id = %loaded.genesis.chain_id,
         height = driver.ledger().height(),
-        peer_id = %net.local_peer_id(),
+        peer_id = %transport.net.local_peer_id(),
         api = %api_addr,
         "validator started"
     );
@@ -386,7 +396,12 @@ async fn run_with<P: Protocol>(
     tokio::pin!(shutdown);
 
     let out = driver.start(now_ms())?;
-    dispatch(&net, &mut timers, &mut report, misbehaviour.filter(out));
+    dispatch(
+        &transport.net,
+        &mut timers,
+        &mut report,
+        misbehaviour.filter(out),
+    );
     loop {
         let next_timer = timers
             .iter()
@@ -400,8 +415,8 @@ async fn run_with<P: Protocol>(
         };
         let out = tokio::select! {
             _ = &mut shutdown => break,
-            frame = inbound.recv() => match frame {
-                Some((key, inbound)) => match numbering.index_of(&key) {
+            frame = transport.inbound.recv() => match frame {
+                Some((key, inbound)) => match transport.index_of(&key) {
                     Some(from) => driver.on_inbound(now_ms(), ReplicaId(from), inbound)?,
                     None => Vec::new(),
                 },
@@ -416,7 +431,7 @@ async fn run_with<P: Protocol>(
             _ = batch_tick.tick() => driver.make_batch(now_ms())?,
             Some(cmd) = api_rx.recv() => answer(&mut driver, now_ms(), cmd)?,
             _ = status_tick.tick() => {
-                report.status(&mut driver, &net);
+                report.status(&mut driver, &transport.net);
                 Vec::new()
             }
             _ = flood_tick.tick(), if floods => misbehaviour.flood(),
@@ -429,8 +444,13 @@ async fn run_with<P: Protocol>(
                 None => bail!("the store stage stopped"),
             },
         };
-        follow_set(&mut driver, &mut net, &mut numbering, &mut report);
-        dispatch(&net, &mut timers, &mut report, misbehaviour.filter(out));
+        transport = follow_set(&mut driver, transport, &mut report).await?;
+        dispatch(
+            &transport.net,
+            &mut timers,
+            &mut report,
+            misbehaviour.filter(out),
+        );
         busy.store(driver.backlogged(), std::sync::atomic::Ordering::Relaxed);
     }
     let _ = api_stop.send(());
@@ -450,10 +470,7 @@ async fn run_with<P: Protocol>(
         let _ = tokio::task::spawn_blocking(move || p.join()).await;
     }
     tracing::info!(height = driver.ledger().height(), "validator stopping");
-    // The ingress thread ends when its output is gone or the transport stops.
-    drop(inbound);
-    net.shutdown().await;
-    let _ = tokio::task::spawn_blocking(move || ingress_thread.join()).await;
+    transport.shutdown().await;
     Ok(())
 }
 
@@ -491,38 +508,20 @@ fn answer<P: Protocol>(
     Ok(Vec::new())
 }
 
-/// The transport's numbering of peers by network key: the one the driver gave out last
-/// ([`Driver::take_network_change`]), so a frame's sender is named as the driver's current set
-/// names it, whenever the frame was read.
-struct Numbering(std::collections::HashMap<crypto::PublicKey, u16>);
-
-impl Numbering {
-    fn of(peers: &[PeerInfo]) -> Numbering {
-        Numbering(peers.iter().map(|p| (p.network_key, p.index)).collect())
-    }
-
-    fn index_of(&self, key: &crypto::PublicKey) -> Option<u16> {
-        self.0.get(key).copied()
-    }
-}
-
 /// After a step that changed the validator set (or accepted a change that adds one), the
 /// transport follows it before the step's frames go out: they are addressed in the new
 /// numbering.
-fn follow_set<P: Protocol>(
+async fn follow_set<P: Protocol>(
     driver: &mut Driver<P>,
-    net: &mut NetHandle,
-    numbering: &mut Numbering,
+    transport: Transport<P::Message>,
     report: &mut Reporter,
-) {
+) -> anyhow::Result<Transport<P::Message>> {
     let Some(peers) = driver.take_network_change() else {
-        return;
+        return Ok(transport);
     };
-    *numbering = Numbering::of(&peers);
-    if let Err(e) = net.set_peers(peers) {
-        tracing::error!(error = %e, "the network cannot follow the validator set");
-    }
-    report.fanout = net.peer_count() as u64;
+    let transport = transport.follow(peers).await?;
+    report.fanout = transport.net.peer_count() as u64;
+    Ok(transport)
 }
 
 fn dispatch(

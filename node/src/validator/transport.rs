@@ -1,0 +1,132 @@
+//! The validator's transport as the run loop holds it: the libp2p network, the ingress
+//! thread that decodes its frames, and the numbering that names each sender by its index in
+//! the current validator set.
+//!
+//! It follows the set (`Transport::follow`): kept peers keep their connections and queued
+//! frames, removed ones are closed, joiners dialed (`NetHandle::set_peers`). When a change
+//! rotates *this* validator's network key to the one in its home's `network_key.next.json`,
+//! the transport is restarted with that identity on the same listen address: the old one is
+//! shut down (its port freed), frames still queued in it are dropped (consensus retransmits
+//! what matters: votes and proposals of the current view are resent on timeout), and the
+//! peers, which switched to the new key at the same boundary, accept the new identity. No
+//! process restart.
+
+use super::ingress::{self, InboundRx};
+use crate::net::{self, NetConfig, NetHandle, PeerInfo};
+use anyhow::Context;
+use crypto::{PublicKey, SecretKey};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+pub(super) struct Transport<M> {
+    pub net: NetHandle,
+    /// Decoded frames, each with its sender's network key.
+    pub inbound: InboundRx<M>,
+    ingress: std::thread::JoinHandle<()>,
+    /// Network key → index: the numbering the driver gave out last
+    /// (`Driver::take_network_change`), so a frame's sender is named as the driver's current
+    /// set names it, whenever the frame was read.
+    numbering: HashMap<PublicKey, u16>,
+    /// What the transport was started with (listen address, limits, key).
+    cfg: NetConfig,
+    /// A network key a set change may rotate this validator to.
+    next: Option<SecretKey>,
+}
+
+impl<M: DeserializeOwned + Send + 'static> Transport<M> {
+    /// Starts the transport for `peers` (with `next`'s identity if they already name it:
+    /// the rotation happened while this validator was down).
+    pub async fn start(
+        mut cfg: NetConfig,
+        next: Option<SecretKey>,
+        peers: Vec<PeerInfo>,
+    ) -> anyhow::Result<Self> {
+        if let Some(k) = &next
+            && peers.iter().any(|p| p.network_key == k.public())
+        {
+            cfg.key_seed = k.seed();
+        }
+        cfg.peers = peers;
+        let numbering = numbering(&cfg.peers);
+        let (net, incoming) = net::start(cfg.clone()).await?;
+        let (inbound, ingress) =
+            ingress::start::<M>(incoming).context("starting the ingress thread")?;
+        Ok(Transport {
+            net,
+            inbound,
+            ingress,
+            numbering,
+            cfg,
+            next,
+        })
+    }
+
+    /// The index of the peer with network key `key` in the current numbering.
+    pub fn index_of(&self, key: &PublicKey) -> Option<u16> {
+        self.numbering.get(key).copied()
+    }
+
+    /// Follows the validator set `peers` (see the module docs); restarts with the next
+    /// network key when `peers` name it and the running identity is another.
+    pub async fn follow(mut self, peers: Vec<PeerInfo>) -> anyhow::Result<Self> {
+        self.numbering = numbering(&peers);
+        let rotated = self.next.as_ref().filter(|k| {
+            let public = k.public();
+            peers.iter().any(|p| p.network_key == public) && k.seed() != self.cfg.key_seed
+        });
+        let Some(next) = rotated.cloned() else {
+            if let Err(e) = self.net.set_peers(peers) {
+                tracing::error!(error = %e, "the network cannot follow the validator set");
+            }
+            return Ok(self);
+        };
+        let old = self.net.local_peer_id();
+        let Rest { cfg, next: n } = self.shutdown_keep().await;
+        let restarted = Self::start(cfg, n, peers).await.with_context(|| {
+            format!(
+                "restarting the transport with the rotated network key {} (from \
+                 network_key.next.json)",
+                next.public()
+            )
+        })?;
+        tracing::info!(
+            old = %old,
+            new = %restarted.net.local_peer_id(),
+            "network key rotated: the transport restarted with the identity the validator set \
+             now names"
+        );
+        Ok(restarted)
+    }
+
+    /// Stops the network and the ingress thread.
+    pub async fn shutdown(self) {
+        self.shutdown_keep().await;
+    }
+
+    /// Stops the network and the ingress thread; what to start a new one with.
+    async fn shutdown_keep(self) -> Rest {
+        let Transport {
+            net,
+            inbound,
+            ingress,
+            cfg,
+            next,
+            ..
+        } = self;
+        // The ingress thread ends when its output is gone or the transport stops.
+        drop(inbound);
+        net.shutdown().await;
+        let _ = tokio::task::spawn_blocking(move || ingress.join()).await;
+        Rest { cfg, next }
+    }
+}
+
+/// What a stopped transport leaves to start the next one with.
+struct Rest {
+    cfg: NetConfig,
+    next: Option<SecretKey>,
+}
+
+fn numbering(peers: &[PeerInfo]) -> HashMap<PublicKey, u16> {
+    peers.iter().map(|p| (p.network_key, p.index)).collect()
+}
