@@ -172,13 +172,21 @@ fn hotstuff_rotates_a_validator_key_under_load_with_the_wallet_cli() {
     assert!(vs[ROTATED].as_mut().unwrap().poll() > last, "still running");
     let log = std::fs::read_to_string(net.home(ROTATED).join("cairnd.log")).unwrap();
     assert!(log.contains("network key rotated"), "{log}");
+    // (Status refreshes twice a second; a connection may be being redialed: poll.)
     for i in [0, 1, 3] {
-        let (_, st) = get_json(&format!("{}/v1/status", net.api(i)));
-        let peers = st["peers"].as_array().cloned().unwrap_or_default();
-        assert!(
-            peers.contains(&serde_json::json!(format!("validator-{ROTATED}"))),
-            "validator {i} is not connected to validator {ROTATED}: {st}"
-        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, st) = get_json(&format!("{}/v1/status", net.api(i)));
+            let peers = st["peers"].as_array().cloned().unwrap_or_default();
+            if peers.contains(&serde_json::json!(format!("validator-{ROTATED}"))) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "validator {i} is not connected to validator {ROTATED}: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     // A wallet that trusts only the genesis file verifies a balance read in epoch 1: it

@@ -395,6 +395,7 @@ async fn run_with<P: Protocol>(
     let floods = misbehaviour.floods();
     tokio::pin!(shutdown);
 
+    let mut cut_off_check = false;
     let out = driver.start(now_ms())?;
     dispatch(
         &transport.net,
@@ -432,6 +433,7 @@ async fn run_with<P: Protocol>(
             Some(cmd) = api_rx.recv() => answer(&mut driver, now_ms(), cmd)?,
             _ = status_tick.tick() => {
                 report.status(&mut driver, &transport.net);
+                cut_off_check = true;
                 Vec::new()
             }
             _ = flood_tick.tick(), if floods => misbehaviour.flood(),
@@ -445,6 +447,10 @@ async fn run_with<P: Protocol>(
             },
         };
         transport = follow_set(&mut driver, transport, &mut report).await?;
+        if std::mem::take(&mut cut_off_check) {
+            let pending = super::transport::pending_rotation(driver.ledger().validators());
+            transport = transport.rotate_if_cut_off(pending).await?;
+        }
         dispatch(
             &transport.net,
             &mut timers,

@@ -10,6 +10,14 @@
 //! what matters: votes and proposals of the current view are resent on timeout), and the
 //! peers, which switched to the new key at the same boundary, accept the new identity. No
 //! process restart.
+//!
+//! A validator a little behind can be cut off by its own rotation: the others pass the
+//! boundary first and refuse its old identity, and it cannot fetch the boundary block
+//! without a connection. So while a change that rotates its network key to the next key is
+//! pending, a validator that has had no connected peer for [`CUT_OFF`] takes the new
+//! identity early (`Transport::rotate_if_cut_off`): the others, past the boundary, admit it,
+//! and it syncs across. (Taken too early, it is out only until the others switch; f
+//! tolerates that.)
 
 use super::ingress::{self, InboundRx};
 use crate::net::{self, NetConfig, NetHandle, PeerInfo};
@@ -17,6 +25,29 @@ use anyhow::Context;
 use crypto::{PublicKey, SecretKey};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+
+/// How long a validator with a pending network-key rotation may have no connected peer
+/// before it takes its new identity early (see the module docs).
+pub const CUT_OFF: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The network key a pending change rotates a member to, if the pending change is a
+/// rotation that gives a new network key.
+pub(super) fn pending_rotation(vs: &ledger::validators::ValidatorState) -> Option<PublicKey> {
+    let pending = vs.pending.as_ref()?;
+    match &pending.op {
+        ledger::validators::SetChange::Rotate {
+            old_consensus_key,
+            new,
+        } => {
+            let old = vs
+                .members
+                .iter()
+                .find(|m| m.consensus_key == *old_consensus_key)?;
+            (old.network_key != new.network_key).then_some(new.network_key)
+        }
+        _ => None,
+    }
+}
 
 pub(super) struct Transport<M> {
     pub net: NetHandle,
@@ -31,6 +62,8 @@ pub(super) struct Transport<M> {
     cfg: NetConfig,
     /// A network key a set change may rotate this validator to.
     next: Option<SecretKey>,
+    /// Since when no peer has been connected (with a rotation to `next` pending).
+    alone_since: Option<tokio::time::Instant>,
 }
 
 impl<M: DeserializeOwned + Send + 'static> Transport<M> {
@@ -58,7 +91,33 @@ impl<M: DeserializeOwned + Send + 'static> Transport<M> {
             numbering,
             cfg,
             next,
+            alone_since: None,
         })
+    }
+
+    /// Takes the next network key early when `pending` (see [`pending_rotation`]) rotates
+    /// this validator to it and no peer has been connected for [`CUT_OFF`].
+    pub async fn rotate_if_cut_off(mut self, pending: Option<PublicKey>) -> anyhow::Result<Self> {
+        let due = self
+            .next
+            .as_ref()
+            .is_some_and(|k| pending == Some(k.public()) && k.seed() != self.cfg.key_seed);
+        if !due || !self.net.connected().is_empty() {
+            self.alone_since = None;
+            return Ok(self);
+        }
+        let now = tokio::time::Instant::now();
+        let since = *self.alone_since.get_or_insert(now);
+        if now.duration_since(since) < CUT_OFF {
+            return Ok(self);
+        }
+        tracing::warn!(
+            "no peer connected for {CUT_OFF:?} while a change rotating this validator's \
+             network key is pending (the others may have passed the boundary and refuse the \
+             old identity): taking the new one now"
+        );
+        let peers = self.cfg.peers.clone();
+        self.restart(peers).await
     }
 
     /// The index of the peer with network key `key` in the current numbering.
@@ -74,14 +133,22 @@ impl<M: DeserializeOwned + Send + 'static> Transport<M> {
             let public = k.public();
             peers.iter().any(|p| p.network_key == public) && k.seed() != self.cfg.key_seed
         });
-        let Some(next) = rotated.cloned() else {
-            if let Err(e) = self.net.set_peers(peers) {
+        if rotated.is_none() {
+            if let Err(e) = self.net.set_peers(peers.clone()) {
                 tracing::error!(error = %e, "the network cannot follow the validator set");
             }
+            self.cfg.peers = peers;
             return Ok(self);
-        };
+        }
+        self.restart(peers).await
+    }
+
+    /// Restarts the transport with the next network key, for `peers`.
+    async fn restart(self, peers: Vec<PeerInfo>) -> anyhow::Result<Self> {
+        let next = self.next.clone().expect("a restart needs the next key");
         let old = self.net.local_peer_id();
-        let Rest { cfg, next: n } = self.shutdown_keep().await;
+        let Rest { mut cfg, next: n } = self.shutdown_keep().await;
+        cfg.key_seed = next.seed();
         let restarted = Self::start(cfg, n, peers).await.with_context(|| {
             format!(
                 "restarting the transport with the rotated network key {} (from \
