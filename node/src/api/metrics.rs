@@ -58,6 +58,10 @@ pub struct Metrics {
     pub mempool_size: U64Gauge,
     /// `cairn_peers`: connected validators.
     pub peers: U64Gauge,
+    /// `cairn_quorum`: votes a quorum of the current set needs, this validator's included
+    /// (BFT: the certificate quorum; Raft: a majority of the voters). With `cairn_peers` it
+    /// tells whether this validator can take part in a quorum.
+    pub quorum: U64Gauge,
     /// `cairn_leader_changes_total`: times the leader this node follows changed.
     pub leader_changes: Counter,
     /// `cairn_fsync_seconds`: duration of durable store writes (blocks and safety records).
@@ -180,6 +184,7 @@ impl Metrics {
             block_interval: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             mempool_size: U64Gauge::default(),
             peers: U64Gauge::default(),
+            quorum: U64Gauge::default(),
             leader_changes: Counter::default(),
             // 100 µs .. ~3.3 s
             fsync: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
@@ -245,6 +250,11 @@ impl Metrics {
             m.mempool_size.clone(),
         );
         registry.register("peers", "Connected validators", m.peers.clone());
+        registry.register(
+            "quorum",
+            "Votes a quorum of the current set needs, this validator's included",
+            m.quorum.clone(),
+        );
         registry.register(
             "leader_changes",
             "Changes of the leader this node follows",

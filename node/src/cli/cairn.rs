@@ -9,6 +9,8 @@
 //! | `transfer --to ADDR --amount N [--wait] [--timeout SECS]` | signs and submits a transfer |
 //! | `tx HASH` | where a transaction is: pending, in flight, committed, unknown |
 //! | `status` | the node's chain, height, view, leader, peers |
+//! | `config path\|show\|set\|remove` | named profiles in the user's config file ([`profile`]) |
+//! | `completions SHELL` | a shell completion script |
 //!
 //! The network commands talk to one validator's HTTP API ([`crate::api`]) through
 //! [`super::client`]: `--node URL`, else `$CAIRN_NODE`, else [`DEFAULT_NODE`]. `--json` prints
@@ -63,7 +65,6 @@ use super::CliError;
 use super::client::{self, ClientError, DEFAULT_NODE, Mode, NodeClient, REQUEST_TIMEOUT};
 use super::nonces::{self, SigningLock};
 use crate::api::{AccountView, TxReceipt, TxStatus};
-use clap::Parser;
 use crypto::{Digest, SecretKey};
 use genesis::keyfile::{replace_key_file, try_generate_key};
 use genesis::{load_key_file, write_key_file};
@@ -77,7 +78,7 @@ use transfer::{Order, transfer, warn};
 
 mod args;
 
-pub use args::{Cli, Command, ValidatorsCommand};
+pub use args::{Cli, Command, ConfigCommand, Output, ValidatorsCommand};
 
 /// Success: done, committed, or (`transfer` without `--wait`) accepted by the node.
 pub const EXIT_OK: u8 = 0;
@@ -145,8 +146,15 @@ fn query_fail(e: ClientError) -> Fail {
 
 /// Entry point of the `cairn` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let applied = match cli.command {
+        // These edit or do not need the profiles: none applies.
+        Command::Config(_) | Command::Completions { .. } => Ok(()),
+        _ => profile::apply(&mut cli, &matches),
+    };
+    match applied.and_then(|()| run(&cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(fail) => {
             if cli.json {
@@ -164,6 +172,7 @@ pub fn main() -> ExitCode {
     }
 }
 
+mod profile;
 mod transfer;
 mod validators;
 mod verify;
@@ -198,6 +207,13 @@ pub fn run(cli: &Cli) -> Result<(), Fail> {
         Command::Tx { hash, verify } => tx(cli, hash, *verify),
         Command::Status => status(cli),
         Command::Validators(command) => validators::run(cli, command),
+        Command::Config(command) => profile::run(cli, command),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "cairn", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }
 

@@ -37,12 +37,24 @@ pub enum Command {
         /// Node home directory, as written by `cairnd testnet` or `cairnd keygen`
         #[arg(long, value_name = "DIR")]
         home: PathBuf,
+        /// Log lines on stdout as text, or as one JSON object per line (`timestamp`, `level`,
+        /// `message`, then the event's fields under stable names: `height`, `view`, `peer`,
+        /// `epoch`, `leader`, `txs`, ...)
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
         /// TEST BUILDS ONLY: misbehave on purpose, to test that the other validators stay
         /// safe and live
         #[cfg(feature = "byzantine")]
         #[arg(long, value_name = "BEHAVIOUR")]
         byzantine: Option<crate::validator::byzantine::Behaviour>,
     },
+}
+
+/// How `cairnd run` writes its log lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Args, Debug)]
@@ -116,27 +128,49 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Testnet(args) => testnet(args),
         Command::Genesis(GenesisCommand::Validate { file }) => validate_genesis(&file),
         #[cfg(not(feature = "byzantine"))]
-        Command::Run { home } => run_validator(&home, crate::validator::RunOptions::default()),
-        #[cfg(feature = "byzantine")]
-        Command::Run { home, byzantine } => {
-            run_validator(&home, crate::validator::RunOptions { byzantine })
+        Command::Run { home, log_format } => {
+            run_validator(&home, log_format, crate::validator::RunOptions::default())
         }
+        #[cfg(feature = "byzantine")]
+        Command::Run {
+            home,
+            log_format,
+            byzantine,
+        } => run_validator(
+            &home,
+            log_format,
+            crate::validator::RunOptions { byzantine },
+        ),
         Command::Localnet(args) => super::localnet::localnet(args),
         Command::Bench(args) => crate::bench::bench(args),
     }
 }
 
 /// Starts the validator and runs it until Ctrl-C or SIGTERM.
-fn run_validator(home: &Path, options: crate::validator::RunOptions) -> Result<(), CliError> {
+fn run_validator(
+    home: &Path,
+    log_format: LogFormat,
+    options: crate::validator::RunOptions,
+) -> Result<(), CliError> {
     // Check the home before starting anything, so that a bad file is an input error (exit 2).
     let loaded = crate::validator::load(home).map_err(|e| CliError::input(format!("{e:#}")))?;
     let filter = tracing_subscriber::filter::EnvFilter::try_new(&loaded.config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::filter::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .try_init();
+        .with_target(false);
+    let _ = match log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
+        // One object per line, the event's fields beside `message` (not nested), no spans.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

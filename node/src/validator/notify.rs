@@ -109,6 +109,11 @@ impl Reporter {
         let m = &self.metrics;
         m.view.set(view);
         m.peers.set(peers.len() as u64);
+        let quorum = match P::raft_config(driver.core()) {
+            Some(c) => c.voters.len() / 2 + 1,
+            None => driver.params.committee.quorum(),
+        };
+        m.quorum.set(quorum as u64);
         m.mempool_size.set(driver.mempool().len() as u64);
         m.rejected_connections.set(net.stats().rejected_connections);
         m.set_net(&net.stats());

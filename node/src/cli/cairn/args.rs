@@ -17,6 +17,10 @@ The node is --node URL, else $CAIRN_NODE, else http://127.0.0.1:27600 (validator
 object on stdout for every command (64-bit integers as decimal strings, as in the API; on \
 failure it also has \"error\" and \"exit_code\"). Errors go to stderr as `error: ...`.
 
+Profiles: --profile NAME (or $CAIRN_PROFILE, or the config file's default_profile) takes \
+the node, key file, genesis file and output format the command line leaves open from a \
+profile kept with `cairn config set`; a flag, then its environment variable, wins.
+
 Concurrent use: processes using one key file on one machine take turns to sign (the lock \
 KEY.lock, the record KEY.nonce beside the key), so each signs its own nonce; a transfer whose \
 nonce was taken and that changed nothing is signed again with the next nonce (at most 5 \
@@ -68,8 +72,61 @@ pub struct Cli {
     /// [env: CAIRN_GENESIS]
     #[arg(long, global = true, value_name = "FILE")]
     pub genesis: Option<PathBuf>,
+    /// Take the node, key, genesis file and output format this command line leaves open
+    /// from this profile of the config file (`cairn config`) [env: CAIRN_PROFILE] [default:
+    /// the file's default_profile]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// A profile's output format.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `cairn config ...`: the profiles in the user's config file.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Print the config file's path ($CAIRN_CONFIG, else cairn/config.toml in the user's
+    /// config directory)
+    Path,
+    /// Show the profiles (or one)
+    Show {
+        /// Only this profile
+        name: Option<String>,
+    },
+    /// Create or update a profile; the first one saved becomes the default
+    Set {
+        /// The profile's name
+        name: String,
+        /// Validator API URL
+        #[arg(long, value_name = "URL")]
+        node: Option<String>,
+        /// Wallet key file (stored as an absolute path)
+        #[arg(long = "key-file", value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// Genesis file for --verify (stored as an absolute path)
+        #[arg(long = "genesis-file", value_name = "FILE")]
+        genesis: Option<PathBuf>,
+        /// Output format
+        #[arg(long, value_enum)]
+        output: Option<Output>,
+        /// Make it the default profile
+        #[arg(long)]
+        default: bool,
+    },
+    /// Remove a profile
+    Remove {
+        /// The profile's name
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,6 +199,15 @@ pub enum Command {
     /// write a change, approve it offline with validators' consensus keys, submit it
     #[command(subcommand)]
     Validators(ValidatorsCommand),
+    /// Named profiles (node, key, genesis file, output) in the user's config file; pick one
+    /// with --profile NAME
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print a shell completion script: `cairn completions bash > /etc/bash_completion.d/cairn`
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `cairn validators ...`. A change is a JSON file: written by `add`, `remove` or `rotate`
