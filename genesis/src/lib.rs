@@ -23,5 +23,6 @@ pub use error::GenesisError;
 pub use keyfile::{KeyFileError, generate_key, load_key_file, write_key_file};
 pub use spec::{AccountInfo, Genesis, Params, ParseProtocolError, Protocol, ValidatorInfo};
 pub use testnet::{
-    TestnetError, TestnetSpec, TestnetSummary, ValidatorSummary, WalletSummary, write_testnet,
+    HostLayout, TestnetError, TestnetSpec, TestnetSummary, ValidatorSummary, WalletSummary,
+    write_testnet,
 };

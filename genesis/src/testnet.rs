@@ -8,6 +8,11 @@
 //!
 //! Validator `i` listens for peers on `127.0.0.1:(base_port + i)` and serves its API on
 //! `127.0.0.1:(base_port + 1000 + i)`. Each wallet's account is funded with `balance`.
+//!
+//! With [`HostLayout`] (`cairnd testnet --hosts`) the validators are on hosts of their own:
+//! validator `i`'s genesis address is its host (an IP address, or a DNS name as `/dns/`) and
+//! port; it listens for peers on `p2p_bind` at that port and serves its API on `api_bind` at
+//! the port + 1000.
 
 use crate::keyfile::{KeyFileError, try_generate_key, write_key_file};
 use crate::{
@@ -37,6 +42,69 @@ pub struct TestnetSpec {
     /// More accounts funded with `balance`, whose keys the caller holds (no wallet file is
     /// written for them): `cairnd bench` funds its load-generating accounts this way.
     pub funded: Vec<Address>,
+    /// Validators on hosts of their own instead of `127.0.0.1:base_port+i`.
+    pub hosts: Option<HostLayout>,
+}
+
+/// Where each validator of a multi-host testnet is (see the module docs).
+#[derive(Clone, Debug)]
+pub struct HostLayout {
+    /// One per validator: the host peers dial (an IP address or a DNS name) and its p2p port.
+    pub peers: Vec<(String, u16)>,
+    /// The address each validator listens on for peers (`0.0.0.0`: every interface).
+    pub p2p_bind: std::net::IpAddr,
+    /// The address each validator's API binds (`127.0.0.1`: its own host only).
+    pub api_bind: std::net::IpAddr,
+}
+
+impl HostLayout {
+    /// Parses `HOST:PORT` (`[IPV6]:PORT` for an IPv6 address); the error names the entry.
+    pub fn parse_peer(entry: &str) -> Result<(String, u16), String> {
+        let entry = entry.trim();
+        let (host, port) = entry
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{entry:?}: expected HOST:PORT, e.g. a.example:26600"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{entry:?}: the port must be 1-65535"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.parse::<std::net::IpAddr>().is_err() && !is_dns_name(host) {
+            return Err(format!(
+                "{entry:?}: {host:?} is neither an IP address nor a DNS name"
+            ));
+        }
+        Ok((host.to_string(), port))
+    }
+
+    /// The genesis multiaddr of a peer entry.
+    pub fn address(host: &str, port: u16) -> String {
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => format!("/ip4/{ip}/tcp/{port}"),
+            Ok(std::net::IpAddr::V6(ip)) => format!("/ip6/{ip}/tcp/{port}"),
+            Err(_) => format!("/dns/{host}/tcp/{port}"),
+        }
+    }
+
+    fn listen(ip: std::net::IpAddr, port: u16) -> String {
+        match ip {
+            std::net::IpAddr::V4(ip) => format!("/ip4/{ip}/tcp/{port}"),
+            std::net::IpAddr::V6(ip) => format!("/ip6/{ip}/tcp/{port}"),
+        }
+    }
+}
+
+/// Letters, digits, `-` and `.`, labels of 1-63 characters, not starting with `-`.
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 #[derive(Clone, Debug)]
@@ -148,6 +216,30 @@ fn check_spec(spec: &TestnetSpec) -> Result<(), TestnetError> {
     if spec.validators == 0 {
         return bad("--validators must be at least 1".into());
     }
+    if let Some(h) = &spec.hosts {
+        if h.peers.len() != spec.validators {
+            return bad(format!(
+                "--hosts lists {} hosts for {} validators; give one HOST:PORT per validator",
+                h.peers.len(),
+                spec.validators
+            ));
+        }
+        for (i, (host, port)) in h.peers.iter().enumerate() {
+            if let Some(j) = h.peers[..i].iter().position(|p| p == &h.peers[i]) {
+                return bad(format!(
+                    "--hosts lists {host}:{port} twice (validators {j} and {i})"
+                ));
+            }
+            if port.checked_add(API_PORT_OFFSET).is_none() {
+                return bad(format!(
+                    "--hosts {host}:{port}: the API port would be {port}+{API_PORT_OFFSET}, \
+                     past 65535; use a p2p port of at most {}",
+                    u16::MAX - API_PORT_OFFSET
+                ));
+            }
+        }
+        return Ok(());
+    }
     if spec.validators > usize::from(API_PORT_OFFSET) {
         return bad(format!(
             "--validators {} is too many for one machine: at most {API_PORT_OFFSET}, so that p2p \
@@ -213,7 +305,10 @@ fn build_genesis(spec: &TestnetSpec, nodes: &[NodeKeys], wallets: &[SecretKey]) 
                 name: format!("validator-{i}"),
                 consensus_key: k.consensus.public(),
                 network_key: k.network.public(),
-                p2p_address: format!("/ip4/127.0.0.1/tcp/{}", p2p_port(spec, i)),
+                p2p_address: match &spec.hosts {
+                    Some(h) => HostLayout::address(&h.peers[i].0, h.peers[i].1),
+                    None => format!("/ip4/127.0.0.1/tcp/{}", p2p_port(spec, i)),
+                },
             })
             .collect(),
         accounts: wallets
@@ -237,11 +332,21 @@ fn write_validator(
 ) -> Result<ValidatorSummary, TestnetError> {
     let home = spec.out.join(&info.name);
     create_dir(&home, true)?;
-    let api_listen = format!(
-        "127.0.0.1:{}",
-        p2p_port(spec, i).saturating_add(API_PORT_OFFSET)
-    );
-    let config = NodeConfig::new(&info.name, &info.p2p_address, &api_listen);
+    let (listen, api_listen) = match &spec.hosts {
+        Some(h) => {
+            let port = h.peers[i].1;
+            let api = std::net::SocketAddr::new(h.api_bind, port + API_PORT_OFFSET);
+            (HostLayout::listen(h.p2p_bind, port), api.to_string())
+        }
+        None => (
+            info.p2p_address.clone(),
+            format!(
+                "127.0.0.1:{}",
+                p2p_port(spec, i).saturating_add(API_PORT_OFFSET)
+            ),
+        ),
+    };
+    let config = NodeConfig::new(&info.name, &listen, &api_listen);
     write_file(&config.genesis_path(&home), genesis_json)?;
     config.save(&home)?;
     write_key_file(&config.consensus_key_path(&home), &keys.consensus)?;

@@ -19,6 +19,7 @@ fn spec(out: &Path, validators: usize, protocol: Protocol) -> TestnetSpec {
         genesis_time: "2026-11-23T00:00:00Z".into(),
         params: Default::default(),
         funded: Vec::new(),
+        hosts: None,
     }
 }
 
@@ -157,5 +158,90 @@ fn balances_past_u64_are_refused() {
             "accounts: balances sum past the u64 limit (18446744073709551615) at accounts[2]"
         ),
         "{err}"
+    );
+}
+
+/// `cairnd testnet --hosts`: each validator's genesis address is its host (IP, or a DNS name
+/// as /dns/), it listens for peers on the bind address at its port and serves its API on the
+/// API bind address at the port + 1000.
+#[test]
+fn a_multi_host_testnet_names_each_host() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("net");
+    let peers: Vec<(String, u16)> = [
+        "10.0.0.1:26600",
+        "b.example:26600",
+        "[fd00::3]:26601",
+        "d:9",
+    ]
+    .iter()
+    .map(|e| genesis::HostLayout::parse_peer(e).unwrap())
+    .collect();
+    let mut s = spec(&out, 4, Protocol::HotStuff);
+    s.hosts = Some(genesis::HostLayout {
+        peers,
+        p2p_bind: "0.0.0.0".parse().unwrap(),
+        api_bind: "127.0.0.1".parse().unwrap(),
+    });
+    let summary = write_testnet(&s).unwrap();
+    let addrs: Vec<&str> = summary
+        .genesis
+        .validators
+        .iter()
+        .map(|v| v.p2p_address.as_str())
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            "/ip4/10.0.0.1/tcp/26600",
+            "/dns/b.example/tcp/26600",
+            "/ip6/fd00::3/tcp/26601",
+            "/dns/d/tcp/9"
+        ]
+    );
+    let c = NodeConfig::load(&out.join("validator-2")).unwrap();
+    assert_eq!(c.p2p_listen, "/ip4/0.0.0.0/tcp/26601");
+    assert_eq!(c.api_listen, "127.0.0.1:27601");
+    // The written genesis passes validation (the node loads it).
+    Genesis::load(&out.join("validator-3/genesis.json")).unwrap();
+}
+
+#[test]
+fn bad_host_lists_are_refused_with_the_entry() {
+    for (entry, needle) in [
+        ("a.example", "expected HOST:PORT"),
+        ("a.example:0", "1-65535"),
+        ("a.example:70000", "1-65535"),
+        ("bad_host!:1", "neither an IP address nor a DNS name"),
+        ("-a:1", "neither"),
+    ] {
+        let e = genesis::HostLayout::parse_peer(entry).unwrap_err();
+        assert!(e.contains(needle) && e.contains(entry), "{entry}: {e}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = |hosts: &[&str]| genesis::HostLayout {
+        peers: hosts
+            .iter()
+            .map(|e| genesis::HostLayout::parse_peer(e).unwrap())
+            .collect(),
+        p2p_bind: "0.0.0.0".parse().unwrap(),
+        api_bind: "127.0.0.1".parse().unwrap(),
+    };
+    let mut s = spec(&tmp.path().join("a"), 4, Protocol::Pbft);
+    s.hosts = Some(layout(&["a:1", "b:1", "c:1"]));
+    let e = write_testnet(&s).unwrap_err();
+    assert!(e.to_string().contains("3 hosts for 4 validators"), "{e}");
+    s.hosts = Some(layout(&["a:1", "b:1", "a:1", "c:1"]));
+    let e = write_testnet(&s).unwrap_err();
+    assert!(
+        e.to_string().contains("a:1 twice (validators 0 and 2)"),
+        "{e}"
+    );
+    s.hosts = Some(layout(&["a:1", "b:1", "c:65000", "d:1"]));
+    let e = write_testnet(&s).unwrap_err();
+    assert!(e.to_string().contains("past 65535"), "{e}");
+    assert!(
+        !tmp.path().join("a").exists(),
+        "nothing is written for a refused spec"
     );
 }

@@ -98,6 +98,68 @@ fn testnet_then_genesis_validate() {
     assert!(text.contains(&format!("hash:         {hash}")), "{text}");
 }
 
+/// `cairnd testnet --hosts-file` writes one home per host; `genesis validate --hosts`
+/// checks the peer list against genesis and names the first entry that differs.
+#[test]
+fn testnet_for_hosts_then_validate_the_peer_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = tmp.path().join("hosts.txt");
+    std::fs::write(
+        &hosts,
+        "# one per validator\na.example:26600\nb.example:26600\n\n10.1.0.3:26600\nd.example:26600\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("net");
+    let o = cairnd(
+        &[
+            "testnet",
+            "--protocol",
+            "hotstuff",
+            "--hosts-file",
+            hosts.to_str().unwrap(),
+            "--api-bind",
+            "0.0.0.0",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        tmp.path(),
+    );
+    assert_exit(&o, 0);
+    let config = std::fs::read_to_string(out.join("validator-1/config.toml")).unwrap();
+    assert!(
+        config.contains("p2p_listen = \"/ip4/0.0.0.0/tcp/26600\""),
+        "{config}"
+    );
+    assert!(
+        config.contains("api_listen = \"0.0.0.0:27600\""),
+        "{config}"
+    );
+    let g = out.join("genesis.json");
+    let g = g.to_str().unwrap();
+    let list = "a.example:26600,b.example:26600,10.1.0.3:26600,d.example:26600";
+    let o = cairnd(&["genesis", "validate", g, "--hosts", list], tmp.path());
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("all 4 match"), "{}", stdout(&o));
+    let wrong = "a.example:26600,b.example:26601,10.1.0.3:26600,d.example:26600";
+    let o = cairnd(&["genesis", "validate", g, "--hosts", wrong], tmp.path());
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("validators[1].p2p_address is /dns/b.example/tcp/26600"),
+        "{}",
+        stderr(&o)
+    );
+    let o = cairnd(
+        &["genesis", "validate", g, "--hosts", "a.example:26600"],
+        tmp.path(),
+    );
+    assert_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("1 entries, genesis 4"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn testnet_key_files_are_private() {
     let tmp = tempfile::tempdir().unwrap();

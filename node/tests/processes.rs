@@ -231,3 +231,22 @@ fn measure_commit_latency_and_transfer_rate() {
     );
     stop_all(&mut vs, "-TERM");
 }
+
+/// Validators named by a DNS name in genesis (`cairnd testnet --hosts localhost:PORT,...`:
+/// `/dns/localhost/tcp/PORT`) find each other through the system resolver and commit.
+#[test]
+fn validators_named_by_dns_names_connect_and_commit() {
+    let net = support::Testnet::with_hosts(4, "hotstuff", "localhost");
+    let g = net.genesis();
+    assert!(
+        g.validators
+            .iter()
+            .all(|v| v.p2p_address.starts_with("/dns/localhost/tcp/")),
+        "{:?}",
+        g.validators
+    );
+    let mut vs = net.start_all();
+    support::wait_for(&mut vs, 5, std::time::Duration::from_secs(60));
+    support::stop_all(&mut vs, "-TERM");
+    assert!(net.assert_same_chain() >= 5);
+}

@@ -74,6 +74,7 @@ impl Cluster {
             genesis_time: genesis::rfc3339::now_utc(),
             params,
             funded: spec.funded.clone(),
+            hosts: None,
         })
         .map_err(|e| anyhow::anyhow!("cannot write the bench testnet: {e}"))?;
         if let Some(retain) = spec.retain_blocks {

@@ -70,9 +70,31 @@ pub struct KeygenArgs {
 
 #[derive(Args, Debug)]
 pub struct TestnetArgs {
-    /// Number of validators (hotstuff and pbft need at least 4)
-    #[arg(long, value_name = "N")]
-    pub validators: usize,
+    /// Number of validators (hotstuff and pbft need at least 4) [default with --hosts: one
+    /// per host]
+    #[arg(long, value_name = "N", required_unless_present_any = ["hosts", "hosts_file"])]
+    pub validators: Option<usize>,
+    /// Validators on hosts of their own: HOST:PORT per validator, comma-separated (an IP
+    /// address or a DNS name; `[IPV6]:PORT`). Validator i's genesis address is its entry;
+    /// it listens for peers on --p2p-bind at PORT and serves its API on --api-bind at
+    /// PORT+1000
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        conflicts_with = "hosts_file"
+    )]
+    pub hosts: Vec<String>,
+    /// As --hosts, one HOST:PORT per line (blank lines and `#` comments ignored)
+    #[arg(long, value_name = "FILE")]
+    pub hosts_file: Option<PathBuf>,
+    /// With --hosts: the address validators listen on for peers (0.0.0.0: every interface)
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub p2p_bind: std::net::IpAddr,
+    /// With --hosts: the address validators' APIs bind (127.0.0.1: the host only; 0.0.0.0:
+    /// every interface; put a TLS proxy in front for clients elsewhere)
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub api_bind: std::net::IpAddr,
     /// Consensus protocol: hotstuff, pbft or raft
     #[arg(long, value_name = "P")]
     pub protocol: Protocol,
@@ -110,10 +132,22 @@ pub struct TestnetArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum GenesisCommand {
-    /// Check a genesis file and print its summary and hash
+    /// Check a genesis file and print its summary and hash; with --hosts or --hosts-file,
+    /// also that validator i's p2p_address is the i-th HOST:PORT
     Validate {
         /// Path of the genesis file
         file: PathBuf,
+        /// The peer list: HOST:PORT per validator, comma-separated, in genesis order
+        #[arg(
+            long,
+            value_name = "LIST",
+            value_delimiter = ',',
+            conflicts_with = "hosts_file"
+        )]
+        hosts: Vec<String>,
+        /// As --hosts, one HOST:PORT per line
+        #[arg(long, value_name = "FILE")]
+        hosts_file: Option<PathBuf>,
     },
 }
 
@@ -126,7 +160,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Keygen(args) => keygen(&args),
         Command::Testnet(args) => testnet(args),
-        Command::Genesis(GenesisCommand::Validate { file }) => validate_genesis(&file),
+        Command::Genesis(GenesisCommand::Validate {
+            file,
+            hosts,
+            hosts_file,
+        }) => validate_genesis(&file, host_entries(&hosts, hosts_file.as_deref())?),
         #[cfg(not(feature = "byzantine"))]
         Command::Run { home, log_format } => {
             run_validator(&home, log_format, crate::validator::RunOptions::default())
@@ -248,9 +286,52 @@ fn create_private_dir(dir: &Path) -> Result<(), CliError> {
         .map_err(|e| CliError::failure(format!("cannot create directory {}: {e}", dir.display())))
 }
 
+/// The `--hosts` list or the `--hosts-file` lines, parsed, if either was given.
+type Peers = Vec<(String, u16)>;
+
+fn host_entries(hosts: &[String], hosts_file: Option<&Path>) -> Result<Option<Peers>, CliError> {
+    let entries: Vec<String> = match hosts_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| CliError::input(format!("{}: {e}", f.display())))?
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
+        None if hosts.is_empty() => return Ok(None),
+        None => hosts.to_vec(),
+    };
+    if entries.is_empty() {
+        return Err(CliError::input("--hosts-file lists no HOST:PORT"));
+    }
+    entries
+        .iter()
+        .map(|e| genesis::HostLayout::parse_peer(e))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|e| CliError::input(format!("--hosts: {e}")))
+}
+
+/// The `--hosts` / `--hosts-file` layout, if either was given.
+fn host_layout(args: &TestnetArgs) -> Result<Option<genesis::HostLayout>, CliError> {
+    Ok(
+        host_entries(&args.hosts, args.hosts_file.as_deref())?.map(|peers| genesis::HostLayout {
+            peers,
+            p2p_bind: args.p2p_bind,
+            api_bind: args.api_bind,
+        }),
+    )
+}
+
 fn testnet(args: TestnetArgs) -> Result<(), CliError> {
+    let hosts = host_layout(&args)?;
+    let validators = match (args.validators, &hosts) {
+        (Some(n), _) => n,
+        (None, Some(h)) => h.peers.len(),
+        (None, None) => return Err(CliError::input("--validators N is required")),
+    };
     let spec = TestnetSpec {
-        validators: args.validators,
+        validators,
+        hosts,
         protocol: args.protocol,
         out: args.out,
         accounts: args.accounts,
@@ -315,9 +396,30 @@ fn print_testnet(spec: &TestnetSpec, s: &TestnetSummary) {
     }
 }
 
-fn validate_genesis(file: &Path) -> Result<(), CliError> {
+fn validate_genesis(file: &Path, peers: Option<Peers>) -> Result<(), CliError> {
     let g = Genesis::load(file)?;
     let warnings = g.validate()?;
+    if let Some(peers) = &peers {
+        if peers.len() != g.validators.len() {
+            return Err(CliError::input(format!(
+                "{}: the peer list has {} entries, genesis {} validators",
+                file.display(),
+                peers.len(),
+                g.validators.len()
+            )));
+        }
+        for (i, ((host, port), v)) in peers.iter().zip(&g.validators).enumerate() {
+            let want = genesis::HostLayout::address(host, *port);
+            if v.p2p_address != want {
+                return Err(CliError::input(format!(
+                    "{}: validators[{i}].p2p_address is {}, but the peer list says {host}:{port} \
+                     ({want})",
+                    file.display(),
+                    v.p2p_address
+                )));
+            }
+        }
+    }
     println!("{}: valid", file.display());
     println!("chain_id:     {}", g.chain_id);
     println!("protocol:     {}", g.protocol);
@@ -331,6 +433,9 @@ fn validate_genesis(file: &Path) -> Result<(), CliError> {
     println!("accounts:     {}", g.accounts.len());
     println!("total_supply: {}", g.total_supply());
     println!("hash:         {}", g.hash());
+    if let Some(p) = &peers {
+        println!("peers:        all {} match the genesis addresses", p.len());
+    }
     for w in warnings {
         eprintln!("warning: {w}");
     }

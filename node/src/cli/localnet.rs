@@ -100,6 +100,7 @@ fn create(args: &LocalnetArgs) -> Result<Genesis, CliError> {
         genesis_time: rfc3339::now_utc(),
         params: Default::default(),
         funded: Vec::new(),
+        hosts: None,
     };
     let summary = write_testnet(&spec)?;
     println!(

@@ -54,6 +54,10 @@ pub(crate) fn build_swarm(
             yamux::Config::default,
         )
         .map_err(|e| NetError::Transport(e.to_string()))?
+        // `/dns/NAME/tcp/PORT` peers (multi-host testnets, containers), through the
+        // system's resolver configuration (/etc/resolv.conf), resolved at each dial.
+        .with_dns()
+        .map_err(|e| NetError::Transport(format!("cannot set up DNS resolution: {e}")))?
         .with_behaviour(|_| behaviour)
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_swarm_config(|c| {

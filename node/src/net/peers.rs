@@ -238,12 +238,18 @@ fn dial_addr(info: &PeerInfo, peer_id: PeerId) -> Result<Multiaddr, NetError> {
         }
         _ => addr.push(Protocol::P2p(peer_id)),
     }
-    if !addr
-        .iter()
-        .any(|p| matches!(p, Protocol::Ip4(_) | Protocol::Ip6(_)))
-    {
+    if !addr.iter().any(|p| {
+        matches!(
+            p,
+            Protocol::Ip4(_)
+                | Protocol::Ip6(_)
+                | Protocol::Dns(_)
+                | Protocol::Dns4(_)
+                | Protocol::Dns6(_)
+        )
+    }) {
         return Err(bad(
-            "only /ip4 and /ip6 addresses can be dialed (DNS names are not resolved yet)".into(),
+            "not a dialable address: expected /ip4, /ip6, /dns, /dns4 or /dns6 then /tcp".into(),
         ));
     }
     Ok(addr)

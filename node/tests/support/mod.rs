@@ -66,9 +66,28 @@ impl Testnet {
 
     /// As [`Testnet::new`], with more `cairnd testnet` arguments.
     pub fn with_args(n: usize, protocol: &str, extra: &[&str]) -> Testnet {
+        Testnet::build(n, protocol, free_base(n), extra)
+    }
+
+    /// A `cairnd testnet --hosts` testnet whose validators are all `host` (a DNS name or an
+    /// IP address of this machine), at ports `base+i`, listening on 127.0.0.1.
+    pub fn with_hosts(n: usize, protocol: &str, host: &str) -> Testnet {
+        let base = free_base(n);
+        let list: Vec<String> = (0..n)
+            .map(|i| format!("{host}:{}", base as usize + i))
+            .collect();
+        let list = list.join(",");
+        Testnet::build(
+            n,
+            protocol,
+            base,
+            &["--hosts", &list, "--p2p-bind", "127.0.0.1"],
+        )
+    }
+
+    fn build(n: usize, protocol: &str, base: u16, extra: &[&str]) -> Testnet {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("net");
-        let base = free_base(n);
         let status = Command::new(CAIRND)
             .args([
                 "testnet",

@@ -58,6 +58,10 @@ pub struct ClusterOpts {
     /// Turn on genesis `params.raw_transactions` (unsigned opaque transactions, the
     /// benchmark workload) in every genesis copy.
     pub raw_transactions: bool,
+    /// With `netns`: configure the validators with `cairnd testnet --hosts` (their namespace
+    /// addresses, peers listening on 0.0.0.0, APIs on 0.0.0.0) instead of rewriting a
+    /// loopback testnet: the multi-host configuration, on real (namespace) addresses.
+    pub hosts: bool,
 }
 
 /// A testnet on disk and its validator processes. See the module documentation.
@@ -142,22 +146,6 @@ impl Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("net");
         let base = free_base(n);
-        let output = Command::new(&bin)
-            .args(["testnet", "--validators", &n.to_string()])
-            .args(["--protocol", protocol])
-            .arg("--out")
-            .arg(&out)
-            .args(["--base-port", &base.to_string()])
-            .args(&opts.testnet_args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        assert!(
-            output.status.success(),
-            "cairnd-test testnet failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-
         let netns = if opts.netns {
             match Netns::create(n) {
                 Ok(ns) => Some(ns),
@@ -169,18 +157,61 @@ impl Cluster {
         } else {
             None
         };
+        let hosts = match &netns {
+            Some(ns) if opts.hosts => Some(
+                (0..n)
+                    .map(|i| format!("{}:{}", ns.p2p_ip(i), base as usize + i))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            _ => None,
+        };
+        let mut testnet = Command::new(&bin);
+        testnet
+            .args(["testnet", "--protocol", protocol])
+            .arg("--out")
+            .arg(&out)
+            .args(&opts.testnet_args)
+            .stdin(Stdio::null());
+        match &hosts {
+            Some(list) => testnet.args(["--hosts", list, "--api-bind", "0.0.0.0"]),
+            None => testnet.args([
+                "--validators",
+                &n.to_string(),
+                "--base-port",
+                &base.to_string(),
+            ]),
+        };
+        let output = testnet
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        assert!(
+            output.status.success(),
+            "cairnd-test testnet failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let homes: Vec<PathBuf> = (0..n).map(|i| out.join(format!("validator-{i}"))).collect();
         if opts.raw_transactions {
             rewrite_genesis(&out, &homes, |g| g.params.raw_transactions = true);
         }
-        if let Some(ns) = &netns {
+        if let Some(ns) = &netns
+            && hosts.is_none()
+        {
             rewrite_addresses(&out, &homes, ns);
         }
         let apis = homes
             .iter()
-            .map(|h| {
+            .enumerate()
+            .map(|(i, h)| {
                 let c = genesis::NodeConfig::load(h).expect("config.toml");
-                format!("http://{}", c.api_listen)
+                let api = c.api_socket_addr().expect("api_listen");
+                match &netns {
+                    // Bound to every interface of its namespace: reached on the control link.
+                    Some(ns) if api.ip().is_unspecified() => {
+                        format!("http://{}:{}", ns.api_ip(i), api.port())
+                    }
+                    _ => format!("http://{}", c.api_listen),
+                }
             })
             .collect();
         let http = reqwest::blocking::Client::builder()
