@@ -15,7 +15,7 @@
 mod support;
 
 use std::time::{Duration, Instant};
-use support::{Load, Testnet, Validator, cairn, dec, get_json, stop_all, wait_for};
+use support::{Load, Testnet, Validator, dec, get_json, stop_all, wait_for};
 
 /// Blocks between the block that accepts a change and the end of its epoch.
 const DELAY: &str = "2";
@@ -94,17 +94,7 @@ fn raft_adds_and_removes_one_server_at_a_time_twenty_times_under_load() {
             let gone = members.remove(1);
             let key = genesis::keyfile::load_key_file(&net.home(gone).join("consensus_key.json"))
                 .unwrap();
-            let (code, text) = cairn(&[
-                "--node",
-                &net.api(0),
-                "validators",
-                "remove",
-                "--consensus-key",
-                &key.public().to_string(),
-                "--out",
-                change,
-            ]);
-            assert_eq!(code, 0, "{text}");
+            support::write_remove(&net, &key.public(), change);
             let mut approvers = members.clone();
             approvers.insert(1, gone);
             approve_by_majority(&net, change, &approvers);

@@ -116,7 +116,10 @@ impl<M: DeserializeOwned + Send + 'static> Transport<M> {
              network key is pending (the others may have passed the boundary and refuse the \
              old identity): taking the new one now"
         );
-        let peers = self.cfg.peers.clone();
+        // Its own old entry is no peer to dial under the new identity.
+        let old = SecretKey::from_seed(self.cfg.key_seed).public();
+        let mut peers = self.cfg.peers.clone();
+        peers.retain(|p| p.network_key != old);
         self.restart(peers).await
     }
 

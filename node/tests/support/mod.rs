@@ -535,6 +535,23 @@ pub fn approve_and_submit(net: &Testnet, change: &str, signers: &[usize]) {
     assert_eq!(code, 0, "{text}");
 }
 
+/// `cairn validators remove` through validator 0: the change file `out` removing the
+/// validator with consensus key `key`.
+pub fn write_remove(net: &Testnet, key: &crypto::PublicKey, out: &str) {
+    let key = key.to_string();
+    let (code, text) = cairn(&[
+        "--node",
+        &net.api(0),
+        "validators",
+        "remove",
+        "--consensus-key",
+        &key,
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{text}");
+}
+
 /// `cairn validators add` through validator 0: the change file `out` adding joiner `j`
 /// (home `i`, named `validator-{i}`).
 pub fn write_add(net: &Testnet, j: &Joiner, i: usize, out: &str) {
